@@ -1,0 +1,312 @@
+//! The `SocialAccount` aggregate: one WeChat identity (appid, openid) and its sessions,
+//! profile, phone and binding.
+
+use std::collections::VecDeque;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{SessionProof, SocialAccountCommand};
+use crate::error::AccountError;
+use crate::events::{
+    PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained, SocialAccountEvent,
+    UnbindReason, Unbound, UserBound,
+};
+use crate::ids::{AccountId, AppId, OpenId, UnionId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret};
+
+/// How many recent sessions' keys the state keeps. A ticket older than these is
+/// superseded whatever it carries; the newest is what WeChat's client holds.
+pub const RETAINED_SESSIONS: usize = 4;
+
+/// A session the account holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its key, sealed.
+    pub session_key: SealedSecret,
+}
+
+/// The state of one WeChat identity in one app, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SocialAccount {
+    appid: Option<AppId>,
+    openid: Option<OpenId>,
+    unionid: Option<UnionId>,
+    latest_seq: u64,
+    sessions: VecDeque<SessionRecord>,
+    bound_user: Option<UserId>,
+    nickname: Option<SealedDatum>,
+    avatar_url: Option<SealedDatum>,
+    phone: Option<(SealedDatum, String)>,
+    events: u64,
+}
+
+impl SocialAccount {
+    /// The account's id, once it has logged in.
+    pub fn id(&self) -> Option<AccountId> {
+        Some(AccountId::new(self.appid.as_ref()?, self.openid.as_ref()?))
+    }
+
+    /// The openid, once it has logged in.
+    pub fn openid(&self) -> Option<&OpenId> {
+        self.openid.as_ref()
+    }
+
+    /// The unionid, if WeChat ever revealed it.
+    pub fn unionid(&self) -> Option<&UnionId> {
+        self.unionid.as_ref()
+    }
+
+    /// The newest session's sequence number (0 before the first login).
+    pub fn latest_session(&self) -> u64 {
+        self.latest_seq
+    }
+
+    /// The user the identity is bound to.
+    pub fn bound_user(&self) -> Option<UserId> {
+        self.bound_user
+    }
+
+    /// Whether a profile was accepted (and not erased since).
+    pub fn has_profile(&self) -> bool {
+        self.nickname.is_some()
+    }
+
+    /// Whether a phone was verified (and not erased since).
+    pub fn has_phone(&self) -> bool {
+        self.phone.is_some()
+    }
+
+    /// The sealed nickname and avatar URL, if any.
+    pub fn profile(&self) -> Option<(&SealedDatum, &SealedDatum)> {
+        Some((self.nickname.as_ref()?, self.avatar_url.as_ref()?))
+    }
+
+    /// The sealed phone and its country code, if any.
+    pub fn phone(&self) -> Option<(&SealedDatum, &str)> {
+        self.phone.as_ref().map(|(p, c)| (p, c.as_str()))
+    }
+
+    /// How many events built this state.
+    pub fn event_count(&self) -> u64 {
+        self.events
+    }
+
+    /// The session keys a payload sent with a ticket of `ticket_session` may be
+    /// encrypted under, in the order to try them: the ticket's own (while retained),
+    /// then the newest. Fails when the ticket cannot belong to this account.
+    pub fn candidate_keys(&self, ticket_session: u64) -> Result<Vec<&SessionRecord>, AccountError> {
+        self.check_ticket_session(ticket_session)?;
+        let mut keys: Vec<&SessionRecord> = self
+            .sessions
+            .iter()
+            .filter(|s| s.seq == ticket_session)
+            .collect();
+        if ticket_session != self.latest_seq {
+            keys.extend(self.sessions.iter().filter(|s| s.seq == self.latest_seq));
+        }
+        Ok(keys)
+    }
+
+    fn check_ticket_session(&self, ticket_session: u64) -> Result<(), AccountError> {
+        if self.latest_seq == 0 {
+            return Err(AccountError::NoSession);
+        }
+        if ticket_session == 0 || ticket_session > self.latest_seq {
+            return Err(AccountError::TicketUnknownSession);
+        }
+        Ok(())
+    }
+
+    fn is_retained(&self, seq: u64) -> bool {
+        self.sessions.iter().any(|s| s.seq == seq)
+    }
+
+    /// The session rule: a ticket speaks for its own session while it is the newest;
+    /// an older ticket is accepted only with a payload that opened under the ticket's
+    /// own (retained) key or under the newest key (the `wx.login` race).
+    pub fn check_proof(&self, proof: SessionProof) -> Result<(), AccountError> {
+        self.check_ticket_session(proof.ticket_session)?;
+        match proof.payload_session {
+            None if proof.ticket_session == self.latest_seq => Ok(()),
+            None => Err(AccountError::TicketSessionSuperseded),
+            Some(used) if used == self.latest_seq => Ok(()),
+            Some(used) if used == proof.ticket_session && self.is_retained(used) => Ok(()),
+            Some(used) if used == proof.ticket_session => {
+                Err(AccountError::TicketSessionSuperseded)
+            }
+            Some(_) => Err(AccountError::SessionKeyNotHeld),
+        }
+    }
+
+    /// Decides what a command changes, without changing anything.
+    pub fn decide(
+        &self,
+        command: SocialAccountCommand,
+    ) -> Result<Vec<SocialAccountEvent>, AccountError> {
+        use SocialAccountCommand as C;
+        use SocialAccountEvent as E;
+        match command {
+            C::ObtainSession {
+                appid,
+                openid,
+                unionid,
+                session_key,
+                at,
+            } => {
+                let same_identity = self.appid.as_ref().is_none_or(|a| *a == appid)
+                    && self.openid.as_ref().is_none_or(|o| *o == openid);
+                if !same_identity {
+                    return Err(AccountError::SessionForAnotherIdentity);
+                }
+                Ok(vec![E::SessionObtained(SessionObtained {
+                    appid,
+                    openid,
+                    unionid,
+                    session_key,
+                    session_seq: self.latest_seq + 1,
+                    occurred_at: at,
+                })])
+            }
+            C::AcceptProfile {
+                proof,
+                nickname,
+                avatar_url,
+                unionid,
+                via,
+                at,
+            } => {
+                self.check_proof(proof)?;
+                Ok(vec![E::ProfileDecrypted(ProfileDecrypted {
+                    nickname,
+                    avatar_url,
+                    unionid,
+                    via,
+                    occurred_at: at,
+                })])
+            }
+            C::VerifyPhone {
+                proof,
+                phone,
+                country_code,
+                via,
+                at,
+            } => {
+                self.check_proof(proof)?;
+                Ok(vec![E::PhoneVerified(PhoneVerified {
+                    phone,
+                    country_code,
+                    via,
+                    occurred_at: at,
+                })])
+            }
+            C::Bind {
+                proof,
+                user_id,
+                via,
+                at,
+            } => {
+                self.check_proof(proof)?;
+                match self.bound_user {
+                    Some(bound) if bound == user_id => Ok(vec![]),
+                    Some(_) => Err(AccountError::AlreadyBoundToOtherUser),
+                    None => Ok(vec![E::UserBound(UserBound {
+                        user_id,
+                        via,
+                        occurred_at: at,
+                    })]),
+                }
+            }
+            C::Unbind {
+                user_id,
+                reason,
+                at,
+            } => match self.bound_user {
+                None => Err(AccountError::NotBound),
+                Some(bound) if bound != user_id => Err(AccountError::BoundToOtherUser),
+                Some(_) => Ok(vec![E::Unbound(Unbound {
+                    user_id,
+                    reason,
+                    occurred_at: at,
+                })]),
+            },
+            C::ErasePersonalData { at } => {
+                if self.latest_seq == 0 {
+                    return Err(AccountError::NoSession);
+                }
+                let mut events = Vec::new();
+                if let Some(user_id) = self.bound_user {
+                    events.push(E::Unbound(Unbound {
+                        user_id,
+                        reason: UnbindReason::Erasure,
+                        occurred_at: at,
+                    }));
+                }
+                events.push(E::PersonalDataErased(PersonalDataErased {
+                    occurred_at: at,
+                }));
+                Ok(events)
+            }
+        }
+    }
+}
+
+impl Aggregate for SocialAccount {
+    const TYPE: &'static str = "SocialAccount";
+    type Command = SocialAccountCommand;
+    type Event = SocialAccountEvent;
+    type Error = AccountError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use SocialAccountEvent as E;
+        self.events += 1;
+        match event {
+            E::SessionObtained(e) => {
+                self.appid = Some(e.appid);
+                self.openid = Some(e.openid);
+                if e.unionid.is_some() {
+                    self.unionid = e.unionid;
+                }
+                self.latest_seq = e.session_seq;
+                self.sessions.push_back(SessionRecord {
+                    seq: e.session_seq,
+                    session_key: e.session_key,
+                });
+                while self.sessions.len() > RETAINED_SESSIONS {
+                    self.sessions.pop_front();
+                }
+            }
+            E::ProfileDecrypted(e) => {
+                if e.unionid.is_some() {
+                    self.unionid = e.unionid;
+                }
+                self.nickname = Some(e.nickname);
+                self.avatar_url = Some(e.avatar_url);
+            }
+            E::PhoneVerified(e) => self.phone = Some((e.phone, e.country_code)),
+            E::UserBound(e) => self.bound_user = Some(e.user_id),
+            E::Unbound(_) => self.bound_user = None,
+            E::PersonalDataErased(_) => {
+                self.nickname = None;
+                self.avatar_url = None;
+                self.phone = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What can be asked of a `SocialAccount`. External facts (WeChat's answers, decrypted
+//! payloads, sealed values) are gathered before a command is built: the aggregate
+//! only decides.
+
+use chrono::{DateTime, Utc};
+
+use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
+use crate::ids::{AppId, OpenId, UnionId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret};
+
+/// Which session a request speaks for: the ticket's, and, for an encrypted payload,
+/// the session whose key decrypted it (the ticket's or, after a `wx.login` race, the
+/// newest one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionProof {
+    /// The session the ticket was issued for.
+    pub ticket_session: u64,
+    /// The session whose key opened the payload, when the request carried one.
+    pub payload_session: Option<u64>,
+}
+
+impl SessionProof {
+    /// A request that carries only a ticket.
+    pub fn ticket(ticket_session: u64) -> Self {
+        Self {
+            ticket_session,
+            payload_session: None,
+        }
+    }
+
+    /// A request whose payload was opened under `payload_session`'s key.
+    pub fn payload(ticket_session: u64, payload_session: u64) -> Self {
+        Self {
+            ticket_session,
+            payload_session: Some(payload_session),
+        }
+    }
+}
+
+/// A command to the `SocialAccount` aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SocialAccountCommand {
+    /// Record a code2session result.
+    ObtainSession {
+        /// The app.
+        appid: AppId,
+        /// The WeChat user.
+        openid: OpenId,
+        /// The unionid, when WeChat sent one.
+        unionid: Option<UnionId>,
+        /// The session key, already sealed.
+        session_key: SealedSecret,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record a profile.
+    AcceptProfile {
+        /// The request's session.
+        proof: SessionProof,
+        /// The nickname, sealed.
+        nickname: SealedDatum,
+        /// The avatar URL, sealed.
+        avatar_url: SealedDatum,
+        /// A unionid the payload revealed.
+        unionid: Option<UnionId>,
+        /// How it arrived.
+        via: ProfileSource,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record a verified phone number.
+    VerifyPhone {
+        /// The request's session.
+        proof: SessionProof,
+        /// The national number, sealed.
+        phone: SealedDatum,
+        /// The country calling code.
+        country_code: String,
+        /// How it was verified.
+        via: PhoneSource,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Bind the identity to a user.
+    Bind {
+        /// The request's session.
+        proof: SessionProof,
+        /// The user.
+        user_id: UserId,
+        /// How.
+        via: BindMethod,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// End the binding to `user_id`.
+    Unbind {
+        /// The user the caller believes is bound.
+        user_id: UserId,
+        /// Why.
+        reason: UnbindReason,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record that the account's personal data key is destroyed (and unbind, if bound).
+    ErasePersonalData {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}

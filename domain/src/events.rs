@@ -1,0 +1,208 @@
+//! The events of a `SocialAccount`: past tense, each with the time it happened,
+//! serde-stable names, versioned for upcasting.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AppId, OpenId, UnionId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret};
+
+/// The version every event type is written with today.
+pub const EVENT_VERSION: &str = "1";
+
+/// Everything that happened to one WeChat identity in one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SocialAccountEvent {
+    /// code2session answered for this identity.
+    SessionObtained(SessionObtained),
+    /// A profile (nickname, avatar) was accepted.
+    ProfileDecrypted(ProfileDecrypted),
+    /// A phone number was verified by WeChat.
+    PhoneVerified(PhoneVerified),
+    /// The identity was bound to a business user.
+    UserBound(UserBound),
+    /// The identity was unbound from its user.
+    Unbound(Unbound),
+    /// The account's personal data key was destroyed (crypto-shredding).
+    PersonalDataErased(PersonalDataErased),
+}
+
+/// A code2session result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionObtained {
+    /// The app the login was for.
+    pub appid: AppId,
+    /// The WeChat user within the app.
+    pub openid: OpenId,
+    /// The Open Platform id, when WeChat sent one.
+    pub unionid: Option<UnionId>,
+    /// The session key, sealed with the server key.
+    pub session_key: SealedSecret,
+    /// 1 for the first login of this identity, then +1 for each.
+    pub session_seq: u64,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// How a profile reached miniauth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileSource {
+    /// Legacy `getUserInfo`: rawData + signature + encryptedData + iv.
+    EncryptedPayload,
+    /// Current `chooseAvatar` + nickname input, sent as plain fields by the client.
+    ClientSupplied,
+}
+
+/// A profile was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileDecrypted {
+    /// The nickname, sealed with the account's data key.
+    pub nickname: SealedDatum,
+    /// The avatar URL, sealed with the account's data key.
+    pub avatar_url: SealedDatum,
+    /// A unionid the payload revealed, if any.
+    pub unionid: Option<UnionId>,
+    /// How it arrived.
+    pub via: ProfileSource,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// How a phone number was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneSource {
+    /// The current flow: a one-time phone code exchanged with getuserphonenumber.
+    PhoneCode,
+    /// The legacy flow: encryptedData + iv under the session key.
+    EncryptedPayload,
+}
+
+/// A phone number was verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhoneVerified {
+    /// The national number, sealed with the account's data key.
+    pub phone: SealedDatum,
+    /// The country calling code (not personal on its own).
+    pub country_code: String,
+    /// How it was verified.
+    pub via: PhoneSource,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// How a binding was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMethod {
+    /// The verified phone matched an existing user.
+    PhoneMatch,
+    /// A new user was registered from the verified phone.
+    AutoRegistration,
+    /// The user logged in with account and password.
+    PasswordLogin,
+    /// The user was already logged in (bearer token) and bound the ticket.
+    CurrentUser,
+}
+
+/// The identity was bound to a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserBound {
+    /// The business user.
+    pub user_id: UserId,
+    /// How.
+    pub via: BindMethod,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Why a binding ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnbindReason {
+    /// The user asked for it.
+    UserRequest,
+    /// An administrator did it.
+    Administrator,
+    /// The person's data was erased.
+    Erasure,
+}
+
+/// The identity was unbound from its user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unbound {
+    /// The user it was bound to.
+    pub user_id: UserId,
+    /// Why.
+    pub reason: UnbindReason,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The account's data key was destroyed: its sealed personal data reads as erased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl SocialAccountEvent {
+    /// When the event happened.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::SessionObtained(e) => e.occurred_at,
+            Self::ProfileDecrypted(e) => e.occurred_at,
+            Self::PhoneVerified(e) => e.occurred_at,
+            Self::UserBound(e) => e.occurred_at,
+            Self::Unbound(e) => e.occurred_at,
+            Self::PersonalDataErased(e) => e.occurred_at,
+        }
+    }
+
+    /// The stable name of the event type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::SessionObtained(_) => "SessionObtained",
+            Self::ProfileDecrypted(_) => "ProfileDecrypted",
+            Self::PhoneVerified(_) => "PhoneVerified",
+            Self::UserBound(_) => "UserBound",
+            Self::Unbound(_) => "Unbound",
+            Self::PersonalDataErased(_) => "PersonalDataErased",
+        }
+    }
+}
+
+impl DomainEvent for SocialAccountEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialized_names_are_stable() {
+        let event = SocialAccountEvent::UserBound(UserBound {
+            user_id: UserId::new(42).unwrap(),
+            via: BindMethod::PhoneMatch,
+            occurred_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
+        });
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"UserBound": {"user_id": 42, "via": "phone_match", "occurred_at": "2023-11-14T22:13:20Z"}})
+        );
+        assert_eq!(event.event_type(), "UserBound");
+        assert_eq!(event.event_version(), "1");
+        let back: SocialAccountEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

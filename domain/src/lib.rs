@@ -1,0 +1,28 @@
+//! miniauth's domain: pure, synchronous, free of I/O.
+//!
+//! * [`SocialAccount`], the aggregate of one WeChat identity (appid, openid), with its
+//!   [events](events) and [commands](commands);
+//! * value types that cannot be invalid ([`AppId`], [`OpenId`], [`SessionKey`], …);
+//! * WeChat's payload [crypto] as pure functions.
+
+pub mod account;
+pub mod commands;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod phone;
+pub mod sealed;
+pub mod session_key;
+
+pub use account::{SessionRecord, SocialAccount, RETAINED_SESSIONS};
+pub use commands::{SessionProof, SocialAccountCommand};
+pub use error::{AccountError, ErrorCode, InvalidValue, PayloadError};
+pub use events::{
+    BindMethod, PersonalDataErased, PhoneSource, PhoneVerified, ProfileDecrypted, ProfileSource,
+    SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound, EVENT_VERSION,
+};
+pub use ids::{AccountId, AppId, OpenId, TenantId, UnionId, UserId};
+pub use phone::PhoneNumber;
+pub use sealed::{SealedDatum, SealedSecret};
+pub use session_key::SessionKey;

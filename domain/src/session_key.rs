@@ -1,0 +1,95 @@
+//! The WeChat session key: a secret that never shows in `Debug` or `Display`.
+
+use std::fmt;
+
+use crate::crypto::decode_base64;
+use crate::error::PayloadError;
+
+/// The `session_key` code2session returns: 24 base64 characters, 16 bytes of AES key.
+///
+/// It keeps the text as WeChat gave it, because checksession's HMAC is keyed with the
+/// text, not the bytes. It implements neither `Display` nor `Serialize`: the only way
+/// it leaves the process is sealed by the personal-data vault.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey {
+    text: String,
+    bytes: [u8; 16],
+}
+
+impl SessionKey {
+    /// Parses the base64 text, repairing `+` that URL decoding turned into spaces.
+    pub fn parse(text: &str) -> Result<Self, PayloadError> {
+        let repaired = text.trim().replace(' ', "+");
+        if repaired.len() != 24 {
+            return Err(PayloadError::WrongLength {
+                field: "session_key",
+                reason: "expected 24 base64 characters",
+            });
+        }
+        let decoded = decode_base64("session_key", &repaired)?;
+        let bytes: [u8; 16] = decoded.try_into().map_err(|_| PayloadError::WrongLength {
+            field: "session_key",
+            reason: "expected 16 bytes",
+        })?;
+        Ok(Self {
+            text: repaired,
+            bytes,
+        })
+    }
+
+    /// The key as WeChat spelled it (base64). Handle with care: it is the secret.
+    pub fn expose_text(&self) -> &str {
+        &self.text
+    }
+
+    /// The 16 AES key bytes. Handle with care: they are the secret.
+    pub fn expose_bytes(&self) -> &[u8; 16] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_official_sample_key() {
+        let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
+        assert_eq!(key.expose_text(), "tiihtNczf5v6AKRyjwEUhQ==");
+        assert_eq!(key.expose_bytes().len(), 16);
+    }
+
+    #[test]
+    fn repairs_a_plus_that_url_decoding_turned_into_a_space() {
+        let with_plus = SessionKey::parse("ab+defghijklmnopqrstuA==").unwrap();
+        let damaged = SessionKey::parse("ab defghijklmnopqrstuA==").unwrap();
+        assert_eq!(damaged, with_plus);
+        assert_eq!(damaged.expose_text(), "ab+defghijklmnopqrstuA==");
+    }
+
+    #[test]
+    fn refuses_wrong_lengths_and_bad_base64() {
+        assert!(matches!(
+            SessionKey::parse("short"),
+            Err(PayloadError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            SessionKey::parse("!!!!!!!!!!!!!!!!!!!!!!=="),
+            Err(PayloadError::NotBase64 { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("tiihtN"));
+        assert!(shown.contains("redacted"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Given / When / Then scenarios for every rule of the SocialAccount aggregate.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::test::TestFramework;
+use miniauth_domain::*;
+
+fn account() -> TestFramework<SocialAccount> {
+    TestFramework::with(())
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn appid() -> AppId {
+    AppId::parse("wx4f4bc4dec97d474b").unwrap()
+}
+
+fn openid() -> OpenId {
+    OpenId::parse("oGZUI0egBJY1zhBYw2KhdUfwVJJE").unwrap()
+}
+
+fn user(id: i64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn sealed_key(n: u64) -> SealedSecret {
+    SealedSecret::from_sealed_text(format!("sealed-key-{n}"))
+}
+
+fn datum(text: &str) -> SealedDatum {
+    SealedDatum::from_sealed_text(format!("sealed:{text}"))
+}
+
+fn session(seq: u64) -> SocialAccountEvent {
+    SocialAccountEvent::SessionObtained(SessionObtained {
+        appid: appid(),
+        openid: openid(),
+        unionid: None,
+        session_key: sealed_key(seq),
+        session_seq: seq,
+        occurred_at: at(seq as i64),
+    })
+}
+
+fn sessions(n: u64) -> Vec<SocialAccountEvent> {
+    (1..=n).map(session).collect()
+}
+
+fn bound(id: i64) -> SocialAccountEvent {
+    SocialAccountEvent::UserBound(UserBound {
+        user_id: user(id),
+        via: BindMethod::PhoneMatch,
+        occurred_at: at(100),
+    })
+}
+
+fn bind(proof: SessionProof, id: i64) -> SocialAccountCommand {
+    SocialAccountCommand::Bind {
+        proof,
+        user_id: user(id),
+        via: BindMethod::PasswordLogin,
+        at: at(200),
+    }
+}
+
+fn verify_phone(proof: SessionProof) -> SocialAccountCommand {
+    SocialAccountCommand::VerifyPhone {
+        proof,
+        phone: datum("13800138000"),
+        country_code: "86".into(),
+        via: PhoneSource::EncryptedPayload,
+        at: at(200),
+    }
+}
+
+fn phone_verified() -> SocialAccountEvent {
+    SocialAccountEvent::PhoneVerified(PhoneVerified {
+        phone: datum("13800138000"),
+        country_code: "86".into(),
+        via: PhoneSource::EncryptedPayload,
+        occurred_at: at(200),
+    })
+}
+
+#[test]
+fn first_login_obtains_session_one() {
+    account()
+        .given_no_previous_events()
+        .when(SocialAccountCommand::ObtainSession {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            session_key: sealed_key(1),
+            at: at(1),
+        })
+        .then_expect_events(vec![session(1)]);
+}
+
+#[test]
+fn each_login_takes_the_next_session_number() {
+    account()
+        .given(sessions(2))
+        .when(SocialAccountCommand::ObtainSession {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            session_key: sealed_key(3),
+            at: at(3),
+        })
+        .then_expect_events(vec![session(3)]);
+}
+
+#[test]
+fn a_session_for_another_identity_is_refused() {
+    account()
+        .given(sessions(1))
+        .when(SocialAccountCommand::ObtainSession {
+            appid: appid(),
+            openid: OpenId::parse("someone-else").unwrap(),
+            unionid: None,
+            session_key: sealed_key(2),
+            at: at(2),
+        })
+        .then_expect_error(AccountError::SessionForAnotherIdentity);
+}
+
+#[test]
+fn a_ticket_of_the_newest_session_binds() {
+    account()
+        .given(sessions(1))
+        .when(bind(SessionProof::ticket(1), 42))
+        .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
+            user_id: user(42),
+            via: BindMethod::PasswordLogin,
+            occurred_at: at(200),
+        })]);
+}
+
+#[test]
+fn nothing_is_accepted_before_a_login() {
+    account()
+        .given_no_previous_events()
+        .when(bind(SessionProof::ticket(1), 42))
+        .then_expect_error(AccountError::NoSession);
+}
+
+#[test]
+fn a_ticket_for_a_session_never_held_is_refused() {
+    account()
+        .given(sessions(1))
+        .when(bind(SessionProof::ticket(2), 42))
+        .then_expect_error(AccountError::TicketUnknownSession);
+    account()
+        .given(sessions(1))
+        .when(bind(SessionProof::ticket(0), 42))
+        .then_expect_error(AccountError::TicketUnknownSession);
+}
+
+#[test]
+fn a_ticket_from_a_superseded_session_is_refused_without_a_payload() {
+    account()
+        .given(sessions(2))
+        .when(bind(SessionProof::ticket(1), 42))
+        .then_expect_error(AccountError::TicketSessionSuperseded);
+}
+
+#[test]
+fn the_wx_login_race_payload_under_the_newest_key_is_accepted() {
+    // Ticket from session 1, but wx.login raced ahead: the payload opened under key 2.
+    account()
+        .given(sessions(2))
+        .when(verify_phone(SessionProof::payload(1, 2)))
+        .then_expect_events(vec![phone_verified()]);
+}
+
+#[test]
+fn a_payload_under_the_tickets_own_retained_key_is_accepted() {
+    account()
+        .given(sessions(2))
+        .when(verify_phone(SessionProof::payload(1, 1)))
+        .then_expect_events(vec![phone_verified()]);
+}
+
+#[test]
+fn a_payload_under_a_key_that_is_neither_the_tickets_nor_the_newest_is_refused() {
+    account()
+        .given(sessions(3))
+        .when(verify_phone(SessionProof::payload(1, 2)))
+        .then_expect_error(AccountError::SessionKeyNotHeld);
+}
+
+#[test]
+fn a_ticket_older_than_the_retained_sessions_is_superseded() {
+    let n = RETAINED_SESSIONS as u64 + 2;
+    account()
+        .given(sessions(n))
+        .when(verify_phone(SessionProof::payload(1, 1)))
+        .then_expect_error(AccountError::TicketSessionSuperseded);
+}
+
+#[test]
+fn candidate_keys_are_the_tickets_then_the_newest() {
+    let mut state = SocialAccount::default();
+    for event in sessions(3) {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    let seqs: Vec<u64> = state
+        .candidate_keys(2)
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+    let seqs: Vec<u64> = state
+        .candidate_keys(3)
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs, vec![3]);
+    assert_eq!(
+        state.candidate_keys(4).unwrap_err(),
+        AccountError::TicketUnknownSession
+    );
+    assert_eq!(
+        state.candidate_keys(3).unwrap()[0].session_key,
+        sealed_key(3)
+    );
+}
+
+#[test]
+fn binding_the_same_user_again_changes_nothing() {
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(bind(SessionProof::ticket(1), 42))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn at_most_one_user_is_bound_at_a_time() {
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(bind(SessionProof::ticket(1), 7))
+        .then_expect_error(AccountError::AlreadyBoundToOtherUser);
+}
+
+#[test]
+fn unbind_only_when_bound() {
+    account()
+        .given(sessions(1))
+        .when(SocialAccountCommand::Unbind {
+            user_id: user(42),
+            reason: UnbindReason::UserRequest,
+            at: at(300),
+        })
+        .then_expect_error(AccountError::NotBound);
+}
+
+#[test]
+fn unbind_names_the_bound_user() {
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(SocialAccountCommand::Unbind {
+            user_id: user(7),
+            reason: UnbindReason::UserRequest,
+            at: at(300),
+        })
+        .then_expect_error(AccountError::BoundToOtherUser);
+}
+
+#[test]
+fn unbind_then_rebind_to_another_user() {
+    let unbound = SocialAccountEvent::Unbound(Unbound {
+        user_id: user(42),
+        reason: UnbindReason::UserRequest,
+        occurred_at: at(300),
+    });
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(SocialAccountCommand::Unbind {
+            user_id: user(42),
+            reason: UnbindReason::UserRequest,
+            at: at(300),
+        })
+        .then_expect_events(vec![unbound.clone()]);
+    account()
+        .given(vec![session(1), bound(42), unbound])
+        .when(bind(SessionProof::ticket(1), 7))
+        .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
+            user_id: user(7),
+            via: BindMethod::PasswordLogin,
+            occurred_at: at(200),
+        })]);
+}
+
+#[test]
+fn profile_needs_a_valid_ticket_and_records_its_source() {
+    let command = |proof| SocialAccountCommand::AcceptProfile {
+        proof,
+        nickname: datum("Band"),
+        avatar_url: datum("http://a"),
+        unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+        via: ProfileSource::ClientSupplied,
+        at: at(50),
+    };
+    account()
+        .given(sessions(1))
+        .when(command(SessionProof::ticket(1)))
+        .then_expect_events(vec![SocialAccountEvent::ProfileDecrypted(
+            ProfileDecrypted {
+                nickname: datum("Band"),
+                avatar_url: datum("http://a"),
+                unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+                via: ProfileSource::ClientSupplied,
+                occurred_at: at(50),
+            },
+        )]);
+    account()
+        .given(sessions(2))
+        .when(command(SessionProof::ticket(1)))
+        .then_expect_error(AccountError::TicketSessionSuperseded);
+}
+
+#[test]
+fn erasure_unbinds_and_forgets_personal_data() {
+    let mut history = vec![session(1), phone_verified(), bound(42)];
+    account()
+        .given(history.clone())
+        .when(SocialAccountCommand::ErasePersonalData { at: at(400) })
+        .then_expect_events(vec![
+            SocialAccountEvent::Unbound(Unbound {
+                user_id: user(42),
+                reason: UnbindReason::Erasure,
+                occurred_at: at(400),
+            }),
+            SocialAccountEvent::PersonalDataErased(PersonalDataErased {
+                occurred_at: at(400),
+            }),
+        ]);
+    history.push(SocialAccountEvent::Unbound(Unbound {
+        user_id: user(42),
+        reason: UnbindReason::Erasure,
+        occurred_at: at(400),
+    }));
+    history.push(SocialAccountEvent::PersonalDataErased(PersonalDataErased {
+        occurred_at: at(400),
+    }));
+    let mut state = SocialAccount::default();
+    for event in history {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    assert!(!state.has_phone());
+    assert_eq!(state.bound_user(), None);
+    assert_eq!(state.latest_session(), 1);
+}
+
+#[test]
+fn state_keeps_only_the_retained_session_keys() {
+    let mut state = SocialAccount::default();
+    for event in sessions(10) {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    let json = serde_json::to_string(&state).unwrap();
+    assert!(json.contains("sealed-key-10"));
+    assert!(!json.contains("sealed-key-1\""));
+    assert_eq!(state.event_count(), 10);
+}
