@@ -1,1 +1,34 @@
+//! miniauth's use cases. Each drives the [`SocialAccount`](miniauth_domain::SocialAccount)
+//! aggregate through the [ports], which adapters implement:
+//!
+//! | step of the flow | use case |
+//! | --- | --- |
+//! | 2–4 login code → session, ticket, tokens if bound | [`MiniAuth::login`] |
+//! | 6–7 profile | [`MiniAuth::submit_profile`] |
+//! | 8–10 phone → match or register → bind | [`MiniAuth::verify_phone`] |
+//! | 11 account + password bind | [`MiniAuth::bind_with_password`] |
+//! | bind while logged in | [`MiniAuth::bind_current_user`] |
+//! | 12 ticket → tokens | [`MiniAuth::grant_ticket`] |
+//! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
+//! | erasure | [`MiniAuth::erase`] |
 
+mod binding;
+pub mod context;
+mod erasure;
+pub mod error;
+mod grants;
+mod login;
+mod phone;
+pub mod ports;
+mod profile;
+mod service;
+pub mod settings;
+
+pub use context::RequestContext;
+pub use error::{AppError, ErrorKind};
+pub use grants::Me;
+pub use login::LoginOutcome;
+pub use phone::{PhoneInput, PhoneOutcome};
+pub use profile::{ProfileInput, ProfileOutcome};
+pub use service::{IssuedTicket, MiniAuth, Ports, Tokens, MAX_COMMIT_ATTEMPTS};
+pub use settings::{AppCatalog, AppSettings, Lifetimes, RegistrationPolicy};

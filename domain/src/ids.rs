@@ -172,6 +172,40 @@ impl AccountId {
     }
 }
 
+/// A one-time code from the mini program: the login code of `wx.login` or the code of
+/// the phone button. Short-lived and single-use, but still a credential: `Debug`
+/// does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OneTimeCode(String);
+
+impl OneTimeCode {
+    /// Parses a code sent as `field`: 1 to 128 letters, digits, `_` or `-`.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidValue> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(InvalidValue::new(field, "is missing or empty"));
+        }
+        if raw.len() > 128 || !raw.chars().all(is_token_char) {
+            return Err(InvalidValue::new(
+                field,
+                "must be at most 128 letters, digits, `_` or `-`",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The code, to send to WeChat.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OneTimeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneTimeCode(<redacted>)")
+    }
+}
+
 macro_rules! string_conversions {
     ($($ty:ident),*) => {$(
         impl TryFrom<String> for $ty {
@@ -244,6 +278,23 @@ mod tests {
         assert!(OpenId::parse(&"a".repeat(65)).is_err());
         assert!(OpenId::parse("a b").is_err());
         assert!(OpenId::parse("a:b").is_err());
+    }
+
+    #[test]
+    fn one_time_codes_refuse_empty_and_odd_input() {
+        assert_eq!(
+            OneTimeCode::parse("code", " 081abc ").unwrap().expose(),
+            "081abc"
+        );
+        assert_eq!(
+            OneTimeCode::parse("code", "").unwrap_err().reason,
+            "is missing or empty"
+        );
+        assert!(OneTimeCode::parse("code", "a b").is_err());
+        assert!(OneTimeCode::parse("code", &"a".repeat(129)).is_err());
+        assert!(
+            !format!("{:?}", OneTimeCode::parse("code", "secret1").unwrap()).contains("secret1")
+        );
     }
 
     #[test]

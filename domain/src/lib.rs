@@ -22,7 +22,7 @@ pub use events::{
     BindMethod, PersonalDataErased, PhoneSource, PhoneVerified, ProfileDecrypted, ProfileSource,
     SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound, EVENT_VERSION,
 };
-pub use ids::{AccountId, AppId, OpenId, TenantId, UnionId, UserId};
+pub use ids::{AccountId, AppId, OneTimeCode, OpenId, TenantId, UnionId, UserId};
 pub use phone::PhoneNumber;
 pub use sealed::{SealedDatum, SealedSecret};
 pub use session_key::SessionKey;

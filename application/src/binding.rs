@@ -1,0 +1,166 @@
+//! Step 11 and 13: binding with account + password or as the logged-in user, and
+//! unbinding this app's binding only.
+
+use cqrs_es::{AggregateContext, EventStore};
+use miniauth_domain::{
+    AccountId, BindMethod, InvalidValue, SessionProof, SocialAccount, SocialAccountCommand,
+    TenantId, UnbindReason, UserId,
+};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::phone::BindRequest;
+use crate::ports::{Password, UserRecord};
+use crate::service::{MiniAuth, Tokens};
+use crate::settings::limits;
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Binds the ticket's WeChat identity to the user who is logged in (bearer token).
+    pub async fn bind_current_user(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        ticket: &str,
+        user_id: UserId,
+    ) -> Result<UserId, AppError> {
+        let opened = self.open_ticket(appid, ticket)?;
+        let id = opened.account.clone();
+        let proof = SessionProof::ticket(opened.claims.session_seq);
+        let context = self.checked_context(&id, proof).await?;
+        let user = self.active_user(user_id).await?;
+        let bind = BindRequest {
+            user: user.id,
+            proof,
+            via: BindMethod::CurrentUser,
+        };
+        self.bind_to(ctx, context, &id, bind, vec![]).await?;
+        Ok(user.id)
+    }
+
+    /// Binds the ticket's WeChat identity to the user with this account and password
+    /// (the fallback when the user declines the phone), and logs that user in.
+    pub async fn bind_with_password(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        ticket: &str,
+        account: &str,
+        password: &Password,
+    ) -> Result<Tokens, AppError> {
+        let opened = self.open_ticket(appid, ticket)?;
+        let id = opened.account.clone();
+        let proof = SessionProof::ticket(opened.claims.session_seq);
+        let context = self.checked_context(&id, proof).await?;
+        let user = self
+            .check_password(ctx, &opened.app.tenant, account, password)
+            .await?;
+        let bind = BindRequest {
+            user: user.id,
+            proof,
+            via: BindMethod::PasswordLogin,
+        };
+        self.bind_to(ctx, context, &id, bind, vec![]).await?;
+        let appid = opened.app.appid.clone();
+        self.issue_tokens(&user, Some(&appid)).await
+    }
+
+    /// Ends `user_id`'s binding in `appid` — and only there: bindings in other apps stay.
+    pub async fn unbind(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        user_id: UserId,
+    ) -> Result<(), AppError> {
+        let app = self.app(appid)?;
+        let openid = self
+            .ports
+            .registry
+            .identity_of(&app.appid, user_id)
+            .await?
+            .ok_or(AppError::NotBound)?;
+        let id = AccountId::new(&app.appid, &openid);
+        self.end_binding(ctx, &id, user_id, UnbindReason::UserRequest)
+            .await
+    }
+
+    /// Ends the binding of account `id` to `user_id`, then releases it in the registry.
+    pub(crate) async fn end_binding(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        user_id: UserId,
+        reason: UnbindReason,
+    ) -> Result<(), AppError> {
+        let context = self.load(id).await?;
+        let command = SocialAccountCommand::Unbind {
+            user_id,
+            reason,
+            at: self.now(),
+        };
+        self.commit(ctx, id, context, vec![command]).await?;
+        self.ports
+            .registry
+            .release(&id.appid(), &id.openid(), user_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Loads the account and refuses a stale ticket before any other work.
+    async fn checked_context(
+        &self,
+        id: &AccountId,
+        proof: SessionProof,
+    ) -> Result<ES::AC, AppError> {
+        let mut context = self.load(id).await?;
+        context.aggregate().check_proof(proof)?;
+        Ok(context)
+    }
+
+    /// Checks account + password, throttled per account and per client IP.
+    pub(crate) async fn check_password(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        account: &str,
+        password: &Password,
+    ) -> Result<UserRecord, AppError> {
+        let account = account.trim();
+        if account.is_empty() || account.chars().count() > limits::ACCOUNT_CHARS {
+            return Err(InvalidValue::new("account", "must be 1 to 64 characters").into());
+        }
+        if password.expose().is_empty() || password.expose().len() > limits::PASSWORD_BYTES {
+            return Err(InvalidValue::new("password", "must be 1 to 256 bytes").into());
+        }
+        let now = self.now();
+        let mut keys = vec![format!("account:{tenant}:{account}")];
+        if let Some(ip) = &ctx.client_ip {
+            keys.push(format!("ip:{ip}"));
+        }
+        for key in &keys {
+            self.ports
+                .limiter
+                .check(key, now)
+                .map_err(AppError::TooManyAttempts)?;
+        }
+        match self
+            .ports
+            .users
+            .check_password(tenant, account, password)
+            .await?
+        {
+            Some(user) => {
+                self.ports.limiter.reset(&keys[0]);
+                Ok(user)
+            }
+            None => {
+                for key in &keys {
+                    self.ports.limiter.record_failure(key, now);
+                }
+                Err(AppError::BadCredentials)
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Who asked, recorded with every event as metadata.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The request a command comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The request id (also on the response and every log line).
+    pub request_id: String,
+    /// Who acted: `wechat:{openid}`, `user:{id}`, `admin`, `cli`.
+    pub actor: String,
+    /// The client's IP address, as the transport saw it.
+    pub client_ip: Option<String>,
+}
+
+impl RequestContext {
+    /// A context for work started outside any request (CLI, tests).
+    pub fn system(actor: &str) -> Self {
+        Self {
+            request_id: String::new(),
+            actor: actor.to_owned(),
+            client_ip: None,
+        }
+    }
+
+    /// The event metadata: request id, actor, client IP and the time of the commit.
+    pub fn metadata(&self, now: DateTime<Utc>) -> HashMap<String, String> {
+        let mut metadata = HashMap::new();
+        metadata.insert("request_id".to_owned(), self.request_id.clone());
+        metadata.insert("actor".to_owned(), self.actor.clone());
+        if let Some(ip) = &self.client_ip {
+            metadata.insert("client_ip".to_owned(), ip.clone());
+        }
+        metadata.insert(
+            "recorded_at".to_owned(),
+            now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
+        metadata
+    }
+}

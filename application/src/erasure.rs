@@ -1,0 +1,34 @@
+//! Erasure: destroy an account's data key (crypto-shredding) and record it, so the
+//! history stays replayable while the person's data is gone.
+
+use cqrs_es::{AggregateContext, EventStore};
+use miniauth_domain::{AccountId, AppId, OpenId, SocialAccount, SocialAccountCommand};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::service::MiniAuth;
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Erases the personal data of (appid, openid): ends its binding (reason: erasure),
+    /// records the erasure, then destroys the data key. Running it again is harmless.
+    pub async fn erase(
+        &self,
+        ctx: &RequestContext,
+        appid: &AppId,
+        openid: &OpenId,
+    ) -> Result<(), AppError> {
+        let id = AccountId::new(appid, openid);
+        let mut context = self.load(&id).await?;
+        let was_bound = context.aggregate().bound_user();
+        let command = SocialAccountCommand::ErasePersonalData { at: self.now() };
+        self.commit(ctx, &id, context, vec![command]).await?;
+        self.ports.vault.forget(&id).await?;
+        if let Some(user) = was_bound {
+            self.ports.registry.release(appid, openid, user).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! The use cases' one error type, with a stable code and a transport-neutral kind.
+//! The HTTP adapter maps kinds to status codes in one place.
+
+use miniauth_domain::{AccountError, ErrorCode, InvalidValue, PayloadError};
+use thiserror::Error;
+
+use crate::ports::{
+    AccessTokenError, ClaimError, PortError, RefreshError, TicketError, WeChatError,
+};
+
+/// What kind of failure an error is, for the transport to choose a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or its content is wrong (400).
+    BadRequest,
+    /// Missing or bad credentials (401).
+    Unauthorized,
+    /// Understood and refused by policy (403).
+    Forbidden,
+    /// The thing asked about does not exist (404).
+    NotFound,
+    /// Conflicts with the current state (409).
+    Conflict,
+    /// Too many attempts; retry after the seconds given (429).
+    TooManyRequests(u64),
+    /// A dependency is down; retry after the seconds given (503).
+    Unavailable(u64),
+    /// A server-side fault or misconfiguration (500 / 502).
+    Internal,
+}
+
+/// Everything a use case can answer instead of success.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A field failed to parse.
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
+    /// The appid is not configured here.
+    #[error("unknown app: no mini program with this appid is configured")]
+    UnknownApp,
+    /// WeChat refused or failed.
+    #[error(transparent)]
+    WeChat(#[from] WeChatError),
+    /// The ticket was refused.
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    /// The ticket was issued for another app.
+    #[error("the ticket was issued for another app")]
+    TicketAppMismatch,
+    /// An encrypted payload or signature was refused.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// A rule of the account was broken.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The app's policy refuses new users.
+    #[error("this app does not register new users; ask the business to add you")]
+    RegistrationClosed,
+    /// The app only binds phones of existing users.
+    #[error("no user of this business has this phone number; log in with your account instead")]
+    PhoneNotRegistered,
+    /// The user already holds another WeChat identity in this app.
+    #[error("this user is already bound to another WeChat identity in this app")]
+    UserAlreadyBoundInApp,
+    /// Another user of the tenant has this account name.
+    #[error("another user already has this account name")]
+    AccountTaken,
+    /// Another user of the tenant has this mobile number.
+    #[error("another user already has this mobile number")]
+    PhoneTaken,
+    /// Nothing is bound (unbind, ticket grant).
+    #[error("this WeChat identity is not bound to a user of this app")]
+    NotBound,
+    /// Account and password do not match.
+    #[error("account or password is wrong")]
+    BadCredentials,
+    /// Too many failed password attempts.
+    #[error("too many failed attempts; try again in {0} s")]
+    TooManyAttempts(u64),
+    /// The user may not log in.
+    #[error("this user is disabled")]
+    UserDisabled,
+    /// The user the token or binding names no longer exists.
+    #[error("the user no longer exists")]
+    UserNotFound,
+    /// A refresh token was refused.
+    #[error(transparent)]
+    Refresh(RefreshError),
+    /// An access token was refused.
+    #[error(transparent)]
+    AccessToken(#[from] AccessTokenError),
+    /// Concurrent updates kept conflicting after bounded retries.
+    #[error("the account changed concurrently; retry the request")]
+    Contention,
+    /// A dependency is down.
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+    /// Anything unexpected; the message is for logs only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<PortError> for AppError {
+    fn from(error: PortError) -> Self {
+        match error {
+            PortError::Unavailable(what) => Self::Unavailable(what),
+            PortError::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
+impl From<RefreshError> for AppError {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::Port(port) => port.into(),
+            other => Self::Refresh(other),
+        }
+    }
+}
+
+impl From<ClaimError> for AppError {
+    fn from(error: ClaimError) -> Self {
+        match error {
+            ClaimError::IdentityTaken(_) => Self::Account(AccountError::AlreadyBoundToOtherUser),
+            ClaimError::UserHasIdentity => Self::UserAlreadyBoundInApp,
+            ClaimError::Port(port) => port.into(),
+        }
+    }
+}
+
+impl ErrorCode for AppError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(e) => e.code(),
+            Self::UnknownApp => "unknown_app",
+            Self::WeChat(e) => match e {
+                WeChatError::InvalidCode => "code_invalid",
+                WeChatError::CodeUsed => "code_used",
+                WeChatError::RateLimited => "wechat_rate_limited",
+                WeChatError::BlockedUser => "wechat_user_blocked",
+                WeChatError::Unavailable { .. } => "wechat_unavailable",
+                WeChatError::BadAppCredentials => "wechat_app_credentials",
+                WeChatError::IpNotWhitelisted => "wechat_ip_not_whitelisted",
+                WeChatError::QuotaExhausted => "wechat_quota_exhausted",
+                WeChatError::Unknown { .. } => "wechat_error",
+            },
+            Self::Ticket(e) => match e {
+                TicketError::Missing => "ticket_missing",
+                TicketError::Malformed => "ticket_malformed",
+                TicketError::Forged => "ticket_forged",
+                TicketError::Expired => "ticket_expired",
+            },
+            Self::TicketAppMismatch => "ticket_app_mismatch",
+            Self::Payload(e) => e.code(),
+            Self::Account(e) => e.code(),
+            Self::RegistrationClosed => "registration_closed",
+            Self::PhoneNotRegistered => "phone_not_registered",
+            Self::UserAlreadyBoundInApp => "user_already_bound_in_app",
+            Self::AccountTaken => "account_taken",
+            Self::PhoneTaken => "phone_taken",
+            Self::NotBound => "not_bound",
+            Self::BadCredentials => "invalid_credentials",
+            Self::TooManyAttempts(_) => "too_many_attempts",
+            Self::UserDisabled => "user_disabled",
+            Self::UserNotFound => "user_not_found",
+            Self::Refresh(e) => match e {
+                RefreshError::Unknown => "refresh_token_unknown",
+                RefreshError::Expired => "refresh_token_expired",
+                RefreshError::Reused => "refresh_token_reused",
+                RefreshError::Port(_) => "store_unavailable",
+            },
+            Self::AccessToken(e) => match e {
+                AccessTokenError::Invalid => "access_token_invalid",
+                AccessTokenError::Expired => "access_token_expired",
+            },
+            Self::Contention => "concurrent_update",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl AppError {
+    /// How a transport should treat it.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Self::Invalid(_) | Self::Payload(_) | Self::Ticket(TicketError::Missing) => {
+                K::BadRequest
+            }
+            Self::UnknownApp | Self::UserNotFound => K::NotFound,
+            Self::WeChat(e) => match e {
+                WeChatError::InvalidCode | WeChatError::CodeUsed => K::BadRequest,
+                WeChatError::RateLimited => K::TooManyRequests(60),
+                WeChatError::BlockedUser => K::Forbidden,
+                WeChatError::Unavailable { retry_after_secs } => K::Unavailable(*retry_after_secs),
+                WeChatError::QuotaExhausted => K::Unavailable(3600),
+                WeChatError::BadAppCredentials
+                | WeChatError::IpNotWhitelisted
+                | WeChatError::Unknown { .. } => K::Internal,
+            },
+            Self::Ticket(_) | Self::TicketAppMismatch => K::Unauthorized,
+            Self::Account(e) => match e {
+                AccountError::NoSession | AccountError::TicketUnknownSession => K::Unauthorized,
+                AccountError::TicketSessionSuperseded => K::Unauthorized,
+                AccountError::SessionKeyNotHeld => K::BadRequest,
+                AccountError::NotBound => K::NotFound,
+                _ => K::Conflict,
+            },
+            Self::RegistrationClosed | Self::PhoneNotRegistered | Self::UserDisabled => {
+                K::Forbidden
+            }
+            Self::UserAlreadyBoundInApp
+            | Self::Contention
+            | Self::AccountTaken
+            | Self::PhoneTaken => K::Conflict,
+            Self::NotBound => K::NotFound,
+            Self::BadCredentials | Self::Refresh(_) | Self::AccessToken(_) => K::Unauthorized,
+            Self::TooManyAttempts(secs) => K::TooManyRequests(*secs),
+            Self::Unavailable(_) => K::Unavailable(5),
+            Self::Internal(_) => K::Internal,
+        }
+    }
+}

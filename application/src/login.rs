@@ -1,0 +1,85 @@
+//! Steps 2–4 of the flow: a login code becomes a session, a ticket, and — for a
+//! returning user — tokens at once.
+
+use cqrs_es::{AggregateContext, EventStore};
+use miniauth_domain::{
+    AccountId, OneTimeCode, OpenId, SocialAccount, SocialAccountCommand, UnionId, UserId,
+};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::service::{IssuedTicket, MiniAuth, Tokens};
+
+/// What a login answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOutcome {
+    /// The ticket (bind key) for the next steps.
+    pub ticket: IssuedTicket,
+    /// The WeChat identity.
+    pub openid: OpenId,
+    /// Its unionid, if known.
+    pub unionid: Option<UnionId>,
+    /// The user it is bound to, if any.
+    pub bound_user: Option<UserId>,
+    /// Whether a profile is on record.
+    pub has_profile: bool,
+    /// Whether a phone is on record.
+    pub has_phone: bool,
+    /// Tokens, when the identity is already bound (one round trip for returning users).
+    pub tokens: Option<Tokens>,
+}
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Exchanges a `wx.login` code: code2session, records the session (its key sealed),
+    /// and answers a ticket, plus tokens when the identity is already bound.
+    pub async fn login(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        code: &str,
+    ) -> Result<LoginOutcome, AppError> {
+        let app = self.app(appid)?;
+        let code = OneTimeCode::parse("code", code)?;
+        let session = self.ports.wechat.code_to_session(&app.appid, &code).await?;
+        let id = AccountId::new(&app.appid, &session.openid);
+        let sealed = self.ports.vault.seal_secret(&session.session_key).await?;
+        let mut context = self.load(&id).await?;
+        // A returning user must not have been disabled; check before writing anything.
+        let bound_before = context.aggregate().bound_user();
+        let user = match bound_before {
+            Some(user_id) => Some(self.active_user(user_id).await?),
+            None => None,
+        };
+        let command = SocialAccountCommand::ObtainSession {
+            appid: app.appid.clone(),
+            openid: session.openid.clone(),
+            unionid: session.unionid.clone(),
+            session_key: sealed,
+            at: self.now(),
+        };
+        let state = self.commit(ctx, &id, context, vec![command]).await?;
+        let ticket = self.issue_ticket(&app.appid, &state)?;
+        let tokens = match state.bound_user() {
+            Some(bound) => {
+                let user = match user {
+                    Some(user) if user.id == bound => user,
+                    _ => self.active_user(bound).await?,
+                };
+                Some(self.issue_tokens(&user, Some(&app.appid)).await?)
+            }
+            None => None,
+        };
+        Ok(LoginOutcome {
+            ticket,
+            openid: session.openid,
+            unionid: state.unionid().cloned(),
+            bound_user: state.bound_user(),
+            has_profile: state.has_profile(),
+            has_phone: state.has_phone(),
+            tokens,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! Steps 8–10: a verified phone, then the binding it leads to — a match with an
+//! existing user, or a registration when the app's policy allows it.
+
+use cqrs_es::{AggregateContext, EventStore};
+use miniauth_domain::crypto::open_phone;
+use miniauth_domain::{
+    AccountId, BindMethod, OneTimeCode, PhoneNumber, PhoneSource, SessionProof, SocialAccount,
+    SocialAccountCommand, UserId,
+};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::ports::{NewUser, Registration, UserRecord};
+use crate::service::{ensure_active, MiniAuth, Tokens};
+use crate::settings::{AppSettings, RegistrationPolicy};
+
+/// Who to bind, on which proof of session, and how.
+pub(crate) struct BindRequest {
+    pub user: UserId,
+    pub proof: SessionProof,
+    pub via: BindMethod,
+}
+
+/// A phone as the front end sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneInput {
+    /// Current flow: the phone button's one-time code.
+    Code(String),
+    /// Legacy flow: encrypted under the session key.
+    Encrypted {
+        /// base64 ciphertext.
+        encrypted_data: String,
+        /// base64 iv.
+        iv: String,
+    },
+}
+
+/// What verifying a phone led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneOutcome {
+    /// The user the identity is bound to now.
+    pub user_id: UserId,
+    /// Whether that user was registered by this request.
+    pub registered: bool,
+    /// Tokens for that user.
+    pub tokens: Tokens,
+}
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Verifies the phone (phone code via WeChat, or the legacy payload under a key the
+    /// account holds, watermark checked), then binds: to the user with that phone, or to
+    /// a user registered from it if the policy is `auto`. Policy refusals write nothing.
+    pub async fn verify_phone(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        ticket: &str,
+        input: PhoneInput,
+    ) -> Result<PhoneOutcome, AppError> {
+        let opened = self.open_ticket(appid, ticket)?;
+        let app = opened.app;
+        let id = opened.account.clone();
+        let seq = opened.claims.session_seq;
+        let mut context = self.load(&id).await?;
+        let state = context.aggregate().clone();
+        let now = self.now();
+        let (phone, via, proof) = match input {
+            PhoneInput::Code(code) => {
+                let code = OneTimeCode::parse("code", &code)?;
+                let proof = SessionProof::ticket(seq);
+                // Phone verification is billed: refuse a stale ticket before spending it.
+                state.check_proof(proof)?;
+                let verified = self
+                    .ports
+                    .wechat
+                    .phone_number(&app.appid, &code, &opened.claims.openid)
+                    .await?;
+                verified.watermark.check(&app.appid, app.watermark, now)?;
+                (verified.phone, PhoneSource::PhoneCode, proof)
+            }
+            PhoneInput::Encrypted { encrypted_data, iv } => {
+                let (payload, proof, _) = self
+                    .open_payload(&state, seq, |key| {
+                        open_phone(key, &encrypted_data, &iv, &app.appid, app.watermark, now)
+                    })
+                    .await?;
+                let phone = PhoneNumber::new(&payload.pure_phone_number, &payload.country_code)?;
+                (phone, PhoneSource::EncryptedPayload, proof)
+            }
+        };
+        state.check_proof(proof)?;
+        let verify = SocialAccountCommand::VerifyPhone {
+            proof,
+            phone: self.ports.vault.seal_personal(&id, phone.pure()).await?,
+            country_code: phone.country_code().to_owned(),
+            via,
+            at: now,
+        };
+
+        if let Some(user_id) = state.bound_user() {
+            // Already bound: record the phone, keep the binding, log the user in.
+            let user = self.active_user(user_id).await?;
+            self.commit(ctx, &id, context, vec![verify]).await?;
+            let tokens = self.issue_tokens(&user, Some(&app.appid)).await?;
+            return Ok(PhoneOutcome {
+                user_id,
+                registered: false,
+                tokens,
+            });
+        }
+
+        let (user, registered) = self.user_for_phone(app, &id, &state, &phone).await?;
+        let via = if registered {
+            BindMethod::AutoRegistration
+        } else {
+            BindMethod::PhoneMatch
+        };
+        let outcome = self
+            .bind_to(
+                ctx,
+                context,
+                &id,
+                BindRequest {
+                    user: user.id,
+                    proof,
+                    via,
+                },
+                vec![verify],
+            )
+            .await;
+        if outcome.is_err() && registered {
+            self.discard_registration(user.id).await;
+        }
+        outcome?;
+        let tokens = self.issue_tokens(&user, Some(&app.appid)).await?;
+        Ok(PhoneOutcome {
+            user_id: user.id,
+            registered,
+            tokens,
+        })
+    }
+
+    /// The user a verified phone leads to under the app's policy, and whether it was
+    /// registered just now.
+    async fn user_for_phone(
+        &self,
+        app: &AppSettings,
+        id: &AccountId,
+        state: &SocialAccount,
+        phone: &PhoneNumber,
+    ) -> Result<(UserRecord, bool), AppError> {
+        if app.registration == RegistrationPolicy::Closed {
+            return Err(AppError::RegistrationClosed);
+        }
+        if let Some(user) = self.ports.users.find_by_phone(&app.tenant, phone).await? {
+            ensure_active(&user)?;
+            return Ok((user, false));
+        }
+        if app.registration == RegistrationPolicy::ExistingPhoneOnly {
+            return Err(AppError::PhoneNotRegistered);
+        }
+        let (nickname, avatar_url) = match state.profile() {
+            Some((nickname, avatar)) => (
+                self.ports.vault.unseal_personal(id, nickname).await?,
+                self.ports.vault.unseal_personal(id, avatar).await?,
+            ),
+            None => (None, None),
+        };
+        let new_user = NewUser {
+            tenant: app.tenant.clone(),
+            mobile: phone.clone(),
+            nickname,
+            avatar_url,
+        };
+        match self.ports.users.register(new_user).await? {
+            Registration::Created(user) => Ok((user, true)),
+            // A concurrent registration of the same number won: bind to that user.
+            Registration::PhoneTaken => {
+                let user = self
+                    .ports
+                    .users
+                    .find_by_phone(&app.tenant, phone)
+                    .await?
+                    .ok_or_else(|| AppError::Internal("phone taken but no user has it".into()))?;
+                ensure_active(&user)?;
+                Ok((user, false))
+            }
+        }
+    }
+
+    async fn discard_registration(&self, user: UserId) {
+        if let Err(error) = self.ports.users.discard_unbound(user).await {
+            tracing::warn!(%error, %user, "could not discard a user whose binding failed");
+        }
+    }
+
+    /// Claims the binding in the registry, then commits `commands` followed by the
+    /// bind in one append; releases the claim if the append fails.
+    pub(crate) async fn bind_to(
+        &self,
+        ctx: &RequestContext,
+        context: ES::AC,
+        id: &AccountId,
+        bind: BindRequest,
+        mut commands: Vec<SocialAccountCommand>,
+    ) -> Result<SocialAccount, AppError> {
+        let claim = self
+            .ports
+            .registry
+            .claim(&id.appid(), &id.openid(), bind.user)
+            .await?;
+        commands.push(SocialAccountCommand::Bind {
+            proof: bind.proof,
+            user_id: bind.user,
+            via: bind.via,
+            at: self.now(),
+        });
+        let result = self.commit(ctx, id, context, commands).await;
+        if result.is_err() {
+            self.release_if_new(claim, id, bind.user).await;
+        }
+        result
+    }
+}

@@ -1,0 +1,498 @@
+//! The ports: what the use cases need from the world, as traits. Adapters implement
+//! them; unit tests mock them (`mocks` feature, mockall).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use miniauth_domain::crypto::Watermark;
+use miniauth_domain::{
+    AccountId, AppId, OneTimeCode, OpenId, PhoneNumber, SealedDatum, SealedSecret, SessionKey,
+    TenantId, UnionId, UserId,
+};
+use thiserror::Error;
+
+/// An infrastructure failure behind a port (database down, disk full, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PortError {
+    /// Temporarily unreachable: the client may retry.
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+    /// Anything else unexpected; the message is for logs, never for clients.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What code2session answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeChatSession {
+    /// The user's id in the app.
+    pub openid: OpenId,
+    /// The Open Platform id, when the app is bound to one.
+    pub unionid: Option<UnionId>,
+    /// The session key (its `Debug` is redacted).
+    pub session_key: SessionKey,
+}
+
+/// What getuserphonenumber answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPhone {
+    /// The number.
+    pub phone: PhoneNumber,
+    /// Which app WeChat made it for.
+    pub watermark: Watermark,
+}
+
+/// WeChat's refusals and failures, typed (see WECHAT.md for the errcodes).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WeChatError {
+    /// 40029: the code is unknown or expired.
+    #[error("WeChat rejected the code: it is invalid or expired")]
+    InvalidCode,
+    /// 40163: the code was already used.
+    #[error("WeChat rejected the code: it was already used")]
+    CodeUsed,
+    /// 45011: the minute quota is reached.
+    #[error("WeChat's rate limit is reached; try again shortly")]
+    RateLimited,
+    /// 40226: WeChat blocked this user as high-risk.
+    #[error("WeChat blocked this user as high-risk")]
+    BlockedUser,
+    /// -1, 5xx, timeouts and transport errors after bounded retries.
+    #[error("WeChat is busy or unreachable; try again in {retry_after_secs} s")]
+    Unavailable {
+        /// When a retry makes sense.
+        retry_after_secs: u64,
+    },
+    /// 40013, 40125, 40002: the app's appid or secret is wrong (server misconfigured).
+    #[error("WeChat refused this app's credentials")]
+    BadAppCredentials,
+    /// 40164: this server's IP is not whitelisted for the app.
+    #[error("WeChat refused this server's IP address")]
+    IpNotWhitelisted,
+    /// 45009: the daily quota is used up.
+    #[error("WeChat's daily quota for this app is used up")]
+    QuotaExhausted,
+    /// Anything else WeChat answered.
+    #[error("WeChat answered errcode {code}: {message}")]
+    Unknown {
+        /// errcode.
+        code: i64,
+        /// errmsg.
+        message: String,
+    },
+}
+
+/// WeChat's server API, as the use cases need it.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait WeChatApi: Send + Sync {
+    /// code2session for `appid`.
+    async fn code_to_session(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<WeChatSession, WeChatError>;
+
+    /// getuserphonenumber for a phone code, checked against `openid`.
+    async fn phone_number(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+        openid: &OpenId,
+    ) -> Result<VerifiedPhone, WeChatError>;
+}
+
+/// Whether a business user may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// May log in.
+    Active,
+    /// May not log in.
+    Disabled,
+}
+
+/// A business user, as the directory knows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Primary key.
+    pub id: UserId,
+    /// The tenant the user belongs to.
+    pub tenant: TenantId,
+    /// The login name, for password users.
+    pub account: Option<String>,
+    /// The mobile number, unique per tenant.
+    pub mobile: Option<PhoneNumber>,
+    /// Display name; never an identity key.
+    pub nickname: Option<String>,
+    /// Active or disabled.
+    pub status: UserStatus,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("mobile", &self.mobile)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user to register from a verified phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The verified number (unique per tenant).
+    pub mobile: PhoneNumber,
+    /// A display name, if the account has a profile.
+    pub nickname: Option<String>,
+    /// An avatar URL, if the account has a profile.
+    pub avatar_url: Option<String>,
+}
+
+/// The result of a registration attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// A new user exists now.
+    Created(UserRecord),
+    /// Another user of the tenant holds this number (a concurrent registration won).
+    PhoneTaken,
+}
+
+/// A password user an administrator creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccountUser {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The login name, unique per tenant.
+    pub account: String,
+    /// The password; the directory stores only its argon2id hash.
+    pub password: Password,
+    /// A mobile number, unique per tenant, if known.
+    pub mobile: Option<PhoneNumber>,
+    /// A display name.
+    pub nickname: Option<String>,
+}
+
+/// The result of creating a password user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCreation {
+    /// The user exists now.
+    Created(UserRecord),
+    /// Another user of the tenant has this account name.
+    AccountTaken,
+    /// Another user of the tenant has this mobile number.
+    PhoneTaken,
+}
+
+/// A password, kept out of `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password as sent by the client.
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The password, to hash or verify.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// The business system's users.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// The user of `tenant` with this mobile number.
+    async fn find_by_phone(
+        &self,
+        tenant: &TenantId,
+        phone: &PhoneNumber,
+    ) -> Result<Option<UserRecord>, PortError>;
+
+    /// A user by id.
+    async fn get(&self, id: UserId) -> Result<Option<UserRecord>, PortError>;
+
+    /// Registers a user from a verified phone; the phone is unique per tenant.
+    async fn register(&self, user: NewUser) -> Result<Registration, PortError>;
+
+    /// Creates a user with account and password (administration).
+    async fn create_account(&self, user: NewAccountUser) -> Result<AccountCreation, PortError>;
+
+    /// Removes a user this request registered whose binding then failed, so that no
+    /// orphan user stays behind. Does nothing to a user that has any binding.
+    async fn discard_unbound(&self, id: UserId) -> Result<(), PortError>;
+
+    /// The user of `tenant` with this account name and password, if they match.
+    async fn check_password(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+        password: &Password,
+    ) -> Result<Option<UserRecord>, PortError>;
+}
+
+/// Why a binding cannot be claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClaimError {
+    /// The WeChat identity is bound (or being bound) to another user.
+    #[error("the WeChat identity is bound to user {0}")]
+    IdentityTaken(UserId),
+    /// The user already holds another WeChat identity in this app.
+    #[error("the user already holds another WeChat identity in this app")]
+    UserHasIdentity,
+    /// The registry failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Whether a claim is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This request claimed it: release it if the bind fails.
+    New,
+    /// It was this user's already.
+    Existing,
+}
+
+/// One binding, as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The app.
+    pub appid: AppId,
+    /// The WeChat identity.
+    pub openid: OpenId,
+    /// The user.
+    pub user_id: UserId,
+}
+
+/// The uniqueness guarantee across aggregates and service instances: one user per
+/// WeChat identity, one WeChat identity per user per app.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait BindingRegistry: Send + Sync {
+    /// Claims (appid, openid) for `user`; idempotent for the same triple.
+    async fn claim(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+        user: UserId,
+    ) -> Result<Claim, ClaimError>;
+
+    /// Releases a claim (after an unbind, or a bind that failed).
+    async fn release(&self, appid: &AppId, openid: &OpenId, user: UserId) -> Result<(), PortError>;
+
+    /// The identity `user` holds in `appid`.
+    async fn identity_of(&self, appid: &AppId, user: UserId) -> Result<Option<OpenId>, PortError>;
+
+    /// Every binding of `user`, in every app.
+    async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, PortError>;
+}
+
+/// What a ticket (the mini program's bind key) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketClaims {
+    /// The app it was issued for.
+    pub appid: AppId,
+    /// The WeChat identity.
+    pub openid: OpenId,
+    /// The session it came from.
+    pub session_seq: u64,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a ticket was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TicketError {
+    /// No ticket was sent.
+    #[error("the ticket is missing")]
+    Missing,
+    /// Not something this service issues.
+    #[error("the ticket is malformed")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("the ticket's signature does not verify")]
+    Forged,
+    /// Past its lifetime.
+    #[error("the ticket has expired; log in again")]
+    Expired,
+}
+
+/// Issues and verifies tickets.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait TicketCodec: Send + Sync {
+    /// Signs a ticket.
+    fn issue(&self, claims: &TicketClaims) -> String;
+    /// Verifies a ticket's signature and lifetime.
+    fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError>;
+}
+
+/// Who an access or refresh token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSubject {
+    /// The user.
+    pub user_id: UserId,
+    /// The user's tenant.
+    pub tenant: TenantId,
+    /// The app the login came through, if any.
+    pub appid: Option<AppId>,
+}
+
+/// A signed access token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AccessToken(<redacted>, expires_in: {})",
+            self.expires_in
+        )
+    }
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AccessTokenError {
+    /// Missing, malformed, forged or for another audience.
+    #[error("the access token is invalid")]
+    Invalid,
+    /// Past its lifetime.
+    #[error("the access token has expired")]
+    Expired,
+}
+
+/// Signs and verifies access tokens.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait TokenIssuer: Send + Sync {
+    /// Signs an access token for `subject`.
+    fn issue(&self, subject: &TokenSubject, now: DateTime<Utc>) -> Result<AccessToken, PortError>;
+    /// Verifies one.
+    fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError>;
+}
+
+/// A refresh token as handed to the client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// The opaque token; the store keeps only its hash.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RefreshToken(<redacted>, expires_in: {})",
+            self.expires_in
+        )
+    }
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RefreshError {
+    /// Never issued, or revoked by logout.
+    #[error("the refresh token is unknown or revoked")]
+    Unknown,
+    /// Past its lifetime.
+    #[error("the refresh token has expired")]
+    Expired,
+    /// Already rotated: presenting it again revoked its whole family.
+    #[error("the refresh token was already used; every token of this login is revoked")]
+    Reused,
+    /// The store failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Opaque refresh tokens, stored hashed, rotated on every use, with reuse detection.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RefreshTokenStore: Send + Sync {
+    /// Starts a new family for a fresh login.
+    async fn issue(
+        &self,
+        subject: &TokenSubject,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshToken, PortError>;
+
+    /// Exchanges a token for its successor in the same family.
+    async fn rotate(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), RefreshError>;
+
+    /// Revokes a token's family (logout); only `user`'s own tokens.
+    async fn revoke(
+        &self,
+        token: &str,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), RefreshError>;
+}
+
+/// Seals secrets with the server key and personal data with per-account data keys;
+/// forgetting an account's key makes its sealed data unreadable (crypto-shredding).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait PersonalDataVault: Send + Sync {
+    /// Seals a session key with the server key.
+    async fn seal_secret(&self, key: &SessionKey) -> Result<SealedSecret, PortError>;
+    /// Opens a sealed session key.
+    async fn unseal_secret(&self, sealed: &SealedSecret) -> Result<SessionKey, PortError>;
+    /// Seals a personal datum with the account's data key (created on first use).
+    async fn seal_personal(
+        &self,
+        account: &AccountId,
+        plaintext: &str,
+    ) -> Result<SealedDatum, PortError>;
+    /// Opens a personal datum; `None` once the account's key was forgotten.
+    async fn unseal_personal(
+        &self,
+        account: &AccountId,
+        sealed: &SealedDatum,
+    ) -> Result<Option<String>, PortError>;
+    /// Destroys the account's data key.
+    async fn forget(&self, account: &AccountId) -> Result<(), PortError>;
+}
+
+/// The time, injectable for tests.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Throttles password attempts per key (account, client IP).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait AttemptLimiter: Send + Sync {
+    /// Refuses with the seconds to wait when `key` has failed too often.
+    fn check(&self, key: &str, now: DateTime<Utc>) -> Result<(), u64>;
+    /// Records a failed attempt.
+    fn record_failure(&self, key: &str, now: DateTime<Utc>);
+    /// Forgets the failures after a success.
+    fn reset(&self, key: &str);
+}

@@ -1,0 +1,156 @@
+//! Steps 6–7: a profile, from the legacy encrypted payload or from the current
+//! `chooseAvatar` + nickname input.
+
+use cqrs_es::{AggregateContext, EventStore};
+use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature};
+use miniauth_domain::{
+    InvalidValue, PayloadError, ProfileSource, SessionProof, SocialAccount, SocialAccountCommand,
+    UnionId,
+};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::service::MiniAuth;
+use crate::settings::limits;
+
+/// A profile as the front end sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileInput {
+    /// Legacy `getUserInfo`: signed rawData and the encrypted payload.
+    Encrypted {
+        /// The non-sensitive JSON.
+        raw_data: String,
+        /// hex(sha1(rawData + session_key)).
+        signature: String,
+        /// base64 ciphertext.
+        encrypted_data: String,
+        /// base64 iv.
+        iv: String,
+    },
+    /// Current flow: what the user picked with `chooseAvatar` and typed as nickname.
+    ClientSupplied {
+        /// The nickname.
+        nickname: String,
+        /// The avatar URL.
+        avatar_url: String,
+    },
+}
+
+/// The profile as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileOutcome {
+    /// The nickname.
+    pub nickname: String,
+    /// The avatar URL.
+    pub avatar_url: String,
+}
+
+fn check_nickname(nickname: &str) -> Result<String, InvalidValue> {
+    let nickname = nickname.trim();
+    if nickname.is_empty() || nickname.chars().count() > limits::NICKNAME_CHARS {
+        return Err(InvalidValue::new("nickname", "must be 1 to 64 characters"));
+    }
+    if nickname.chars().any(char::is_control) {
+        return Err(InvalidValue::new(
+            "nickname",
+            "must not contain control characters",
+        ));
+    }
+    Ok(nickname.to_owned())
+}
+
+fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
+    let url = url.trim();
+    let scheme_ok =
+        url.starts_with("https://") || url.starts_with("http://") || url.starts_with("wxfile://");
+    if !scheme_ok || url.len() > limits::AVATAR_URL_BYTES || url.chars().any(char::is_whitespace) {
+        return Err(InvalidValue::new(
+            "avatar_url",
+            "must be an http(s) or wxfile URL of at most 1024 bytes",
+        ));
+    }
+    Ok(url.to_owned())
+}
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Records a profile: the encrypted payload is opened under a session key the
+    /// account holds, its signature and watermark checked; plain fields are validated.
+    pub async fn submit_profile(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        ticket: &str,
+        input: ProfileInput,
+    ) -> Result<ProfileOutcome, AppError> {
+        let opened = self.open_ticket(appid, ticket)?;
+        let mut context = self.load(&opened.account).await?;
+        let state = context.aggregate().clone();
+        let seq = opened.claims.session_seq;
+        let now = self.now();
+        let (nickname, avatar_url, unionid, via, proof) = match input {
+            ProfileInput::Encrypted {
+                raw_data,
+                signature,
+                encrypted_data,
+                iv,
+            } => {
+                let app = opened.app;
+                let (payload, proof, key) = self
+                    .open_payload(&state, seq, |key| {
+                        open_user_info(key, &encrypted_data, &iv, &app.appid, app.watermark, now)
+                    })
+                    .await?;
+                verify_raw_data_signature(&raw_data, &signature, &key)?;
+                if payload
+                    .open_id
+                    .as_deref()
+                    .is_some_and(|o| o != opened.claims.openid.as_str())
+                {
+                    return Err(PayloadError::OpenIdMismatch.into());
+                }
+                let unionid = payload
+                    .union_id
+                    .as_deref()
+                    .map(UnionId::parse)
+                    .transpose()?;
+                (
+                    check_nickname(&payload.nick_name)?,
+                    check_avatar_url(&payload.avatar_url)?,
+                    unionid,
+                    ProfileSource::EncryptedPayload,
+                    proof,
+                )
+            }
+            ProfileInput::ClientSupplied {
+                nickname,
+                avatar_url,
+            } => (
+                check_nickname(&nickname)?,
+                check_avatar_url(&avatar_url)?,
+                None,
+                ProfileSource::ClientSupplied,
+                SessionProof::ticket(seq),
+            ),
+        };
+        // Fail on a stale ticket before sealing anything.
+        state.check_proof(proof)?;
+        let vault = &self.ports.vault;
+        let command = SocialAccountCommand::AcceptProfile {
+            proof,
+            nickname: vault.seal_personal(&opened.account, &nickname).await?,
+            avatar_url: vault.seal_personal(&opened.account, &avatar_url).await?,
+            unionid,
+            via,
+            at: now,
+        };
+        self.commit(ctx, &opened.account, context, vec![command])
+            .await?;
+        Ok(ProfileOutcome {
+            nickname,
+            avatar_url,
+        })
+    }
+}

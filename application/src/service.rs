@@ -1,0 +1,328 @@
+//! `MiniAuth`: the use cases, holding the ports. Each use case lives in a file of its
+//! own; this file holds what they share.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::{AggregateContext, AggregateError, EventStore};
+use miniauth_domain::{
+    AccountError, AccountId, AppId, PayloadError, SessionKey, SessionProof, SocialAccount,
+    SocialAccountCommand,
+};
+
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::ports::{
+    AccessToken, AttemptLimiter, BindingRegistry, Claim, Clock, PersonalDataVault, RefreshToken,
+    RefreshTokenStore, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
+    UserDirectory, UserRecord, UserStatus, WeChatApi,
+};
+use crate::settings::{AppCatalog, AppSettings, Lifetimes};
+
+/// How often a command is re-decided on fresh state when another instance committed
+/// to the same account first.
+pub const MAX_COMMIT_ATTEMPTS: usize = 5;
+
+/// The adapters the use cases drive.
+pub struct Ports<ES> {
+    /// WeChat's server API.
+    pub wechat: Arc<dyn WeChatApi>,
+    /// The business users.
+    pub users: Arc<dyn UserDirectory>,
+    /// Uniqueness of bindings across accounts.
+    pub registry: Arc<dyn BindingRegistry>,
+    /// Tickets (bind keys).
+    pub tickets: Arc<dyn TicketCodec>,
+    /// Access tokens.
+    pub tokens: Arc<dyn TokenIssuer>,
+    /// Refresh tokens.
+    pub refresh: Arc<dyn RefreshTokenStore>,
+    /// Sealing of secrets and personal data.
+    pub vault: Arc<dyn PersonalDataVault>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Password attempt throttling.
+    pub limiter: Arc<dyn AttemptLimiter>,
+    /// The event store of `SocialAccount`s.
+    pub events: ES,
+}
+
+/// A ticket handed to the front end (its "bind key").
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedTicket {
+    /// The signed ticket.
+    pub token: String,
+    /// Seconds it stays valid.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for IssuedTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IssuedTicket(<redacted>, expires_in: {})",
+            self.expires_in
+        )
+    }
+}
+
+/// An access token and a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// Who they are for.
+    pub user_id: miniauth_domain::UserId,
+    /// The JWT.
+    pub access: AccessToken,
+    /// The opaque refresh token.
+    pub refresh: RefreshToken,
+}
+
+/// The service: every use case of miniauth.
+pub struct MiniAuth<ES> {
+    pub(crate) apps: AppCatalog,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) ports: Ports<ES>,
+}
+
+/// A verified ticket, with the app it belongs to.
+pub(crate) struct OpenedTicket<'a> {
+    pub app: &'a AppSettings,
+    pub claims: TicketClaims,
+    pub account: AccountId,
+}
+
+impl<ES> MiniAuth<ES>
+where
+    ES: EventStore<SocialAccount>,
+{
+    /// Wires the use cases to their ports.
+    pub fn new(ports: Ports<ES>, apps: AppCatalog, lifetimes: Lifetimes) -> Self {
+        Self {
+            apps,
+            lifetimes,
+            ports,
+        }
+    }
+
+    /// The configured apps.
+    pub fn apps(&self) -> &AppCatalog {
+        &self.apps
+    }
+
+    /// The event store (for adapters that read the log).
+    pub fn event_store(&self) -> &ES {
+        &self.ports.events
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+
+    pub(crate) fn app(&self, appid: &str) -> Result<&AppSettings, AppError> {
+        self.apps.find(appid).ok_or(AppError::UnknownApp)
+    }
+
+    /// Verifies a ticket for `appid`: present, well formed, signed by us, not expired,
+    /// and issued for this app.
+    pub(crate) fn open_ticket(
+        &self,
+        appid: &str,
+        ticket: &str,
+    ) -> Result<OpenedTicket<'_>, AppError> {
+        let app = self.app(appid)?;
+        let claims = self.verify_ticket(ticket)?;
+        if claims.appid != app.appid {
+            return Err(AppError::TicketAppMismatch);
+        }
+        let account = AccountId::new(&claims.appid, &claims.openid);
+        Ok(OpenedTicket {
+            app,
+            claims,
+            account,
+        })
+    }
+
+    pub(crate) fn verify_ticket(&self, ticket: &str) -> Result<TicketClaims, AppError> {
+        let ticket = ticket.trim();
+        if ticket.is_empty() {
+            return Err(TicketError::Missing.into());
+        }
+        Ok(self.ports.tickets.verify(ticket, self.now())?)
+    }
+
+    pub(crate) fn issue_ticket(
+        &self,
+        appid: &AppId,
+        account: &SocialAccount,
+    ) -> Result<IssuedTicket, AppError> {
+        let openid = account
+            .openid()
+            .ok_or_else(|| AppError::Internal("ticket for an account without a session".into()))?;
+        let now = self.now();
+        let claims = TicketClaims {
+            appid: appid.clone(),
+            openid: openid.clone(),
+            session_seq: account.latest_session(),
+            issued_at: now,
+            expires_at: now + self.lifetimes.ticket,
+        };
+        Ok(IssuedTicket {
+            token: self.ports.tickets.issue(&claims),
+            expires_in: self.lifetimes.ticket.num_seconds().max(0) as u64,
+        })
+    }
+
+    pub(crate) async fn load(&self, id: &AccountId) -> Result<ES::AC, AppError> {
+        self.ports
+            .events
+            .load_aggregate(id.as_str())
+            .await
+            .map_err(store_error)
+    }
+
+    /// Decides `commands` on the loaded state and commits their events in one append.
+    /// When another writer got there first, reloads and decides again (bounded).
+    /// Returns the state after the events.
+    pub(crate) async fn commit(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        mut context: ES::AC,
+        commands: Vec<SocialAccountCommand>,
+    ) -> Result<SocialAccount, AppError> {
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let mut state = context.aggregate().clone();
+            let mut events = Vec::new();
+            for command in commands.iter().cloned() {
+                for event in state.decide(command)? {
+                    cqrs_es::Aggregate::apply(&mut state, event.clone());
+                    events.push(event);
+                }
+            }
+            if events.is_empty() {
+                return Ok(state);
+            }
+            // The context still holds the state *before* these events: the store may
+            // snapshot by applying them to it, exactly once.
+            match self
+                .ports
+                .events
+                .commit(events, context, ctx.metadata(self.now()))
+                .await
+            {
+                Ok(_) => return Ok(state),
+                Err(AggregateError::AggregateConflict) => context = self.load(id).await?,
+                Err(other) => return Err(store_error(other)),
+            }
+        }
+        Err(AppError::Contention)
+    }
+
+    /// Tries the session keys a payload may be encrypted under (the ticket's, then the
+    /// newest) and returns what opened, with the proof of which session it was.
+    pub(crate) async fn open_payload<T>(
+        &self,
+        state: &SocialAccount,
+        ticket_session: u64,
+        open: impl Fn(&SessionKey) -> Result<T, PayloadError>,
+    ) -> Result<(T, SessionProof, SessionKey), AppError> {
+        for record in state.candidate_keys(ticket_session)? {
+            let key = self.ports.vault.unseal_secret(&record.session_key).await?;
+            match open(&key) {
+                Ok(opened) => {
+                    return Ok((
+                        opened,
+                        SessionProof::payload(ticket_session, record.seq),
+                        key,
+                    ))
+                }
+                Err(PayloadError::SessionKeyMismatch) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if ticket_session < state.latest_session() {
+            Err(AccountError::TicketSessionSuperseded.into())
+        } else {
+            Err(PayloadError::SessionKeyMismatch.into())
+        }
+    }
+
+    /// The user, who must exist and be active.
+    pub(crate) async fn active_user(
+        &self,
+        id: miniauth_domain::UserId,
+    ) -> Result<UserRecord, AppError> {
+        let user = self
+            .ports
+            .users
+            .get(id)
+            .await?
+            .ok_or(AppError::UserNotFound)?;
+        ensure_active(&user)?;
+        Ok(user)
+    }
+
+    /// A fresh access token and a new refresh-token family for `user`.
+    pub(crate) async fn issue_tokens(
+        &self,
+        user: &UserRecord,
+        appid: Option<&AppId>,
+    ) -> Result<Tokens, AppError> {
+        ensure_active(user)?;
+        let subject = TokenSubject {
+            user_id: user.id,
+            tenant: user.tenant.clone(),
+            appid: appid.cloned(),
+        };
+        let now = self.now();
+        let access = self.ports.tokens.issue(&subject, now)?;
+        let refresh = self.ports.refresh.issue(&subject, now).await?;
+        Ok(Tokens {
+            user_id: user.id,
+            access,
+            refresh,
+        })
+    }
+
+    /// Undoes a claim this request made, after the bind failed. A failure here is
+    /// logged: the registry's reconciliation with the event log repairs it.
+    pub(crate) async fn release_if_new(
+        &self,
+        claim: Claim,
+        id: &AccountId,
+        user: miniauth_domain::UserId,
+    ) {
+        if claim == Claim::New {
+            if let Err(error) = self
+                .ports
+                .registry
+                .release(&id.appid(), &id.openid(), user)
+                .await
+            {
+                tracing::warn!(%error, account = %id, "could not release a binding claim");
+            }
+        }
+    }
+}
+
+pub(crate) fn ensure_active(user: &UserRecord) -> Result<(), AppError> {
+    match user.status {
+        UserStatus::Active => Ok(()),
+        UserStatus::Disabled => Err(AppError::UserDisabled),
+    }
+}
+
+pub(crate) fn store_error(error: AggregateError<AccountError>) -> AppError {
+    match error {
+        AggregateError::UserError(e) => AppError::Account(e),
+        AggregateError::AggregateConflict => AppError::Contention,
+        AggregateError::DatabaseConnectionError(e) => {
+            tracing::error!(error = %e, "event store unreachable");
+            AppError::Unavailable("the event store".into())
+        }
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            AppError::Internal(format!("event store: {e}"))
+        }
+    }
+}
