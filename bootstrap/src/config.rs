@@ -1,0 +1,621 @@
+//! The configuration file: TOML, every key overridable by `MINIAUTH__SECTION__KEY`.
+//!
+//! A bad configuration fails at start with the key and the reason; secrets are never
+//! printed (their `Debug` is redacted).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use miniauth_application::RegistrationPolicy;
+use miniauth_domain::{AppId, TenantId};
+use serde::Deserialize;
+
+/// The prefix of environment overrides: `MINIAUTH__STORE__URL=postgres://…`.
+pub const ENV_PREFIX: &str = "MINIAUTH__";
+
+/// The appid of the demo app that the embedded default serves with the simulator.
+pub const DEMO_APPID: &str = "wxdemo0000000001";
+
+/// A secret from the file or the environment; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, to hand to the adapter that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where a configuration error is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {key}: {reason}")]
+pub struct ConfigError {
+    /// The key, dotted (`apps[0].secret`).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Per-request timeout.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            request_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite://data/miniauth.db` (default) or `postgres://…`.
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// Where the embedded default keeps its files (database, server key, admin token).
+    pub data_dir: PathBuf,
+    /// The server key (base64 of 32 bytes) sealing session keys and data keys.
+    pub server_key: Option<Secret>,
+    /// The environment variable holding the server key instead.
+    pub server_key_env: Option<String>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/miniauth.db".into(),
+            max_connections: 10,
+            data_dir: PathBuf::from("data"),
+            server_key: None,
+            server_key_env: None,
+        }
+    }
+}
+
+/// `[wechat]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeChatSection {
+    /// WeChat's API base URL, or `simulator` for the in-process simulator.
+    pub api_base: String,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+    /// Connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Where the in-process simulator listens (its device API is for demos and tests).
+    pub simulator_listen: SocketAddr,
+}
+
+impl Default for WeChatSection {
+    fn default() -> Self {
+        Self {
+            api_base: "https://api.weixin.qq.com".into(),
+            timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
+            simulator_listen: "127.0.0.1:9100".parse().expect("valid default"),
+        }
+    }
+}
+
+impl WeChatSection {
+    /// Whether WeChat is the in-process simulator.
+    pub fn is_simulator(&self) -> bool {
+        self.api_base == "simulator"
+    }
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// The mini program's AppID.
+    pub appid: String,
+    /// Its AppSecret.
+    pub secret: Option<Secret>,
+    /// The environment variable holding the secret instead.
+    pub secret_env: Option<String>,
+    /// The tenant whose users it logs in.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// auto | existing_phone_only | closed.
+    #[serde(default = "default_registration")]
+    pub registration: RegistrationPolicy,
+    /// Whether the app is bound to an Open Platform account (simulator only).
+    #[serde(default)]
+    pub unionid: bool,
+    /// Oldest payload watermark accepted, in seconds; unset = not checked.
+    #[serde(default)]
+    pub watermark_max_age_secs: Option<i64>,
+}
+
+fn default_tenant() -> String {
+    "default".into()
+}
+
+fn default_registration() -> RegistrationPolicy {
+    RegistrationPolicy::Auto
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    /// Access token lifetime.
+    pub access_ttl_secs: i64,
+    /// Refresh token lifetime.
+    pub refresh_ttl_secs: i64,
+    /// Ticket (bind key) lifetime.
+    pub ticket_ttl_secs: i64,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// `EdDSA` (default) or `RS256`.
+    pub algorithm: String,
+    /// PEM file of the RS256 private key (required for RS256).
+    pub rs256_key_file: Option<PathBuf>,
+}
+
+impl Default for TokensSection {
+    fn default() -> Self {
+        Self {
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 2_592_000,
+            ticket_ttl_secs: 3_600,
+            issuer: "miniauth".into(),
+            audience: "miniauth".into(),
+            algorithm: "EdDSA".into(),
+            rs256_key_file: None,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token of `/v1/admin`.
+    pub token: Option<Secret>,
+    /// The environment variable holding it instead.
+    pub token_env: Option<String>,
+}
+
+/// `[compat]`: the GitEgg-compatible routes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatSection {
+    /// GitEgg OAuth clients allowed on `/oauth/token` (HTTP Basic); empty = not checked.
+    pub clients: Vec<CompatClient>,
+}
+
+/// One GitEgg OAuth client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatClient {
+    /// client_id.
+    pub id: String,
+    /// client_secret.
+    pub secret: Secret,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info,miniauth=debug`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[store]`.
+    pub store: StoreSection,
+    /// `[wechat]`.
+    pub wechat: WeChatSection,
+    /// `[[apps]]`.
+    pub apps: Vec<AppSection>,
+    /// `[tokens]`.
+    pub tokens: TokensSection,
+    /// `[admin]`.
+    pub admin: AdminSection,
+    /// `[compat]`.
+    pub compat: CompatSection,
+    /// `[log]`.
+    pub log: LogSection,
+    /// Set when no file was given: the embedded default with the simulator.
+    #[serde(skip)]
+    pub demo: bool,
+}
+
+/// One app, resolved: secret read, ids parsed.
+#[derive(Debug, Clone)]
+pub struct ResolvedApp {
+    /// The AppID.
+    pub appid: AppId,
+    /// The AppSecret.
+    pub secret: Secret,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The registration policy.
+    pub registration: RegistrationPolicy,
+    /// Open Platform bound (simulator).
+    pub unionid: bool,
+    /// Watermark maximum age.
+    pub watermark_max_age: Option<chrono::Duration>,
+}
+
+impl Config {
+    /// Loads `path` (or the embedded default when `None`), applies the environment
+    /// overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &vars)
+    }
+
+    /// [`Config::load`] with the environment given explicitly (for tests).
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut value = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::new(path.display().to_string(), e.message().to_owned()))?
+            }
+            None => demo_table(),
+        };
+        for (name, raw) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut value, path, raw)?;
+            }
+        }
+        let mut config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new(error_key(&e), e.message().to_owned()))?;
+        config.demo = path.is_none();
+        config.validate(env)?;
+        Ok(config)
+    }
+
+    fn validate(&self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        if self.apps.is_empty() {
+            return Err(ConfigError::new("apps", "configure at least one [[apps]] entry"));
+        }
+        self.resolve_apps(env)?;
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::new("store.url", "must start with sqlite: or postgres://"));
+        }
+        if self.store.max_connections == 0 {
+            return Err(ConfigError::new("store.max_connections", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
+            ("tokens.refresh_ttl_secs", self.tokens.refresh_ttl_secs),
+            ("tokens.ticket_ttl_secs", self.tokens.ticket_ttl_secs),
+        ] {
+            if value <= 0 {
+                return Err(ConfigError::new(key, "must be a positive number of seconds"));
+            }
+        }
+        match self.tokens.algorithm.as_str() {
+            "EdDSA" => {}
+            "RS256" if self.tokens.rs256_key_file.is_some() => {}
+            "RS256" => {
+                return Err(ConfigError::new("tokens.rs256_key_file", "RS256 needs a PEM private key file"))
+            }
+            _ => return Err(ConfigError::new("tokens.algorithm", "must be EdDSA or RS256")),
+        }
+        if !self.wechat.is_simulator() && !self.wechat.api_base.starts_with("http") {
+            return Err(ConfigError::new("wechat.api_base", "must be an http(s) URL or \"simulator\""));
+        }
+        if self.wechat.timeout_ms == 0 {
+            return Err(ConfigError::new("wechat.timeout_ms", "must be positive"));
+        }
+        self.server_key(env)?;
+        self.admin_token(env)?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::new("log.format", "must be text or json"));
+        }
+        Ok(())
+    }
+
+    /// The apps with their secrets read and ids parsed.
+    pub fn resolve_apps(&self, env: &[(String, String)]) -> Result<Vec<ResolvedApp>, ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        self.apps
+            .iter()
+            .enumerate()
+            .map(|(i, app)| {
+                let key = |field: &str| format!("apps[{i}].{field}");
+                let appid = AppId::parse(&app.appid).map_err(|e| ConfigError::new(key("appid"), e.reason))?;
+                if !seen.insert(appid.clone()) {
+                    return Err(ConfigError::new(key("appid"), "is configured twice"));
+                }
+                let secret = secret_from(app.secret.as_ref(), app.secret_env.as_deref(), env)
+                    .map_err(|reason| ConfigError::new(key("secret"), reason))?
+                    .ok_or_else(|| ConfigError::new(key("secret"), "set secret or secret_env"))?;
+                let tenant = TenantId::parse(&app.tenant).map_err(|e| ConfigError::new(key("tenant"), e.reason))?;
+                let watermark_max_age = match app.watermark_max_age_secs {
+                    Some(secs) if secs <= 0 => {
+                        return Err(ConfigError::new(key("watermark_max_age_secs"), "must be positive"))
+                    }
+                    Some(secs) => Some(chrono::Duration::seconds(secs)),
+                    None => None,
+                };
+                Ok(ResolvedApp {
+                    appid,
+                    secret,
+                    tenant,
+                    registration: app.registration,
+                    unionid: app.unionid,
+                    watermark_max_age,
+                })
+            })
+            .collect()
+    }
+
+    /// The server key's 32 bytes, if configured.
+    pub fn server_key(&self, env: &[(String, String)]) -> Result<Option<[u8; 32]>, ConfigError> {
+        let key = "store.server_key";
+        let Some(secret) = secret_from(self.store.server_key.as_ref(), self.store.server_key_env.as_deref(), env)
+            .map_err(|reason| ConfigError::new(key, reason))?
+        else {
+            return Ok(None);
+        };
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret.expose().trim())
+            .map_err(|_| ConfigError::new(key, "must be base64"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ConfigError::new(key, "must decode to 32 bytes (openssl rand -base64 32)"))?;
+        Ok(Some(bytes))
+    }
+
+    /// The admin token, if configured.
+    pub fn admin_token(&self, env: &[(String, String)]) -> Result<Option<Secret>, ConfigError> {
+        let token = secret_from(self.admin.token.as_ref(), self.admin.token_env.as_deref(), env)
+            .map_err(|reason| ConfigError::new("admin.token", reason))?;
+        if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(ConfigError::new("admin.token", "must be at least 16 characters"));
+        }
+        Ok(token)
+    }
+}
+
+fn secret_from(
+    inline: Option<&Secret>,
+    env_name: Option<&str>,
+    env: &[(String, String)],
+) -> Result<Option<Secret>, String> {
+    match (inline, env_name) {
+        (Some(_), Some(_)) => Err("set the value or its _env variable, not both".into()),
+        (Some(secret), None) if secret.expose().is_empty() => Err("is empty".into()),
+        (Some(secret), None) => Ok(Some(secret.clone())),
+        (None, Some(name)) => env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Some(Secret::new(v.clone())))
+            .ok_or_else(|| format!("environment variable {name} is not set")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The embedded default: SQLite under ./data, the simulator in-process, one demo app.
+fn demo_table() -> toml::Table {
+    let text = format!(
+        r#"
+[wechat]
+api_base = "simulator"
+
+[[apps]]
+appid = "{DEMO_APPID}"
+secret = "demo-secret-not-for-production"
+tenant = "default"
+registration = "auto"
+unionid = true
+"#
+    );
+    text.parse().expect("the demo configuration parses")
+}
+
+/// Sets `SECTION__KEY` (or `APPS__0__SECRET`) in the table from an environment value.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let dotted = parts.join(".");
+    if parts.iter().any(String::is_empty) {
+        return Err(ConfigError::new(format!("{ENV_PREFIX}{path}"), "malformed override name"));
+    }
+    let value = parse_scalar(raw);
+    let mut current = table;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let next_is_index = parts.get(i + 1).is_some_and(|p| p.parse::<usize>().is_ok());
+        if last {
+            current.insert(part.clone(), value);
+            return Ok(());
+        }
+        if next_is_index {
+            let index: usize = parts[i + 1].parse().expect("checked");
+            let array = current
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Array(vec![]))
+                .as_array_mut()
+                .ok_or_else(|| ConfigError::new(&dotted, "is not a list"))?;
+            while array.len() <= index {
+                array.push(toml::Value::Table(toml::Table::new()));
+            }
+            let rest = parts[i + 2..].join("__");
+            let entry = array[index]
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::new(&dotted, "is not a table"))?;
+            if rest.is_empty() {
+                return Err(ConfigError::new(&dotted, "name a key inside the list entry"));
+            }
+            return apply_override(entry, &rest, raw);
+        }
+        current = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::new(&dotted, "is not a section"))?;
+    }
+    Ok(())
+}
+
+/// Environment values are text; numbers and booleans are recognised as such.
+fn parse_scalar(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn error_key(error: &toml::de::Error) -> String {
+    // toml's messages name the field ("unknown field `x`"); the span is of the
+    // re-serialised value, so the message is what helps.
+    let message = error.message();
+    message
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "configuration".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    const MINIMAL: &str = r#"
+[[apps]]
+appid = "wx4f4bc4dec97d474b"
+secret_env = "APP_SECRET"
+"#;
+
+    #[test]
+    fn no_file_means_the_embedded_demo() {
+        let config = Config::load_with_env(None, &[]).unwrap();
+        assert!(config.demo);
+        assert!(config.wechat.is_simulator());
+        assert_eq!(config.store.url, "sqlite://data/miniauth.db");
+        assert_eq!(config.apps[0].appid, DEMO_APPID);
+    }
+
+    #[test]
+    fn reads_secrets_from_the_environment_and_never_shows_them() {
+        let file = write(MINIMAL);
+        let vars = env(&[("APP_SECRET", "s3cr3t-value")]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        let apps = config.resolve_apps(&vars).unwrap();
+        assert_eq!(apps[0].secret.expose(), "s3cr3t-value");
+        assert!(!format!("{config:?} {apps:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let file = write(MINIMAL);
+        let vars = env(&[
+            ("APP_SECRET", "x"),
+            ("MINIAUTH__STORE__URL", "postgres://db/miniauth"),
+            ("MINIAUTH__SERVER__LISTEN", "0.0.0.0:9000"),
+            ("MINIAUTH__TOKENS__ACCESS_TTL_SECS", "60"),
+            ("MINIAUTH__APPS__0__REGISTRATION", "closed"),
+        ]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.store.url, "postgres://db/miniauth");
+        assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.tokens.access_ttl_secs, 60);
+        assert_eq!(config.apps[0].registration, RegistrationPolicy::Closed);
+    }
+
+    #[test]
+    fn bad_configuration_names_the_key_and_the_reason() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            ("[[apps]]\nappid = \"nope\"\nsecret = \"x\"\n", &[], "apps[0].appid"),
+            (MINIMAL, &[], "apps[0].secret"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[store]\nurl = \"mysql://x\"\n", &[], "store.url"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[server]\nlisten = \"nowhere\"\n", &[], "configuration"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[server]\nbogus = 1\n", &[], "bogus"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[tokens]\nalgorithm = \"HS256\"\n", &[], "tokens.algorithm"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[store]\nserver_key = \"AAAA\"\n", &[], "store.server_key"),
+            ("", &[], "apps"),
+        ];
+        for (text, vars, key) in cases {
+            let file = write(text);
+            let err = Config::load_with_env(Some(file.path()), &env(vars)).unwrap_err();
+            assert_eq!(&err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_secret_is_not_echoed_in_the_error() {
+        let file = write("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[admin]\ntoken = \"short-secret\"\n");
+        let err = Config::load_with_env(Some(file.path()), &[]).unwrap_err();
+        assert_eq!(err.key, "admin.token");
+        assert!(!err.to_string().contains("short-secret"));
+    }
+}
