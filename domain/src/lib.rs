@@ -6,6 +6,7 @@
 //! * WeChat's payload [crypto] as pure functions.
 
 pub mod account;
+pub mod audit;
 pub mod commands;
 pub mod crypto;
 pub mod error;
