@@ -11,7 +11,7 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
 use crate::ports::{Password, UserRecord};
-use crate::service::{MiniAuth, Tokens};
+use crate::service::{ensure_active, MiniAuth, Tokens};
 use crate::settings::limits;
 
 impl<ES> MiniAuth<ES>
@@ -57,6 +57,8 @@ where
         let user = self
             .check_password(ctx, &opened.app.tenant, account, password)
             .await?;
+        // A disabled user must not gain a binding: refuse before claiming anything.
+        ensure_active(&user)?;
         let bind = BindRequest {
             user: user.id,
             proof,

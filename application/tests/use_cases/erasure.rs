@@ -1,0 +1,93 @@
+//! Erasure: the binding ends (reason: erasure), the erasure is recorded, the data key
+//! is destroyed and the registry lets the identity go.
+
+use miniauth_application::{AppError, RequestContext};
+use miniauth_domain::{AccountError, SocialAccountEvent, UnbindReason};
+
+use crate::harness::*;
+
+/// The context of an administrator's request.
+fn admin() -> RequestContext {
+    RequestContext::system("admin")
+}
+
+#[tokio::test]
+async fn erasing_a_bound_account_unbinds_records_the_erasure_and_shreds_the_data() {
+    let mut world = World::new();
+    world
+        .given(
+            &account(),
+            vec![
+                session(1, KEY1),
+                profile("Ann", "https://a.example/ann.png"),
+                phone_verified(),
+                bound(7),
+            ],
+        )
+        .await;
+    world
+        .registry
+        .expect_release()
+        .withf(|app, open, u| app.as_str() == APP && open.as_str() == OPENID && u.get() == 7)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let built = world.build();
+
+    built
+        .auth
+        .erase(&admin(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap();
+
+    match &built.new_events(&account(), 4).await[..] {
+        [SocialAccountEvent::Unbound(u), SocialAccountEvent::PersonalDataErased(_)] => {
+            assert_eq!((u.user_id, u.reason), (user_id(7), UnbindReason::Erasure));
+        }
+        other => panic!("expected Unbound then PersonalDataErased, got {other:?}"),
+    }
+    assert_eq!(built.vault.forgotten(), vec![account()]);
+    assert_eq!(
+        built.envelopes(&account()).await[4].metadata["actor"],
+        "admin"
+    );
+}
+
+#[tokio::test]
+async fn erasing_an_unbound_account_records_the_erasure_without_touching_the_registry() {
+    let mut world = World::new();
+    world.given(&account(), vec![session(1, KEY1)]).await;
+    world.registry.expect_release().never();
+    let built = world.build();
+
+    built
+        .auth
+        .erase(&admin(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap();
+
+    match &built.new_events(&account(), 1).await[..] {
+        [SocialAccountEvent::PersonalDataErased(_)] => {}
+        other => panic!("expected only PersonalDataErased, got {other:?}"),
+    }
+    assert_eq!(built.vault.forgotten(), vec![account()]);
+}
+
+#[tokio::test]
+async fn erasing_an_identity_that_never_logged_in_is_refused_and_forgets_nothing() {
+    let mut world = World::new();
+    world.registry.expect_release().never();
+    let built = world.build();
+
+    let error = built
+        .auth
+        .erase(&admin(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(error, AppError::Account(AccountError::NoSession)),
+        "{error:?}"
+    );
+    assert!(built.vault.forgotten().is_empty());
+    assert!(built.events(&account()).await.is_empty());
+}
