@@ -1,1 +1,278 @@
-//! See Cargo.toml.
+//! miniauth's HTTP API, over the use cases of [`MiniAuth`](miniauth_application::MiniAuth):
+//!
+//! * the v1 API: JSON in snake_case, errors as `application/problem+json` with a stable
+//!   `code` (see docs/api.md), described at `/openapi.json`;
+//! * the GitEgg-compatible API: the routes existing GitEgg mini program front ends call,
+//!   always HTTP 200 with GitEgg's envelope;
+//! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
+//! * hardening: a body limit, a request timeout, an `x-request-id` on every response and
+//!   in the span of every log line, structured logs without secrets or personal data.
+//!
+//! ```ignore
+//! let state = ApiState::new(auth, jwks, Arc::new(readiness), HttpConfig::new(tenant));
+//! serve(listener, router(state), shutdown_signal()).await?;
+//! ```
+
+mod config;
+mod error;
+mod extract;
+mod gitegg;
+mod metrics;
+mod ops;
+mod state;
+pub mod v1;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cqrs_es::EventStore;
+use miniauth_domain::SocialAccount;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use config::{
+    AdminToken, HttpConfig, Secret, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use error::{error_catalog, error_table_markdown, gitegg_code, status_of, ErrorRow, Problem};
+pub use gitegg::Envelope;
+pub use metrics::{LoginOutcome, Metrics};
+pub use state::{AlwaysReady, ApiState, Readiness};
+
+use error::{ApiError, RequestError};
+use extract::Origin;
+
+/// The header carrying the request id, in both directions.
+pub const REQUEST_ID: &str = "x-request-id";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "miniauth",
+        description = "WeChat Mini Program login, registration and binding. Errors are \
+                       application/problem+json with a stable `code` (see docs/api.md)."
+    ),
+    paths(
+        v1::create_session,
+        v1::submit_profile,
+        v1::verify_phone,
+        v1::bind,
+        v1::unbind,
+        v1::token,
+        v1::logout,
+        v1::me,
+        v1::add_user,
+    ),
+    components(schemas(
+        v1::SessionRequest,
+        v1::SessionResponse,
+        v1::TokenResponse,
+        v1::ProfileRequest,
+        v1::ProfileResponse,
+        v1::PhoneRequest,
+        v1::PhoneResponse,
+        v1::BindingRequest,
+        v1::BindingResponse,
+        v1::TokenRequest,
+        v1::LogoutRequest,
+        v1::MeResponse,
+        v1::BindingView,
+        v1::AdminUserRequest,
+        v1::UserResponse,
+        Problem,
+    )),
+    modifiers(&BearerSchemes),
+    tags((name = "v1", description = "The v1 API"))
+)]
+struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, format) in [("bearer", "JWT"), ("admin", "opaque admin token")] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format(format)
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of the v1 API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The GitEgg routes of one prefix (`""` or `/extension`).
+fn gitegg_wx_routes<ES>() -> Router<ApiState<ES>>
+where
+    ES: EventStore<SocialAccount> + 'static,
+    ES::AC: Send,
+{
+    Router::new()
+        .route("/wx/user/{appid}/login", get(gitegg::login::<ES>))
+        .route("/wx/user/{appid}/info", get(gitegg::info::<ES>))
+        .route("/wx/user/{appid}/phone", get(gitegg::phone::<ES>))
+        .route("/wx/user/{appid}/bind", get(gitegg::bind::<ES>))
+        .route("/wx/user/{appid}/unbind", get(gitegg::unbind::<ES>))
+}
+
+/// Every route of both APIs and operations, with the hardening layers.
+pub fn router<ES>(state: ApiState<ES>) -> Router
+where
+    ES: EventStore<SocialAccount> + 'static,
+    ES::AC: Send,
+{
+    let observed = Observed {
+        config: Arc::clone(&state.config),
+        metrics: Arc::clone(&state.metrics),
+    };
+    let body_limit = state.config.body_limit_bytes;
+    Router::new()
+        .route("/v1/apps/{appid}/sessions", post(v1::create_session::<ES>))
+        .route("/v1/apps/{appid}/profile", post(v1::submit_profile::<ES>))
+        .route("/v1/apps/{appid}/phone", post(v1::verify_phone::<ES>))
+        .route(
+            "/v1/apps/{appid}/binding",
+            post(v1::bind::<ES>).delete(v1::unbind::<ES>),
+        )
+        .route("/v1/token", post(v1::token::<ES>))
+        .route("/v1/logout", post(v1::logout::<ES>))
+        .route("/v1/me", get(v1::me::<ES>))
+        .route("/v1/admin/users", post(v1::add_user::<ES>))
+        .merge(gitegg_wx_routes())
+        .nest("/extension", gitegg_wx_routes())
+        .route("/oauth/token", post(gitegg::token::<ES>))
+        .route("/oauth/logout", post(gitegg::logout::<ES>))
+        .route("/system/account/user/info", get(gitegg::user_info::<ES>))
+        .route("/.well-known/jwks.json", get(ops::jwks::<ES>))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz::<ES>))
+        .route("/metrics", get(ops::metrics::<ES>))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(observed, observe))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests
+/// in flight finish. Handlers see the peer address as the client IP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Whether `path` belongs to the GitEgg-compatible API (answered with the envelope).
+fn is_gitegg(path: &str) -> bool {
+    ["/wx/", "/extension/", "/oauth/", "/system/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+/// An error in the flavour of the API the path belongs to.
+fn error_response(path: &str, error: ApiError) -> Response {
+    if is_gitegg(path) {
+        Envelope::from(error).into_response()
+    } else {
+        error.into_response()
+    }
+}
+
+async fn fallback(request: Request) -> Response {
+    error_response(request.uri().path(), extract::route_not_found().into())
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    error_response(request.uri().path(), extract::method_not_allowed().into())
+}
+
+#[derive(Clone)]
+struct Observed {
+    config: Arc<HttpConfig>,
+    metrics: Arc<Metrics>,
+}
+
+/// A request id the client sent, if it is short printable ASCII; else a new UUID.
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Request id, span, timeout, metrics and the one log line per request. The log line
+/// names the route template, never the query string: it carries codes and tickets.
+async fn observe(State(observed): State<Observed>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_of(&request);
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(Origin {
+        request_id: request_id.clone(),
+        client_ip,
+    });
+    let span = tracing::info_span!("request", %request_id, %method, %route);
+    let limit = observed.config.request_timeout;
+    let outcome = tokio::time::timeout(limit, next.run(request))
+        .instrument(span.clone())
+        .await;
+    let mut response = outcome.unwrap_or_else(|_| {
+        let error = RequestError::timeout(limit.as_secs().max(1));
+        error_response(&path, error.into())
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    observed
+        .metrics
+        .record_request(&route, method.as_str(), status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "answered"
+        );
+    });
+    response
+}

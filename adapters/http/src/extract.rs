@@ -1,0 +1,461 @@
+//! Extractors whose rejections use the API's own error format: JSON and form bodies,
+//! strict query strings, the bearer token, the admin token and the request's origin.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use cqrs_es::EventStore;
+use miniauth_application::ports::TokenSubject;
+use miniauth_application::RequestContext;
+use miniauth_domain::SocialAccount;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, RequestError};
+use crate::state::ApiState;
+
+/// The request id and client address the middleware attached to the request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin {
+    pub request_id: String,
+    pub client_ip: Option<String>,
+}
+
+impl Origin {
+    /// The context handed to the use cases.
+    pub fn context(&self, actor: impl Into<String>) -> RequestContext {
+        RequestContext {
+            request_id: self.request_id.clone(),
+            actor: actor.into(),
+            client_ip: self.client_ip.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Origin>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// A path segment (the appid), with our error format when it does not decode.
+pub(crate) struct AppPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for AppPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(appid)| Self(appid))
+            .map_err(|_| {
+                RequestError::bad_request(
+                    "invalid_path",
+                    "the appid in the path is not valid UTF-8",
+                )
+                .into()
+            })
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
+}
+
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn body_too_large() -> RequestError {
+    RequestError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body is larger than this server accepts",
+    )
+}
+
+fn unsupported_media_type(expected: &str) -> RequestError {
+    RequestError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("send the body as {expected}"),
+    )
+}
+
+fn not_utf8(what: &str) -> RequestError {
+    RequestError::bad_request("invalid_utf8", format!("the {what} is not valid UTF-8"))
+}
+
+/// Reads the whole body within the configured limit, as UTF-8.
+async fn read_text(req: Request) -> Result<String, RequestError> {
+    let bytes = Bytes::from_request(req, &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            body_too_large()
+        } else {
+            RequestError::bad_request("unreadable_body", "the request body could not be read")
+        }
+    })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| not_utf8("body"))
+}
+
+fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, RequestError> {
+    serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => RequestError::bad_request(
+                "invalid_body",
+                format!("the JSON body does not have the expected shape: {e}"),
+            ),
+            _ => RequestError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            ),
+        }
+    })
+}
+
+/// A JSON body (`Content-Type: application/json`).
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        match media_type(req.headers()) {
+            Some(media) if is_json(&media) => {}
+            _ => return Err(unsupported_media_type("application/json").into()),
+        }
+        let text = read_text(req).await?;
+        Ok(Self(parse_json(&text)?))
+    }
+}
+
+/// A body sent as JSON or as an HTML form, whichever the content type says; the
+/// fields are read as strings.
+pub(crate) struct JsonOrForm(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonOrForm {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let media = media_type(req.headers()).unwrap_or_default();
+        if media == FORM {
+            let text = read_text(req).await?;
+            return Ok(Self(parse_pairs(&text, "form body")?));
+        }
+        if !is_json(&media) {
+            return Err(unsupported_media_type(&format!("application/json or {FORM}")).into());
+        }
+        let text = read_text(req).await?;
+        let object: serde_json::Map<String, serde_json::Value> = parse_json(&text)?;
+        let mut fields = HashMap::new();
+        for (name, value) in object {
+            match value {
+                serde_json::Value::String(text) => {
+                    fields.insert(name, text);
+                }
+                serde_json::Value::Null => {}
+                _ => {
+                    return Err(RequestError::bad_request(
+                        "invalid_body",
+                        format!("`{name}` must be a string"),
+                    )
+                    .into())
+                }
+            }
+        }
+        Ok(Self(fields))
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs strictly: `+` is a space (the
+/// domain repairs base64 that suffered from it), percent escapes must be complete
+/// and decode to UTF-8, and a parameter may appear once.
+pub(crate) fn parse_pairs(text: &str, what: &str) -> Result<HashMap<String, String>, RequestError> {
+    let mut pairs = HashMap::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode_component(name, what)?;
+        let value = decode_component(value, what)?;
+        if pairs.contains_key(&name) {
+            return Err(RequestError::bad_request(
+                "invalid_query",
+                format!("the {what} names `{name}` more than once"),
+            ));
+        }
+        pairs.insert(name, value);
+    }
+    Ok(pairs)
+}
+
+fn decode_component(raw: &str, what: &str) -> Result<String, RequestError> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        RequestError::bad_request(
+                            "invalid_query",
+                            format!("the {what} has an incomplete percent escape"),
+                        )
+                    })?;
+                decoded.push(hex);
+                i += 2;
+            }
+            other => decoded.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(decoded).map_err(|_| not_utf8(what))
+}
+
+/// The query string's parameters, decoded strictly (see [`parse_pairs`]).
+pub(crate) struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// A parameter, or "" when absent (the use cases say which one is missing).
+    pub fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    /// A parameter if present.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        Ok(Self(parse_pairs(query, "query string")?))
+    }
+}
+
+fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<Result<&'a str, ()>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let Ok(value) = value.to_str() else {
+        return Some(Err(()));
+    };
+    let (given, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    if given.eq_ignore_ascii_case(scheme) && !rest.trim().is_empty() {
+        Some(Ok(rest.trim()))
+    } else {
+        Some(Err(()))
+    }
+}
+
+/// The bearer of a valid access token.
+pub(crate) struct Bearer(pub TokenSubject);
+
+impl Bearer {
+    /// The actor recorded with the events this user's requests cause.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.0.user_id)
+    }
+}
+
+impl<ES> FromRequestParts<ApiState<ES>> for Bearer
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState<ES>,
+    ) -> Result<Self, Self::Rejection> {
+        match authorization(&parts.headers, "Bearer") {
+            None => Err(RequestError::access_token_missing().into()),
+            Some(Err(())) => Err(ApiError::App(
+                miniauth_application::ports::AccessTokenError::Invalid.into(),
+            )),
+            Some(Ok(token)) => Ok(Self(state.auth.authenticate(token)?)),
+        }
+    }
+}
+
+/// A request carrying the configured admin token.
+pub(crate) struct Admin;
+
+impl<ES> FromRequestParts<ApiState<ES>> for Admin
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState<ES>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.config.admin_token else {
+            return Err(admin_disabled().into());
+        };
+        match authorization(&parts.headers, "Bearer") {
+            Some(Ok(token)) if expected.matches(token) => Ok(Self),
+            _ => Err(admin_token_invalid().into()),
+        }
+    }
+}
+
+fn admin_disabled() -> RequestError {
+    RequestError::new(
+        StatusCode::FORBIDDEN,
+        "admin_disabled",
+        "the admin API is disabled: no admin token is configured",
+    )
+}
+
+fn admin_token_invalid() -> RequestError {
+    RequestError::new(
+        StatusCode::UNAUTHORIZED,
+        "admin_token_invalid",
+        "send the configured admin token as `Authorization: Bearer <token>`",
+    )
+}
+
+/// HTTP Basic credentials, if sent and well formed.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = authorization(headers, "Basic")?.ok()?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+pub(crate) fn client_unauthorized() -> RequestError {
+    RequestError::new(
+        StatusCode::UNAUTHORIZED,
+        "client_unauthorized",
+        "the OAuth client credentials (HTTP Basic) are missing or wrong",
+    )
+}
+
+pub(crate) fn unsupported_grant_type() -> RequestError {
+    RequestError::bad_request(
+        "unsupported_grant_type",
+        "grant_type must be one of the grants this endpoint lists",
+    )
+}
+
+pub(crate) fn route_not_found() -> RequestError {
+    RequestError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+pub(crate) fn method_not_allowed() -> RequestError {
+    RequestError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept this method",
+    )
+}
+
+pub(crate) fn not_ready() -> RequestError {
+    RequestError {
+        retry_after: Some(5),
+        ..RequestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the service cannot reach its store yet",
+        )
+    }
+}
+
+/// One of each transport error, for the error table.
+pub(crate) fn request_error_samples() -> Vec<RequestError> {
+    vec![
+        RequestError::bad_request("invalid_json", "the body is not valid JSON: {reason}"),
+        RequestError::bad_request(
+            "invalid_body",
+            "the JSON body does not have the expected shape: {reason}",
+        ),
+        not_utf8("body or query string"),
+        RequestError::bad_request(
+            "invalid_query",
+            "the query string has an incomplete percent escape or names a parameter twice",
+        ),
+        RequestError::bad_request("invalid_path", "the appid in the path is not valid UTF-8"),
+        RequestError::bad_request("unreadable_body", "the request body could not be read"),
+        body_too_large(),
+        unsupported_media_type("application/json"),
+        RequestError::access_token_missing(),
+        admin_token_invalid(),
+        admin_disabled(),
+        client_unauthorized(),
+        unsupported_grant_type(),
+        route_not_found(),
+        method_not_allowed(),
+        RequestError::timeout(30),
+        not_ready(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_decode_plus_percent_and_keep_everything_else() {
+        let pairs = parse_pairs(
+            "iv=ab+c%2Bd%3D%3D&rawData=%7B%22a%22%3A1%7D&empty=&flag",
+            "q",
+        )
+        .unwrap();
+        assert_eq!(pairs["iv"], "ab c+d==");
+        assert_eq!(pairs["rawData"], "{\"a\":1}");
+        assert_eq!(pairs["empty"], "");
+        assert_eq!(pairs["flag"], "");
+        let chinese = parse_pairs("n=%E5%BE%AE%E4%BF%A1", "q").unwrap();
+        assert_eq!(chinese["n"], "微信");
+    }
+
+    #[test]
+    fn pairs_refuse_broken_escapes_bad_utf8_and_duplicates() {
+        assert_eq!(parse_pairs("a=%4", "q").unwrap_err().code, "invalid_query");
+        assert_eq!(parse_pairs("a=%zz", "q").unwrap_err().code, "invalid_query");
+        assert_eq!(parse_pairs("a=%FF", "q").unwrap_err().code, "invalid_utf8");
+        assert_eq!(
+            parse_pairs("a=1&a=2", "q").unwrap_err().code,
+            "invalid_query"
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {}", STANDARD.encode("client:se:cret"))
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            basic_credentials(&headers),
+            Some(("client".to_owned(), "se:cret".to_owned()))
+        );
+        headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert_eq!(basic_credentials(&headers), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! The GitEgg-compatible API, so existing GitEgg mini program front ends work
+//! unchanged: GET routes with query parameters, and every answer HTTP 200 with the
+//! envelope `{success, code, msg, data}`. The same use cases run underneath.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use cqrs_es::EventStore;
+use miniauth_application::ports::Password;
+use miniauth_application::Tokens;
+use miniauth_domain::{PhoneNumber, SocialAccount};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{gitegg_code, ApiError};
+use crate::extract::{
+    basic_credentials, client_unauthorized, unsupported_grant_type, AppPath, Bearer, JsonBody,
+    JsonOrForm, Origin, Params,
+};
+use crate::metrics::LoginOutcome;
+use crate::state::ApiState;
+use crate::v1::{phone_input, profile_input, status_label, WECHAT_ACTOR};
+
+/// GitEgg's answer to everything.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `code == 200`.
+    pub success: bool,
+    /// 200 or one of GitEgg's result codes (see docs/api.md).
+    pub code: u16,
+    /// A message for people.
+    pub msg: String,
+    /// The payload, or null.
+    pub data: Value,
+}
+
+impl Envelope {
+    fn ok(data: Value) -> Self {
+        Self {
+            success: true,
+            code: 200,
+            msg: "success".to_owned(),
+            data,
+        }
+    }
+}
+
+impl From<ApiError> for Envelope {
+    fn from(error: ApiError) -> Self {
+        let rendered = error.render();
+        Self {
+            success: false,
+            code: gitegg_code(rendered.code, rendered.status),
+            msg: rendered.detail,
+            data: Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for Envelope {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}
+
+/// Turns a handler's outcome into the envelope; extractor rejections included.
+fn answer(result: Result<Value, ApiError>) -> Envelope {
+    match result {
+        Ok(data) => Envelope::ok(data),
+        Err(error) => error.into(),
+    }
+}
+
+/// GitEgg's token `data`.
+fn token_data(tokens: Tokens) -> Value {
+    let now = Utc::now().timestamp();
+    let access_in = tokens.access.expires_in;
+    let refresh_in = tokens.refresh.expires_in;
+    json!({
+        "token": tokens.access.token,
+        "refreshToken": tokens.refresh.token,
+        "tokenHead": "Bearer ",
+        "expiresIn": access_in,
+        "exp": now.saturating_add_unsigned(access_in),
+        "refreshExpiresIn": refresh_in,
+        "refreshExp": now.saturating_add_unsigned(refresh_in),
+    })
+}
+
+/// `GET /wx/user/{appid}/login?code=…`.
+pub(crate) async fn login<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    appid: Result<AppPath, ApiError>,
+    params: Result<Params, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (AppPath(appid), params) = (appid?, params?);
+            let ctx = origin.context(WECHAT_ACTOR);
+            let outcome = state.auth.login(&ctx, &appid, params.get("code")).await;
+            state.metrics.record_login(match &outcome {
+                Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
+                Ok(_) => LoginOutcome::Unbound,
+                Err(_) => LoginOutcome::Failed,
+            });
+            let outcome = outcome?;
+            Ok(json!({
+                "openid": outcome.openid.as_str(),
+                "unionid": outcome.unionid.as_ref().map(|u| u.as_str()),
+                "userInfoAlready": outcome.has_profile,
+                "userBindAlready": outcome.bound_user.is_some(),
+                "bindKey": outcome.ticket.token,
+            }))
+        }
+        .await,
+    )
+}
+
+/// `GET /wx/user/{appid}/info?socialKey&signature&rawData&encryptedData&iv`; the
+/// current flow's `nickName` + `avatarUrl` are accepted too.
+pub(crate) async fn info<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    appid: Result<AppPath, ApiError>,
+    params: Result<Params, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (AppPath(appid), params) = (appid?, params?);
+            let owned = |name: &str| params.optional(name).map(str::to_owned);
+            let input = profile_input(
+                owned("rawData"),
+                owned("signature"),
+                owned("encryptedData"),
+                owned("iv"),
+                owned("nickName"),
+                owned("avatarUrl"),
+            )?;
+            let ctx = origin.context(WECHAT_ACTOR);
+            let outcome = state
+                .auth
+                .submit_profile(&ctx, &appid, params.get("socialKey"), input)
+                .await?;
+            Ok(json!({ "nickName": outcome.nickname, "avatarUrl": outcome.avatar_url }))
+        }
+        .await,
+    )
+}
+
+/// `GET /wx/user/{appid}/phone?socialKey&encryptedData&iv` (or `&code` for the
+/// current phone flow). Binds (or registers, per policy) and answers tokens.
+pub(crate) async fn phone<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    appid: Result<AppPath, ApiError>,
+    params: Result<Params, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (AppPath(appid), params) = (appid?, params?);
+            let owned = |name: &str| params.optional(name).map(str::to_owned);
+            let input = phone_input(owned("code"), owned("encryptedData"), owned("iv"))?;
+            let ctx = origin.context(WECHAT_ACTOR);
+            let outcome = state
+                .auth
+                .verify_phone(&ctx, &appid, params.get("socialKey"), input)
+                .await?;
+            let mut data = token_data(outcome.tokens);
+            data["userId"] = json!(outcome.user_id.get());
+            data["registered"] = json!(outcome.registered);
+            Ok(data)
+        }
+        .await,
+    )
+}
+
+/// `GET /wx/user/{appid}/bind?socialKey` (Bearer): binds to the logged-in user.
+pub(crate) async fn bind<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    bearer: Result<Bearer, ApiError>,
+    appid: Result<AppPath, ApiError>,
+    params: Result<Params, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (bearer, AppPath(appid), params) = (bearer?, appid?, params?);
+            let ctx = origin.context(bearer.actor());
+            let user = state
+                .auth
+                .bind_current_user(&ctx, &appid, params.get("socialKey"), bearer.0.user_id)
+                .await?;
+            Ok(json!({ "userId": user.get() }))
+        }
+        .await,
+    )
+}
+
+/// `GET /wx/user/{appid}/unbind` (Bearer): ends this app's binding only.
+pub(crate) async fn unbind<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    bearer: Result<Bearer, ApiError>,
+    appid: Result<AppPath, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (bearer, AppPath(appid)) = (bearer?, appid?);
+            let ctx = origin.context(bearer.actor());
+            state.auth.unbind(&ctx, &appid, bearer.0.user_id).await?;
+            Ok(Value::Null)
+        }
+        .await,
+    )
+}
+
+/// `POST /oauth/token` (form): `social`, `password` or `refresh_token` grants.
+pub(crate) async fn token<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    headers: HeaderMap,
+    fields: Result<JsonOrForm, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let credentials = basic_credentials(&headers);
+            let presented = credentials
+                .as_ref()
+                .map(|(id, secret)| (id.as_str(), secret.as_str()));
+            if !state.config.client_allowed(presented) {
+                return Err(client_unauthorized().into());
+            }
+            let JsonOrForm(fields) = fields?;
+            let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+            let tokens = match field("grant_type") {
+                "social" => state.auth.grant_ticket(field("social_key")).await?,
+                "password" => {
+                    let ctx = origin.context("anonymous");
+                    state
+                        .auth
+                        .grant_password(
+                            &ctx,
+                            &state.config.default_tenant,
+                            field("username"),
+                            &Password::new(field("password")),
+                        )
+                        .await?
+                }
+                "refresh_token" => state.auth.grant_refresh(field("refresh_token")).await?,
+                _ => return Err(unsupported_grant_type().into()),
+            };
+            Ok(token_data(tokens))
+        }
+        .await,
+    )
+}
+
+/// `POST /oauth/logout`'s body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogoutBody {
+    #[serde(default, rename = "refreshToken")]
+    refresh_token: String,
+}
+
+/// `POST /oauth/logout` (Bearer + `{"refreshToken"}`).
+pub(crate) async fn logout<ES>(
+    State(state): State<ApiState<ES>>,
+    bearer: Result<Bearer, ApiError>,
+    body: Result<JsonBody<LogoutBody>, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let (bearer, JsonBody(body)) = (bearer?, body?);
+            state.auth.logout(&bearer.0, &body.refresh_token).await?;
+            Ok(Value::Null)
+        }
+        .await,
+    )
+}
+
+/// `GET /system/account/user/info` (Bearer).
+pub(crate) async fn user_info<ES>(
+    State(state): State<ApiState<ES>>,
+    bearer: Result<Bearer, ApiError>,
+) -> Envelope
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    answer(
+        async {
+            let me = state.auth.me(&bearer?.0).await?;
+            Ok(json!({
+                "id": me.user.id.get(),
+                "tenantId": me.user.tenant.as_str(),
+                "account": me.user.account,
+                "nickname": me.user.nickname,
+                "mobile": me.user.mobile.as_ref().map(PhoneNumber::masked),
+                "status": status_label(me.user.status),
+                "bindings": me.bindings.iter().map(|b| json!({
+                    "appid": b.appid.as_str(),
+                    "openid": b.openid.as_str(),
+                })).collect::<Vec<_>>(),
+            }))
+        }
+        .await,
+    )
+}

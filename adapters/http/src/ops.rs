@@ -1,0 +1,65 @@
+//! Operations: health, readiness, metrics, the JWKS and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cqrs_es::EventStore;
+use miniauth_domain::SocialAccount;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::extract::not_ready;
+use crate::state::ApiState;
+
+/// `GET /healthz`: the process answers.
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the readiness check passes (the store is reachable).
+pub(crate) async fn readyz<ES>(State(state): State<ApiState<ES>>) -> Result<Response, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    match state.readiness.check().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" })).into_response()),
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            Err(not_ready().into())
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+pub(crate) async fn jwks<ES>(State(state): State<ApiState<ES>>) -> Response
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let mut response = Json(state.jwks.as_ref().clone()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics<ES>(State(state): State<ApiState<ES>>) -> Response
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi())
+}

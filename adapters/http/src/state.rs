@@ -1,0 +1,78 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use miniauth_application::MiniAuth;
+
+use crate::config::HttpConfig;
+use crate::metrics::Metrics;
+
+/// Whether the service can do its work (`/readyz`); the binary checks the store.
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// `Ok` when ready; otherwise why not (logged, not shown to clients).
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// A readiness check that always passes, for deployments without a store to ping.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysReady;
+
+#[async_trait]
+impl Readiness for AlwaysReady {
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The router's state: the use cases and what the HTTP layer adds around them.
+pub struct ApiState<ES> {
+    pub(crate) auth: Arc<MiniAuth<ES>>,
+    pub(crate) jwks: Arc<serde_json::Value>,
+    pub(crate) readiness: Arc<dyn Readiness>,
+    pub(crate) config: Arc<HttpConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl<ES> ApiState<ES> {
+    /// The state of a router over `auth`, publishing `jwks` at
+    /// `/.well-known/jwks.json`, with a fresh metrics registry.
+    pub fn new(
+        auth: Arc<MiniAuth<ES>>,
+        jwks: Arc<serde_json::Value>,
+        readiness: Arc<dyn Readiness>,
+        config: HttpConfig,
+    ) -> Self {
+        Self {
+            auth,
+            jwks,
+            readiness,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The metrics registry `/metrics` renders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+}
+
+// Not derived: a derive would demand `ES: Clone`, which event stores need not be.
+impl<ES> Clone for ApiState<ES> {
+    fn clone(&self) -> Self {
+        Self {
+            auth: Arc::clone(&self.auth),
+            jwks: Arc::clone(&self.jwks),
+            readiness: Arc::clone(&self.readiness),
+            config: Arc::clone(&self.config),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}

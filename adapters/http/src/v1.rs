@@ -1,0 +1,631 @@
+//! The v1 API: JSON in snake_case, errors as `application/problem+json`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cqrs_es::EventStore;
+use miniauth_application::ports::{Password, UserRecord, UserStatus};
+use miniauth_application::{PhoneInput, ProfileInput, Tokens};
+use miniauth_domain::{InvalidValue, PhoneNumber, SocialAccount, TenantId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{
+    unsupported_grant_type, Admin, AppPath, Bearer, JsonBody, JsonOrForm, Origin,
+};
+use crate::metrics::LoginOutcome;
+use crate::state::ApiState;
+
+/// The actor of requests that come from a mini program before anyone is known:
+/// the openid is learned only inside the use case.
+pub(crate) const WECHAT_ACTOR: &str = "wechat";
+
+/// `POST /v1/apps/{appid}/sessions`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SessionRequest {
+    /// The `wx.login` code.
+    #[serde(default)]
+    pub code: String,
+}
+
+/// An access token and a refresh token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT to send as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The opaque refresh token (rotated on every use).
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+}
+
+impl From<Tokens> for TokenResponse {
+    fn from(tokens: Tokens) -> Self {
+        Self {
+            access_token: tokens.access.token,
+            token_type: "Bearer".to_owned(),
+            expires_in: tokens.access.expires_in,
+            refresh_token: tokens.refresh.token,
+            refresh_expires_in: tokens.refresh.expires_in,
+        }
+    }
+}
+
+/// What a login answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// The ticket (bind key) for the next steps.
+    pub ticket: String,
+    /// Seconds the ticket stays valid.
+    pub ticket_expires_in: u64,
+    /// Whether this WeChat identity is bound to a user.
+    pub bound: bool,
+    /// Whether a profile is on record.
+    pub has_profile: bool,
+    /// Whether a verified phone is on record.
+    pub has_phone: bool,
+    /// Tokens when already bound (one round trip for returning users), else null.
+    pub tokens: Option<TokenResponse>,
+}
+
+/// `POST /v1/apps/{appid}/profile`: either the legacy encrypted payload
+/// (`raw_data`, `signature`, `encrypted_data`, `iv`) or the current plain fields
+/// (`nickname`, `avatar_url`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfileRequest {
+    /// The ticket from the login.
+    #[serde(default)]
+    pub ticket: String,
+    /// Legacy: the signed non-sensitive JSON.
+    pub raw_data: Option<String>,
+    /// Legacy: hex(sha1(raw_data + session_key)).
+    pub signature: Option<String>,
+    /// Legacy: the encrypted payload, base64.
+    pub encrypted_data: Option<String>,
+    /// Legacy: the iv, base64.
+    pub iv: Option<String>,
+    /// Current: the nickname the user typed.
+    pub nickname: Option<String>,
+    /// Current: the avatar the user chose.
+    pub avatar_url: Option<String>,
+}
+
+/// The profile as recorded.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProfileResponse {
+    /// The nickname.
+    pub nickname: String,
+    /// The avatar URL.
+    pub avatar_url: String,
+}
+
+/// `POST /v1/apps/{appid}/phone`: `code` (current) or `encrypted_data` + `iv` (legacy).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PhoneRequest {
+    /// The ticket from the login.
+    #[serde(default)]
+    pub ticket: String,
+    /// The phone button's one-time code.
+    pub code: Option<String>,
+    /// Legacy: the encrypted payload, base64.
+    pub encrypted_data: Option<String>,
+    /// Legacy: the iv, base64.
+    pub iv: Option<String>,
+}
+
+/// What verifying a phone led to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PhoneResponse {
+    /// The user the identity is bound to now.
+    pub user_id: i64,
+    /// Whether this request registered that user.
+    pub registered: bool,
+    /// Tokens for that user.
+    pub tokens: TokenResponse,
+}
+
+/// `POST /v1/apps/{appid}/binding`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BindingRequest {
+    /// The ticket of the WeChat identity to bind to the logged-in user.
+    #[serde(default)]
+    pub ticket: String,
+}
+
+/// The user a binding names.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BindingResponse {
+    /// The user.
+    pub user_id: i64,
+}
+
+/// `POST /v1/token`, as JSON or as a form.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// `ticket`, `password` or `refresh_token`.
+    pub grant_type: String,
+    /// For `ticket`: the ticket of a bound identity.
+    pub ticket: Option<String>,
+    /// For `password`: the account name.
+    pub account: Option<String>,
+    /// For `password`: the password.
+    pub password: Option<String>,
+    /// For `password`: the tenant (default: the configured one).
+    pub tenant: Option<String>,
+    /// For `refresh_token`: the refresh token.
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /v1/logout`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LogoutRequest {
+    /// The refresh token to revoke (with its family).
+    #[serde(default)]
+    pub refresh_token: String,
+}
+
+/// One binding of the user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BindingView {
+    /// The mini program.
+    pub appid: String,
+    /// The WeChat identity in it.
+    pub openid: String,
+}
+
+/// The logged-in user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MeResponse {
+    /// The user id.
+    pub user_id: i64,
+    /// The tenant.
+    pub tenant: String,
+    /// The account name, for password users.
+    pub account: Option<String>,
+    /// The display name.
+    pub nickname: Option<String>,
+    /// The phone with its middle masked (`138****8000`).
+    pub phone: Option<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Bindings in every app.
+    pub bindings: Vec<BindingView>,
+}
+
+/// `POST /v1/admin/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AdminUserRequest {
+    /// The login name, unique per tenant.
+    #[serde(default)]
+    pub account: String,
+    /// The password (8 to 256 bytes); only its hash is stored.
+    #[serde(default)]
+    pub password: String,
+    /// The mobile number (digits), unique per tenant.
+    pub mobile: Option<String>,
+    /// The country calling code of `mobile` (default `86`).
+    pub country_code: Option<String>,
+    /// The display name.
+    pub nickname: Option<String>,
+    /// The tenant (default: the configured one).
+    pub tenant: Option<String>,
+}
+
+/// A user as the admin API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    /// The user id.
+    pub user_id: i64,
+    /// The tenant.
+    pub tenant: String,
+    /// The account name.
+    pub account: Option<String>,
+    /// The display name.
+    pub nickname: Option<String>,
+    /// The phone, masked.
+    pub phone: Option<String>,
+}
+
+impl From<&UserRecord> for UserResponse {
+    fn from(user: &UserRecord) -> Self {
+        Self {
+            user_id: user.id.get(),
+            tenant: user.tenant.to_string(),
+            account: user.account.clone(),
+            nickname: user.nickname.clone(),
+            phone: user.mobile.as_ref().map(PhoneNumber::masked),
+        }
+    }
+}
+
+pub(crate) fn status_label(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Active => "active",
+        UserStatus::Disabled => "disabled",
+    }
+}
+
+/// A profile input from the fields sent: the legacy payload when `encrypted_data`
+/// is there, the plain fields otherwise.
+pub(crate) fn profile_input(
+    raw_data: Option<String>,
+    signature: Option<String>,
+    encrypted_data: Option<String>,
+    iv: Option<String>,
+    nickname: Option<String>,
+    avatar_url: Option<String>,
+) -> Result<ProfileInput, ApiError> {
+    match (encrypted_data, nickname, avatar_url) {
+        (Some(encrypted_data), _, _) => Ok(ProfileInput::Encrypted {
+            raw_data: raw_data.unwrap_or_default(),
+            signature: signature.unwrap_or_default(),
+            encrypted_data,
+            iv: iv.unwrap_or_default(),
+        }),
+        (None, None, None) => Err(ApiError::App(
+            InvalidValue::new(
+                "encrypted_data",
+                "send raw_data, signature, encrypted_data and iv, or nickname and avatar_url",
+            )
+            .into(),
+        )),
+        (None, nickname, avatar_url) => Ok(ProfileInput::ClientSupplied {
+            nickname: nickname.unwrap_or_default(),
+            avatar_url: avatar_url.unwrap_or_default(),
+        }),
+    }
+}
+
+/// A phone input: the code when sent, else the legacy payload.
+pub(crate) fn phone_input(
+    code: Option<String>,
+    encrypted_data: Option<String>,
+    iv: Option<String>,
+) -> Result<PhoneInput, ApiError> {
+    match (code, encrypted_data) {
+        (Some(code), _) => Ok(PhoneInput::Code(code)),
+        (None, Some(encrypted_data)) => Ok(PhoneInput::Encrypted {
+            encrypted_data,
+            iv: iv.unwrap_or_default(),
+        }),
+        (None, None) => Err(ApiError::App(
+            InvalidValue::new("code", "send the phone code, or encrypted_data and iv").into(),
+        )),
+    }
+}
+
+/// Exchanges a `wx.login` code for a ticket, and tokens when the identity is bound.
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/sessions", tag = "v1",
+    params(("appid" = String, Path, description = "The mini program's AppID")),
+    request_body = SessionRequest,
+    responses(
+        (status = 200, description = "Logged in", body = SessionResponse),
+        (status = 400, description = "Missing or rejected code, bad body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "WeChat rate limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "WeChat unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn create_session<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    AppPath(appid): AppPath,
+    JsonBody(body): JsonBody<SessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let ctx = origin.context(WECHAT_ACTOR);
+    let outcome = state.auth.login(&ctx, &appid, &body.code).await;
+    state.metrics.record_login(match &outcome {
+        Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
+        Ok(_) => LoginOutcome::Unbound,
+        Err(_) => LoginOutcome::Failed,
+    });
+    let outcome = outcome?;
+    Ok(Json(SessionResponse {
+        ticket: outcome.ticket.token,
+        ticket_expires_in: outcome.ticket.expires_in,
+        bound: outcome.bound_user.is_some(),
+        has_profile: outcome.has_profile,
+        has_phone: outcome.has_phone,
+        tokens: outcome.tokens.map(TokenResponse::from),
+    }))
+}
+
+/// Records the profile: the legacy encrypted payload or the plain fields.
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/profile", tag = "v1",
+    params(("appid" = String, Path, description = "The mini program's AppID")),
+    request_body = ProfileRequest,
+    responses(
+        (status = 200, description = "Recorded", body = ProfileResponse),
+        (status = 400, description = "Bad payload, signature or field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad, expired or superseded ticket", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn submit_profile<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    AppPath(appid): AppPath,
+    JsonBody(body): JsonBody<ProfileRequest>,
+) -> Result<Json<ProfileResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let input = profile_input(
+        body.raw_data,
+        body.signature,
+        body.encrypted_data,
+        body.iv,
+        body.nickname,
+        body.avatar_url,
+    )?;
+    let ctx = origin.context(WECHAT_ACTOR);
+    let outcome = state
+        .auth
+        .submit_profile(&ctx, &appid, &body.ticket, input)
+        .await?;
+    Ok(Json(ProfileResponse {
+        nickname: outcome.nickname,
+        avatar_url: outcome.avatar_url,
+    }))
+}
+
+/// Verifies the phone, then binds to the user with it or registers one (per policy).
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/phone", tag = "v1",
+    params(("appid" = String, Path, description = "The mini program's AppID")),
+    request_body = PhoneRequest,
+    responses(
+        (status = 200, description = "Bound; tokens issued", body = PhoneResponse),
+        (status = 400, description = "Bad code or payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad, expired or superseded ticket", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by the app's registration policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn verify_phone<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    AppPath(appid): AppPath,
+    JsonBody(body): JsonBody<PhoneRequest>,
+) -> Result<Json<PhoneResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let input = phone_input(body.code, body.encrypted_data, body.iv)?;
+    let ctx = origin.context(WECHAT_ACTOR);
+    let outcome = state
+        .auth
+        .verify_phone(&ctx, &appid, &body.ticket, input)
+        .await?;
+    Ok(Json(PhoneResponse {
+        user_id: outcome.user_id.get(),
+        registered: outcome.registered,
+        tokens: outcome.tokens.into(),
+    }))
+}
+
+/// Binds the ticket's WeChat identity to the logged-in user.
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/binding", tag = "v1",
+    params(("appid" = String, Path, description = "The mini program's AppID")),
+    request_body = BindingRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Bound", body = BindingResponse),
+        (status = 401, description = "Bad access token or ticket", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn bind<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    bearer: Bearer,
+    AppPath(appid): AppPath,
+    JsonBody(body): JsonBody<BindingRequest>,
+) -> Result<Json<BindingResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let ctx = origin.context(bearer.actor());
+    let user = state
+        .auth
+        .bind_current_user(&ctx, &appid, &body.ticket, bearer.0.user_id)
+        .await?;
+    Ok(Json(BindingResponse {
+        user_id: user.get(),
+    }))
+}
+
+/// Ends the logged-in user's binding in this app (only this app's).
+#[utoipa::path(
+    delete, path = "/v1/apps/{appid}/binding", tag = "v1",
+    params(("appid" = String, Path, description = "The mini program's AppID")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Unbound"),
+        (status = 401, description = "Bad access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Nothing bound in this app, or unknown appid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn unbind<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    bearer: Bearer,
+    AppPath(appid): AppPath,
+) -> Result<StatusCode, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let ctx = origin.context(bearer.actor());
+    state.auth.unbind(&ctx, &appid, bearer.0.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Grants tokens: `ticket`, `password` or `refresh_token` (JSON or form).
+#[utoipa::path(
+    post, path = "/v1/token", tag = "v1",
+    request_body(content(
+        (TokenRequest = "application/json"),
+        (TokenRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Tokens", body = TokenResponse),
+        (status = 400, description = "Unsupported grant or missing field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad credentials, ticket or refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password attempts", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn token<ES>(
+    State(state): State<ApiState<ES>>,
+    origin: Origin,
+    JsonOrForm(fields): JsonOrForm,
+) -> Result<Json<TokenResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let tokens = match field("grant_type") {
+        "ticket" => state.auth.grant_ticket(field("ticket")).await?,
+        "password" => {
+            let tenant = match fields.get("tenant") {
+                Some(raw) => TenantId::parse(raw).map_err(|e| ApiError::App(e.into()))?,
+                None => state.config.default_tenant.clone(),
+            };
+            let ctx = origin.context("anonymous");
+            state
+                .auth
+                .grant_password(
+                    &ctx,
+                    &tenant,
+                    field("account"),
+                    &Password::new(field("password")),
+                )
+                .await?
+        }
+        "refresh_token" => state.auth.grant_refresh(field("refresh_token")).await?,
+        _ => return Err(unsupported_grant_type().into()),
+    };
+    Ok(Json(tokens.into()))
+}
+
+/// Revokes the refresh token (and its family).
+#[utoipa::path(
+    post, path = "/v1/logout", tag = "v1",
+    request_body = LogoutRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Bad access or refresh token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn logout<ES>(
+    State(state): State<ApiState<ES>>,
+    bearer: Bearer,
+    JsonBody(body): JsonBody<LogoutRequest>,
+) -> Result<StatusCode, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    state.auth.logout(&bearer.0, &body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The logged-in user, phone masked, with every binding.
+#[utoipa::path(
+    get, path = "/v1/me", tag = "v1",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = MeResponse),
+        (status = 401, description = "Bad access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "User disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "User gone", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn me<ES>(
+    State(state): State<ApiState<ES>>,
+    bearer: Bearer,
+) -> Result<Json<MeResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let me = state.auth.me(&bearer.0).await?;
+    Ok(Json(MeResponse {
+        user_id: me.user.id.get(),
+        tenant: me.user.tenant.to_string(),
+        account: me.user.account.clone(),
+        nickname: me.user.nickname.clone(),
+        phone: me.user.mobile.as_ref().map(PhoneNumber::masked),
+        status: status_label(me.user.status).to_owned(),
+        bindings: me
+            .bindings
+            .iter()
+            .map(|b| BindingView {
+                appid: b.appid.to_string(),
+                openid: b.openid.to_string(),
+            })
+            .collect(),
+    }))
+}
+
+/// Creates an account + password user (admin token).
+#[utoipa::path(
+    post, path = "/v1/admin/users", tag = "v1",
+    request_body = AdminUserRequest,
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "Created", body = UserResponse),
+        (status = 400, description = "Bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Account or mobile taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn add_user<ES>(
+    State(state): State<ApiState<ES>>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<AdminUserRequest>,
+) -> Result<Response, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let invalid = |e: InvalidValue| ApiError::App(e.into());
+    let tenant = match body.tenant.as_deref() {
+        Some(raw) => TenantId::parse(raw).map_err(invalid)?,
+        None => state.config.default_tenant.clone(),
+    };
+    let mobile = match body
+        .mobile
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        Some(mobile) => Some(
+            PhoneNumber::new(mobile, body.country_code.as_deref().unwrap_or("86"))
+                .map_err(invalid)?,
+        ),
+        None => None,
+    };
+    let user = state
+        .auth
+        .add_user(
+            &tenant,
+            &body.account,
+            &Password::new(body.password),
+            mobile.as_ref(),
+            body.nickname.as_deref(),
+        )
+        .await?;
+    tracing::info!(user = %user.id, %tenant, "admin created a user");
+    Ok((StatusCode::CREATED, Json(UserResponse::from(&user))).into_response())
+}
