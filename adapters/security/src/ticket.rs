@@ -1,0 +1,310 @@
+//! Tickets: the short-lived, signed stand-in for a WeChat session that the mini
+//! program keeps between login, profile, phone and binding (GitEgg's "bind key").
+//!
+//! Format: `v1.` + base64url(JSON claims) + `.` + base64url(HMAC-SHA256 over everything
+//! before the second dot). The claims carry a random nonce, so two logins of the same
+//! user never produce the same ticket (GitEgg's bind key was the same on every login).
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use miniauth_application::ports::{TicketClaims, TicketCodec, TicketError};
+use miniauth_domain::{AppId, OpenId};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The version prefix, part of the signed input so it cannot be swapped.
+const PREFIX: &str = "v1.";
+/// HMAC-SHA256 output length.
+const MAC_LEN: usize = 32;
+/// Far above any ticket we issue (about 300 bytes); bounds the work spent on junk.
+const MAX_TICKET_LEN: usize = 2048;
+
+/// What the ticket's payload holds on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    /// The app.
+    a: AppId,
+    /// The openid.
+    o: OpenId,
+    /// The session sequence number.
+    s: u64,
+    /// Issued at (RFC 3339, full precision so claims round-trip exactly).
+    iat: DateTime<Utc>,
+    /// Expires at.
+    exp: DateTime<Utc>,
+    /// 128 random bits, base64url: makes every ticket unique.
+    n: String,
+}
+
+/// Issues and verifies HMAC-SHA256-signed tickets with a 32-byte server key.
+///
+/// Every instance sharing a key accepts the others' tickets; a restart with a fresh
+/// random key invalidates the outstanding tickets (they live minutes, so users just
+/// log in again).
+#[derive(Clone)]
+pub struct HmacTicketCodec {
+    key: [u8; 32],
+}
+
+impl HmacTicketCodec {
+    /// A codec signing with `key` (e.g. from [`crate::random_key_32`] or configuration).
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self, signed_part: &str) -> [u8; MAC_LEN] {
+        // HMAC accepts keys of any length: new_from_slice cannot fail here.
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(signed_part.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Signs an arbitrary payload: `issue` for real claims, tests for crafted ones.
+    fn seal(&self, payload_json: &[u8]) -> String {
+        let signed_part = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload_json));
+        let mac = self.mac(&signed_part);
+        format!("{signed_part}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+}
+
+impl fmt::Debug for HmacTicketCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacTicketCodec { key: <redacted> }")
+    }
+}
+
+impl TicketCodec for HmacTicketCodec {
+    fn issue(&self, claims: &TicketClaims) -> String {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let payload = Payload {
+            a: claims.appid.clone(),
+            o: claims.openid.clone(),
+            s: claims.session_seq,
+            iat: claims.issued_at,
+            exp: claims.expires_at,
+            n: URL_SAFE_NO_PAD.encode(nonce),
+        };
+        // Plain strings, integers and timestamps always serialize.
+        let json = serde_json::to_vec(&payload).expect("ticket payload serializes");
+        self.seal(&json)
+    }
+
+    fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError> {
+        let ticket = ticket.trim();
+        if ticket.is_empty() {
+            return Err(TicketError::Missing);
+        }
+        if ticket.len() > MAX_TICKET_LEN {
+            return Err(TicketError::Malformed);
+        }
+        let body = ticket.strip_prefix(PREFIX).ok_or(TicketError::Malformed)?;
+        let (payload_b64, mac_b64) = body.split_once('.').ok_or(TicketError::Malformed)?;
+        if payload_b64.is_empty() || mac_b64.contains('.') {
+            return Err(TicketError::Malformed);
+        }
+        let signed_part = &ticket[..PREFIX.len() + payload_b64.len()];
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        let presented = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if presented.len() != MAC_LEN {
+            return Err(TicketError::Malformed);
+        }
+        // Authenticity first: nothing an attacker wrote gets parsed.
+        let expected = self.mac(signed_part);
+        if !bool::from(expected.ct_eq(presented.as_slice())) {
+            return Err(TicketError::Forged);
+        }
+        let payload: Payload =
+            serde_json::from_slice(&payload).map_err(|_| TicketError::Malformed)?;
+        if now >= payload.exp {
+            return Err(TicketError::Expired);
+        }
+        Ok(TicketClaims {
+            appid: payload.a,
+            openid: payload.o,
+            session_seq: payload.s,
+            issued_at: payload.iat,
+            expires_at: payload.exp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+
+    fn codec() -> HmacTicketCodec {
+        HmacTicketCodec::new([7u8; 32])
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::microseconds(123_456)
+    }
+
+    fn claims() -> TicketClaims {
+        TicketClaims {
+            appid: AppId::parse("wx4f4bc4dec97d474b").unwrap(),
+            openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").unwrap(),
+            session_seq: 3,
+            issued_at: t0(),
+            expires_at: t0() + Duration::hours(1),
+        }
+    }
+
+    fn payload_json(appid: &str, openid: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "a": appid, "o": openid, "s": 1,
+            "iat": "2026-03-01T12:00:00Z", "exp": "2026-03-01T13:00:00Z", "n": "AAAA",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_issued_ticket_verifies_to_its_claims() {
+        let ticket = codec().issue(&claims());
+        assert!(ticket.starts_with("v1."));
+        assert_eq!(codec().verify(&ticket, t0()), Ok(claims()));
+        assert_eq!(
+            codec().verify(&ticket, t0() + Duration::minutes(59)),
+            Ok(claims())
+        );
+    }
+
+    #[test]
+    fn the_same_claims_give_a_different_ticket_every_time() {
+        let a = codec().issue(&claims());
+        let b = codec().issue(&claims());
+        assert_ne!(a, b);
+        assert_eq!(codec().verify(&a, t0()), codec().verify(&b, t0()));
+    }
+
+    #[test]
+    fn another_key_does_not_accept_it() {
+        let ticket = codec().issue(&claims());
+        let other = HmacTicketCodec::new([8u8; 32]);
+        assert_eq!(other.verify(&ticket, t0()), Err(TicketError::Forged));
+    }
+
+    #[test]
+    fn a_tampered_payload_is_forged() {
+        let ticket = codec().issue(&claims());
+        let (_, mac) = ticket.rsplit_once('.').unwrap();
+        let evil = URL_SAFE_NO_PAD.encode(payload_json("wx4f4bc4dec97d474b", "someone_else"));
+        let forged = format!("v1.{evil}.{mac}");
+        assert_eq!(codec().verify(&forged, t0()), Err(TicketError::Forged));
+    }
+
+    #[test]
+    fn a_tampered_mac_is_forged() {
+        let ticket = codec().issue(&claims());
+        let (signed, _) = ticket.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        assert_eq!(codec().verify(&forged, t0()), Err(TicketError::Forged));
+    }
+
+    #[test]
+    fn it_expires_at_expires_at() {
+        let ticket = codec().issue(&claims());
+        let exp = claims().expires_at;
+        assert_eq!(
+            codec().verify(&ticket, exp - Duration::microseconds(1)),
+            Ok(claims())
+        );
+        assert_eq!(codec().verify(&ticket, exp), Err(TicketError::Expired));
+        assert_eq!(
+            codec().verify(&ticket, exp + Duration::days(1)),
+            Err(TicketError::Expired)
+        );
+    }
+
+    #[test]
+    fn nothing_is_missing() {
+        assert_eq!(codec().verify("", t0()), Err(TicketError::Missing));
+        assert_eq!(codec().verify("  \n", t0()), Err(TicketError::Missing));
+    }
+
+    #[test]
+    fn foreign_formats_are_malformed() {
+        let ticket = codec().issue(&claims());
+        let (signed, mac) = ticket.rsplit_once('.').unwrap();
+        let payload_b64 = &signed[3..];
+        let cases = [
+            // A GitEgg bind key (hex), a JWT, random words.
+            "3f2a9c0b4d5e6f708192a3b4c5d6e7f8".to_owned(),
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln".to_owned(),
+            "not a ticket".to_owned(),
+            // Unknown version, same body.
+            format!("v2.{payload_b64}.{mac}"),
+            // Missing parts.
+            "v1.".to_owned(),
+            format!("v1.{payload_b64}"),
+            format!("v1.{payload_b64}."),
+            format!("v1..{mac}"),
+            // Extra part.
+            format!("v1.{payload_b64}.{payload_b64}.{mac}"),
+            // Bad base64 in the payload or the MAC.
+            format!("v1.{payload_b64}!.{mac}"),
+            format!("v1.{payload_b64}.{mac}*"),
+            // A MAC of the wrong length.
+            format!("v1.{payload_b64}.{}", URL_SAFE_NO_PAD.encode([1u8; 16])),
+            // Absurdly long.
+            format!("v1.{}.{mac}", "A".repeat(5000)),
+        ];
+        for case in cases {
+            assert_eq!(
+                codec().verify(&case, t0()),
+                Err(TicketError::Malformed),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_but_unparseable_payloads_are_malformed() {
+        let cases: Vec<Vec<u8>> = vec![
+            b"not json".to_vec(),
+            b"{}".to_vec(),
+            payload_json("not-an-appid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+            payload_json("wx4f4bc4dec97d474b", "bad openid!"),
+            payload_json("wx4f4bc4dec97d474b", ""),
+        ];
+        for payload in cases {
+            let ticket = codec().seal(&payload);
+            assert_eq!(
+                codec().verify(&ticket, t0()),
+                Err(TicketError::Malformed),
+                "{}",
+                String::from_utf8_lossy(&payload)
+            );
+        }
+        // The crafted payload itself is well-formed: only the bad fields above fail.
+        let good = codec().seal(&payload_json(
+            "wx4f4bc4dec97d474b",
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        ));
+        assert!(codec().verify(&good, t0()).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let debug = format!("{:?}", HmacTicketCodec::new([0xAB; 32]));
+        assert_eq!(debug, "HmacTicketCodec { key: <redacted> }");
+        assert!(!debug.contains("171"), "{debug}");
+    }
+}
