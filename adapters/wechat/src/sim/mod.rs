@@ -1,0 +1,256 @@
+//! A faithful simulator of WeChat's servers and of the mini program, so that miniauth
+//! runs, demos and is tested end to end with no network. See `docs/simulator.md`.
+//!
+//! * WeChat's endpoints (`/sns/jscode2session`, `/cgi-bin/token`, `/cgi-bin/stable_token`,
+//!   `/wxa/business/getuserphonenumber`, `/wxa/checksession`, `/wxa/resetusersessionkey`)
+//!   with WeChat's rules and errcodes;
+//! * a device API (`/device/...`) that plays the mini program: users, `wx.login`,
+//!   `getUserInfo`, the phone button;
+//! * a control API (`/sim/...`): fault injection, call counters, the clock, apps, tokens.
+
+mod api;
+mod device_client;
+mod routes;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use miniauth_domain::{AppId, OpenId, SessionKey};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use api::{
+    AppRegistration, CallCounts, ClockAdvance, CreatedUser, Endpoint, Fault, Faults, InApp,
+    LoginCode, NewSimUser, PhoneBundle, UserInfoBundle,
+};
+pub use device_client::{DeviceClient, DeviceError};
+
+use crate::config::Secret;
+use state::{AppState, State};
+
+/// A mini program the simulator knows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SimApp {
+    /// Its AppID.
+    pub appid: AppId,
+    /// Its AppSecret (code2session and the token endpoints check it: 40125).
+    pub secret: Secret,
+    /// Whether it is bound to an Open Platform account: only then do answers and
+    /// payloads carry the unionid (one per user, shared by all such apps).
+    #[serde(default)]
+    pub unionid: bool,
+}
+
+/// The simulator's configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// The mini programs (more can be added at run time: `POST /sim/apps`).
+    pub apps: Vec<SimApp>,
+    /// The faults injected from the start (changeable: `PUT /sim/faults`).
+    pub faults: Faults,
+}
+
+impl SimConfig {
+    /// Two demo apps: `wxd000000000000001` (secret `demo-secret-1`, bound to an Open
+    /// Platform account) and `wxd000000000000002` (secret `demo-secret-2`, not bound).
+    pub fn demo() -> Self {
+        let app = |appid: &str, secret: &str, unionid| SimApp {
+            appid: AppId::parse(appid).expect("valid demo appid"),
+            secret: Secret::new(secret),
+            unionid,
+        };
+        Self {
+            apps: vec![
+                app("wxd000000000000001", "demo-secret-1", true),
+                app("wxd000000000000002", "demo-secret-2", false),
+            ],
+            faults: Faults::none(),
+        }
+    }
+}
+
+/// Why the simulator cannot start or refused a setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A bad configuration or fault setting.
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+    /// The socket could not be bound or served.
+    #[error("simulator I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The simulator: its state and its router. Clones share the state.
+#[derive(Clone)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator").finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// A simulator with these apps and faults, no users yet.
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+        config.faults.validate().map_err(SimError::Config)?;
+        let mut apps = HashMap::new();
+        for app in config.apps {
+            let appid = app.appid.as_str().to_owned();
+            if apps.contains_key(&appid) {
+                return Err(SimError::Config(format!("app {appid} is configured twice")));
+            }
+            apps.insert(
+                appid,
+                AppState::new(app.secret.expose().to_owned(), app.unionid),
+            );
+        }
+        Ok(Self {
+            state: Arc::new(Mutex::new(State::new(apps, config.faults))),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic inside a handler cannot leave the maps half-updated in a way that
+        // matters for a simulator: keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The axum app serving WeChat's endpoints, the device API and the control API.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
+        faults.validate().map_err(SimError::Config)?;
+        self.lock().faults = faults;
+        Ok(())
+    }
+
+    /// Requests received per endpoint since start or the last reset.
+    pub fn calls(&self) -> CallCounts {
+        self.lock().calls.clone()
+    }
+
+    /// Sets every call counter to zero.
+    pub fn reset_calls(&self) {
+        self.lock().reset_calls();
+    }
+
+    /// The user's current session key in `appid` (to check what a client obtained).
+    pub fn session_key(&self, appid: &AppId, user_id: u64) -> Option<SessionKey> {
+        self.lock().session_key(user_id, appid.as_str())
+    }
+
+    /// The user's openid in `appid`, once they logged in there.
+    pub fn openid(&self, appid: &AppId, user_id: u64) -> Option<OpenId> {
+        let openid = self.lock().openid(user_id, appid.as_str())?;
+        OpenId::parse(&openid).ok()
+    }
+
+    /// Serves the simulator on `listen` (port 0 picks a free port) on a tokio task of
+    /// this process, until [`RunningSimulator::shutdown`] or drop.
+    pub async fn start(self, listen: SocketAddr) -> Result<RunningSimulator, SimError> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the WeChat simulator stopped");
+            }
+        });
+        tracing::info!(%addr, "WeChat simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            simulator: self,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// A simulator serving on a socket of this process.
+pub struct RunningSimulator {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    simulator: Simulator,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RunningSimulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSimulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningSimulator {
+    /// `http://{addr}`: the `api_base` for the client, and the base of the device API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The simulator behind it (faults, counters, session keys).
+    pub fn simulator(&self) -> &Simulator {
+        &self.simulator
+    }
+
+    /// A client of its device and control API.
+    pub fn device(&self) -> DeviceClient {
+        DeviceClient::new(self.base_url())
+    }
+
+    /// Stops serving and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts a simulator with `config` in this process (see [`Simulator::start`]).
+pub async fn start(listen: SocketAddr, config: SimConfig) -> Result<RunningSimulator, SimError> {
+    Simulator::new(config)?.start(listen).await
+}
+
+/// Serves a simulator with `config` on `listen` until Ctrl-C: `miniauth sim --listen`.
+pub async fn serve(listen: SocketAddr, config: SimConfig) -> Result<(), SimError> {
+    let simulator = Simulator::new(config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "WeChat simulator listening");
+    axum::serve(listener, simulator.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
