@@ -134,6 +134,29 @@ async fn a_legacy_encrypted_phone_is_opened_under_the_session_key_and_matched() 
 }
 
 #[tokio::test]
+async fn the_wx_login_race_also_holds_for_a_legacy_phone_payload() {
+    // Ticket of session 1, payload under session 2's key: the watermark and the
+    // newest key prove it, so it is accepted and the binding follows.
+    let mut world = World::new();
+    world
+        .given(&account(), vec![session(1, KEY1), session(2, KEY2)])
+        .await;
+    phone_matches(&mut world, Some(9));
+    nothing_registered(&mut world);
+    registry_claims(&mut world, 9, Ok(Claim::New));
+    let built = world.build();
+
+    let outcome = verify(&built, phone_encrypted(KEY2)).await.unwrap();
+
+    assert_eq!(outcome.user_id, user_id(9));
+    assert_eq!(
+        built.vault.secrets_unsealed(),
+        vec![KEY1.to_owned(), KEY2.to_owned()]
+    );
+    assert_eq!(built.new_events(&account(), 2).await.len(), 2);
+}
+
+#[tokio::test]
 async fn a_legacy_phone_payload_under_a_key_not_held_is_refused() {
     let mut world = World::new();
     world.given(&account(), vec![session(1, KEY1)]).await;
