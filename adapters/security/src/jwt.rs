@@ -50,7 +50,7 @@ pub enum JwtKeyError {
     #[error("the Ed25519 key is not a valid PKCS#8 DER private key")]
     InvalidEd25519Key,
     /// Not a PEM document at all.
-    #[error("the RSA key is not PEM")]
+    #[error("the key is not PEM")]
     NotPem,
     /// A PEM document, but not an RSA private key ring accepts.
     #[error("the RSA key is not a usable RSA private key (PKCS#1 or PKCS#8 PEM, 2048 to 4096 bits): {0}")]
@@ -107,6 +107,16 @@ impl JwtIssuer {
             public_jwk: json!({ "kty": "OKP", "crv": "Ed25519", "x": x }),
             settings,
         })
+    }
+
+    /// An EdDSA issuer from an Ed25519 private key in PKCS#8 PEM (`BEGIN PRIVATE KEY`),
+    /// as `openssl genpkey -algorithm ed25519` writes it.
+    pub fn ed25519_pem(pem: &[u8], settings: JwtSettings) -> Result<Self, JwtKeyError> {
+        let document = pem::parse(pem).map_err(|_| JwtKeyError::NotPem)?;
+        if document.tag() != "PRIVATE KEY" {
+            return Err(JwtKeyError::InvalidEd25519Key);
+        }
+        Self::ed25519(document.contents(), settings)
     }
 
     /// An RS256 issuer from an RSA private key in PEM, either PKCS#1

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 const RSA_PKCS8: &[u8] = include_bytes!("../testdata/rs256-pkcs8.pem");
 const RSA_PKCS1: &[u8] = include_bytes!("../testdata/rs256-pkcs1.pem");
 const RSA_1024: &[u8] = include_bytes!("../testdata/rsa1024-pkcs8.pem");
+const ED25519_OPENSSL: &[u8] = include_bytes!("../testdata/ed25519-openssl.pem");
 
 fn settings() -> JwtSettings {
     JwtSettings {
@@ -501,4 +502,29 @@ fn debug_shows_neither_key_nor_token() {
         assert!(!debug.contains("BEGIN"), "{debug}");
     }
     assert!(format!("{issuer:?}").contains(issuer.kid()));
+}
+
+#[test]
+fn an_ed25519_pem_from_openssl_works_and_other_pems_do_not() {
+    let issuer = JwtIssuer::ed25519_pem(ED25519_OPENSSL, settings()).unwrap();
+    assert_eq!(issuer.algorithm(), JwtAlgorithm::EdDsa);
+    let token = issuer.issue(&subject(), Utc::now()).unwrap();
+    assert!(verify_with_jwks(&issuer.jwks(), &token.token, "shop-api").is_ok());
+    // The same key as DER gives the same issuer.
+    let der = pem::parse(ED25519_OPENSSL).unwrap().into_contents();
+    let from_der = JwtIssuer::ed25519(&der, settings()).unwrap();
+    assert_eq!(from_der.kid(), issuer.kid());
+
+    assert_eq!(
+        JwtIssuer::ed25519_pem(b"not pem", settings()).unwrap_err(),
+        JwtKeyError::NotPem
+    );
+    assert_eq!(
+        JwtIssuer::ed25519_pem(RSA_PKCS8, settings()).unwrap_err(),
+        JwtKeyError::InvalidEd25519Key
+    );
+    assert_eq!(
+        JwtIssuer::ed25519_pem(RSA_PKCS1, settings()).unwrap_err(),
+        JwtKeyError::InvalidEd25519Key
+    );
 }
