@@ -43,8 +43,23 @@ pub(crate) fn router(sim: Simulator) -> Router {
 
 // ---- WeChat's endpoints ----
 
-/// Counts the call, applies the endpoint's faults, then serves it.
+/// Counts the call, applies the endpoint's faults, then serves it, on a task of its
+/// own: like WeChat, the simulator finishes a request (and spends its code) even when
+/// the caller gave up waiting.
 async fn wechat(
+    sim: &Simulator,
+    endpoint: Endpoint,
+    serve: impl FnOnce(&mut state::State) -> Result<Value, WxError> + Send + 'static,
+) -> Response {
+    let sim = sim.clone();
+    tokio::spawn(async move { faulty(&sim, endpoint, serve).await })
+        .await
+        .unwrap_or_else(|_| {
+            (StatusCode::INTERNAL_SERVER_ERROR, "simulator failure").into_response()
+        })
+}
+
+async fn faulty(
     sim: &Simulator,
     endpoint: Endpoint,
     serve: impl FnOnce(&mut state::State) -> Result<Value, WxError>,
@@ -87,15 +102,18 @@ fn json_body(body: &Bytes) -> Result<Value, WxError> {
 }
 
 async fn jscode2session(State(sim): State<Simulator>, Query(q): Query_) -> Response {
-    wechat(&sim, Endpoint::Jscode2Session, |s| s.jscode2session(&q)).await
+    wechat(&sim, Endpoint::Jscode2Session, move |s| {
+        s.jscode2session(&q)
+    })
+    .await
 }
 
 async fn token(State(sim): State<Simulator>, Query(q): Query_) -> Response {
-    wechat(&sim, Endpoint::Token, |s| s.token(&q)).await
+    wechat(&sim, Endpoint::Token, move |s| s.token(&q)).await
 }
 
 async fn stable_token(State(sim): State<Simulator>, body: Bytes) -> Response {
-    wechat(&sim, Endpoint::StableToken, |s| {
+    wechat(&sim, Endpoint::StableToken, move |s| {
         s.stable_token(&json_body(&body)?)
     })
     .await
@@ -106,18 +124,18 @@ async fn getuserphonenumber(
     Query(q): Query_,
     body: Bytes,
 ) -> Response {
-    wechat(&sim, Endpoint::GetUserPhoneNumber, |s| {
+    wechat(&sim, Endpoint::GetUserPhoneNumber, move |s| {
         s.getuserphonenumber(&q, &json_body(&body)?)
     })
     .await
 }
 
 async fn checksession(State(sim): State<Simulator>, Query(q): Query_) -> Response {
-    wechat(&sim, Endpoint::CheckSession, |s| s.checksession(&q)).await
+    wechat(&sim, Endpoint::CheckSession, move |s| s.checksession(&q)).await
 }
 
 async fn resetusersessionkey(State(sim): State<Simulator>, Query(q): Query_) -> Response {
-    wechat(&sim, Endpoint::ResetUserSessionKey, |s| {
+    wechat(&sim, Endpoint::ResetUserSessionKey, move |s| {
         s.resetusersessionkey(&q)
     })
     .await
