@@ -1,1 +1,288 @@
-//! See Cargo.toml.
+//! Durable storage for miniauth on SQLite (embedded default) or PostgreSQL (several
+//! instances sharing one database), with one behaviour on both:
+//!
+//! * [`AccountEventStore`]: `EventStore<SocialAccount>` with optimistic concurrency,
+//!   a state row per account written with its events, a global commit order;
+//! * [`ReadModels`]: accounts by (appid, openid), by unionid, a user's bindings —
+//!   caught up from the log at start-up and before each answer;
+//! * the ports [`SqlUserDirectory`], [`SqlBindingRegistry`], [`SqlRefreshTokens`],
+//!   [`SqlVault`];
+//! * shared key material, sealed with the server key.
+//!
+//! Open it with [`Store::connect`]; see `docs/operations.md`.
+
+mod config;
+mod crypto;
+mod db;
+mod event_store;
+mod read_models;
+mod refresh;
+mod registry;
+mod users;
+mod vault;
+
+use chrono::Duration;
+use miniauth_application::ports::Binding;
+use miniauth_application::AppCatalog;
+use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
+use sqlx::Row;
+
+pub use config::{InvalidServerKey, PasswordCost, ServerKey, StoreConfig, StoreError, DEFAULT_URL};
+pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
+pub use read_models::{AccountView, CatchUp, ReadModels};
+pub use refresh::SqlRefreshTokens;
+pub use registry::SqlBindingRegistry;
+pub use users::SqlUserDirectory;
+pub use vault::SqlVault;
+
+use crate::crypto::Keys;
+use crate::db::{millis, on_pool, Db};
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The embedded default.
+    Sqlite,
+    /// Production and scale-out.
+    Postgres,
+}
+
+/// What an orphan sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Users registered from a phone and never bound.
+    pub users_removed: u64,
+    /// Registry claims the log never confirmed.
+    pub claims_released: u64,
+}
+
+/// The store: one pool, every table, every port. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    keys: Keys,
+    events: AccountEventStore,
+    read_models: ReadModels,
+    users: SqlUserDirectory,
+    registry: SqlBindingRegistry,
+    refresh: SqlRefreshTokens,
+    vault: SqlVault,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory when missing), applies
+    /// the migrations, and catches the read models up with the log.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let db = Db::connect(config).await?;
+        let server_key = db::server_key(config, db.is_postgres())?;
+        let keys = Keys::new(&server_key);
+        let read_models = ReadModels::new(db.clone());
+        let store = Self {
+            events: AccountEventStore::new(db.clone(), read_models.clone()),
+            users: SqlUserDirectory::new(db.clone(), keys.clone(), config.password_cost)
+                .map_err(StoreError::Corrupt)?,
+            registry: SqlBindingRegistry::new(db.clone()),
+            refresh: SqlRefreshTokens::new(db.clone(), config.refresh_ttl),
+            vault: SqlVault::new(db.clone(), keys.clone()),
+            read_models,
+            keys,
+            db,
+        };
+        store.migrate().await?;
+        store.catch_up().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations of the engine (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.db.migrate().await
+    }
+
+    /// Checks that the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(&self.db.pool, p => {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> Engine {
+        if self.db.is_postgres() {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        }
+    }
+
+    /// The event store of `SocialAccount`s.
+    pub fn event_store(&self) -> AccountEventStore {
+        self.events.clone()
+    }
+
+    /// The user directory port.
+    pub fn users(&self) -> SqlUserDirectory {
+        self.users.clone()
+    }
+
+    /// The binding registry port.
+    pub fn registry(&self) -> SqlBindingRegistry {
+        self.registry.clone()
+    }
+
+    /// The refresh-token port.
+    pub fn refresh_tokens(&self) -> SqlRefreshTokens {
+        self.refresh.clone()
+    }
+
+    /// The personal-data vault port.
+    pub fn vault(&self) -> SqlVault {
+        self.vault.clone()
+    }
+
+    /// The read models.
+    pub fn read_models(&self) -> ReadModels {
+        self.read_models.clone()
+    }
+
+    /// Projects every event the read models have not seen yet.
+    pub async fn catch_up(&self) -> Result<CatchUp, StoreError> {
+        Ok(self.read_models.catch_up().await?)
+    }
+
+    /// The account of (appid, openid), from the read model (caught up first).
+    pub async fn account(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+    ) -> Result<Option<AccountView>, StoreError> {
+        Ok(self.read_models.account(appid, openid).await?)
+    }
+
+    /// The accounts with `unionid` in the apps of `tenant`.
+    pub async fn accounts_by_unionid(
+        &self,
+        tenant: &TenantId,
+        unionid: &UnionId,
+        apps: &AppCatalog,
+    ) -> Result<Vec<AccountView>, StoreError> {
+        Ok(self
+            .read_models
+            .accounts_by_unionid(tenant, unionid, apps)
+            .await?)
+    }
+
+    /// A user's bindings as the event log says (the registry port answers from the
+    /// uniqueness table instead).
+    pub async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, StoreError> {
+        Ok(self.read_models.bindings_of(user).await?)
+    }
+
+    /// Events after `position` in commit order, at most `limit` (exports, audits).
+    pub async fn events_after(
+        &self,
+        position: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events
+            .events_after(position, limit)
+            .await
+            .map_err(|e| StoreError::EventLog(e.to_string()))
+    }
+
+    /// The key material called `name`, created by `generate` if no instance created it
+    /// before; every instance gets the same bytes. Stored sealed by the server key.
+    pub async fn key_material(
+        &self,
+        name: &str,
+        generate: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let purpose = format!("key_material:{name}");
+        if let Some(sealed) = self.sealed_key_material(name).await? {
+            return self.open_key_material(&purpose, &sealed);
+        }
+        let sealed = self.keys.sealer.seal(&purpose, &generate());
+        {
+            let _turn = self.db.write_turn().await;
+            on_pool!(&self.db.pool, p => {
+                sqlx::query(
+                    "INSERT INTO key_material (name, sealed, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(&sealed)
+                .bind(millis(chrono::Utc::now()))
+                .execute(p)
+                .await?;
+            });
+        }
+        let winner = self
+            .sealed_key_material(name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("key material {name} vanished")))?;
+        self.open_key_material(&purpose, &winner)
+    }
+
+    async fn sealed_key_material(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(&self.db.pool, p => {
+            sqlx::query("SELECT sealed FROM key_material WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+                .map(|r| r.try_get::<String, _>("sealed"))
+                .transpose()?
+        }))
+    }
+
+    fn open_key_material(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, StoreError> {
+        self.keys.sealer.open(purpose, sealed).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "{purpose}: {e} (is this the server key it was sealed with?)"
+            ))
+        })
+    }
+
+    /// Removes what a crash in the middle of a binding can leave behind, once older
+    /// than `older_than`: registry claims the log never confirmed, and users
+    /// registered from a phone that never got bound (and have no password).
+    pub async fn sweep_orphans(&self, older_than: Duration) -> Result<Sweep, StoreError> {
+        self.catch_up().await?;
+        let cutoff = millis(chrono::Utc::now() - older_than);
+        let _turn = self.db.write_turn().await;
+        let (claims, users) = on_pool!(&self.db.pool, p => {
+            let claims = sqlx::query(
+                "DELETE FROM bindings WHERE claimed_at < $1 AND NOT EXISTS (\
+                 SELECT 1 FROM account_view WHERE account_view.appid = bindings.appid \
+                 AND account_view.openid = bindings.openid \
+                 AND account_view.bound_user = bindings.user_id)",
+            )
+            .bind(cutoff)
+            .execute(p)
+            .await?
+            .rows_affected();
+            let users = sqlx::query(
+                "DELETE FROM users WHERE origin = $1 AND password_hash IS NULL AND created_at < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM bindings WHERE bindings.user_id = users.id) \
+                 AND NOT EXISTS (SELECT 1 FROM account_view WHERE account_view.bound_user = users.id)",
+            )
+            .bind(users::ORIGIN_PHONE)
+            .bind(cutoff)
+            .execute(p)
+            .await?
+            .rows_affected();
+            (claims, users)
+        });
+        if claims + users > 0 {
+            tracing::info!(claims, users, "swept orphans left by interrupted bindings");
+        }
+        Ok(Sweep {
+            users_removed: users,
+            claims_released: claims,
+        })
+    }
+
+    /// Closes the pool (waits for connections to return).
+    pub async fn close(&self) {
+        on_pool!(&self.db.pool, p => p.close().await)
+    }
+}

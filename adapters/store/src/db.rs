@@ -1,0 +1,208 @@
+//! The two engines behind one handle, and what is shared: connecting, migrations,
+//! the write lock of the embedded engine, error mapping.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use miniauth_application::ports::PortError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::config::{ServerKey, StoreConfig, StoreError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long SQLite waits for a lock held by another connection or process.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The engine's pool.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool the store has: each arm is compiled for
+/// its engine, so one body of generic sqlx calls serves both.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A connected database.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: Pool,
+    /// SQLite has one writer at a time; taking turns in-process avoids its
+    /// lock-upgrade failures (SQLITE_BUSY) when a transaction reads before it writes.
+    writer: Arc<Mutex<()>>,
+}
+
+/// Held while a write transaction runs (SQLite only; PostgreSQL locks rows itself).
+pub(crate) struct WriteTurn(#[allow(dead_code)] Option<OwnedMutexGuard<()>>);
+
+impl Db {
+    pub(crate) async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let url = config.url.trim();
+        let max = config.max_connections.max(1);
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true);
+            create_parent_dir(options.get_filename())?;
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?,
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?,
+            )
+        } else {
+            return Err(StoreError::BadUrl(
+                "must start with sqlite: or postgres://".into(),
+            ));
+        };
+        Ok(Self {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Waits for this process's turn to write (SQLite); a no-op on PostgreSQL.
+    pub(crate) async fn write_turn(&self) -> WriteTurn {
+        match self.pool {
+            Pool::Sqlite(_) => WriteTurn(Some(self.writer.clone().lock_owned().await)),
+            Pool::Postgres(_) => WriteTurn(None),
+        }
+    }
+}
+
+fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
+    let text = file.to_string_lossy();
+    if text.is_empty() || text == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::BadUrl(format!("cannot create directory {}: {e}", parent.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// The server key: from configuration, or — for the embedded engine only — generated
+/// once into `<data_dir>/server.key` (mode 0600) and reused.
+pub(crate) fn server_key(config: &StoreConfig, postgres: bool) -> Result<ServerKey, StoreError> {
+    if let Some(key) = &config.server_key {
+        return Ok(key.clone());
+    }
+    if postgres {
+        return Err(StoreError::MissingServerKey);
+    }
+    key_file(&config.data_dir.join("server.key"))
+}
+
+fn key_file(path: &PathBuf) -> Result<ServerKey, StoreError> {
+    use std::io::Write;
+    let fail = |reason: String| StoreError::ServerKeyFile {
+        path: path.clone(),
+        reason,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            let key = ServerKey::generate();
+            file.write_all(key.bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| fail(e.to_string()))?;
+            tracing::info!(path = %path.display(), "generated a new server key");
+            Ok(key)
+        }
+        // Another process created it first, or it exists from an earlier start.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .map_err(|e| fail(e.to_string()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the server key file is readable by others; chmod 600 it");
+                }
+            }
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| fail("must hold exactly 32 bytes".into()))?;
+            Ok(ServerKey::new(bytes))
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// A database failure as the ports report it: the cause goes to the log, the message
+/// stays generic.
+pub(crate) fn port_error(error: sqlx::Error) -> PortError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::error!(%error, "database unreachable");
+            PortError::Unavailable("the database".into())
+        }
+        other => PortError::Internal(format!("database: {other}")),
+    }
+}
+
+/// Whether a statement failed on a unique constraint.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+/// Unix milliseconds, the stored time format of both engines.
+pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_millis()
+}

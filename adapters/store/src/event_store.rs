@@ -1,0 +1,461 @@
+//! The event store of `SocialAccount`s, on sqlx, with a state row per aggregate.
+//!
+//! Why not postgres-es / sqlite-es: their snapshot and aggregate modes (cqrs-es 0.5)
+//! apply new events twice when they write the snapshot, and their plain mode replays an
+//! account's whole history on every load. This store keeps their `events` table shape
+//! (so their tooling can read the log) and adds:
+//!
+//! * a `snapshots` row per aggregate, written in the same transaction as the events:
+//!   the context's pre-commit state with the new events applied exactly once;
+//! * optimistic concurrency on (aggregate_type, aggregate_id, sequence): a concurrent
+//!   append fails on the unique key and answers `AggregateConflict`;
+//! * a global `position` in commit order, for catch-up and exports;
+//! * a per-aggregate turn within the process, so that concurrent commands on one
+//!   account queue instead of burning their bounded retries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::{
+    Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
+};
+use miniauth_domain::{AccountError, SocialAccount, SocialAccountEvent};
+use sqlx::types::Json;
+use sqlx::Row;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::db::{is_unique_violation, millis, on_pool, Db};
+use crate::read_models::ReadModels;
+
+/// How long a command waits for its turn on an account before it goes ahead
+/// optimistically (the unique key still protects the log).
+const TURN_WAIT: Duration = Duration::from_secs(5);
+
+/// A PostgreSQL advisory lock id taken by every append: appends take turns, so the
+/// `position` order is the commit order and a reader never sees a later position
+/// before an earlier one commits.
+pub(crate) const APPEND_LOCK: i64 = 0x6d69_6e69_6175_7468; // "miniauth"
+
+type StoreResult<T> = Result<T, AggregateError<AccountError>>;
+
+/// One stored event with its place in the log, for exports and audits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The global commit order.
+    pub position: i64,
+    /// `{appid}:{openid}`.
+    pub aggregate_id: String,
+    /// The event's number within its aggregate, from 1.
+    pub sequence: i64,
+    /// The stable event type name.
+    pub event_type: String,
+    /// The schema version of the payload.
+    pub event_version: String,
+    /// The event (already upcast to the current version).
+    pub event: SocialAccountEvent,
+    /// request_id, actor, client_ip, recorded_at.
+    pub metadata: HashMap<String, String>,
+}
+
+/// A loaded account: its state, the last sequence it reflects, and this process's
+/// turn on it (released when the context is committed or dropped).
+pub struct AccountContext {
+    aggregate_id: String,
+    state: SocialAccount,
+    sequence: i64,
+    _turn: Option<AggregateTurn>,
+}
+
+impl AccountContext {
+    /// The sequence of the last event the state reflects (0 for a new account).
+    pub fn sequence(&self) -> i64 {
+        self.sequence
+    }
+}
+
+impl AggregateContext<SocialAccount> for AccountContext {
+    fn aggregate(&mut self) -> &mut SocialAccount {
+        &mut self.state
+    }
+}
+
+/// `EventStore<SocialAccount>` on SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct AccountEventStore {
+    db: Db,
+    turns: Arc<AggregateTurns>,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    projection: Option<ReadModels>,
+}
+
+impl AccountEventStore {
+    pub(crate) fn new(db: Db, projection: ReadModels) -> Self {
+        Self {
+            db,
+            turns: Arc::new(AggregateTurns::default()),
+            upcasters: Arc::new(Vec::new()),
+            projection: Some(projection),
+        }
+    }
+
+    /// The same store with upcasters applied, in order, to every event read (for when
+    /// an event's schema moves past version "1").
+    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+        self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    /// The same store, but commits do not update the read models afterwards: what a
+    /// crash between the commit and the projection leaves behind. Catch-up repairs it;
+    /// tests and tools use this to prove so.
+    pub fn without_projection(mut self) -> Self {
+        self.projection = None;
+        self
+    }
+
+    /// Events after `position` in commit order, at most `limit`, for exports.
+    pub async fn events_after(&self, position: i64, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        let rows = on_pool!(&self.db.pool, p => {
+            sqlx::query(
+                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata FROM events \
+                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3",
+            )
+            .bind(position)
+            .bind(SocialAccount::TYPE)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| read_row(&row))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(db_error)
+        })?;
+        rows.into_iter().map(|raw| self.decode(raw)).collect()
+    }
+
+    /// Replays every event of an account from the log, ignoring its state row.
+    pub async fn replay(&self, aggregate_id: &str) -> StoreResult<SocialAccount> {
+        let mut state = SocialAccount::default();
+        for event in self.stored_events(aggregate_id, 0).await? {
+            state.apply(event.event);
+        }
+        Ok(state)
+    }
+
+    async fn stored_events(&self, aggregate_id: &str, after: i64) -> StoreResult<Vec<StoredEvent>> {
+        let rows = on_pool!(&self.db.pool, p => {
+            sqlx::query(
+                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+                 ORDER BY sequence",
+            )
+            .bind(SocialAccount::TYPE)
+            .bind(aggregate_id)
+            .bind(after)
+            .fetch_all(p)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| read_row(&row))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(db_error)
+        })?;
+        rows.into_iter().map(|raw| self.decode(raw)).collect()
+    }
+
+    fn decode(&self, raw: RawEvent) -> StoreResult<StoredEvent> {
+        let mut serialized = SerializedEvent::new(
+            raw.aggregate_id,
+            usize::try_from(raw.sequence).unwrap_or_default(),
+            raw.aggregate_type,
+            raw.event_type,
+            raw.event_version,
+            raw.payload,
+            raw.metadata,
+        );
+        for upcaster in self.upcasters.iter() {
+            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+                serialized = upcaster.upcast(serialized);
+            }
+        }
+        let event: SocialAccountEvent = serde_json::from_value(serialized.payload)
+            .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+        let metadata: HashMap<String, String> = serde_json::from_value(serialized.metadata)
+            .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+        Ok(StoredEvent {
+            position: raw.position,
+            aggregate_id: serialized.aggregate_id,
+            sequence: raw.sequence,
+            event_type: serialized.event_type,
+            event_version: serialized.event_version,
+            event,
+            metadata,
+        })
+    }
+
+    async fn snapshot(&self, aggregate_id: &str) -> StoreResult<Option<(i64, SocialAccount)>> {
+        let row = on_pool!(&self.db.pool, p => {
+            sqlx::query(
+                "SELECT last_sequence, payload FROM snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(SocialAccount::TYPE)
+            .bind(aggregate_id)
+            .fetch_optional(p)
+            .await
+            .map_err(db_error)?
+            .map(|row| -> Result<(i64, serde_json::Value), sqlx::Error> {
+                let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+                Ok((row.try_get("last_sequence")?, payload))
+            })
+            .transpose()
+            .map_err(db_error)?
+        });
+        let Some((sequence, payload)) = row else {
+            return Ok(None);
+        };
+        match serde_json::from_value(payload) {
+            Ok(state) => Ok(Some((sequence, state))),
+            Err(error) => {
+                // The state row is a cache of the log: when its shape no longer
+                // matches the aggregate, rebuild from the events instead of failing.
+                tracing::warn!(%error, aggregate_id, "unreadable state row; replaying events");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        context: &AccountContext,
+        events: &[SocialAccountEvent],
+        new_state: &SocialAccount,
+        metadata: &serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        let payloads = events
+            .iter()
+            .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state =
+            serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let postgres = self.db.is_postgres();
+        let _turn = self.db.write_turn().await;
+        on_pool!(&self.db.pool, p => {
+            let mut tx = p.begin().await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(APPEND_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(SocialAccount::TYPE)
+                .bind(&context.aggregate_id)
+                .bind(context.sequence + 1 + i as i64)
+                .bind(event.event_type())
+                .bind(event.event_version())
+                .bind(Json(payload))
+                .bind(Json(metadata))
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                 last_sequence = excluded.last_sequence, payload = excluded.payload, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(SocialAccount::TYPE)
+            .bind(&context.aggregate_id)
+            .bind(context.sequence + events.len() as i64)
+            .bind(Json(&state))
+            .bind(millis(chrono::Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+    }
+}
+
+impl EventStore<SocialAccount> for AccountEventStore {
+    type AC = AccountContext;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
+        Ok(self
+            .stored_events(aggregate_id, 0)
+            .await?
+            .into_iter()
+            .map(|e| EventEnvelope {
+                aggregate_id: e.aggregate_id,
+                sequence: usize::try_from(e.sequence).unwrap_or_default(),
+                payload: e.event,
+                metadata: e.metadata,
+            })
+            .collect())
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> StoreResult<AccountContext> {
+        let turn = self.turns.take(aggregate_id).await;
+        let (mut sequence, mut state) = self.snapshot(aggregate_id).await?.unwrap_or_default();
+        // Normally nothing: the state row is written with the events. Events appended
+        // by other means (or before the state row existed) are applied here.
+        for event in self.stored_events(aggregate_id, sequence).await? {
+            sequence = event.sequence;
+            state.apply(event.event);
+        }
+        Ok(AccountContext {
+            aggregate_id: aggregate_id.to_owned(),
+            state,
+            sequence,
+            _turn: turn,
+        })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<SocialAccountEvent>,
+        mut context: AccountContext,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The context holds the state before these events: apply each exactly once.
+        let mut new_state = context.aggregate().clone();
+        for event in &events {
+            new_state.apply(event.clone());
+        }
+        let metadata_json = serde_json::to_value(&metadata)
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        match self
+            .append(&context, &events, &new_state, &metadata_json)
+            .await
+        {
+            Ok(()) => {}
+            Err(error) if is_unique_violation(&error) => {
+                return Err(AggregateError::AggregateConflict)
+            }
+            Err(error) => return Err(db_error(error)),
+        }
+        let first = context.sequence + 1;
+        let aggregate_id = context.aggregate_id.clone();
+        drop(context);
+        if let Some(projection) = &self.projection {
+            // The events are committed whatever happens here; a failed projection is
+            // caught up later (at start-up, or before the next read-model question).
+            if let Err(error) = projection.catch_up().await {
+                tracing::warn!(%error, "read models lag behind the log; catch-up will repair them");
+            }
+        }
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| EventEnvelope {
+                aggregate_id: aggregate_id.clone(),
+                sequence: usize::try_from(first + i as i64).unwrap_or_default(),
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect())
+    }
+}
+
+/// An event row before decoding.
+pub(crate) struct RawEvent {
+    pub(crate) position: i64,
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) event_type: String,
+    pub(crate) event_version: String,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) metadata: serde_json::Value,
+}
+
+pub(crate) fn read_row<R>(row: &R) -> Result<RawEvent, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<serde_json::Value>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
+    let Json(metadata) = row.try_get::<Json<serde_json::Value>, _>("metadata")?;
+    Ok(RawEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload,
+        metadata,
+    })
+}
+
+pub(crate) fn db_error(error: sqlx::Error) -> AggregateError<AccountError> {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            AggregateError::DatabaseConnectionError(Box::new(error))
+        }
+        other => AggregateError::UnexpectedError(Box::new(other)),
+    }
+}
+
+/// Per-aggregate turns within this process.
+#[derive(Default)]
+struct AggregateTurns {
+    locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// This process's turn on one aggregate.
+struct AggregateTurn {
+    key: String,
+    turns: Arc<AggregateTurns>,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl AggregateTurns {
+    async fn take(self: &Arc<Self>, key: &str) -> Option<AggregateTurn> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        let guard = tokio::time::timeout(TURN_WAIT, lock.lock_owned())
+            .await
+            .ok();
+        Some(AggregateTurn {
+            key: key.to_owned(),
+            turns: self.clone(),
+            guard,
+        })
+    }
+}
+
+impl Drop for AggregateTurn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.turns.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it now: nobody waits, forget the entry.
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}

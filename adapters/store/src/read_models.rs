@@ -1,0 +1,413 @@
+//! Read models projected from the event log: accounts by (appid, openid), by unionid
+//! within a tenant, a user's bindings; and the binding registry's repair.
+//!
+//! They follow the log by its global `position` with a checkpoint, and each account
+//! row remembers the last sequence it reflects, so replaying an event twice changes
+//! nothing. A projection that did not run (a crash right after a commit) is caught up
+//! at start-up and before any question is answered.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::Aggregate;
+use miniauth_application::ports::{Binding, PortError};
+use miniauth_application::AppCatalog;
+use miniauth_domain::{
+    AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
+};
+use sqlx::Row;
+
+use crate::db::{millis, on_pool, port_error, Db};
+use crate::event_store::read_row;
+
+/// How many events one catch-up transaction projects.
+const BATCH: i64 = 500;
+const CHECKPOINT: &str = "accounts";
+
+/// One social account, as the read model knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    /// The app.
+    pub appid: AppId,
+    /// The WeChat identity within the app.
+    pub openid: OpenId,
+    /// The Open Platform id, if known.
+    pub unionid: Option<UnionId>,
+    /// The user it is bound to.
+    pub bound_user: Option<UserId>,
+    /// Whether a profile is on record (and not erased).
+    pub has_profile: bool,
+    /// Whether a phone is on record (and not erased).
+    pub has_phone: bool,
+    /// The newest session's number.
+    pub latest_session: u64,
+    /// Whether its personal data was erased.
+    pub erased: bool,
+    /// The sequence of the last event it reflects.
+    pub sequence: i64,
+}
+
+/// The read models. Cheap to clone.
+#[derive(Clone)]
+pub struct ReadModels {
+    db: Db,
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Events read from the log.
+    pub events: u64,
+    /// The checkpoint afterwards.
+    pub position: i64,
+}
+
+#[derive(Clone)]
+struct ViewRow {
+    appid: String,
+    openid: String,
+    unionid: Option<String>,
+    bound_user: Option<i64>,
+    has_profile: bool,
+    has_phone: bool,
+    latest_session: i64,
+    erased: bool,
+    last_sequence: i64,
+    last_position: i64,
+    /// Users whose binding ended in this batch (their registry claim is released
+    /// unless the account is bound to them again by the end of it).
+    released: BTreeSet<i64>,
+    bound_in_batch: bool,
+}
+
+impl ReadModels {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Projects every event past the checkpoint. Idempotent; safe to run from several
+    /// instances at once (they take turns on the checkpoint row).
+    pub async fn catch_up(&self) -> Result<CatchUp, PortError> {
+        let mut total = CatchUp::default();
+        loop {
+            let (events, position) = self.catch_up_batch().await.map_err(port_error)?;
+            total.events += events;
+            total.position = position;
+            if events < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// How many log positions the read models have not projected yet.
+    pub async fn lag(&self) -> Result<i64, PortError> {
+        on_pool!(&self.db.pool, p => {
+            let row = sqlx::query(
+                "SELECT (SELECT position FROM projection_checkpoints WHERE name = $1) AS seen, \
+                 (SELECT MAX(position) FROM events) AS last",
+            )
+            .bind(CHECKPOINT)
+            .fetch_one(p)
+            .await
+            .map_err(port_error)?;
+            let seen: Option<i64> = row.try_get("seen").map_err(port_error)?;
+            let last: Option<i64> = row.try_get("last").map_err(port_error)?;
+            Ok((last.unwrap_or(0) - seen.unwrap_or(0)).max(0))
+        })
+    }
+
+    async fn ensure_current(&self) -> Result<(), PortError> {
+        if self.lag().await? > 0 {
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    async fn catch_up_batch(&self) -> Result<(u64, i64), sqlx::Error> {
+        let _turn = self.db.write_turn().await;
+        on_pool!(&self.db.pool, p => {
+            let mut tx = p.begin().await?;
+            // Write first: it takes the checkpoint row's lock (PostgreSQL) or the
+            // database's write lock (SQLite) before anything is read, so concurrent
+            // catch-ups take turns instead of projecting the same events.
+            sqlx::query("UPDATE projection_checkpoints SET position = position WHERE name = $1")
+                .bind(CHECKPOINT)
+                .execute(&mut *tx)
+                .await?;
+            let checkpoint: i64 = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+                .bind(CHECKPOINT)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("position")?;
+            let rows = sqlx::query(
+                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata FROM events \
+                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3",
+            )
+            .bind(checkpoint)
+            .bind(SocialAccount::TYPE)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let count = rows.len() as u64;
+            let mut position = checkpoint;
+            let mut touched: BTreeMap<String, ViewRow> = BTreeMap::new();
+            for row in &rows {
+                let raw = read_row(row)?;
+                position = raw.position;
+                let Ok(event) = serde_json::from_value::<SocialAccountEvent>(raw.payload) else {
+                    tracing::error!(position = raw.position, "undecodable event skipped by the projection");
+                    continue;
+                };
+                if !touched.contains_key(&raw.aggregate_id) {
+                    let existing = sqlx::query(
+                        "SELECT appid, openid, unionid, bound_user, has_profile, has_phone, \
+                         latest_session, erased, last_sequence, last_position \
+                         FROM account_view WHERE aggregate_id = $1",
+                    )
+                    .bind(&raw.aggregate_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let view = match existing {
+                        Some(r) => ViewRow {
+                            appid: r.try_get("appid")?,
+                            openid: r.try_get("openid")?,
+                            unionid: r.try_get("unionid")?,
+                            bound_user: r.try_get("bound_user")?,
+                            has_profile: r.try_get("has_profile")?,
+                            has_phone: r.try_get("has_phone")?,
+                            latest_session: r.try_get("latest_session")?,
+                            erased: r.try_get("erased")?,
+                            last_sequence: r.try_get("last_sequence")?,
+                            last_position: r.try_get("last_position")?,
+                            released: BTreeSet::new(),
+                            bound_in_batch: false,
+                        },
+                        None => {
+                            let (appid, openid) = raw.aggregate_id.split_once(':').unwrap_or_default();
+                            ViewRow {
+                                appid: appid.to_owned(),
+                                openid: openid.to_owned(),
+                                unionid: None,
+                                bound_user: None,
+                                has_profile: false,
+                                has_phone: false,
+                                latest_session: 0,
+                                erased: false,
+                                last_sequence: 0,
+                                last_position: 0,
+                                released: BTreeSet::new(),
+                                bound_in_batch: false,
+                            }
+                        }
+                    };
+                    touched.insert(raw.aggregate_id.clone(), view);
+                }
+                let view = touched.get_mut(&raw.aggregate_id).expect("inserted above");
+                if raw.sequence <= view.last_sequence {
+                    continue; // Already projected.
+                }
+                apply(view, event);
+                view.last_sequence = raw.sequence;
+                view.last_position = raw.position;
+            }
+            let now = millis(chrono::Utc::now());
+            for (aggregate_id, view) in &touched {
+                sqlx::query(
+                    "INSERT INTO account_view (aggregate_id, appid, openid, unionid, bound_user, \
+                     has_profile, has_phone, latest_session, erased, last_sequence, last_position) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (aggregate_id) DO UPDATE SET unionid = excluded.unionid, \
+                     bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
+                     has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
+                     erased = excluded.erased, last_sequence = excluded.last_sequence, \
+                     last_position = excluded.last_position",
+                )
+                .bind(aggregate_id)
+                .bind(&view.appid)
+                .bind(&view.openid)
+                .bind(&view.unionid)
+                .bind(view.bound_user)
+                .bind(view.has_profile)
+                .bind(view.has_phone)
+                .bind(view.latest_session)
+                .bind(view.erased)
+                .bind(view.last_sequence)
+                .bind(view.last_position)
+                .execute(&mut *tx)
+                .await?;
+                // The registry follows the log: a binding the log holds is claimed
+                // (a claim another user holds is left alone and reported), a binding
+                // the log ended is released.
+                for user in view.released.iter().filter(|u| Some(**u) != view.bound_user) {
+                    sqlx::query("DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3")
+                        .bind(&view.appid)
+                        .bind(&view.openid)
+                        .bind(user)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
+                    let inserted = sqlx::query(
+                        "INSERT INTO bindings (appid, openid, user_id, claimed_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&view.appid)
+                    .bind(&view.openid)
+                    .bind(user)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        tracing::info!(account = %aggregate_id, user, "registry repaired from the log");
+                    }
+                }
+            }
+            sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
+                .bind(position)
+                .bind(CHECKPOINT)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((count, position))
+        })
+    }
+
+    /// The account of (appid, openid), caught up first.
+    pub async fn account(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+    ) -> Result<Option<AccountView>, PortError> {
+        self.ensure_current().await?;
+        let views = self
+            .views("aggregate_id = $1", &format!("{appid}:{openid}"))
+            .await?;
+        Ok(views.into_iter().next())
+    }
+
+    /// Every account with this unionid among the apps of `tenant` (an identity known in
+    /// one app of an Open Platform account is recognised in the others).
+    pub async fn accounts_by_unionid(
+        &self,
+        tenant: &TenantId,
+        unionid: &UnionId,
+        apps: &AppCatalog,
+    ) -> Result<Vec<AccountView>, PortError> {
+        self.ensure_current().await?;
+        let views = self.views("unionid = $1", unionid.as_str()).await?;
+        Ok(views
+            .into_iter()
+            .filter(|v| apps.get(&v.appid).is_some_and(|a| a.tenant == *tenant))
+            .collect())
+    }
+
+    /// The bindings of `user` in every app, as the log says.
+    pub async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, PortError> {
+        self.ensure_current().await?;
+        let views = on_pool!(&self.db.pool, p => {
+            sqlx::query(&format!("{VIEW_SELECT} WHERE bound_user = $1 ORDER BY appid"))
+                .bind(user.get())
+                .fetch_all(p)
+                .await
+                .map_err(port_error)?
+                .iter()
+                .map(view_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(views
+            .into_iter()
+            .map(|v| Binding {
+                appid: v.appid,
+                openid: v.openid,
+                user_id: user,
+            })
+            .collect())
+    }
+
+    async fn views(&self, filter: &str, value: &str) -> Result<Vec<AccountView>, PortError> {
+        on_pool!(&self.db.pool, p => {
+            sqlx::query(&format!("{VIEW_SELECT} WHERE {filter} ORDER BY aggregate_id"))
+                .bind(value)
+                .fetch_all(p)
+                .await
+                .map_err(port_error)?
+                .iter()
+                .map(view_from_row)
+                .collect()
+        })
+    }
+}
+
+const VIEW_SELECT: &str = "SELECT appid, openid, unionid, bound_user, has_profile, has_phone, \
+     latest_session, erased, last_sequence FROM account_view";
+
+fn view_from_row<R>(row: &R) -> Result<AccountView, PortError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database>,
+{
+    let bad = |what: &str| PortError::Internal(format!("account_view holds an invalid {what}"));
+    let get_err = |e: sqlx::Error| port_error(e);
+    let appid: String = row.try_get("appid").map_err(get_err)?;
+    let openid: String = row.try_get("openid").map_err(get_err)?;
+    let unionid: Option<String> = row.try_get("unionid").map_err(get_err)?;
+    let bound_user: Option<i64> = row.try_get("bound_user").map_err(get_err)?;
+    Ok(AccountView {
+        appid: AppId::parse(&appid).map_err(|_| bad("appid"))?,
+        openid: OpenId::parse(&openid).map_err(|_| bad("openid"))?,
+        unionid: unionid
+            .map(|u| UnionId::parse(&u))
+            .transpose()
+            .map_err(|_| bad("unionid"))?,
+        bound_user: bound_user
+            .map(UserId::new)
+            .transpose()
+            .map_err(|_| bad("user id"))?,
+        has_profile: row.try_get("has_profile").map_err(get_err)?,
+        has_phone: row.try_get("has_phone").map_err(get_err)?,
+        latest_session: u64::try_from(row.try_get::<i64, _>("latest_session").map_err(get_err)?)
+            .unwrap_or_default(),
+        erased: row.try_get("erased").map_err(get_err)?,
+        sequence: row.try_get("last_sequence").map_err(get_err)?,
+    })
+}
+
+fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
+    use SocialAccountEvent as E;
+    match event {
+        E::SessionObtained(e) => {
+            view.appid = e.appid.to_string();
+            view.openid = e.openid.to_string();
+            if let Some(unionid) = e.unionid {
+                view.unionid = Some(unionid.to_string());
+            }
+            view.latest_session = i64::try_from(e.session_seq).unwrap_or(i64::MAX);
+        }
+        E::ProfileDecrypted(e) => {
+            if let Some(unionid) = e.unionid {
+                view.unionid = Some(unionid.to_string());
+            }
+            view.has_profile = true;
+        }
+        E::PhoneVerified(_) => view.has_phone = true,
+        E::UserBound(e) => {
+            view.bound_user = Some(e.user_id.get());
+            view.bound_in_batch = true;
+        }
+        E::Unbound(e) => {
+            view.bound_user = None;
+            view.released.insert(e.user_id.get());
+        }
+        E::PersonalDataErased(_) => {
+            view.has_profile = false;
+            view.has_phone = false;
+            view.erased = true;
+        }
+    }
+}
