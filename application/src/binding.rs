@@ -3,8 +3,8 @@
 
 use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::{
-    AccountId, BindMethod, InvalidValue, SessionProof, SocialAccount, SocialAccountCommand,
-    TenantId, UnbindReason, UserId,
+    AccountError, AccountId, BindMethod, InvalidValue, SessionProof, SocialAccount,
+    SocialAccountCommand, TenantId, UnbindReason, UserId,
 };
 
 use crate::context::RequestContext;
@@ -102,7 +102,17 @@ where
             reason,
             at: self.now(),
         };
-        self.commit(ctx, id, context, vec![command]).await?;
+        let committed = self.commit(ctx, id, context, vec![command]).await;
+        if let Err(AppError::Account(AccountError::NotBound)) = &committed {
+            // The log says unbound but the registry still held the claim (a release
+            // that failed after an earlier unbind): repair the registry, then say so.
+            self.ports
+                .registry
+                .release(&id.appid(), &id.openid(), user_id)
+                .await?;
+            return Err(AppError::NotBound);
+        }
+        committed?;
         self.ports
             .registry
             .release(&id.appid(), &id.openid(), user_id)

@@ -67,6 +67,11 @@ where
         let mut context = self.load(&id).await?;
         let state = context.aggregate().clone();
         let now = self.now();
+        // Under `closed` an unbound identity can only bind with a password: refuse
+        // before spending a billed phone verification.
+        if state.bound_user().is_none() && app.registration == RegistrationPolicy::Closed {
+            return Err(AppError::RegistrationClosed);
+        }
         let (phone, via, proof) = match input {
             PhoneInput::Code(code) => {
                 let code = OneTimeCode::parse("code", &code)?;

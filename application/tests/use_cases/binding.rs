@@ -439,6 +439,36 @@ async fn unbind_with_nothing_bound_in_this_app_is_refused() {
 }
 
 #[tokio::test]
+async fn unbind_repairs_a_claim_the_log_already_ended() {
+    // An earlier unbind committed `Unbound` but its registry release failed.
+    let mut world = World::new();
+    world
+        .given(&account(), vec![session(1, KEY1), bound(7), unbound(7)])
+        .await;
+    world
+        .registry
+        .expect_identity_of()
+        .times(1)
+        .returning(|_, _| Ok(Some(openid(OPENID))));
+    world
+        .registry
+        .expect_release()
+        .withf(|app, open, u| app.as_str() == APP && open.as_str() == OPENID && u.get() == 7)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let built = world.build();
+
+    let error = built
+        .auth
+        .unbind(&ctx(), APP, user_id(7))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, AppError::NotBound), "{error:?}");
+    assert!(built.new_events(&account(), 3).await.is_empty());
+}
+
+#[tokio::test]
 async fn unbind_in_an_unknown_app_is_refused_without_asking_the_registry() {
     let mut world = World::new();
     world.registry.expect_identity_of().never();

@@ -27,7 +27,7 @@ use miniauth_domain::crypto::{
 use miniauth_domain::{
     AccountId, AppId, BindMethod, OpenId, PhoneNumber, PhoneSource, PhoneVerified,
     ProfileDecrypted, ProfileSource, SealedDatum, SealedSecret, SessionKey, SessionObtained,
-    SocialAccount, SocialAccountEvent, TenantId, UserBound, UserId,
+    SocialAccount, SocialAccountEvent, TenantId, UnbindReason, Unbound, UserBound, UserId,
 };
 
 /// The app most tests log in to.
@@ -487,6 +487,14 @@ pub fn bound(id: i64) -> SocialAccountEvent {
     SocialAccountEvent::UserBound(UserBound {
         user_id: user_id(id),
         via: BindMethod::PhoneMatch,
+        occurred_at: now(),
+    })
+}
+
+pub fn unbound(id: i64) -> SocialAccountEvent {
+    SocialAccountEvent::Unbound(Unbound {
+        user_id: user_id(id),
+        reason: UnbindReason::UserRequest,
         occurred_at: now(),
     })
 }

@@ -331,7 +331,8 @@ async fn existing_phone_only_refuses_an_unknown_phone_and_writes_nothing() {
 async fn a_closed_app_refuses_phone_binding_and_writes_nothing() {
     let mut world = World::with_policy(RegistrationPolicy::Closed);
     world.given(&account(), vec![session(1, KEY1)]).await;
-    wechat_verifies_phone(&mut world, APP);
+    // Closed refuses before spending a billed phone verification with WeChat.
+    world.wechat.expect_phone_number().never();
     // Closed means no phone matching either: the directory is not even asked.
     world.users.expect_find_by_phone().never();
     nothing_registered(&mut world);
