@@ -15,7 +15,7 @@ use serde::Deserialize;
 pub const ENV_PREFIX: &str = "MINIAUTH__";
 
 /// The appid of the demo app that the embedded default serves with the simulator.
-pub const DEMO_APPID: &str = "wxdemo0000000001";
+pub const DEMO_APPID: &str = "wxdemo000000000001";
 
 /// A secret from the file or the environment; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -1,1 +1,5 @@
+//! The `miniauth` binary: reads the configuration, wires the adapters, runs a subcommand.
+
+mod config;
+
 fn main() {}
