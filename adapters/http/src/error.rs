@@ -299,11 +299,17 @@ pub fn error_catalog() -> Vec<ErrorRow> {
         if rows.iter().any(|row| row.code == rendered.code) {
             continue;
         }
+        let meaning = match &error {
+            ApiError::App(e) if rendered.status == StatusCode::INTERNAL_SERVER_ERROR => {
+                format!("{e} (logged; clients get a generic message)")
+            }
+            _ => rendered.detail,
+        };
         rows.push(ErrorRow {
             code: rendered.code,
             status: rendered.status.as_u16(),
             gitegg: gitegg_code(rendered.code, rendered.status),
-            meaning: rendered.detail,
+            meaning,
         });
     }
     rows

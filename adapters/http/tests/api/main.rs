@@ -1,0 +1,8 @@
+//! The HTTP API driven through the router with `oneshot`, over a real `MiniAuth` on
+//! cqrs-es' in-memory event store and in-memory fakes of the other ports.
+
+mod docs;
+mod gitegg;
+mod ops;
+mod support;
+mod v1;
