@@ -8,7 +8,7 @@
 //! * hardening: a body limit, a request timeout, an `x-request-id` on every response and
 //!   in the span of every log line, structured logs without secrets or personal data.
 //!
-//! ```ignore
+//! ```text
 //! let state = ApiState::new(auth, jwks, Arc::new(readiness), HttpConfig::new(tenant));
 //! serve(listener, router(state), shutdown_signal()).await?;
 //! ```
@@ -132,7 +132,11 @@ where
         .route("/wx/user/{appid}/unbind", get(gitegg::unbind::<ES>))
 }
 
-/// Every route of both APIs and operations, with the hardening layers.
+/// Every route of both APIs and operations, with the hardening layers (body limit,
+/// timeout, request id, span, metrics, one log line per request).
+///
+/// `ES::AC: Send`: the handlers hold the loaded aggregate context across awaits, and
+/// axum needs their futures to be `Send` (the contexts of cqrs-es' stores are).
 pub fn router<ES>(state: ApiState<ES>) -> Router
 where
     ES: EventStore<SocialAccount> + 'static,

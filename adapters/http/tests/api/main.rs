@@ -3,6 +3,8 @@
 
 mod docs;
 mod gitegg;
+mod logs;
 mod ops;
+mod serve;
 mod support;
 mod v1;
