@@ -73,6 +73,11 @@ impl AccountContext {
     pub fn sequence(&self) -> i64 {
         self.sequence
     }
+
+    /// The loaded state.
+    pub fn state(&self) -> &SocialAccount {
+        &self.state
+    }
 }
 
 impl AggregateContext<SocialAccount> for AccountContext {

@@ -1,0 +1,305 @@
+//! Test support: a fresh store per test on either engine, and tiny fakes of the ports
+//! the store does not implement (WeChat, tickets, access tokens, clock, limiter).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use miniauth_application::ports::{
+    AccessToken, AccessTokenError, AttemptLimiter, Clock, PortError, TicketClaims, TicketCodec,
+    TicketError, TokenIssuer, TokenSubject, VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
+};
+use miniauth_application::{
+    AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
+};
+use miniauth_domain::crypto::{encode_base64, Watermark, WatermarkPolicy};
+use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, TenantId};
+use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
+
+/// Which engine a contract test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own for one test, removed when dropped.
+pub struct TestDb {
+    pub config: StoreConfig,
+    pub backend: Backend,
+    pub dir: PathBuf,
+    pg: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "miniauth_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        let base = StoreConfig {
+            max_connections: 8,
+            data_dir: dir.clone(),
+            password_cost: PasswordCost::testing(),
+            refresh_ttl: Duration::days(30),
+            ..StoreConfig::default()
+        };
+        match backend {
+            Backend::Sqlite => Self {
+                config: StoreConfig {
+                    url: format!("sqlite://{}/miniauth.db", dir.display()),
+                    ..base
+                },
+                backend,
+                dir,
+                pg: None,
+            },
+            Backend::Postgres => {
+                let admin = std::env::var("MINIAUTH_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is needed for the storage contract tests and could not be \
+                         reached at {admin}: {e}.\nStart one, e.g. `apt-get install postgresql && \
+                         pg_ctlcluster 15 main start` (user postgres, trust auth on 127.0.0.1), or \
+                         `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`, \
+                         or point MINIAUTH_TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
+                    )
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .expect("CREATE DATABASE for a test");
+                pool.close().await;
+                let url = match admin.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("MINIAUTH_TEST_DATABASE_URL must end with /<database>"),
+                };
+                Self {
+                    config: StoreConfig {
+                        url,
+                        server_key: Some(ServerKey::generate()),
+                        ..base
+                    },
+                    backend,
+                    dir,
+                    pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    pub async fn connect(&self) -> Store {
+        Store::connect(&self.config)
+            .await
+            .expect("connect the store")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((admin, name)) = self.pg.take() {
+            // Drop runs outside any runtime we may block: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&pool)
+                                .await;
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub const APPID: &str = "wx4f4bc4dec97d474b";
+pub const TENANT: &str = "acme";
+
+pub fn appid() -> AppId {
+    AppId::parse(APPID).unwrap()
+}
+
+pub fn tenant() -> TenantId {
+    TenantId::parse(TENANT).unwrap()
+}
+
+pub fn catalog(policy: RegistrationPolicy) -> AppCatalog {
+    AppCatalog::new([AppSettings {
+        appid: appid(),
+        tenant: tenant(),
+        registration: policy,
+        watermark: WatermarkPolicy::default(),
+    }])
+}
+
+/// WeChat as the tests need it: a login code `o-<openid>` or `o-<openid>-<anything>`
+/// names the openid; a phone code `p-<digits>` names the number. Session keys are fresh
+/// each time and remembered, so tests can look for them.
+#[derive(Default)]
+pub struct FakeWeChat {
+    pub session_keys: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl WeChatApi for FakeWeChat {
+    async fn code_to_session(
+        &self,
+        _: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<WeChatSession, WeChatError> {
+        let rest = code
+            .expose()
+            .strip_prefix("o-")
+            .ok_or(WeChatError::InvalidCode)?;
+        let openid = rest.split('-').next().unwrap_or(rest);
+        let key_text = encode_base64(&rand::random::<[u8; 16]>());
+        self.session_keys.lock().unwrap().push(key_text.clone());
+        Ok(WeChatSession {
+            openid: OpenId::parse(openid).map_err(|_| WeChatError::InvalidCode)?,
+            unionid: None,
+            session_key: SessionKey::parse(&key_text).expect("a 16-byte key"),
+        })
+    }
+
+    async fn phone_number(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+        _: &OpenId,
+    ) -> Result<VerifiedPhone, WeChatError> {
+        let digits = code
+            .expose()
+            .strip_prefix("p-")
+            .ok_or(WeChatError::InvalidCode)?;
+        Ok(VerifiedPhone {
+            phone: PhoneNumber::new(digits, "86").map_err(|_| WeChatError::InvalidCode)?,
+            watermark: Watermark {
+                appid: appid.as_str().to_owned(),
+                timestamp: Utc::now().timestamp(),
+            },
+        })
+    }
+}
+
+/// Tickets as plain text: enough for tests, never for production.
+pub struct PlainTickets;
+
+impl TicketCodec for PlainTickets {
+    fn issue(&self, c: &TicketClaims) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            c.appid,
+            c.openid,
+            c.session_seq,
+            c.issued_at.timestamp(),
+            c.expires_at.timestamp()
+        )
+    }
+
+    fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError> {
+        let parts: Vec<&str> = ticket.split('|').collect();
+        let [appid, openid, seq, issued, expires] = parts[..] else {
+            return Err(TicketError::Malformed);
+        };
+        let at = |s: &str| {
+            s.parse()
+                .ok()
+                .and_then(|t| DateTime::from_timestamp(t, 0))
+                .ok_or(TicketError::Malformed)
+        };
+        let claims = TicketClaims {
+            appid: AppId::parse(appid).map_err(|_| TicketError::Malformed)?,
+            openid: OpenId::parse(openid).map_err(|_| TicketError::Malformed)?,
+            session_seq: seq.parse().map_err(|_| TicketError::Malformed)?,
+            issued_at: at(issued)?,
+            expires_at: at(expires)?,
+        };
+        if claims.expires_at <= now {
+            return Err(TicketError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// Access tokens as plain text.
+pub struct PlainTokens;
+
+impl TokenIssuer for PlainTokens {
+    fn issue(&self, s: &TokenSubject, _: DateTime<Utc>) -> Result<AccessToken, PortError> {
+        Ok(AccessToken {
+            token: format!("{}|{}", s.user_id, s.tenant),
+            expires_in: 900,
+        })
+    }
+
+    fn verify(&self, _: &str, _: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+pub struct NoLimit;
+
+impl AttemptLimiter for NoLimit {
+    fn check(&self, _: &str, _: DateTime<Utc>) -> Result<(), u64> {
+        Ok(())
+    }
+    fn record_failure(&self, _: &str, _: DateTime<Utc>) {}
+    fn reset(&self, _: &str) {}
+}
+
+/// The real use cases over this store, with fakes for the rest.
+pub fn service(
+    store: &Store,
+    events: AccountEventStore,
+    wechat: Arc<FakeWeChat>,
+    policy: RegistrationPolicy,
+) -> MiniAuth<AccountEventStore> {
+    MiniAuth::new(
+        Ports {
+            wechat,
+            users: Arc::new(store.users()),
+            registry: Arc::new(store.registry()),
+            tickets: Arc::new(PlainTickets),
+            tokens: Arc::new(PlainTokens),
+            refresh: Arc::new(store.refresh_tokens()),
+            vault: Arc::new(store.vault()),
+            clock: Arc::new(SystemClock),
+            limiter: Arc::new(NoLimit),
+            events,
+        },
+        catalog(policy),
+        Lifetimes::default(),
+    )
+}
