@@ -94,7 +94,7 @@ async fn faulty(
 
 fn wechat_error((code, message): WxError) -> Response {
     let rid: u32 = rand::random();
-    Json(json!({ "errcode": code, "errmsg": format!("{message} rid: {rid:08x}") })).into_response()
+    Json(json!({ "errcode": code, "errmsg": format!("{message}, rid: {rid:08x}") })).into_response()
 }
 
 fn json_body(body: &Bytes) -> Result<Value, WxError> {
