@@ -646,7 +646,7 @@ impl Inner {
     ) -> Result<Value, Failure> {
         let max = self.retry.max_attempts.max(1);
         for attempt in 1..=max {
-            let reason = match self.attempt(build()).await {
+            let reason = match self.attempt(endpoint, build()).await {
                 Attempt::Answer(value) => return Ok(value),
                 Attempt::Final(failure) => return Err(failure),
                 Attempt::Unprocessed(reason) => reason,
@@ -678,7 +678,7 @@ impl Inner {
         exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
 
-    async fn attempt(&self, request: RequestBuilder) -> Attempt {
+    async fn attempt(&self, endpoint: &'static str, request: RequestBuilder) -> Attempt {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_connect() => return Attempt::Unprocessed("connect failed"),
@@ -719,7 +719,7 @@ impl Inner {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                tracing::info!(errcode = code, "WeChat refused the call");
+                tracing::info!(endpoint, errcode = code, "WeChat refused the call");
                 Attempt::Final(Failure::ErrCode { code, message })
             }
         }
@@ -748,4 +748,48 @@ fn parse_answer<T: for<'de> Deserialize<'de>>(
         };
         malformed(endpoint, &what)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let client = WeChatClient::new(ClientConfig {
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_millis(300),
+                ..RetryPolicy::default()
+            },
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        for _ in 0..50 {
+            let first = client.inner.backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let second = client.inner.backoff(2);
+            assert!(second >= Duration::from_millis(100) && second <= Duration::from_millis(200));
+            let capped = client.inner.backoff(10);
+            assert!(capped >= Duration::from_millis(150) && capped <= Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn only_final_answers_about_a_code_are_remembered() {
+        assert!(is_definitive(&WeChatError::InvalidCode));
+        assert!(is_definitive(&WeChatError::CodeUsed));
+        assert!(is_definitive(&WeChatError::BlockedUser));
+        assert!(!is_definitive(&WeChatError::RateLimited));
+        assert!(!is_definitive(&WeChatError::Unavailable {
+            retry_after_secs: 1
+        }));
+        assert!(!is_definitive(&WeChatError::BadAppCredentials));
+    }
+
+    #[test]
+    fn access_tokens_stay_out_of_debug() {
+        let token = WeChatAccessToken("ACCESS-TOKEN-VALUE".into());
+        assert!(!format!("{token:?}").contains("ACCESS-TOKEN-VALUE"));
+    }
 }

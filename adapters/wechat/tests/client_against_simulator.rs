@@ -288,7 +288,7 @@ async fn a_timeout_on_code2session_is_not_replayed() {
         .set_faults(only(
             Endpoint::Jscode2Session,
             Fault {
-                delay_ms: 400,
+                delay_ms: 300,
                 ..Fault::default()
             },
         ))
@@ -300,7 +300,7 @@ async fn a_timeout_on_code2session_is_not_replayed() {
     ));
     assert_eq!(calls(&sim, Endpoint::Jscode2Session), 1);
     // WeChat did process it after all: the code is spent.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     sim.simulator().set_faults(Faults::none()).unwrap();
     assert_eq!(
         client.code_to_session(&appid(BOUND), &code(&login)).await,
