@@ -131,6 +131,9 @@ impl Default for StoreConfig {
 /// Why the store could not be opened or used.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// A configuration value is out of range (pool size, password cost).
+    #[error("store configuration: {0}")]
+    InvalidConfig(String),
     /// The URL is neither `sqlite:` nor `postgres:`, or does not parse.
     #[error("store url: {0}")]
     BadUrl(String),

@@ -65,11 +65,22 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true);
-            create_parent_dir(options.get_filename())?;
-            Pool::Sqlite(
+            let file = options.get_filename().to_string_lossy().into_owned();
+            let in_memory = file.is_empty() || file == ":memory:" || url.contains("mode=memory");
+            let pool = if in_memory {
+                // Every connection to `sqlite::memory:` is a database of its own: keep
+                // exactly one, forever (tests and throwaway runs).
                 SqlitePoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                create_parent_dir(options.get_filename())?;
+                SqlitePoolOptions::new().max_connections(max)
+            };
+            Pool::Sqlite(
+                pool.acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await?,
             )
@@ -114,10 +125,6 @@ impl Db {
 }
 
 fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
-    let text = file.to_string_lossy();
-    if text.is_empty() || text == ":memory:" {
-        return Ok(());
-    }
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             StoreError::BadUrl(format!("cannot create directory {}: {e}", parent.display()))

@@ -11,6 +11,8 @@
 //!
 //! Open it with [`Store::connect`]; see `docs/operations.md`.
 
+#![warn(missing_docs)]
+
 mod config;
 mod crypto;
 mod db;
@@ -80,7 +82,7 @@ impl Store {
         let store = Self {
             events: AccountEventStore::new(db.clone(), read_models.clone()),
             users: SqlUserDirectory::new(db.clone(), keys.clone(), config.password_cost)
-                .map_err(StoreError::Corrupt)?,
+                .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone()),
             refresh: SqlRefreshTokens::new(db.clone(), config.refresh_ttl),
             vault: SqlVault::new(db.clone(), keys.clone()),

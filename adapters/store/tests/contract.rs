@@ -1247,3 +1247,52 @@ async fn default_sqlite_url_creates_file_and_directory() {
     assert!(nested.join("miniauth.db").exists());
     assert_eq!(store.engine(), miniauth_store::Engine::Sqlite);
 }
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_one_database() {
+    let config = miniauth_store::StoreConfig {
+        url: "sqlite::memory:".into(),
+        server_key: Some(miniauth_store::ServerKey::generate()),
+        password_cost: miniauth_store::PasswordCost::testing(),
+        ..Default::default()
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let es = store.event_store();
+    run(&es, &account("o-mem"), obtain("o-mem")).await;
+    run(&es, &account("o-mem"), obtain("o-mem")).await;
+    assert_eq!(store.events_after(0, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .account(&appid(), &OpenId::parse("o-mem").unwrap())
+            .await
+            .unwrap()
+            .map(|v| v.sequence),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_and_costs_are_refused_clearly() {
+    let bad_url = miniauth_store::StoreConfig {
+        url: "mysql://x".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Store::connect(&bad_url).await,
+        Err(StoreError::BadUrl(_))
+    ));
+    let bad_cost = miniauth_store::StoreConfig {
+        url: "sqlite::memory:".into(),
+        server_key: Some(miniauth_store::ServerKey::generate()),
+        password_cost: miniauth_store::PasswordCost {
+            memory_kib: 1,
+            iterations: 0,
+            parallelism: 0,
+        },
+        ..Default::default()
+    };
+    assert!(matches!(
+        Store::connect(&bad_cost).await,
+        Err(StoreError::InvalidConfig(_))
+    ));
+}
