@@ -72,7 +72,13 @@ impl TestDb {
             Backend::Postgres => {
                 let admin = std::env::var("MINIAUTH_TEST_DATABASE_URL")
                     .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
-                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                let mut admin_conn = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin),
+                )
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+                .unwrap_or_else(|e| {
                     panic!(
                         "PostgreSQL is needed for the storage contract tests and could not be \
                          reached at {admin}: {e}.\nStart one, e.g. `apt-get install postgresql && \
@@ -82,10 +88,10 @@ impl TestDb {
                     )
                 });
                 sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
+                    .execute(&mut admin_conn)
                     .await
                     .expect("CREATE DATABASE for a test");
-                pool.close().await;
+                let _ = sqlx::Connection::close(admin_conn).await;
                 let url = match admin.rsplit_once('/') {
                     Some((server, _)) => format!("{server}/{name}"),
                     None => panic!("MINIAUTH_TEST_DATABASE_URL must end with /<database>"),
