@@ -249,7 +249,7 @@ async fn long_history_loads_as_fast_as_a_new_account(backend: Backend) {
     assert_eq!(context.aggregate().latest_session(), 10_000);
     // A replay of 10,000 events takes far longer than this bound; the state row does not.
     assert!(
-        long < short * 5 + std::time::Duration::from_millis(5),
+        long < short * 5 + std::time::Duration::from_millis(20),
         "10,000-event account loaded in {long:?}, a new one in {short:?}"
     );
 }
@@ -684,8 +684,24 @@ async fn read_models_catch_up_after_a_crash(backend: Backend) {
     assert_eq!(view.sequence, 4);
     let bindings = restarted.bindings_of(outcome.user_id).await.unwrap();
     assert_eq!(bindings.len(), 1);
-    // Catch-up again changes nothing.
+    // Catch-up again changes nothing; nor does replaying the whole log into the
+    // read models once more (each row remembers the sequence it reflects).
     assert_eq!(restarted.catch_up().await.unwrap().events, 0);
+    rewind_checkpoint(&db).await;
+    assert_eq!(restarted.read_models().lag().await.unwrap(), 4);
+    assert_eq!(restarted.catch_up().await.unwrap().events, 4);
+    assert_eq!(
+        restarted.bindings_of(outcome.user_id).await.unwrap(),
+        bindings
+    );
+    assert_eq!(
+        restarted
+            .registry()
+            .bindings_of(outcome.user_id)
+            .await
+            .unwrap(),
+        bindings
+    );
     assert_eq!(
         restarted
             .account(&appid(), &OpenId::parse("crash").unwrap())
@@ -707,6 +723,24 @@ async fn read_models_catch_up_after_a_crash(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(late.map(|v| v.latest_session), Some(1));
+}
+
+/// Sets the read models' checkpoint back to the start of the log, behind the store's
+/// back.
+async fn rewind_checkpoint(db: &TestDb) {
+    const SQL: &str = "UPDATE projection_checkpoints SET position = 0";
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
+            sqlx::query(SQL).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
+            sqlx::query(SQL).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
 }
 
 /// Two instances over one database, as in production.
