@@ -1,0 +1,418 @@
+//! `miniauth demo`: plays a mini program against a running miniauth (or one it starts
+//! on the embedded default) and walks the whole flow, printing each step.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context};
+use miniauth_domain::AppId;
+use miniauth_wechat::sim::{DeviceClient, NewSimUser};
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::wiring;
+
+/// Where the demo plays.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The miniauth to play against (default: the configured `server.listen`). When it
+    /// does not answer, the demo starts its own on the embedded default.
+    #[arg(long)]
+    server: Option<String>,
+    /// The simulator's device API (default: the configured `wechat.simulator_listen`).
+    #[arg(long)]
+    sim: Option<String>,
+    /// The admin token (default: the embedded default's `data/admin.token`).
+    #[arg(long, env = "MINIAUTH_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+struct Target {
+    server: String,
+    device: DeviceClient,
+    admin_token: String,
+    appid: AppId,
+    /// Keeps a self-started service alive for the demo's duration.
+    _own: Option<OwnService>,
+}
+
+struct OwnService {
+    _dir: tempfile::TempDir,
+    _simulator: Option<miniauth_wechat::sim::RunningSimulator>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the demo; fails at the first step that does not behave as documented.
+pub async fn run(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
+    let target = target(config, args).await?;
+    let http = reqwest::Client::new();
+    let demo = Demo {
+        http: &http,
+        target: &target,
+    };
+    demo.walk().await?;
+    println!("\ndemo complete: every step behaved as documented");
+    Ok(())
+}
+
+async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
+    let server = args
+        .server
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let healthy = reqwest::Client::new()
+        .get(format!("{server}/healthz"))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let appid = config
+        .apps
+        .first()
+        .map(|a| AppId::parse(&a.appid))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("apps[0].appid: {}", e.reason))?
+        .context("no app configured")?;
+    if healthy {
+        let sim = args
+            .sim
+            .unwrap_or_else(|| format!("http://{}", config.wechat.simulator_listen));
+        let admin_token = match args.admin_token {
+            Some(token) => token,
+            None => std::fs::read_to_string(config.store.data_dir.join("admin.token"))
+                .map(|t| t.trim().to_owned())
+                .context("no admin token: pass --admin-token (or MINIAUTH_ADMIN_TOKEN)")?,
+        };
+        println!("playing against {server} (simulator {sim})");
+        return Ok(Target {
+            server,
+            device: DeviceClient::new(sim),
+            admin_token,
+            appid,
+            _own: None,
+        });
+    }
+    println!("no miniauth answers at {server}: starting one on the embedded default");
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut own = Config::load_with_env(None, &[])?;
+    own.store.data_dir = dir.path().to_owned();
+    own.store.url = format!("sqlite://{}", dir.path().join("miniauth.db").display());
+    let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut built = wiring::build(&own, Some(ephemeral)).await?;
+    let listener = tokio::net::TcpListener::bind(ephemeral).await?;
+    let server = format!("http://{}", listener.local_addr()?);
+    let router = built.router.clone();
+    let task = tokio::spawn(async move {
+        let _ = miniauth_http::serve(listener, router, std::future::pending()).await;
+    });
+    let simulator = built
+        .simulator
+        .take()
+        .context("the embedded default has a simulator")?;
+    let admin_token = std::fs::read_to_string(dir.path().join("admin.token"))?
+        .trim()
+        .to_owned();
+    println!("started {server} (simulator {})", simulator.base_url());
+    Ok(Target {
+        server,
+        device: simulator.device(),
+        admin_token,
+        appid: AppId::parse(crate::config::DEMO_APPID).expect("valid demo appid"),
+        _own: Some(OwnService {
+            _dir: dir,
+            _simulator: Some(simulator),
+            _server: task,
+        }),
+    })
+}
+
+struct Demo<'a> {
+    http: &'a reqwest::Client,
+    target: &'a Target,
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n[{n}] {text}");
+}
+
+fn show(label: &str, value: impl std::fmt::Display) {
+    println!("    {label}: {value}");
+}
+
+/// Shortens a credential for display: enough to tell two apart, not to use one.
+fn short(secret: &str) -> String {
+    format!("{}…", secret.chars().take(10).collect::<String>())
+}
+
+impl Demo<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.target.server)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Value,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn expect(
+        &self,
+        path: &str,
+        body: Value,
+        bearer: Option<&str>,
+        want: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let (status, answer) = self.post(path, body, bearer).await?;
+        if status != want {
+            bail!("POST {path}: expected {want}, got {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    async fn login(&self, sim_user: u64) -> anyhow::Result<Value> {
+        let code = self
+            .target
+            .device
+            .login(&self.target.appid, sim_user)
+            .await?;
+        self.expect(
+            &format!("/v1/apps/{}/sessions", self.target.appid),
+            json!({ "code": code }),
+            None,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    async fn walk(&self) -> anyhow::Result<()> {
+        let appid = &self.target.appid;
+        let device = &self.target.device;
+        let phone = format!("139{:08}", rand::thread_rng().gen_range(0..100_000_000u32));
+
+        step(
+            1,
+            "a new WeChat user opens the mini program: wx.login → POST /v1/apps/{appid}/sessions",
+        );
+        let alice = device
+            .create_user(&NewSimUser {
+                nickname: "Alice".into(),
+                avatar_url: "https://example.com/alice.png".into(),
+                phone: Some(phone.clone()),
+                country_code: "86".into(),
+            })
+            .await?;
+        let session = self.login(alice).await?;
+        show("bound", &session["bound"]);
+        show(
+            "ticket",
+            short(session["ticket"].as_str().unwrap_or_default()),
+        );
+        if session["bound"] != json!(false) {
+            bail!("a new WeChat user must not be bound");
+        }
+        let ticket = session["ticket"].as_str().unwrap_or_default().to_owned();
+
+        step(
+            2,
+            "the user picks avatar and nickname: POST /v1/apps/{appid}/profile",
+        );
+        let profile = self
+            .expect(
+                &format!("/v1/apps/{appid}/profile"),
+                json!({ "ticket": ticket, "nickname": "Alice", "avatar_url": "https://example.com/alice.png" }),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        show("nickname", &profile["nickname"]);
+
+        step(
+            3,
+            "the user taps the phone button: POST /v1/apps/{appid}/phone {ticket, code}",
+        );
+        let bundle = device.phone(appid, alice).await?;
+        let registered = self
+            .expect(
+                &format!("/v1/apps/{appid}/phone"),
+                json!({ "ticket": ticket, "code": bundle.code }),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        show("registered a new user", &registered["registered"]);
+        show("user_id", &registered["user_id"]);
+        if registered["registered"] != json!(true) {
+            bail!("a new phone under policy auto must register a user");
+        }
+        let alice_user = registered["user_id"].clone();
+
+        step(4, "she comes back later: one round trip logs her in");
+        let again = self.login(alice).await?;
+        show("bound", &again["bound"]);
+        show("tokens at once", again["tokens"].is_object());
+        if again["bound"] != json!(true) || !again["tokens"].is_object() {
+            bail!("a returning bound user must get tokens in one round trip");
+        }
+        let refresh = again["tokens"]["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+
+        step(
+            5,
+            "an administrator adds a password user: POST /v1/admin/users",
+        );
+        let account = format!("bob{}", rand::thread_rng().gen_range(0..1_000_000u32));
+        let bob = self
+            .expect(
+                "/v1/admin/users",
+                json!({ "account": account, "password": "correct horse battery", "nickname": "Bob" }),
+                Some(&self.target.admin_token),
+                StatusCode::CREATED,
+            )
+            .await?;
+        show("user_id", &bob["user_id"]);
+
+        step(
+            6,
+            "Bob declines the phone and binds with account + password",
+        );
+        let bob_wechat = device
+            .create_user(&NewSimUser {
+                nickname: "Bob".into(),
+                avatar_url: String::new(),
+                phone: None,
+                country_code: "86".into(),
+            })
+            .await?;
+        let bob_session = self.login(bob_wechat).await?;
+        let bob_tokens = self
+            .expect(
+                "/v1/token",
+                json!({ "grant_type": "password", "account": account, "password": "correct horse battery" }),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        let bob_access = bob_tokens["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let bound = self
+            .expect(
+                &format!("/v1/apps/{appid}/binding"),
+                json!({ "ticket": bob_session["ticket"] }),
+                Some(&bob_access),
+                StatusCode::OK,
+            )
+            .await?;
+        show("bound to user", &bound["user_id"]);
+        if bound["user_id"] != bob["user_id"] {
+            bail!("the binding must be Bob's");
+        }
+
+        step(7, "Bob unbinds this app: DELETE /v1/apps/{appid}/binding");
+        let response = self
+            .http
+            .delete(self.url(&format!("/v1/apps/{appid}/binding")))
+            .bearer_auth(&bob_access)
+            .send()
+            .await?;
+        show("status", response.status());
+        if response.status() != StatusCode::NO_CONTENT {
+            bail!("unbind answered {}", response.status());
+        }
+        let after = self.login(bob_wechat).await?;
+        show("bound after unbind", &after["bound"]);
+
+        step(
+            8,
+            "Alice refreshes: POST /v1/token grant_type=refresh_token (rotation)",
+        );
+        let rotated = self
+            .expect(
+                "/v1/token",
+                json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        show(
+            "new refresh token",
+            short(rotated["refresh_token"].as_str().unwrap_or_default()),
+        );
+
+        step(
+            9,
+            "someone replays the old refresh token: reuse detected, the family revoked",
+        );
+        let (status, problem) = self
+            .post(
+                "/v1/token",
+                json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
+                None,
+            )
+            .await?;
+        show("status", status);
+        show("code", &problem["code"]);
+        if status != StatusCode::UNAUTHORIZED || problem["code"] != json!("refresh_token_reused") {
+            bail!("reuse must be refused with refresh_token_reused");
+        }
+        let (status, _) = self
+            .post(
+                "/v1/token",
+                json!({ "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"] }),
+                None,
+            )
+            .await?;
+        show("the rotated token after reuse", status);
+        if status != StatusCode::UNAUTHORIZED {
+            bail!("reuse must revoke the whole family");
+        }
+
+        step(10, "Alice logs in again and logs out: POST /v1/logout");
+        let fresh = self.login(alice).await?;
+        let access = fresh["tokens"]["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let refresh = fresh["tokens"]["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let response = self
+            .http
+            .post(self.url("/v1/logout"))
+            .bearer_auth(&access)
+            .json(&json!({ "refresh_token": refresh }))
+            .send()
+            .await?;
+        show("logout", response.status());
+        let (status, _) = self
+            .post(
+                "/v1/token",
+                json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
+                None,
+            )
+            .await?;
+        show("refresh after logout", status);
+        if status != StatusCode::UNAUTHORIZED {
+            bail!("a logged-out refresh token must be refused");
+        }
+        show("alice", &alice_user);
+        Ok(())
+    }
+}

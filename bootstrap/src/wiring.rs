@@ -1,0 +1,334 @@
+//! Builds the service from the configuration: the store, the keys, WeChat (real or the
+//! in-process simulator), the use cases and the HTTP router. Only wiring lives here.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
+use miniauth_domain::crypto::WatermarkPolicy;
+use miniauth_http::{AdminToken, ApiState, HttpConfig, Readiness};
+use miniauth_security::{
+    generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings,
+    MemoryAttemptLimiter, SystemClock,
+};
+use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
+use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
+use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
+
+use crate::config::{Config, ResolvedApp, Secret};
+
+/// The use cases over the real adapters.
+pub type Service = MiniAuth<AccountEventStore>;
+
+/// Password attempts allowed per account and per client IP within the window.
+const PASSWORD_FAILURES: u32 = 5;
+/// The window of failed password attempts.
+const PASSWORD_WINDOW_MINUTES: i64 = 15;
+
+/// Everything `serve` runs.
+pub struct Built {
+    /// The use cases.
+    pub service: Arc<Service>,
+    /// The store (for subcommands that read it directly).
+    pub store: Store,
+    /// The HTTP API.
+    pub router: axum::Router,
+    /// The in-process simulator, when `api_base = "simulator"`.
+    pub simulator: Option<RunningSimulator>,
+    /// Where the admin token of the embedded default was written, if it was generated.
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// Opens the store described by the configuration (migrating it).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let store_config = StoreConfig {
+        url: config.store.url.clone(),
+        max_connections: config.store.max_connections,
+        data_dir: config.store.data_dir.clone(),
+        server_key: config.server_key(&env)?.map(ServerKey::new),
+        refresh_ttl: chrono::Duration::seconds(config.tokens.refresh_ttl_secs),
+        password_cost: PasswordCost::default(),
+    };
+    Store::connect(&store_config)
+        .await
+        .with_context(|| format!("opening the store at {}", redact_url(&config.store.url)))
+}
+
+/// Builds the whole service. `simulator_listen` overrides where the in-process
+/// simulator listens (tests and the demo use port 0).
+pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> anyhow::Result<Built> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let apps = config.resolve_apps(&env)?;
+    let store = open_store(config).await?;
+
+    let simulator = if config.wechat.is_simulator() {
+        let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
+        let running = miniauth_wechat::sim::start(listen, simulator_config(&apps))
+            .await
+            .with_context(|| format!("starting the WeChat simulator on {listen}"))?;
+        Some(running)
+    } else {
+        None
+    };
+    let api_base = match &simulator {
+        Some(running) => running.base_url(),
+        None => config.wechat.api_base.clone(),
+    };
+    let wechat = WeChatClient::new(ClientConfig {
+        api_base,
+        timeout: std::time::Duration::from_millis(config.wechat.timeout_ms),
+        connect_timeout: std::time::Duration::from_millis(config.wechat.connect_timeout_ms),
+        retry: RetryPolicy::default(),
+        apps: apps
+            .iter()
+            .map(|app| AppCredentials {
+                appid: app.appid.clone(),
+                secret: miniauth_wechat::Secret::new(app.secret.expose()),
+            })
+            .collect(),
+    })
+    .context("configuring the WeChat client")?;
+
+    // Shared by every instance through the store, so tickets and tokens minted by one
+    // verify on all of them.
+    let ticket_key = store
+        .key_material("ticket-hmac", || random_key_32().to_vec())
+        .await
+        .context("loading the ticket key")?;
+    let ticket_key: [u8; 32] = ticket_key
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the stored ticket key is not 32 bytes"))?;
+    let jwt = jwt_issuer(config, &store).await?;
+    let jwks = jwt.jwks();
+
+    let catalog = AppCatalog::new(apps.iter().map(|app| AppSettings {
+        appid: app.appid.clone(),
+        tenant: app.tenant.clone(),
+        registration: app.registration,
+        watermark: WatermarkPolicy {
+            max_age: app.watermark_max_age,
+        },
+    }));
+    let lifetimes = Lifetimes {
+        ticket: chrono::Duration::seconds(config.tokens.ticket_ttl_secs),
+        access: chrono::Duration::seconds(config.tokens.access_ttl_secs),
+    };
+    let limiter = MemoryAttemptLimiter::new(
+        PASSWORD_FAILURES,
+        chrono::Duration::minutes(PASSWORD_WINDOW_MINUTES),
+    )
+    .map_err(|e| anyhow::anyhow!("password limiter: {e}"))?;
+    let service = Arc::new(MiniAuth::new(
+        Ports {
+            wechat: Arc::new(wechat),
+            users: Arc::new(store.users()),
+            registry: Arc::new(store.registry()),
+            tickets: Arc::new(HmacTicketCodec::new(ticket_key)),
+            tokens: Arc::new(jwt),
+            refresh: Arc::new(store.refresh_tokens()),
+            vault: Arc::new(store.vault()),
+            clock: Arc::new(SystemClock),
+            limiter: Arc::new(limiter),
+            events: store.event_store(),
+        },
+        catalog,
+        lifetimes,
+    ));
+
+    let (admin_token, admin_token_file) = admin_token(config, &env)?;
+    let default_tenant = apps
+        .first()
+        .map(|app| app.tenant.clone())
+        .context("no app configured")?;
+    let mut http = HttpConfig::new(default_tenant);
+    http.admin_token = admin_token;
+    http.request_timeout = std::time::Duration::from_millis(config.server.request_timeout_ms);
+    http.compat_clients = config
+        .compat
+        .clients
+        .iter()
+        .map(|c| (c.id.clone(), miniauth_http::Secret::new(c.secret.expose())))
+        .collect();
+    let state = ApiState::new(
+        service.clone(),
+        Arc::new(jwks),
+        Arc::new(StoreReadiness(store.clone())),
+        http,
+    );
+    Ok(Built {
+        service,
+        router: miniauth_http::router(state),
+        store,
+        simulator,
+        admin_token_file,
+    })
+}
+
+/// The simulator serves the configured apps with the same secrets, so a real client
+/// configuration works against it unchanged.
+pub fn simulator_config(apps: &[ResolvedApp]) -> SimConfig {
+    SimConfig {
+        apps: apps
+            .iter()
+            .map(|app| SimApp {
+                appid: app.appid.clone(),
+                secret: miniauth_wechat::Secret::new(app.secret.expose()),
+                unionid: app.unionid,
+            })
+            .collect(),
+        faults: Default::default(),
+    }
+}
+
+async fn jwt_issuer(config: &Config, store: &Store) -> anyhow::Result<JwtIssuer> {
+    let settings = JwtSettings {
+        issuer: config.tokens.issuer.clone(),
+        audience: config.tokens.audience.clone(),
+        access_ttl: chrono::Duration::seconds(config.tokens.access_ttl_secs),
+    };
+    match config.tokens.algorithm.as_str() {
+        "RS256" => {
+            let path = config
+                .tokens
+                .rs256_key_file
+                .as_deref()
+                .context("tokens.rs256_key_file is required for RS256")?;
+            let pem = std::fs::read(path).with_context(|| {
+                format!("tokens.rs256_key_file: cannot read {}", path.display())
+            })?;
+            JwtIssuer::rs256_pem(&pem, settings)
+                .map_err(|e| anyhow::anyhow!("tokens.rs256_key_file: {e}"))
+        }
+        _ => {
+            let der = store
+                .key_material("jwt-ed25519", generate_ed25519_pkcs8)
+                .await
+                .context("loading the JWT signing key")?;
+            JwtIssuer::ed25519(&der, settings).map_err(|e| anyhow::anyhow!("JWT key: {e}"))
+        }
+    }
+}
+
+/// The configured admin token; the embedded default generates one into the data
+/// directory (0600) so that `miniauth demo` and `curl` on the same machine can use it.
+fn admin_token(
+    config: &Config,
+    env: &[(String, String)],
+) -> anyhow::Result<(Option<AdminToken>, Option<std::path::PathBuf>)> {
+    if let Some(token) = config.admin_token(env)? {
+        let token = AdminToken::new(token.expose())
+            .map_err(|e| anyhow::anyhow!("admin.token: {}", e.reason))?;
+        return Ok((Some(token), None));
+    }
+    if !config.demo {
+        return Ok((None, None));
+    }
+    let path = config.store.data_dir.join("admin.token");
+    let token = read_or_create_secret_file(&path, || hex::encode(random_key_32()))?;
+    let token = AdminToken::new(token.expose())
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.reason))?;
+    Ok((Some(token), Some(path)))
+}
+
+/// Reads a secret file, or creates it with owner-only permissions.
+pub fn read_or_create_secret_file(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<Secret> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            bail!("{} is empty", path.display());
+        }
+        return Ok(Secret::new(text));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let value = generate();
+    write_private(path, &value)?;
+    Ok(Secret::new(value))
+}
+
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(value.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `postgres://user:password@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+struct StoreReadiness(Store);
+
+#[async_trait]
+impl Readiness for StoreReadiness {
+    async fn check(&self) -> Result<(), String> {
+        self.0
+            .ping()
+            .await
+            .map_err(|_| "the store does not answer".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/miniauth"),
+            "postgres://app:***@db:5432/miniauth"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/miniauth.db"),
+            "sqlite://data/miniauth.db"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_created_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/admin.token");
+        let first = read_or_create_secret_file(&path, || "a".repeat(32)).unwrap();
+        let second = read_or_create_secret_file(&path, || "b".repeat(32)).unwrap();
+        assert_eq!(first, second);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
