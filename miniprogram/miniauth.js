@@ -159,6 +159,17 @@ export function createMiniAuth(options) {
     return held.ticket;
   }
 
+  // A call with the held ticket. A ticket refused as stale is dropped, so that the
+  // next login() starts a new session instead of offering it again.
+  async function withTicket(method, path, data, accessToken) {
+    try {
+      return await api(method, path, data, accessToken);
+    } catch (e) {
+      if (e.needsLogin) save(TICKET_KEY, null);
+      throw e;
+    }
+  }
+
   // wx.request resolves for every HTTP status; only a transport failure lands in `fail`.
   async function send(req) {
     const header = Object.assign({}, req.header);
@@ -336,7 +347,7 @@ export function createMiniAuth(options) {
       }
       body = { ticket, nickname, avatar_url: avatarUrl };
     }
-    const answer = await api('POST', `${appPath}/profile`, body);
+    const answer = await withTicket('POST', `${appPath}/profile`, body);
     const held = heldTicket();
     if (held) save(TICKET_KEY, Object.assign({}, held, { has_profile: true }));
     return { nickname: answer.nickname, avatarUrl: answer.avatar_url };
@@ -362,7 +373,7 @@ export function createMiniAuth(options) {
       throw new MiniAuthError('invalid_event', 'the phone event carries neither code nor encryptedData + iv', 0);
     }
     const ticket = requireTicket();
-    const answer = await api('POST', `${appPath}/phone`, Object.assign({ ticket }, payload));
+    const answer = await withTicket('POST', `${appPath}/phone`, Object.assign({ ticket }, payload));
     const tokens = saveTokens(answer.tokens);
     save(TICKET_KEY, null);
     return { userId: answer.user_id, registered: !!answer.registered, tokens };
@@ -378,7 +389,7 @@ export function createMiniAuth(options) {
     const granted = await api('POST', '/v1/token', { grant_type: 'password', account, password });
     let bound;
     try {
-      bound = await api('POST', `${appPath}/binding`, { ticket }, granted.access_token);
+      bound = await withTicket('POST', `${appPath}/binding`, { ticket }, granted.access_token);
     } catch (e) {
       // Not bound: do not leave a login behind that the user did not end up with.
       api('POST', '/v1/logout', { refresh_token: granted.refresh_token }, granted.access_token).catch(() => {});

@@ -156,6 +156,9 @@ describe('the session-key race', () => {
       assert.equal(e.needsLogin, true);
       return true;
     });
+    await first.auth.login();
+    assert.equal(first.wx.logins, 2, 'the refused ticket is dropped: login() starts a new session');
+    assert.equal((await first.auth.submitPhone(await first.wx.phoneCodeEvent())).registered, true);
   });
 });
 
