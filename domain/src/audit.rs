@@ -99,6 +99,19 @@ impl ChainLink<'_> {
     }
 }
 
+/// One step of the evidence over the whole log: hex(SHA-256) over the cumulative hash
+/// so far, the event's global position and its chain hash, length-prefixed. Folding
+/// every event in position order from `""` gives the value a checkpoint records.
+pub fn cumulative_hash(previous: &str, position: i64, event_hash: &str) -> String {
+    let position = position.to_string();
+    let mut hasher = Sha256::new();
+    for part in [previous, position.as_str(), event_hash] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// One period during which the account was bound to a user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindingSpan {
@@ -256,6 +269,16 @@ mod tests {
             .hash(),
             base
         );
+    }
+
+    #[test]
+    fn cumulative_hash_depends_on_order_position_and_predecessor() {
+        let one = cumulative_hash("", 1, "a");
+        let two = cumulative_hash(&one, 2, "b");
+        assert_ne!(two, cumulative_hash(&cumulative_hash("", 2, "b"), 1, "a"));
+        assert_ne!(two, cumulative_hash(&one, 3, "b"));
+        assert_ne!(one, cumulative_hash("", 1, "b"));
+        assert_eq!(two, cumulative_hash(&cumulative_hash("", 1, "a"), 2, "b"));
     }
 
     #[test]

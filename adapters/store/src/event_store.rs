@@ -13,15 +13,14 @@
 //! * a per-aggregate turn within the process, so that concurrent commands on one
 //!   account queue instead of burning their bounded retries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use cqrs_es::{
-    Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
-};
-use miniauth_domain::{AccountError, SocialAccount, SocialAccountEvent};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use miniauth_domain::audit::{ChainLink, HASH_KEY};
+use miniauth_domain::{AccountError, SocialAccount, SocialAccountEvent, EVENT_VERSION};
 use sqlx::types::Json;
 use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -65,6 +64,8 @@ pub struct AccountContext {
     aggregate_id: String,
     state: SocialAccount,
     sequence: i64,
+    /// The chain hash of the last event (None: no event yet, or a legacy one).
+    last_hash: Option<String>,
     _turn: Option<AggregateTurn>,
 }
 
@@ -100,15 +101,17 @@ impl AccountEventStore {
         Self {
             db,
             turns: Arc::new(AggregateTurns::default()),
-            upcasters: Arc::new(Vec::new()),
+            upcasters: Arc::new(crate::upcast::default_upcasters()),
             projection: Some(projection),
         }
     }
 
-    /// The same store with upcasters applied, in order, to every event read (for when
-    /// an event's schema moves past version "1").
+    /// The same store with more upcasters applied, in order, to every event read after
+    /// the [default ones](crate::default_upcasters).
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        self.upcasters = Arc::new(upcasters);
+        let mut all = crate::upcast::default_upcasters();
+        all.extend(upcasters);
+        self.upcasters = Arc::new(all);
         self
     }
 
@@ -151,7 +154,11 @@ impl AccountEventStore {
         Ok(state)
     }
 
-    async fn stored_events(&self, aggregate_id: &str, after: i64) -> StoreResult<Vec<StoredEvent>> {
+    pub(crate) async fn stored_events(
+        &self,
+        aggregate_id: &str,
+        after: i64,
+    ) -> StoreResult<Vec<StoredEvent>> {
         let rows = on_pool!(&self.db.pool, p => {
             sqlx::query(
                 "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
@@ -173,8 +180,8 @@ impl AccountEventStore {
         rows.into_iter().map(|raw| self.decode(raw)).collect()
     }
 
-    fn decode(&self, raw: RawEvent) -> StoreResult<StoredEvent> {
-        let mut serialized = SerializedEvent::new(
+    pub(crate) fn decode(&self, raw: RawEvent) -> StoreResult<StoredEvent> {
+        let serialized = SerializedEvent::new(
             raw.aggregate_id,
             usize::try_from(raw.sequence).unwrap_or_default(),
             raw.aggregate_type,
@@ -183,11 +190,7 @@ impl AccountEventStore {
             raw.payload,
             raw.metadata,
         );
-        for upcaster in self.upcasters.iter() {
-            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                serialized = upcaster.upcast(serialized);
-            }
-        }
+        let serialized = crate::upcast::upcast(&self.upcasters, serialized);
         let event: SocialAccountEvent = serde_json::from_value(serialized.payload)
             .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
         let metadata: HashMap<String, String> = serde_json::from_value(serialized.metadata)
@@ -203,10 +206,13 @@ impl AccountEventStore {
         })
     }
 
-    async fn snapshot(&self, aggregate_id: &str) -> StoreResult<Option<(i64, SocialAccount)>> {
+    async fn snapshot(
+        &self,
+        aggregate_id: &str,
+    ) -> StoreResult<Option<(i64, SocialAccount, Option<String>)>> {
         let row = on_pool!(&self.db.pool, p => {
             sqlx::query(
-                "SELECT last_sequence, payload FROM snapshots \
+                "SELECT last_sequence, payload, last_hash FROM snapshots \
                  WHERE aggregate_type = $1 AND aggregate_id = $2",
             )
             .bind(SocialAccount::TYPE)
@@ -214,18 +220,18 @@ impl AccountEventStore {
             .fetch_optional(p)
             .await
             .map_err(db_error)?
-            .map(|row| -> Result<(i64, serde_json::Value), sqlx::Error> {
+            .map(|row| -> Result<(i64, serde_json::Value, Option<String>), sqlx::Error> {
                 let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
-                Ok((row.try_get("last_sequence")?, payload))
+                Ok((row.try_get("last_sequence")?, payload, row.try_get("last_hash")?))
             })
             .transpose()
             .map_err(db_error)?
         });
-        let Some((sequence, payload)) = row else {
+        let Some((sequence, payload, last_hash)) = row else {
             return Ok(None);
         };
         match serde_json::from_value(payload) {
-            Ok(state) => Ok(Some((sequence, state))),
+            Ok(state) => Ok(Some((sequence, state, last_hash))),
             Err(error) => {
                 // The state row is a cache of the log: when its shape no longer
                 // matches the aggregate, rebuild from the events instead of failing.
@@ -240,12 +246,36 @@ impl AccountEventStore {
         context: &AccountContext,
         events: &[SocialAccountEvent],
         new_state: &SocialAccount,
-        metadata: &serde_json::Value,
-    ) -> Result<(), sqlx::Error> {
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, sqlx::Error> {
         let payloads = events
             .iter()
             .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
             .collect::<Result<Vec<_>, _>>()?;
+        // The chain: each event's hash covers the previous one's, starting from the
+        // state row's, so linking needs no read of the log.
+        let mut previous = context.last_hash.clone().unwrap_or_default();
+        let mut hashes = Vec::with_capacity(events.len());
+        let mut metadatas = Vec::with_capacity(events.len());
+        for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
+            let hash = ChainLink {
+                previous: &previous,
+                aggregate_id: &context.aggregate_id,
+                sequence: u64::try_from(context.sequence + 1 + i as i64).unwrap_or_default(),
+                event_type: event.type_name(),
+                event_version: EVENT_VERSION,
+                payload,
+                metadata,
+            }
+            .hash();
+            let mut with_hash = metadata.clone();
+            with_hash.insert(HASH_KEY.to_owned(), hash.clone());
+            metadatas.push(
+                serde_json::to_value(with_hash).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            );
+            previous = hash.clone();
+            hashes.push(hash);
+        }
         let state =
             serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let postgres = self.db.is_postgres();
@@ -258,7 +288,9 @@ impl AccountEventStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
+            for (i, ((event, payload), metadata)) in
+                events.iter().zip(&payloads).zip(&metadatas).enumerate()
+            {
                 sqlx::query(
                     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                      event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -266,29 +298,31 @@ impl AccountEventStore {
                 .bind(SocialAccount::TYPE)
                 .bind(&context.aggregate_id)
                 .bind(context.sequence + 1 + i as i64)
-                .bind(event.event_type())
-                .bind(event.event_version())
+                .bind(event.type_name())
+                .bind(EVENT_VERSION)
                 .bind(Json(payload))
                 .bind(Json(metadata))
                 .execute(&mut *tx)
                 .await?;
             }
             sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, \
+                 updated_at, last_hash) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
                  last_sequence = excluded.last_sequence, payload = excluded.payload, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, last_hash = excluded.last_hash",
             )
             .bind(SocialAccount::TYPE)
             .bind(&context.aggregate_id)
             .bind(context.sequence + events.len() as i64)
             .bind(Json(&state))
             .bind(millis(chrono::Utc::now()))
+            .bind(hashes.last())
             .execute(&mut *tx)
             .await?;
             tx.commit().await
-        })
+        })?;
+        Ok(hashes)
     }
 }
 
@@ -314,17 +348,20 @@ impl EventStore<SocialAccount> for AccountEventStore {
 
     async fn load_aggregate(&self, aggregate_id: &str) -> StoreResult<AccountContext> {
         let turn = self.turns.take(aggregate_id).await;
-        let (mut sequence, mut state) = self.snapshot(aggregate_id).await?.unwrap_or_default();
+        let (mut sequence, mut state, mut last_hash) =
+            self.snapshot(aggregate_id).await?.unwrap_or_default();
         // Normally nothing: the state row is written with the events. Events appended
         // by other means (or before the state row existed) are applied here.
         for event in self.stored_events(aggregate_id, sequence).await? {
             sequence = event.sequence;
+            last_hash = event.metadata.get(HASH_KEY).cloned();
             state.apply(event.event);
         }
         Ok(AccountContext {
             aggregate_id: aggregate_id.to_owned(),
             state,
             sequence,
+            last_hash,
             _turn: turn,
         })
     }
@@ -343,18 +380,18 @@ impl EventStore<SocialAccount> for AccountEventStore {
         for event in &events {
             new_state.apply(event.clone());
         }
-        let metadata_json = serde_json::to_value(&metadata)
-            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-        match self
-            .append(&context, &events, &new_state, &metadata_json)
-            .await
-        {
-            Ok(()) => {}
+        let chained: BTreeMap<String, String> = metadata
+            .iter()
+            .filter(|(k, _)| k.as_str() != HASH_KEY)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let hashes = match self.append(&context, &events, &new_state, &chained).await {
+            Ok(hashes) => hashes,
             Err(error) if is_unique_violation(&error) => {
                 return Err(AggregateError::AggregateConflict)
             }
             Err(error) => return Err(db_error(error)),
-        }
+        };
         let first = context.sequence + 1;
         let aggregate_id = context.aggregate_id.clone();
         drop(context);
@@ -367,12 +404,17 @@ impl EventStore<SocialAccount> for AccountEventStore {
         }
         Ok(events
             .into_iter()
+            .zip(hashes)
             .enumerate()
-            .map(|(i, payload)| EventEnvelope {
-                aggregate_id: aggregate_id.clone(),
-                sequence: usize::try_from(first + i as i64).unwrap_or_default(),
-                payload,
-                metadata: metadata.clone(),
+            .map(|(i, (payload, hash))| {
+                let mut metadata = metadata.clone();
+                metadata.insert(HASH_KEY.to_owned(), hash);
+                EventEnvelope {
+                    aggregate_id: aggregate_id.clone(),
+                    sequence: usize::try_from(first + i as i64).unwrap_or_default(),
+                    payload,
+                    metadata,
+                }
             })
             .collect())
     }

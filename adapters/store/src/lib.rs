@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 mod config;
 mod crypto;
 mod db;
@@ -20,6 +21,7 @@ mod event_store;
 mod read_models;
 mod refresh;
 mod registry;
+mod upcast;
 mod users;
 mod vault;
 
@@ -29,11 +31,16 @@ use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
 
+pub use audit::{
+    AuditCheckpoint, BindingAt, Finding, FindingKind, HistoryEntry, LoggedEvent, Rebuild,
+    VerifyReport,
+};
 pub use config::{InvalidServerKey, PasswordCost, ServerKey, StoreConfig, StoreError, DEFAULT_URL};
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::SqlRefreshTokens;
 pub use registry::SqlBindingRegistry;
+pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
 pub use vault::SqlVault;
 

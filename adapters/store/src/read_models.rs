@@ -7,6 +7,9 @@
 //! at start-up and before any question is answered.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 
 use cqrs_es::Aggregate;
 use miniauth_application::ports::{Binding, PortError};
@@ -50,6 +53,7 @@ pub struct AccountView {
 #[derive(Clone)]
 pub struct ReadModels {
     db: Db,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
 }
 
 /// What a catch-up did.
@@ -81,7 +85,10 @@ struct ViewRow {
 
 impl ReadModels {
     pub(crate) fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            upcasters: Arc::new(crate::upcast::default_upcasters()),
+        }
     }
 
     /// Projects every event past the checkpoint. Idempotent; safe to run from several
@@ -94,6 +101,48 @@ impl ReadModels {
             total.position = position;
             if events < BATCH as u64 {
                 return Ok(total);
+            }
+        }
+    }
+
+    /// Empties the read models and replays the whole log into them, calling
+    /// `progress(done, total)` after each batch; answers how many events it replayed.
+    /// The binding registry follows the log as in any catch-up. Readers in the
+    /// meantime catch up before answering, so they never see a half-built model.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, PortError> {
+        let total = {
+            let _turn = self.db.write_turn().await;
+            on_pool!(&self.db.pool, p => {
+                let mut tx = p.begin().await.map_err(port_error)?;
+                // Take the checkpoint row first, as catch-up does, so a concurrent
+                // catch-up waits for the reset instead of interleaving with it.
+                sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE name = $1")
+                    .bind(CHECKPOINT)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(port_error)?;
+                sqlx::query("DELETE FROM account_view")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(port_error)?;
+                let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE aggregate_type = $1")
+                    .bind(SocialAccount::TYPE)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| row.try_get("n"))
+                    .map_err(port_error)?;
+                tx.commit().await.map_err(port_error)?;
+                u64::try_from(total).unwrap_or_default()
+            })
+        };
+        let mut done = 0;
+        progress(done, total);
+        loop {
+            let (events, _) = self.catch_up_batch().await.map_err(port_error)?;
+            done += events;
+            progress(done.min(total), total.max(done));
+            if events < BATCH as u64 {
+                return Ok(done);
             }
         }
     }
@@ -154,7 +203,20 @@ impl ReadModels {
             for row in &rows {
                 let raw = read_row(row)?;
                 position = raw.position;
-                let Ok(event) = serde_json::from_value::<SocialAccountEvent>(raw.payload) else {
+                // Older versions are read through the same upcasters as the event store.
+                let serialized = crate::upcast::upcast(
+                    &self.upcasters,
+                    SerializedEvent::new(
+                        raw.aggregate_id.clone(),
+                        0,
+                        raw.aggregate_type.clone(),
+                        raw.event_type.clone(),
+                        raw.event_version.clone(),
+                        raw.payload,
+                        serde_json::Value::Null,
+                    ),
+                );
+                let Ok(event) = serde_json::from_value::<SocialAccountEvent>(serialized.payload) else {
                     tracing::error!(position = raw.position, "undecodable event skipped by the projection");
                     continue;
                 };
