@@ -122,7 +122,9 @@ function createMiniAuth(options) {
     else wxApi.setStorageSync(key, value);
   }
 
-  function saveTokens(tokens) {
+  // `flags` ({has_profile, has_phone}) are what login() answers from the cache; a
+  // refresh keeps the previous ones.
+  function saveTokens(tokens, flags) {
     if (!tokens || typeof tokens.access_token !== 'string' || typeof tokens.refresh_token !== 'string') {
       throw new MiniAuthError('invalid_response', 'miniauth answered no tokens', 0);
     }
@@ -134,6 +136,10 @@ function createMiniAuth(options) {
       expires_at: now + Number(tokens.expires_in || 0) * 1000,
       refresh_expires_at: now + Number(tokens.refresh_expires_in || 0) * 1000,
     };
+    const previous = flags ? null : load(TOKENS_KEY);
+    const known = flags || previous || {};
+    stored.has_profile = !!known.has_profile;
+    stored.has_phone = !!known.has_phone;
     save(TOKENS_KEY, stored);
     return stored;
   }
@@ -282,7 +288,7 @@ function createMiniAuth(options) {
       if (tokens && Date.now() < tokens.refresh_expires_at) {
         try {
           const usable = await freshTokens();
-          return { bound: true, tokens: usable, hasProfile: true, hasPhone: true };
+          return { bound: true, tokens: usable, hasProfile: usable.has_profile, hasPhone: usable.has_phone };
         } catch (e) {
           if (e.code === 'network_error') throw e;
           // Refresh refused: fall through to a WeChat login.
@@ -306,6 +312,7 @@ function createMiniAuth(options) {
     if (session.bound) {
       tokens = saveTokens(
         session.tokens || (await api('POST', '/v1/token', { grant_type: 'ticket', ticket: session.ticket })),
+        session,
       );
     }
     return {
@@ -375,9 +382,10 @@ function createMiniAuth(options) {
     } else {
       throw new MiniAuthError('invalid_event', 'the phone event carries neither code nor encryptedData + iv', 0);
     }
+    const held = heldTicket();
     const ticket = requireTicket();
     const answer = await withTicket('POST', `${appPath}/phone`, Object.assign({ ticket }, payload));
-    const tokens = saveTokens(answer.tokens);
+    const tokens = saveTokens(answer.tokens, { has_profile: held.has_profile, has_phone: true });
     save(TICKET_KEY, null);
     return { userId: answer.user_id, registered: !!answer.registered, tokens };
   }
@@ -388,6 +396,7 @@ function createMiniAuth(options) {
    * @returns {Promise<{userId: number, tokens: object}>}
    */
   async function bindWithPassword(account, password) {
+    const held = heldTicket();
     const ticket = requireTicket();
     const granted = await api('POST', '/v1/token', { grant_type: 'password', account, password });
     let bound;
@@ -398,7 +407,7 @@ function createMiniAuth(options) {
       api('POST', '/v1/logout', { refresh_token: granted.refresh_token }, granted.access_token).catch(() => {});
       throw e;
     }
-    const tokens = saveTokens(granted);
+    const tokens = saveTokens(granted, held);
     save(TICKET_KEY, null);
     return { userId: bound.user_id, tokens };
   }

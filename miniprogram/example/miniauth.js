@@ -119,7 +119,9 @@ export function createMiniAuth(options) {
     else wxApi.setStorageSync(key, value);
   }
 
-  function saveTokens(tokens) {
+  // `flags` ({has_profile, has_phone}) are what login() answers from the cache; a
+  // refresh keeps the previous ones.
+  function saveTokens(tokens, flags) {
     if (!tokens || typeof tokens.access_token !== 'string' || typeof tokens.refresh_token !== 'string') {
       throw new MiniAuthError('invalid_response', 'miniauth answered no tokens', 0);
     }
@@ -131,6 +133,10 @@ export function createMiniAuth(options) {
       expires_at: now + Number(tokens.expires_in || 0) * 1000,
       refresh_expires_at: now + Number(tokens.refresh_expires_in || 0) * 1000,
     };
+    const previous = flags ? null : load(TOKENS_KEY);
+    const known = flags || previous || {};
+    stored.has_profile = !!known.has_profile;
+    stored.has_phone = !!known.has_phone;
     save(TOKENS_KEY, stored);
     return stored;
   }
@@ -279,7 +285,7 @@ export function createMiniAuth(options) {
       if (tokens && Date.now() < tokens.refresh_expires_at) {
         try {
           const usable = await freshTokens();
-          return { bound: true, tokens: usable, hasProfile: true, hasPhone: true };
+          return { bound: true, tokens: usable, hasProfile: usable.has_profile, hasPhone: usable.has_phone };
         } catch (e) {
           if (e.code === 'network_error') throw e;
           // Refresh refused: fall through to a WeChat login.
@@ -303,6 +309,7 @@ export function createMiniAuth(options) {
     if (session.bound) {
       tokens = saveTokens(
         session.tokens || (await api('POST', '/v1/token', { grant_type: 'ticket', ticket: session.ticket })),
+        session,
       );
     }
     return {
@@ -372,9 +379,10 @@ export function createMiniAuth(options) {
     } else {
       throw new MiniAuthError('invalid_event', 'the phone event carries neither code nor encryptedData + iv', 0);
     }
+    const held = heldTicket();
     const ticket = requireTicket();
     const answer = await withTicket('POST', `${appPath}/phone`, Object.assign({ ticket }, payload));
-    const tokens = saveTokens(answer.tokens);
+    const tokens = saveTokens(answer.tokens, { has_profile: held.has_profile, has_phone: true });
     save(TICKET_KEY, null);
     return { userId: answer.user_id, registered: !!answer.registered, tokens };
   }
@@ -385,6 +393,7 @@ export function createMiniAuth(options) {
    * @returns {Promise<{userId: number, tokens: object}>}
    */
   async function bindWithPassword(account, password) {
+    const held = heldTicket();
     const ticket = requireTicket();
     const granted = await api('POST', '/v1/token', { grant_type: 'password', account, password });
     let bound;
@@ -395,7 +404,7 @@ export function createMiniAuth(options) {
       api('POST', '/v1/logout', { refresh_token: granted.refresh_token }, granted.access_token).catch(() => {});
       throw e;
     }
-    const tokens = saveTokens(granted);
+    const tokens = saveTokens(granted, held);
     save(TICKET_KEY, null);
     return { userId: bound.user_id, tokens };
   }

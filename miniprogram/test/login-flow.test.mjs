@@ -175,7 +175,7 @@ describe('a returning user', () => {
 
     other.wx.requests.length = 0;
     const cached = await other.auth.login();
-    assert.equal(cached.bound, true);
+    assert.deepEqual([cached.bound, cached.hasProfile, cached.hasPhone], [true, session.hasProfile, true]);
     assert.deepEqual(other.wx.calls(), [], 'a cached token needs no request');
     assert.equal(other.wx.logins, 1, 'nor a wx.login');
   });
@@ -333,6 +333,7 @@ describe('errors', () => {
     await auth.login();
     await rejectsWith(auth.submitPhone({ detail: { errMsg: 'getPhoneNumber:ok' } }), 'invalid_event', 0);
     await rejectsWith(auth.submitProfile({ detail: { avatarUrl: 'https://example.com/x.png' } }), 'invalid_event', 0);
+    await rejectsWith(auth.submitProfile({ detail: { errMsg: 'getUserInfo:fail auth deny' } }), 'profile_declined', 0);
     await rejectsWith(auth.submitProfile({ nickname: '', avatarUrl: 'https://example.com/x.png' }), 'invalid_field', 400);
     assert.equal(wx.logins, 1);
   });
