@@ -220,9 +220,17 @@ function createMiniAuth(options) {
           if (e.status === 401) save(TOKENS_KEY, null);
           throw e;
         }
-      })().finally(() => {
-        refreshing = null;
-      });
+      })().then(
+        // Not `finally`: older base libraries lack it.
+        (tokens) => {
+          refreshing = null;
+          return tokens;
+        },
+        (e) => {
+          refreshing = null;
+          throw e;
+        },
+      );
     }
     return refreshing;
   }
