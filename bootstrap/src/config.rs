@@ -671,6 +671,23 @@ secret_env = "APP_SECRET"
     }
 
     #[test]
+    fn the_documented_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/miniauth.example.toml");
+        let vars = env(&[
+            ("WX_APP_SECRET", "secret"),
+            (
+                "MINIAUTH_SERVER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("MINIAUTH_ADMIN_TOKEN", "0123456789abcdef0123"),
+        ]);
+        let config = Config::load_with_env(Some(&path), &vars).unwrap();
+        assert!(!config.demo);
+        assert_eq!(config.apps[0].registration, RegistrationPolicy::Auto);
+        assert!(config.server_key(&vars).unwrap().is_some());
+    }
+
+    #[test]
     fn a_bad_secret_is_not_echoed_in_the_error() {
         let file = write("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[admin]\ntoken = \"short-secret\"\n");
         let err = Config::load_with_env(Some(file.path()), &[]).unwrap_err();
