@@ -409,6 +409,8 @@ pub(crate) fn request_error_samples() -> Vec<RequestError> {
         method_not_allowed(),
         RequestError::timeout(30),
         not_ready(),
+        crate::admin::account_not_found(),
+        crate::admin::audit_unavailable(),
     ]
 }
 

@@ -13,6 +13,7 @@
 //! serve(listener, router(state), shutdown_signal()).await?;
 //! ```
 
+pub mod admin;
 mod config;
 mod error;
 mod extract;
@@ -39,6 +40,10 @@ use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+pub use admin::{
+    AppBindingsResponse, AuditLog, BindingAtView, ExportedEvent, HistoryEntryView, HistoryResponse,
+    UserBindingsResponse,
+};
 pub use config::{
     AdminToken, HttpConfig, Secret, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_REQUEST_TIMEOUT,
 };
@@ -70,6 +75,11 @@ pub const REQUEST_ID: &str = "x-request-id";
         v1::logout,
         v1::me,
         v1::add_user,
+        admin::history,
+        admin::user_bindings,
+        admin::app_bindings,
+        admin::events,
+        admin::erase,
     ),
     components(schemas(
         v1::SessionRequest,
@@ -87,6 +97,12 @@ pub const REQUEST_ID: &str = "x-request-id";
         v1::BindingView,
         v1::AdminUserRequest,
         v1::UserResponse,
+        admin::HistoryResponse,
+        admin::HistoryEntryView,
+        admin::UserBindingsResponse,
+        admin::AppBindingsResponse,
+        admin::BindingAtView,
+        admin::ExportedEvent,
         Problem,
     )),
     modifiers(&BearerSchemes),
@@ -159,6 +175,20 @@ where
         .route("/v1/logout", post(v1::logout::<ES>))
         .route("/v1/me", get(v1::me::<ES>))
         .route("/v1/admin/users", post(v1::add_user::<ES>))
+        .route(
+            "/v1/admin/apps/{appid}/accounts/{openid}/history",
+            get(admin::history::<ES>),
+        )
+        .route(
+            "/v1/admin/apps/{appid}/accounts/{openid}/erase",
+            post(admin::erase::<ES>),
+        )
+        .route(
+            "/v1/admin/users/{user_id}/bindings",
+            get(admin::user_bindings::<ES>),
+        )
+        .route("/v1/admin/bindings", get(admin::app_bindings::<ES>))
+        .route("/v1/admin/events", get(admin::events::<ES>))
         .merge(gitegg_wx_routes())
         .nest("/extension", gitegg_wx_routes())
         .route("/oauth/token", post(gitegg::token::<ES>))

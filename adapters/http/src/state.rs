@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use miniauth_application::MiniAuth;
 
+use crate::admin::AuditLog;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 
@@ -33,6 +34,7 @@ pub struct ApiState<ES> {
     pub(crate) readiness: Arc<dyn Readiness>,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: Option<Arc<dyn AuditLog>>,
 }
 
 impl<ES> ApiState<ES> {
@@ -50,7 +52,15 @@ impl<ES> ApiState<ES> {
             readiness,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            audit: None,
         }
+    }
+
+    /// The same state serving the audit routes of the admin API from `audit`
+    /// (without it they answer 501 `audit_unavailable`).
+    pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The metrics registry `/metrics` renders.
@@ -73,6 +83,7 @@ impl<ES> Clone for ApiState<ES> {
             readiness: Arc::clone(&self.readiness),
             config: Arc::clone(&self.config),
             metrics: Arc::clone(&self.metrics),
+            audit: self.audit.clone(),
         }
     }
 }

@@ -546,6 +546,15 @@ pub fn harness() -> Harness {
 
 /// A harness with another configuration.
 pub fn harness_with(config: HttpConfig) -> Harness {
+    harness_full(config, None)
+}
+
+/// A harness whose admin API serves `audit`.
+pub fn harness_with_audit(audit: Arc<dyn miniauth_http::AuditLog>) -> Harness {
+    harness_full(config(), Some(audit))
+}
+
+fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLog>>) -> Harness {
     let users = Arc::new(FakeUsers::default());
     let ports = Ports {
         wechat: Arc::new(FakeWeChat),
@@ -574,7 +583,10 @@ pub fn harness_with(config: HttpConfig) -> Harness {
         serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": "abc"}]}),
     );
     let not_ready = Arc::new(Switch::default());
-    let state = ApiState::new(auth, jwks, not_ready.clone(), config);
+    let mut state = ApiState::new(auth, jwks, not_ready.clone(), config);
+    if let Some(audit) = audit {
+        state = state.with_audit(audit);
+    }
     Harness {
         router: miniauth_http::router(state),
         users,
