@@ -166,6 +166,8 @@ pub struct PgbenchResult {
     pub latency_avg_ms: f64,
     /// Seconds it ran.
     pub seconds: u64,
+    /// Where the CPU went while it ran.
+    pub cpu: Option<CpuUse>,
 }
 
 /// One miniauth scenario.
@@ -191,6 +193,24 @@ pub struct ScenarioResult {
     pub p99_ms: f64,
     /// `per_second` over pgbench's one-row INSERT TPS.
     pub ratio_to_pgbench: Option<f64>,
+    /// Where the CPU went while it ran.
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU spent during a run, from /proc: per operation (or pgbench transaction) for each
+/// party, and how busy the whole machine was. When the machine is near 100 % busy the
+/// figure is CPU-bound on this machine, whatever else limits it elsewhere.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuUse {
+    /// CPU milliseconds of the miniauth server per operation.
+    pub server_ms_per_op: f64,
+    /// CPU milliseconds of all PostgreSQL processes per operation.
+    pub postgres_ms_per_op: f64,
+    /// CPU milliseconds of this process (clients and simulator) and its children
+    /// (pgbench) per operation.
+    pub bench_ms_per_op: f64,
+    /// The whole machine's busy share of all CPUs, in percent.
+    pub machine_busy_percent: f64,
 }
 
 /// Login latency of a long-history account against fresh ones.
@@ -475,6 +495,7 @@ impl Bench {
         let limit = Limit::new(args.duration_secs, args.requests);
 
         let ctx = Arc::new(Ctx {
+            server_pid: pid,
             api: api.clone(),
             device: device.clone(),
             phones: phones.clone(),
@@ -835,6 +856,7 @@ fn run_pgbench(
     let path = dir.join(format!("pgbench-{index}.sql"));
     std::fs::write(&path, script)?;
     let threads = clients.min(2);
+    let cpu_before = CpuSnapshot::take(None);
     let output = Command::new(pgbench)
         .args(["-n", "-f"])
         .arg(&path)
@@ -865,12 +887,15 @@ fn run_pgbench(
     }
     let (tps, latency_avg_ms) = parse_pgbench(&stdout)
         .with_context(|| format!("unexpected pgbench output: {}", stdout.trim()))?;
+    let transactions = (tps * seconds as f64).round() as u64;
+    let cpu = CpuSnapshot::take(None).since(&cpu_before, transactions);
     Ok(PgbenchResult {
         name: name.to_owned(),
         script: script.to_owned(),
         tps,
         latency_avg_ms,
         seconds,
+        cpu,
     })
 }
 
@@ -999,6 +1024,119 @@ async fn wait_healthy(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// CPU clock ticks per second of /proc's counters (USER_HZ, 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU counters at one moment, in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSnapshot {
+    server: u64,
+    postgres: u64,
+    bench: u64,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+impl CpuSnapshot {
+    fn take(server_pid: Option<u32>) -> Self {
+        let mut snapshot = Self {
+            server: server_pid.and_then(process_ticks).unwrap_or(0),
+            bench: std::fs::read_to_string("/proc/self/stat")
+                .ok()
+                .and_then(|t| parse_stat_ticks(&t, true))
+                .unwrap_or(0),
+            ..Self::default()
+        };
+        if let Some((busy, total)) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_machine_ticks(&t))
+        {
+            snapshot.machine_busy = busy;
+            snapshot.machine_total = total;
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                if stat_command(&stat) == Some("postgres") {
+                    snapshot.postgres += parse_stat_ticks(&stat, false).unwrap_or(0);
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// The CPU spent since `before`, per operation; `None` without /proc or operations.
+    /// (PostgreSQL backends that ended in between are missed: pgbench's and the pool's
+    /// connections live through a whole run.)
+    fn since(&self, before: &Self, ops: u64) -> Option<CpuUse> {
+        let total = self.machine_total.checked_sub(before.machine_total)?;
+        if ops == 0 || total == 0 {
+            return None;
+        }
+        let per_op = |now: u64, then: u64| {
+            now.saturating_sub(then) as f64 / CLOCK_TICKS * 1000.0 / ops as f64
+        };
+        Some(CpuUse {
+            server_ms_per_op: per_op(self.server, before.server),
+            postgres_ms_per_op: per_op(self.postgres, before.postgres),
+            bench_ms_per_op: per_op(self.bench, before.bench),
+            machine_busy_percent: self.machine_busy.saturating_sub(before.machine_busy) as f64
+                * 100.0
+                / total as f64,
+        })
+    }
+}
+
+fn process_ticks(pid: u32) -> Option<u64> {
+    parse_stat_ticks(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+        false,
+    )
+}
+
+/// The command name of a /proc/<pid>/stat line: `123 (postgres) S …`.
+fn stat_command(stat: &str) -> Option<&str> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    stat.get(open + 1..close)
+}
+
+/// utime + stime (and, with `children`, cutime + cstime: waited-for children such as
+/// pgbench) of a /proc/<pid>/stat line.
+fn parse_stat_ticks(stat: &str, children: bool) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let own = field(14)? + field(15)?;
+    Some(if children {
+        own + field(16)? + field(17)?
+    } else {
+        own
+    })
+}
+
+/// (busy, total) ticks of all CPUs from /proc/stat's `cpu` line; idle and iowait are
+/// not busy.
+fn parse_machine_ticks(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 /// The fields of /proc/<pid>/status the report uses.
@@ -1322,6 +1460,7 @@ impl Op {
 
 /// What every client shares.
 struct Ctx {
+    server_pid: u32,
     api: Api,
     device: Device,
     phones: Arc<AtomicU64>,
@@ -1348,6 +1487,7 @@ async fn scenario(
 ) -> (ScenarioResult, Vec<ClientState>) {
     let name = op.name();
     let issued = Arc::new(AtomicU64::new(0));
+    let cpu_before = CpuSnapshot::take(Some(ctx.server_pid));
     let started = Instant::now();
     let deadline = started + limit.duration;
     let mut tasks = Vec::with_capacity(clients.len());
@@ -1403,6 +1543,7 @@ async fn scenario(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuSnapshot::take(Some(ctx.server_pid)).since(&cpu_before, latencies.len() as u64);
     latencies.sort_unstable();
     let ms = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
     (
@@ -1417,6 +1558,7 @@ async fn scenario(
             p95_ms: ms(95.0),
             p99_ms: ms(99.0),
             ratio_to_pgbench: None,
+            cpu,
         },
         states,
     )
@@ -1655,6 +1797,38 @@ pub fn render_table(report: &Report) -> String {
             ceiling.map_or("-".to_owned(), |c| format!("{:.2}×", p.tps / c.max(1e-9)))
         );
     }
+    let _ = writeln!(
+        out,
+        "\nCPU per operation (ms; bench = clients + simulator, or pgbench) and machine busy share:"
+    );
+    let rows = report
+        .scenarios
+        .iter()
+        .map(|s| (format!("miniauth: {}", s.name), s.cpu.as_ref()))
+        .chain(
+            report
+                .pgbench
+                .iter()
+                .map(|p| (format!("pgbench: {}", p.name), p.cpu.as_ref())),
+        );
+    for (name, cpu) in rows {
+        match cpu {
+            Some(c) => {
+                let _ = writeln!(
+                    out,
+                    "  {:<74} server {:>6.3}  postgres {:>6.3}  bench {:>6.3}  busy {:>5.1} %",
+                    name,
+                    c.server_ms_per_op,
+                    c.postgres_ms_per_op,
+                    c.bench_ms_per_op,
+                    c.machine_busy_percent
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {name:<74} not measured");
+            }
+        }
+    }
     if let Some(h) = &report.history {
         let _ = writeln!(
             out,
@@ -1759,6 +1933,37 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_counters_are_parsed() {
+        let stat = "4242 (post gres) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
+        assert_eq!(stat_command(stat), Some("post gres"));
+        assert_eq!(parse_stat_ticks(stat, false), Some(300));
+        assert_eq!(parse_stat_ticks(stat, true), Some(310));
+        let machine = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_machine_ticks(machine), Some((150, 1000)));
+        let before = CpuSnapshot {
+            server: 100,
+            postgres: 1000,
+            bench: 10,
+            machine_busy: 0,
+            machine_total: 1000,
+        };
+        let after = CpuSnapshot {
+            server: 200,
+            postgres: 1100,
+            bench: 30,
+            machine_busy: 500,
+            machine_total: 2000,
+        };
+        let cpu = after.since(&before, 100).unwrap();
+        assert!((cpu.server_ms_per_op - 10.0).abs() < 1e-9);
+        assert!((cpu.bench_ms_per_op - 2.0).abs() < 1e-9);
+        assert!((cpu.machine_busy_percent - 50.0).abs() < 1e-9);
+        assert!(after.since(&before, 0).is_none());
+        let own = CpuSnapshot::take(Some(std::process::id()));
+        assert!(own.machine_total > 0);
     }
 
     #[test]
@@ -1875,6 +2080,7 @@ mod tests {
             p95_ms: 1.0,
             p99_ms: 1.0,
             ratio_to_pgbench: None,
+            cpu: None,
         };
         let mut report = Report {
             machine: machine(),
@@ -1889,6 +2095,7 @@ mod tests {
                 tps: 1000.0,
                 latency_avg_ms: 1.0,
                 seconds: 1,
+                cpu: None,
             }],
             scenarios: vec![scenario("returning-user login", 700.0)],
             history: None,
