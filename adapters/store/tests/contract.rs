@@ -62,6 +62,10 @@ contract!(
     orphan_sweep_removes_unbound_registrations,
 );
 
+/// The audit contract (point-in-time replay, tamper evidence, rebuilds, upcasting).
+#[path = "audit/mod.rs"]
+mod audit;
+
 fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
