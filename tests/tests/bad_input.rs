@@ -587,12 +587,8 @@ async fn bad_phone_codes(engine: Engine) {
         let answer = app
             .phone(APP, &json!({ "ticket": ticket, "code": code }))
             .await;
-        assert_eq!(answer.status.as_u16(), 400, "{}", answer.text);
-        assert!(
-            ["code_invalid", "code_used"].contains(&answer.body["code"].as_str().unwrap()),
-            "{}",
-            answer.text
-        );
+        // WeChat answers 40029 for used phone codes too.
+        answer.problem(400, "code_invalid");
     })
     .await;
 }
@@ -607,12 +603,7 @@ async fn conflicting_bindings(engine: Engine) {
     let alice_ticket = app.ticket(APP, alice_wechat).await;
     app.unchanged("binding an identity bound to another user", || async {
         let answer = app.bind(APP, &alice_ticket, &bob_tokens.access).await;
-        assert!(
-            ["already_bound_to_other_user", "bound_to_other_user"]
-                .contains(&answer.body["code"].as_str().unwrap()),
-            "{}",
-            answer.text
-        );
+        answer.problem(409, "already_bound_to_other_user");
     })
     .await;
 

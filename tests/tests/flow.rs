@@ -1,5 +1,6 @@
 //! The whole flow of DESIGN.md through the v1 API, on both engines.
 
+use miniauth_domain::OpenId;
 use miniauth_e2e::{
     app as app_id, on_both_engines, random_phone, spawn_app, Engine, Tokens, APP, CLOSED_APP,
     EXISTING_ONLY_APP, SECOND_APP,
@@ -15,6 +16,7 @@ on_both_engines!(
     current_user_binds_another_app_and_unbinds_one,
     refresh_rotation_reuse_detection_and_logout,
     ticket_grant_for_a_bound_identity,
+    payload_under_the_newest_session_key_is_accepted,
 );
 
 async fn new_user_by_phone_code_then_returning_in_one_round_trip(engine: Engine) {
@@ -274,6 +276,20 @@ async fn current_user_binds_another_app_and_unbinds_one(engine: Engine) {
         2
     );
 
+    // One person, one unionid across the Open Platform apps; both accounts bound.
+    let mut unionids = Vec::new();
+    for (appid, openid) in &bindings {
+        let view = app
+            .store
+            .account(&app_id(appid), &OpenId::parse(openid).unwrap())
+            .await
+            .unwrap()
+            .expect("the account is in the read model");
+        assert_eq!(view.bound_user.map(|u| u.get()), Some(user));
+        unionids.push(view.unionid.expect("unionid-bound apps give a unionid"));
+    }
+    assert_eq!(unionids[0], unionids[1]);
+
     // Unbind the first app: only its binding goes.
     let before = app.snapshot().await;
     app.unbind(APP, &tokens.access).await.ok(204);
@@ -326,18 +342,21 @@ async fn refresh_rotation_reuse_detection_and_logout(engine: Engine) {
         .await
         .problem(401, "refresh_token_unknown");
 
-    // Logout revokes; the access token of another login is unaffected.
-    let session = app.session(APP, wechat).await;
-    let login = Tokens::from_v1(&session["tokens"]);
-    app.logout(&login.access, &login.refresh).await.ok(204);
-    let refused = app.refresh(&login.refresh).await;
-    assert_eq!(refused.status.as_u16(), 401, "{}", refused.text);
-    assert!(
-        ["refresh_token_unknown", "refresh_token_reused"]
-            .contains(&refused.body["code"].as_str().unwrap_or_default()),
-        "{}",
-        refused.text
-    );
+    // Logout revokes that login's refresh token; another login's stays good.
+    let first = Tokens::from_v1(&app.session(APP, wechat).await["tokens"]);
+    let second = Tokens::from_v1(&app.session(APP, wechat).await["tokens"]);
+    app.post_json(
+        "/v1/logout",
+        &json!({ "refresh_token": first.refresh }),
+        None,
+    )
+    .await
+    .problem(401, "access_token_missing");
+    app.logout(&first.access, &first.refresh).await.ok(204);
+    app.refresh(&first.refresh)
+        .await
+        .problem(401, "refresh_token_unknown");
+    app.refresh(&second.refresh).await.ok(200);
 }
 
 async fn ticket_grant_for_a_bound_identity(engine: Engine) {
@@ -357,4 +376,34 @@ async fn ticket_grant_for_a_bound_identity(engine: Engine) {
         let tokens = Tokens::from_v1(answer.ok(200));
         assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
     }
+}
+
+/// The front end's `wx.login` raced ahead: the ticket is of the previous session, the
+/// payload under the newest key. The account holds that key, so it is accepted; a key
+/// miniauth never saw is not.
+async fn payload_under_the_newest_session_key_is_accepted(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let wechat = app.wechat_user(Some(&random_phone())).await;
+    let old_ticket = app.ticket(APP, wechat).await;
+    app.ticket(APP, wechat).await;
+    let info = app.device.user_info(&app.appid, wechat).await.unwrap();
+    let body = |ticket: &str, info: &miniauth_wechat::sim::UserInfoBundle| {
+        json!({ "ticket": ticket, "raw_data": info.raw_data, "signature": info.signature,
+                "encrypted_data": info.encrypted_data, "iv": info.iv })
+    };
+    app.profile(APP, &body(&old_ticket, &info)).await.ok(200);
+
+    // wx.login again, but the code never reaches miniauth: a key it does not hold.
+    let newest_ticket = app.ticket(APP, wechat).await;
+    app.wx_login(APP, wechat).await;
+    let unknown_key = app.device.user_info(&app.appid, wechat).await.unwrap();
+    app.unchanged(
+        "a payload under a key the account does not hold",
+        || async {
+            app.profile(APP, &body(&newest_ticket, &unknown_key))
+                .await
+                .problem(400, "session_key_mismatch");
+        },
+    )
+    .await;
 }

@@ -63,6 +63,29 @@ async fn operations_routes(engine: Engine) {
         "e2e-trace-42"
     );
 
+    // The request id reaches the metadata of the events the request writes.
+    let wechat = app.wechat_user(None).await;
+    let code = app.wx_login(APP, wechat).await;
+    let before = app.snapshot().await;
+    let traced = app
+        .client
+        .post(format!("{}/v1/apps/{APP}/sessions", app.address))
+        .header("x-request-id", "e2e-login-7")
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status().as_u16(), 200);
+    assert_eq!(traced.headers()["x-request-id"], "e2e-login-7");
+    let events = app.store.events_after(before.last_event, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].metadata.get("request_id").map(String::as_str),
+        Some("e2e-login-7"),
+        "{:?}",
+        events[0].metadata
+    );
+
     // Unknown routes and methods.
     app.get("/v1/nope", None)
         .await
@@ -90,7 +113,8 @@ async fn operations_routes(engine: Engine) {
     for needle in [
         "miniauth_http_requests_total{",
         "miniauth_http_request_duration_seconds",
-        "miniauth_logins_total{outcome=\"unbound\"} 1",
+        // The traced login above and this one.
+        "miniauth_logins_total{outcome=\"unbound\"} 2",
         "miniauth_logins_total{outcome=\"failed\"} 1",
         "/v1/apps/{appid}/sessions",
     ] {
