@@ -203,6 +203,25 @@ impl Peek {
         };
         result.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+
+    /// Every value of a JSON column, as text.
+    async fn json_texts(&self, table: &str, column: &str) -> Vec<String> {
+        let result = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar::<_, String>(&format!(
+                    "SELECT CAST({column} AS TEXT) FROM {table}"
+                ))
+                .fetch_all(pool)
+                .await
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar::<_, String>(&format!("SELECT {column}::text FROM {table}"))
+                    .fetch_all(pool)
+                    .await
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{table}.{column}: {e}"))
+    }
 }
 
 /// How many rows each table holds, and the newest event's position.
@@ -894,6 +913,20 @@ impl TestApp {
         );
         assert_eq!(before, after, "{what} wrote something");
         out
+    }
+
+    /// The event log (payloads and metadata) and the aggregate state rows as stored,
+    /// to search for data that must never be there in clear.
+    pub async fn stored_log_text(&self) -> String {
+        let mut text = Vec::new();
+        for (table, column) in [
+            ("events", "payload"),
+            ("events", "metadata"),
+            ("snapshots", "payload"),
+        ] {
+            text.extend(self.peek.json_texts(table, column).await);
+        }
+        text.join("\n")
     }
 
     /// The bindings of `user` as the event log says.

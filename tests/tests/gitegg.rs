@@ -3,7 +3,7 @@
 
 use miniauth::config::{CompatClient, Secret};
 use miniauth_e2e::{
-    enc, on_both_engines, random_phone, spawn_app, spawn_app_with, Engine, Tokens, APP,
+    enc, on_both_engines, random_phone, spawn_app, spawn_app_with, Engine, Tokens, APP, SECOND_APP,
 };
 use serde_json::{json, Value};
 
@@ -105,6 +105,19 @@ async fn gitegg_whole_flow_under_both_prefixes(engine: Engine) {
         let data = login.envelope_ok().clone();
         assert_eq!(data["userBindAlready"], json!(true), "{data}");
         assert_eq!(data["userInfoAlready"], json!(true));
+        // Unlike GitEgg's, the bind key is new on every login.
+        assert_ne!(data["bindKey"], json!(key));
+        // Unlike GitEgg, a user registered from a phone has no password (not the openid).
+        app.unchanged("a password login as a phone-registered user", || async {
+            app.oauth_token(&[
+                ("grant_type", "password"),
+                ("username", &phone),
+                ("password", data["openid"].as_str().unwrap()),
+            ])
+            .await
+            .envelope_err(419);
+        })
+        .await;
         let social = app
             .oauth_token(&[
                 ("grant_type", "social"),
@@ -221,11 +234,38 @@ async fn gitegg_whole_flow_under_both_prefixes(engine: Engine) {
             .envelope_err(603);
         })
         .await;
+        // Bob binds the second app too; unbinding the first leaves it (unlike GitEgg).
+        let code = app.wx_login(SECOND_APP, bob_wechat).await;
+        let second_key = app
+            .wx(
+                prefix,
+                SECOND_APP,
+                "login",
+                &format!("code={}", enc(&code)),
+                None,
+            )
+            .await
+            .envelope_ok()["bindKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.wx(
+            prefix,
+            SECOND_APP,
+            "bind",
+            &format!("socialKey={}", enc(&second_key)),
+            Some(&bob_tokens.access),
+        )
+        .await
+        .envelope_ok();
+        assert_eq!(app.bindings_of(bob).await.len(), 2);
         let answer = app
             .wx(prefix, APP, "unbind", "", Some(&bob_tokens.access))
             .await;
         assert_eq!(answer.envelope_ok(), &Value::Null);
-        assert!(app.bindings_of(bob).await.is_empty());
+        let left = app.bindings_of(bob).await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].0, SECOND_APP);
         app.unchanged("GitEgg unbind with nothing bound", || async {
             app.wx(prefix, APP, "unbind", "", Some(&bob_tokens.access))
                 .await
