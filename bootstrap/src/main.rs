@@ -11,7 +11,7 @@ use miniauth_application::RequestContext;
 use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId};
 
 use miniauth::config::{self, Config};
-use miniauth::{demo, wiring};
+use miniauth::{audit, bench, demo, wiring};
 
 /// WeChat Mini Program login, registration and binding, with an auditable event log.
 #[derive(Debug, Parser)]
@@ -52,6 +52,18 @@ enum Command {
     },
     /// Play a mini program against a running miniauth and walk the whole flow.
     Demo(demo::DemoArgs),
+    /// Answer auditors' questions from the event log, and prove it untampered.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Maintain the read models.
+    Projections {
+        #[command(subcommand)]
+        command: audit::ProjectionsCommand,
+    },
+    /// Load-test a miniauth against the ceiling PostgreSQL sets (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&config, args).await,
+        Command::Audit { command } => audit::run(&config, command).await,
+        Command::Projections { command } => audit::projections(&config, command).await,
+        Command::Bench(args) => bench::run(&config, args).await,
     }
 }
 

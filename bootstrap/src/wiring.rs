@@ -18,6 +18,7 @@ use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreCon
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
+use crate::audit::StoreAuditLog;
 use crate::config::{Config, ResolvedApp, Secret};
 
 /// The use cases over the real adapters.
@@ -158,7 +159,8 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         Arc::new(jwks),
         Arc::new(StoreReadiness(store.clone())),
         http,
-    );
+    )
+    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
     Ok(Built {
         service,
         router: miniauth_http::router(state),
