@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use miniauth::config::{AppSection, Config, Secret, DEMO_APPID};
 use miniauth_application::RegistrationPolicy;
@@ -426,7 +427,8 @@ pub struct TestApp {
     peek: Peek,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _db: TestDb,
+    config: Config,
+    db: Arc<TestDb>,
 }
 
 impl Drop for TestApp {
@@ -480,15 +482,24 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
     if engine == Engine::Postgres {
         config.store.server_key = Some(Secret::new(encode_base64(&rand::random::<[u8; 32]>())));
     }
-    let admin_token = random_token();
-    config.admin.token = Some(Secret::new(admin_token.clone()));
+    config.admin.token = Some(Secret::new(random_token()));
     config.apps.extend([
         app_section(SECOND_APP, RegistrationPolicy::Auto),
         app_section(EXISTING_ONLY_APP, RegistrationPolicy::ExistingPhoneOnly),
         app_section(CLOSED_APP, RegistrationPolicy::Closed),
     ]);
     customize(&mut config);
+    start_instance(engine, config, Arc::new(db), None).await
+}
 
+/// Builds and serves one instance of the service on `config`; `device` names the
+/// simulator of another instance to share (else the configuration decides).
+async fn start_instance(
+    engine: Engine,
+    config: Config,
+    db: Arc<TestDb>,
+    device: Option<DeviceClient>,
+) -> TestApp {
     let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut built = miniauth::wiring::build(&config, Some(ephemeral))
         .await
@@ -506,15 +517,21 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
         .await;
     });
     let simulator = built.simulator.take();
-    let device = match &simulator {
-        Some(running) => running.device(),
-        None => DeviceClient::new(config.wechat.api_base.clone()),
+    let device = match (&simulator, device) {
+        (Some(running), _) => running.device(),
+        (None, Some(shared)) => shared,
+        (None, None) => DeviceClient::new(config.wechat.api_base.clone()),
     };
     TestApp {
         address,
         device,
         store: built.store.clone(),
-        admin_token,
+        admin_token: config
+            .admin
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default(),
         appid: AppId::parse(APP).expect("valid appid"),
         client: reqwest::Client::new(),
         engine,
@@ -522,7 +539,8 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
         peek: Peek::connect(&db.url).await,
         server,
         shutdown: Some(tx),
-        _db: db,
+        config,
+        db,
     }
 }
 
@@ -532,6 +550,22 @@ pub fn app(appid: &str) -> AppId {
 }
 
 impl TestApp {
+    /// Another instance of the service on the same database and the same simulator,
+    /// as when several stateless instances share one PostgreSQL.
+    pub async fn another_instance(&self) -> TestApp {
+        let mut config = self.config.clone();
+        if let Some(running) = &self.simulator {
+            config.wechat.api_base = running.base_url();
+        }
+        start_instance(
+            self.engine,
+            config,
+            self.db.clone(),
+            Some(self.device.clone()),
+        )
+        .await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
