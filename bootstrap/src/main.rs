@@ -1,6 +1,5 @@
 //! The `miniauth` binary: reads the configuration, wires the adapters, runs a subcommand.
 
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
