@@ -742,6 +742,66 @@ mod tests {
     }
 
     #[test]
+    fn the_subcommands_parse_as_documented() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            audit: AuditCommand,
+        }
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("audit").chain(args.iter().copied()))
+                .map(|cli| cli.audit)
+        };
+        assert!(matches!(
+            parse(&[
+                "bindings",
+                "--user",
+                "42",
+                "--as-of",
+                "2026-03-01T00:00:00Z",
+                "--json"
+            ]),
+            Ok(AuditCommand::Bindings {
+                user: 42,
+                as_of: Some(_),
+                json: true
+            })
+        ));
+        assert!(matches!(
+            parse(&[
+                "app-bindings",
+                "--appid",
+                "wx1",
+                "--as-of",
+                "2026-03-01T00:00:00Z"
+            ]),
+            Ok(AuditCommand::AppBindings { json: false, .. })
+        ));
+        assert!(matches!(
+            parse(&["history", "--appid", "wx1", "--openid", "o1"]),
+            Ok(AuditCommand::History { .. })
+        ));
+        assert!(matches!(
+            parse(&["export"]),
+            Ok(AuditCommand::Export { after: 0 })
+        ));
+        assert!(matches!(
+            parse(&["export", "--after", "7"]),
+            Ok(AuditCommand::Export { after: 7 })
+        ));
+        assert!(matches!(
+            parse(&["verify", "--json"]),
+            Ok(AuditCommand::Verify { json: true })
+        ));
+        assert!(matches!(
+            parse(&["checkpoint"]),
+            Ok(AuditCommand::Checkpoint { json: false })
+        ));
+        assert!(parse(&["bindings"]).is_err(), "--user is required");
+    }
+
+    #[test]
     fn verify_fails_and_names_the_event_when_tampering_is_found() {
         let report = VerifyReport {
             events: 4,

@@ -10,6 +10,10 @@
 //! * optimistic concurrency on (aggregate_type, aggregate_id, sequence): a concurrent
 //!   append fails on the unique key and answers `AggregateConflict`;
 //! * a global `position` in commit order, for catch-up and exports;
+//! * tamper evidence: each event's metadata `hash` chains it to the previous event of
+//!   its stream ([`ChainLink`]); the state row keeps the last hash, so a commit links
+//!   without reading the log (one hash per event, no extra query; see `audit.rs`);
+//! * upcasting of older event versions on every read ([`crate::default_upcasters`]);
 //! * a per-aggregate turn within the process, so that concurrent commands on one
 //!   account queue instead of burning their bounded retries.
 
