@@ -168,6 +168,8 @@ pub struct PgbenchResult {
     pub seconds: u64,
     /// Where the CPU went while it ran.
     pub cpu: Option<CpuUse>,
+    /// What the database's client backends were doing, sampled (PostgreSQL only).
+    pub postgres_waits: Vec<WaitShare>,
 }
 
 /// One miniauth scenario.
@@ -195,6 +197,81 @@ pub struct ScenarioResult {
     pub ratio_to_pgbench: Option<f64>,
     /// Where the CPU went while it ran.
     pub cpu: Option<CpuUse>,
+    /// What the database's client backends were doing, sampled (PostgreSQL only).
+    pub postgres_waits: Vec<WaitShare>,
+}
+
+/// One kind of PostgreSQL backend state and its share of all backend samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitShare {
+    /// `running`, `idle`, `idle in transaction`, or `wait_event_type:wait_event`
+    /// (`Lock:advisory` is the store's append lock, `Lock:transactionid` a row lock,
+    /// `IO:WALSync` the commit's flush).
+    pub state: String,
+    /// Percent of the samples of every client backend of the database.
+    pub percent: f64,
+    /// Backends in that state on average.
+    pub mean_backends: f64,
+}
+
+/// Samples `pg_stat_activity` of one database every 20 ms: where its backends spend
+/// their time (running, waiting on a lock, flushing WAL, or idle in a transaction while
+/// the client works).
+struct WaitSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(BTreeMap<String, u64>, u64)>,
+}
+
+impl WaitSampler {
+    async fn start(url: Option<&str>) -> Option<Self> {
+        let mut conn = connect_pg(url?).await.ok()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut samples = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let states: Result<Vec<String>, _> = sqlx::query_scalar(
+                    "SELECT CASE WHEN state = 'idle' THEN 'idle' \
+                     WHEN state LIKE 'idle in transaction%' THEN 'idle in transaction (waiting for the client)' \
+                     WHEN wait_event IS NULL THEN 'running' \
+                     ELSE wait_event_type || ':' || wait_event END \
+                     FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                )
+                .fetch_all(&mut conn)
+                .await;
+                if let Ok(states) = states {
+                    samples += 1;
+                    for state in states {
+                        *counts.entry(state).or_default() += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            conn.close().await.ok();
+            (counts, samples)
+        });
+        Some(Self { stop, task })
+    }
+
+    async fn stop(self) -> Vec<WaitShare> {
+        self.stop.store(true, Ordering::Relaxed);
+        let Ok((counts, samples)) = self.task.await else {
+            return Vec::new();
+        };
+        let total: u64 = counts.values().sum();
+        let mut shares: Vec<WaitShare> = counts
+            .into_iter()
+            .map(|(state, n)| WaitShare {
+                state,
+                percent: n as f64 * 100.0 / total.max(1) as f64,
+                mean_backends: n as f64 / samples.max(1) as f64,
+            })
+            .collect();
+        shares.sort_by(|a, b| b.percent.total_cmp(&a.percent));
+        shares
+    }
 }
 
 /// CPU spent during a run, from /proc: per operation (or pgbench transaction) for each
@@ -458,16 +535,21 @@ impl Bench {
                 if i > 0 {
                     progress(&args, &format!("pgbench: {name}"));
                 }
-                pgbench.push(run_pgbench(
-                    &args.pgbench,
-                    &database.url,
-                    self.dir.path(),
-                    i,
-                    name,
-                    script,
-                    args.clients,
-                    seconds,
-                )?);
+                let waits = WaitSampler::start(Some(&database.url)).await;
+                let (binary, url, dir) = (
+                    args.pgbench.clone(),
+                    database.url.clone(),
+                    self.dir.path().to_owned(),
+                );
+                let (name, script, clients) = (name.to_string(), script.clone(), args.clients);
+                let mut result = tokio::task::spawn_blocking(move || {
+                    run_pgbench(&binary, &url, &dir, i, &name, &script, clients, seconds)
+                })
+                .await??;
+                if let Some(sampler) = waits {
+                    result.postgres_waits = sampler.stop().await;
+                }
+                pgbench.push(result);
             }
         }
         let ceiling = pgbench.first().map(|p| p.tps);
@@ -496,6 +578,7 @@ impl Bench {
 
         let ctx = Arc::new(Ctx {
             server_pid: pid,
+            database_url: self.database.as_ref().map(|d| d.url.clone()),
             api: api.clone(),
             device: device.clone(),
             phones: phones.clone(),
@@ -896,6 +979,7 @@ fn run_pgbench(
         latency_avg_ms,
         seconds,
         cpu,
+        postgres_waits: Vec::new(),
     })
 }
 
@@ -1066,7 +1150,9 @@ impl CpuSnapshot {
                     continue;
                 };
                 if stat_command(&stat) == Some("postgres") {
-                    snapshot.postgres += parse_stat_ticks(&stat, false).unwrap_or(0);
+                    // With children: backends that exited (pgbench's) are in the
+                    // postmaster's cutime/cstime once reaped.
+                    snapshot.postgres += parse_stat_ticks(&stat, true).unwrap_or(0);
                 }
             }
         }
@@ -1074,8 +1160,6 @@ impl CpuSnapshot {
     }
 
     /// The CPU spent since `before`, per operation; `None` without /proc or operations.
-    /// (PostgreSQL backends that ended in between are missed: pgbench's and the pool's
-    /// connections live through a whole run.)
     fn since(&self, before: &Self, ops: u64) -> Option<CpuUse> {
         let total = self.machine_total.checked_sub(before.machine_total)?;
         if ops == 0 || total == 0 {
@@ -1461,6 +1545,7 @@ impl Op {
 /// What every client shares.
 struct Ctx {
     server_pid: u32,
+    database_url: Option<String>,
     api: Api,
     device: Device,
     phones: Arc<AtomicU64>,
@@ -1487,6 +1572,7 @@ async fn scenario(
 ) -> (ScenarioResult, Vec<ClientState>) {
     let name = op.name();
     let issued = Arc::new(AtomicU64::new(0));
+    let waits = WaitSampler::start(ctx.database_url.as_deref()).await;
     let cpu_before = CpuSnapshot::take(Some(ctx.server_pid));
     let started = Instant::now();
     let deadline = started + limit.duration;
@@ -1544,6 +1630,10 @@ async fn scenario(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = CpuSnapshot::take(Some(ctx.server_pid)).since(&cpu_before, latencies.len() as u64);
+    let postgres_waits = match waits {
+        Some(sampler) => sampler.stop().await,
+        None => Vec::new(),
+    };
     latencies.sort_unstable();
     let ms = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
     (
@@ -1559,6 +1649,7 @@ async fn scenario(
             p99_ms: ms(99.0),
             ratio_to_pgbench: None,
             cpu,
+            postgres_waits,
         },
         states,
     )
@@ -1829,6 +1920,33 @@ pub fn render_table(report: &Report) -> String {
             }
         }
     }
+    let waits = report
+        .scenarios
+        .iter()
+        .map(|s| (format!("miniauth: {}", s.name), &s.postgres_waits))
+        .chain(
+            report
+                .pgbench
+                .iter()
+                .map(|p| (format!("pgbench: {}", p.name), &p.postgres_waits)),
+        )
+        .filter(|(_, w)| !w.is_empty())
+        .collect::<Vec<_>>();
+    if !waits.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPostgreSQL client backends, sampled every 20 ms (share of samples, mean backends):"
+        );
+        for (name, shares) in waits {
+            let top = shares
+                .iter()
+                .take(5)
+                .map(|w| format!("{} {:.0} % ({:.1})", w.state, w.percent, w.mean_backends))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(out, "  {name}: {top}");
+        }
+    }
     if let Some(h) = &report.history {
         let _ = writeln!(
             out,
@@ -2081,6 +2199,7 @@ mod tests {
             p99_ms: 1.0,
             ratio_to_pgbench: None,
             cpu: None,
+            postgres_waits: Vec::new(),
         };
         let mut report = Report {
             machine: machine(),
@@ -2096,6 +2215,7 @@ mod tests {
                 latency_avg_ms: 1.0,
                 seconds: 1,
                 cpu: None,
+                postgres_waits: Vec::new(),
             }],
             scenarios: vec![scenario("returning-user login", 700.0)],
             history: None,
