@@ -17,6 +17,9 @@ on_both_engines!(
     refresh_rotation_reuse_detection_and_logout,
     ticket_grant_for_a_bound_identity,
     payload_under_the_newest_session_key_is_accepted,
+    rebind_after_unbind,
+    stale_tickets_buy_no_tokens,
+    logout_revokes_only_own_tokens,
 );
 
 async fn new_user_by_phone_code_then_returning_in_one_round_trip(engine: Engine) {
@@ -410,4 +413,68 @@ async fn payload_under_the_newest_session_key_is_accepted(engine: Engine) {
         },
     )
     .await;
+}
+
+/// After unbinding, the same WeChat identity binds back to its user by phone.
+async fn rebind_after_unbind(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (user, tokens, _, wechat) = app.registered_user(APP).await;
+    app.unbind(APP, &tokens.access).await.ok(204);
+    assert!(app.bindings_of(user).await.is_empty());
+    let ticket = app.ticket(APP, wechat).await;
+    let code = app.phone_code(APP, wechat).await;
+    let answer = app
+        .phone(APP, &json!({ "ticket": ticket, "code": code }))
+        .await;
+    let body = answer.ok(200);
+    assert_eq!(body["registered"], json!(false), "{body}");
+    assert_eq!(body["user_id"], json!(user));
+    assert_eq!(app.bindings_of(user).await.len(), 1);
+}
+
+/// A ticket buys tokens only while its identity is bound, and only from the newest
+/// login.
+async fn stale_tickets_buy_no_tokens(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (_, tokens, _, wechat) = app.registered_user(APP).await;
+    let old = app.ticket(APP, wechat).await;
+    let newest = app.ticket(APP, wechat).await;
+    app.unchanged("a ticket grant with a superseded ticket", || async {
+        app.token(&json!({ "grant_type": "ticket", "ticket": old }))
+            .await
+            .problem(401, "ticket_session_superseded");
+    })
+    .await;
+    app.token(&json!({ "grant_type": "ticket", "ticket": newest }))
+        .await
+        .ok(200);
+
+    app.unbind(APP, &tokens.access).await.ok(204);
+    app.unchanged("a ticket grant after unbinding", || async {
+        app.token(&json!({ "grant_type": "ticket", "ticket": newest }))
+            .await
+            .problem(404, "not_bound");
+        app.oauth_token(&[("grant_type", "social"), ("social_key", &newest)])
+            .await
+            .envelope_err(601);
+    })
+    .await;
+}
+
+/// Logout revokes only the caller's own refresh tokens.
+async fn logout_revokes_only_own_tokens(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (_, alice, _, _) = app.registered_user(APP).await;
+    let (_, bob, _, _) = app.registered_user(APP).await;
+    let answer = app
+        .unchanged("logging out someone else's refresh token", || {
+            app.logout(&alice.access, &bob.refresh)
+        })
+        .await;
+    assert_eq!(answer.status.as_u16(), 401, "{}", answer.text);
+    answer.problem(401, "refresh_token_unknown");
+    app.refresh(&bob.refresh).await.ok(200);
+    app.me(&bob.refresh)
+        .await
+        .problem(401, "access_token_invalid");
 }
