@@ -784,6 +784,10 @@ async fn bad_bodies_and_fields(engine: Engine) {
     })
     .await;
 
+    let wechat2 = app.wechat_user(None).await;
+    let fresh = app.ticket(APP, wechat2).await;
+    let info = app.device.user_info(&app.appid, wechat2).await.unwrap();
+    let big = "A".repeat(40 * 1024);
     app.unchanged("oversized fields", || async {
         app.login(APP, &"a".repeat(4000))
             .await
@@ -800,6 +804,44 @@ async fn bad_bodies_and_fields(engine: Engine) {
         )
         .await
         .problem(400, "invalid_field");
+        // Legacy payload fields far beyond anything WeChat sends, under the body limit:
+        // refused by the check they fail, before anything is decrypted or written.
+        let legacy = |raw: &str, signature: &str, data: &str, iv: &str| {
+            json!({ "ticket": fresh, "raw_data": raw, "signature": signature,
+                    "encrypted_data": data, "iv": iv })
+        };
+        for (body, code) in [
+            (
+                legacy(&big, &info.signature, &info.encrypted_data, &info.iv),
+                "signature_mismatch",
+            ),
+            (
+                legacy(&info.raw_data, &big, &info.encrypted_data, &info.iv),
+                "signature_mismatch",
+            ),
+            (
+                legacy(&info.raw_data, &info.signature, &big, &info.iv),
+                "session_key_mismatch",
+            ),
+            (
+                legacy(&info.raw_data, &info.signature, &info.encrypted_data, &big),
+                "payload_wrong_length",
+            ),
+        ] {
+            app.profile(APP, &body).await.problem(400, code);
+        }
+        app.phone(APP, &json!({ "ticket": fresh, "code": big }))
+            .await
+            .problem(400, "invalid_field");
+        app.profile(
+            APP,
+            &json!({ "ticket": big, "nickname": "x", "avatar_url": "https://e.com/a.png" }),
+        )
+        .await
+        .problem(401, "ticket_malformed");
+        app.wx("", APP, "login", &format!("code={}", "a".repeat(4000)), None)
+            .await
+            .envelope_err(410);
     })
     .await;
 
@@ -811,6 +853,18 @@ async fn bad_bodies_and_fields(engine: Engine) {
         )
         .await
         .problem(400, "invalid_utf8");
+        for form in [
+            &b"grant_type=password&account=%FF%FE&password=x"[..],
+            &b"grant_type=password&account=\xff&password=x"[..],
+        ] {
+            app.post_raw(
+                "/v1/token",
+                "application/x-www-form-urlencoded",
+                form.to_vec(),
+            )
+            .await
+            .problem(400, "invalid_utf8");
+        }
         app.post_raw(&sessions, "application/json", b"{\"code\":".to_vec())
             .await
             .problem(400, "invalid_json");
