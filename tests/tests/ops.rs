@@ -124,6 +124,22 @@ async fn operations_routes(engine: Engine) {
         !text.contains(APP),
         "metrics must name route templates, not paths"
     );
+
+    // The store gone: not ready (503 + Retry-After), still alive, and requests that
+    // need it get a 503 that says nothing about why.
+    app.store.close().await;
+    let ready = app.get("/readyz", None).await;
+    ready.problem(503, "not_ready");
+    assert!(ready.retry_after() > 0);
+    app.get("/healthz", None).await.ok(200);
+    let code = app.wx_login(APP, wechat).await;
+    let answer = app.login(APP, &code).await;
+    answer.problem(503, "service_unavailable");
+    assert!(
+        !answer.text.to_lowercase().contains("sql"),
+        "a store failure leaks details: {}",
+        answer.text
+    );
 }
 
 async fn access_tokens_verify_against_the_jwks(engine: Engine) {
