@@ -5,6 +5,12 @@
 //! on the server of `MINIAUTH_TEST_DATABASE_URL` — and the WeChat simulator in-process.
 //! [`TestApp`] then plays the mini program (through the simulator's device API) and the
 //! HTTP client, and looks into the store to check what was (not) written.
+//!
+//! Run with `cargo test -p miniauth-e2e`. Each scenario runs on both engines (see
+//! [`on_both_engines!`]); the PostgreSQL variants need a server where the user may
+//! `CREATE DATABASE` — `postgres://postgres@127.0.0.1:5432/postgres` unless
+//! `MINIAUTH_TEST_DATABASE_URL` says otherwise — and fail, saying how to start one,
+//! when none answers. Each test's database is dropped when its [`TestApp`] is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -318,7 +318,7 @@ async fn expired_tickets_and_refresh_tokens(engine: Engine) {
     let (_, account, password) = app.password_user(None).await;
     let tokens = app.password_tokens(&account, &password).await;
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     app.unchanged("an expired ticket", || async {
         app.profile(
             APP,

@@ -2,7 +2,7 @@
 
 use miniauth_domain::OpenId;
 use miniauth_e2e::{
-    app as app_id, on_both_engines, random_phone, spawn_app, Engine, Tokens, APP, CLOSED_APP,
+    app as app_id, enc, on_both_engines, random_phone, spawn_app, Engine, Tokens, APP, CLOSED_APP,
     EXISTING_ONLY_APP, SECOND_APP,
 };
 use serde_json::json;
@@ -220,6 +220,16 @@ async fn registration_policies_refuse_unknown_phones(engine: Engine) {
             )
             .await
             .problem(403, code);
+            // GitEgg's envelope says 403 too.
+            let query = format!(
+                "socialKey={}&encryptedData={}&iv={}",
+                enc(&ticket),
+                enc(&bundle.encrypted_data),
+                enc(&bundle.iv)
+            );
+            app.wx("", appid, "phone", &query, None)
+                .await
+                .envelope_err(403);
         })
         .await;
         let again = app.session(appid, wechat).await;
