@@ -288,6 +288,9 @@ pub struct CpuUse {
     pub bench_ms_per_op: f64,
     /// The whole machine's busy share of all CPUs, in percent.
     pub machine_busy_percent: f64,
+    /// The share of all CPUs that the measured parties (server, PostgreSQL, bench)
+    /// used, in percent; the rest of `machine_busy_percent` was other work.
+    pub measured_percent: f64,
 }
 
 /// Login latency of a long-history account against fresh ones.
@@ -699,15 +702,29 @@ impl Bench {
             .arg(&self.config_path)
             .stdin(Stdio::null())
             .output();
-        let seconds = started.elapsed().as_secs_f64();
+        let wall = started.elapsed().as_secs_f64();
         match output {
-            Ok(o) if o.status.success() => RebuildResult {
-                measured: true,
-                events,
-                seconds,
-                events_per_second: events as f64 / seconds.max(1e-9),
-                note: "wall clock of the subcommand: process start and migrations included".into(),
-            },
+            Ok(o) if o.status.success() => {
+                let stdout = String::from_utf8_lossy(&o.stdout);
+                match parse_rebuild(&stdout) {
+                    Some((events, seconds)) => RebuildResult {
+                        measured: true,
+                        events,
+                        seconds,
+                        events_per_second: events as f64 / seconds.max(1e-9),
+                        note: format!(
+                            "timed by the subcommand (the rebuild itself); {wall:.2} s wall clock with process start and migrations"
+                        ),
+                    },
+                    None => RebuildResult {
+                        measured: true,
+                        events,
+                        seconds: wall,
+                        events_per_second: events as f64 / wall.max(1e-9),
+                        note: "wall clock of the subcommand: process start and migrations included".into(),
+                    },
+                }
+            }
             Ok(o) => not_measured(format!(
                 "not measured: `projections rebuild` failed: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
@@ -859,6 +876,7 @@ impl Database {
              created_at timestamptz NOT NULL DEFAULT now())",
             "CREATE TABLE bench_checkpoint (name text PRIMARY KEY, position bigint NOT NULL)",
             "INSERT INTO bench_checkpoint VALUES ('accounts', 0)",
+            "CREATE TABLE bench_state (id bigint PRIMARY KEY, payload text NOT NULL)",
         ] {
             sqlx::query(statement)
                 .execute(&mut conn)
@@ -916,10 +934,22 @@ fn pgbench_scripts() -> Vec<(&'static str, String)> {
             format!("BEGIN;\nSELECT pg_advisory_xact_lock({PGBENCH_LOCK});\n{insert}\nCOMMIT;\n"),
         ),
         (
-            "the store's commit pattern: locked INSERT, then a checkpoint-row UPDATE",
+            "the store's commit path: locked append, then checkpoint-locked catch-up",
+            // As adapters/store does per command: the append transaction under the
+            // global advisory lock (event row, state row), then the read models'
+            // catch-up transaction under the checkpoint row's lock (lock the row, read
+            // it, read the new events, upsert the view row, move the checkpoint).
             format!(
-                "BEGIN;\nSELECT pg_advisory_xact_lock({PGBENCH_LOCK});\n{insert}\nCOMMIT;\n\
-                 BEGIN;\nUPDATE bench_checkpoint SET position = position + 1 WHERE name = 'accounts';\nCOMMIT;\n"
+                "BEGIN;\nSELECT pg_advisory_xact_lock({PGBENCH_LOCK});\n{insert}\n\
+                 INSERT INTO bench_state VALUES (:client_id, 'state') ON CONFLICT (id) DO UPDATE SET payload = excluded.payload;\n\
+                 COMMIT;\n\
+                 BEGIN;\n\
+                 UPDATE bench_checkpoint SET position = position WHERE name = 'accounts';\n\
+                 SELECT position FROM bench_checkpoint WHERE name = 'accounts' \\gset\n\
+                 SELECT id, payload FROM bench_one_row WHERE id > :position ORDER BY id LIMIT 500;\n\
+                 INSERT INTO bench_state VALUES (-1 - :client_id, 'view') ON CONFLICT (id) DO UPDATE SET payload = excluded.payload;\n\
+                 UPDATE bench_checkpoint SET position = (SELECT max(id) FROM bench_one_row) WHERE name = 'accounts';\n\
+                 COMMIT;\n"
             ),
         ),
     ]
@@ -981,6 +1011,18 @@ fn run_pgbench(
         cpu,
         postgres_waits: Vec::new(),
     })
+}
+
+/// `rebuilt the read models from 18650 events in 0.19 s (98000 events/s)` → (events, s).
+fn parse_rebuild(output: &str) -> Option<(u64, f64)> {
+    let rest = output.split("from ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let events = words.next()?.parse().ok()?;
+    if words.next()? != "events" || words.next()? != "in" {
+        return None;
+    }
+    let seconds = words.next()?.parse().ok()?;
+    Some((events, seconds))
 }
 
 /// `tps = 1234.5 (without initial connection time)` and `latency average = 25.9 ms`.
@@ -1173,6 +1215,11 @@ impl CpuSnapshot {
             postgres_ms_per_op: per_op(self.postgres, before.postgres),
             bench_ms_per_op: per_op(self.bench, before.bench),
             machine_busy_percent: self.machine_busy.saturating_sub(before.machine_busy) as f64
+                * 100.0
+                / total as f64,
+            measured_percent: (self.server.saturating_sub(before.server)
+                + self.postgres.saturating_sub(before.postgres)
+                + self.bench.saturating_sub(before.bench)) as f64
                 * 100.0
                 / total as f64,
         })
@@ -1907,12 +1954,13 @@ pub fn render_table(report: &Report) -> String {
             Some(c) => {
                 let _ = writeln!(
                     out,
-                    "  {:<74} server {:>6.3}  postgres {:>6.3}  bench {:>6.3}  busy {:>5.1} %",
+                    "  {:<74} server {:>6.3}  postgres {:>6.3}  bench {:>6.3}  busy {:>5.1} % (measured parties {:>5.1} %)",
                     name,
                     c.server_ms_per_op,
                     c.postgres_ms_per_op,
                     c.bench_ms_per_op,
-                    c.machine_busy_percent
+                    c.machine_busy_percent,
+                    c.measured_percent
                 );
             }
             None => {
@@ -2040,6 +2088,15 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_output_is_parsed() {
+        assert_eq!(
+            parse_rebuild("rebuilt the read models from 18650 events in 0.19 s (98000 events/s)\n"),
+            Some((18650, 0.19))
+        );
+        assert_eq!(parse_rebuild("rebuilt nothing"), None);
+    }
+
+    #[test]
     fn proc_status_is_parsed() {
         let text =
             "Name:\tminiauth\nVmPeak:\t  300000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
@@ -2079,6 +2136,7 @@ mod tests {
         assert!((cpu.server_ms_per_op - 10.0).abs() < 1e-9);
         assert!((cpu.bench_ms_per_op - 2.0).abs() < 1e-9);
         assert!((cpu.machine_busy_percent - 50.0).abs() < 1e-9);
+        assert!((cpu.measured_percent - 22.0).abs() < 1e-9);
         assert!(after.since(&before, 0).is_none());
         let own = CpuSnapshot::take(Some(std::process::id()));
         assert!(own.machine_total > 0);
