@@ -36,7 +36,8 @@ where
             proof,
             via: BindMethod::CurrentUser,
         };
-        self.bind_to(ctx, context, &id, bind, vec![]).await?;
+        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
+            .await?;
         Ok(user.id)
     }
 
@@ -64,7 +65,8 @@ where
             proof,
             via: BindMethod::PasswordLogin,
         };
-        self.bind_to(ctx, context, &id, bind, vec![]).await?;
+        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
+            .await?;
         let appid = opened.app.appid.clone();
         self.issue_tokens(&user, Some(&appid)).await
     }

@@ -1,6 +1,8 @@
 //! Steps 8–10: a verified phone, then the binding it leads to — a match with an
 //! existing user, or a registration when the app's policy allows it.
 
+use std::future::Future;
+
 use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::crypto::open_phone;
 use miniauth_domain::{
@@ -97,18 +99,22 @@ where
             }
         };
         state.check_proof(proof)?;
-        let verify = SocialAccountCommand::VerifyPhone {
-            proof,
-            phone: self.ports.vault.seal_personal(&id, phone.pure()).await?,
-            country_code: phone.country_code().to_owned(),
-            via,
-            at: now,
+        // Sealing creates the account's data key: it comes after every check, so that a
+        // refused phone leaves nothing behind.
+        let verify = async {
+            Ok(vec![SocialAccountCommand::VerifyPhone {
+                proof,
+                phone: self.ports.vault.seal_personal(&id, phone.pure()).await?,
+                country_code: phone.country_code().to_owned(),
+                via,
+                at: now,
+            }])
         };
 
         if let Some(user_id) = state.bound_user() {
             // Already bound: record the phone, keep the binding, log the user in.
             let user = self.active_user(user_id).await?;
-            self.commit(ctx, &id, context, vec![verify]).await?;
+            self.commit(ctx, &id, context, verify.await?).await?;
             let tokens = self.issue_tokens(&user, Some(&app.appid)).await?;
             return Ok(PhoneOutcome {
                 user_id,
@@ -123,19 +129,12 @@ where
         } else {
             BindMethod::PhoneMatch
         };
-        let outcome = self
-            .bind_to(
-                ctx,
-                context,
-                &id,
-                BindRequest {
-                    user: user.id,
-                    proof,
-                    via,
-                },
-                vec![verify],
-            )
-            .await;
+        let bind = BindRequest {
+            user: user.id,
+            proof,
+            via,
+        };
+        let outcome = self.bind_to(ctx, context, &id, bind, verify).await;
         if outcome.is_err() && registered {
             self.discard_registration(user.id).await;
         }
@@ -202,28 +201,33 @@ where
         }
     }
 
-    /// Claims the binding in the registry, then commits `commands` followed by the
-    /// bind in one append; releases the claim if the append fails.
+    /// Claims the binding in the registry, then commits the commands `before` yields
+    /// (awaited only once the claim holds) followed by the bind, in one append; releases
+    /// the claim if anything after it fails.
     pub(crate) async fn bind_to(
         &self,
         ctx: &RequestContext,
         context: ES::AC,
         id: &AccountId,
         bind: BindRequest,
-        mut commands: Vec<SocialAccountCommand>,
+        before: impl Future<Output = Result<Vec<SocialAccountCommand>, AppError>>,
     ) -> Result<SocialAccount, AppError> {
         let claim = self
             .ports
             .registry
             .claim(&id.appid(), &id.openid(), bind.user)
             .await?;
-        commands.push(SocialAccountCommand::Bind {
-            proof: bind.proof,
-            user_id: bind.user,
-            via: bind.via,
-            at: self.now(),
-        });
-        let result = self.commit(ctx, id, context, commands).await;
+        let result = async {
+            let mut commands = before.await?;
+            commands.push(SocialAccountCommand::Bind {
+                proof: bind.proof,
+                user_id: bind.user,
+                via: bind.via,
+                at: self.now(),
+            });
+            self.commit(ctx, id, context, commands).await
+        }
+        .await;
         if result.is_err() {
             self.release_if_new(claim, id, bind.user).await;
         }

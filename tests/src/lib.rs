@@ -916,31 +916,17 @@ impl TestApp {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        self.check_unchanged(what, true, request).await
+        self.check_unchanged(what, request).await
     }
 
-    /// [`TestApp::unchanged`] except for the data-key table: only for the requests
-    /// whose stray data key is a known bug with a test of its own (see the report of
-    /// `bad_input.rs`), so that the rest of what they must not write stays checked.
-    pub async fn unchanged_but_data_keys<F, Fut, T>(&self, what: &str, request: F) -> T
+    async fn check_unchanged<F, Fut, T>(&self, what: &str, request: F) -> T
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        self.check_unchanged(what, false, request).await
-    }
-
-    async fn check_unchanged<F, Fut, T>(&self, what: &str, data_keys: bool, request: F) -> T
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = T>,
-    {
-        let mut before = self.snapshot().await;
+        let before = self.snapshot().await;
         let out = request().await;
         let after = self.snapshot().await;
-        if !data_keys {
-            before.data_keys = after.data_keys;
-        }
         let new = self
             .store
             .events_after(before.last_event, 10)

@@ -25,7 +25,6 @@ on_both_engines!(
     bad_credentials_are_throttled,
     bad_refresh_tokens,
     bad_bodies_and_fields,
-    #[ignore = "bug: a phone refused by policy or by a binding conflict leaves a data_keys row"]
     refused_phones_leave_no_data_key,
 );
 
@@ -625,7 +624,7 @@ async fn conflicting_bindings(engine: Engine) {
     let twin_ticket = app.ticket(APP, twin).await;
     let twin_code = app.phone_code(APP, twin).await;
     let answer = app
-        .unchanged_but_data_keys(
+        .unchanged(
             "a phone whose user is bound in this app already",
             || async {
                 app.phone(APP, &json!({ "ticket": twin_ticket, "code": twin_code }))
