@@ -16,3 +16,6 @@ mod support;
 
 #[path = "reliability/wechat_faults.rs"]
 mod wechat_faults;
+
+#[path = "reliability/postgres_outage.rs"]
+mod postgres_outage;

@@ -57,13 +57,6 @@ impl Tally {
             .or_default() += 1;
     }
 
-    /// Adds another tally.
-    pub fn merge(&mut self, other: &Tally) {
-        for (key, n) in &other.0 {
-            *self.0.entry(key.clone()).or_default() += n;
-        }
-    }
-
     /// Answers with this status.
     pub fn with_status(&self, status: u16) -> u32 {
         self.0
@@ -197,7 +190,12 @@ pub async fn check_invariants(store: &Store, expected: &[(AppId, OpenId, i64)]) 
                 .await
                 .expect("registry bindings"),
         );
-        assert_eq!(claimed, from_log, "registry bindings of user {}", user.get());
+        assert_eq!(
+            claimed,
+            from_log,
+            "registry bindings of user {}",
+            user.get()
+        );
     }
 
     for (appid, openid, user) in expected {

@@ -27,7 +27,10 @@ async fn app() -> TestApp {
 }
 
 fn sim(app: &TestApp) -> &Simulator {
-    app.simulator.as_ref().expect("the simulator runs").simulator()
+    app.simulator
+        .as_ref()
+        .expect("the simulator runs")
+        .simulator()
 }
 
 /// One injected fault and what the client must be told.
@@ -200,7 +203,10 @@ async fn a_short_busy_burst_is_absorbed_by_the_retries() {
             .get(&Endpoint::Jscode2Session)
             .copied()
             .unwrap_or_default();
-        assert!(calls >= 2, "the busy answer was not retried ({calls} calls)");
+        assert!(
+            calls >= 2,
+            "the busy answer was not retried ({calls} calls)"
+        );
     })
     .await
 }
