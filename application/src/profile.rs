@@ -59,6 +59,20 @@ fn check_nickname(nickname: &str) -> Result<String, InvalidValue> {
     Ok(nickname.to_owned())
 }
 
+/// A rawData signature is hex(sha1(...)): 40 hex digits. Anything else is a front-end
+/// bug worth naming, not a mismatch.
+fn check_signature_shape(signature: &str) -> Result<(), InvalidValue> {
+    let signature = signature.trim();
+    if signature.len() == 40 && signature.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(InvalidValue::new(
+            "signature",
+            "must be 40 hex digits (sha1)",
+        ))
+    }
+}
+
 fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
     let url = url.trim();
     let scheme_ok =
@@ -97,6 +111,10 @@ where
                 encrypted_data,
                 iv,
             } => {
+                check_signature_shape(&signature)?;
+                if raw_data.len() > limits::RAW_DATA_BYTES {
+                    return Err(InvalidValue::new("raw_data", "must be at most 8 KiB").into());
+                }
                 let app = opened.app;
                 let (payload, proof, key) = self
                     .open_payload(&state, seq, |key| {

@@ -89,6 +89,8 @@ pub mod limits {
     pub const NICKNAME_CHARS: usize = 64;
     /// Longest avatar URL accepted, in bytes.
     pub const AVATAR_URL_BYTES: usize = 1024;
+    /// Longest rawData accepted, in bytes (WeChat's is well under 1 KiB).
+    pub const RAW_DATA_BYTES: usize = 8 * 1024;
     /// Longest account name accepted, in characters.
     pub const ACCOUNT_CHARS: usize = 64;
     /// Longest password accepted, in bytes (argon2 cost is bounded).

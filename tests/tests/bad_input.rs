@@ -812,11 +812,11 @@ async fn bad_bodies_and_fields(engine: Engine) {
         for (body, code) in [
             (
                 legacy(&big, &info.signature, &info.encrypted_data, &info.iv),
-                "signature_mismatch",
+                "invalid_field",
             ),
             (
                 legacy(&info.raw_data, &big, &info.encrypted_data, &info.iv),
-                "signature_mismatch",
+                "invalid_field",
             ),
             (
                 legacy(&info.raw_data, &info.signature, &big, &info.iv),

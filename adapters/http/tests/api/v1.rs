@@ -239,7 +239,7 @@ async fn legacy_encrypted_profile_and_phone_are_accepted() {
         .post_json(
             &format!("/v1/apps/{APP}/profile"),
             json!({
-                "ticket": ticket, "raw_data": raw_data, "signature": "00",
+                "ticket": ticket, "raw_data": raw_data, "signature": "0".repeat(40),
                 "encrypted_data": encrypt_payload(&key, &iv, info.as_bytes()),
                 "iv": encode_base64(&iv),
             }),
