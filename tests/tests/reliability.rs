@@ -19,3 +19,6 @@ mod wechat_faults;
 
 #[path = "reliability/postgres_outage.rs"]
 mod postgres_outage;
+
+#[path = "reliability/two_instances.rs"]
+mod two_instances;
