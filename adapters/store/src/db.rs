@@ -21,6 +21,9 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// How long SQLite waits for a lock held by another connection or process.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a PostgreSQL connection before it is answered 503:
+/// well inside the default request timeout, so an outage is reported, not timed out.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The engine's pool.
 #[derive(Clone)]
@@ -88,7 +91,7 @@ impl Db {
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(max)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                     .connect(url)
                     .await?,
             )
@@ -193,12 +196,24 @@ fn key_file(path: &PathBuf) -> Result<ServerKey, StoreError> {
 /// A database failure as the ports report it: the cause goes to the log, the message
 /// stays generic.
 pub(crate) fn port_error(error: sqlx::Error) -> PortError {
+    if is_unavailable(&error) {
+        tracing::error!(%error, "database unreachable");
+        PortError::Unavailable("the database".into())
+    } else {
+        PortError::Internal(format!("database: {error}"))
+    }
+}
+
+/// Whether the database is down or going away rather than refusing the statement:
+/// no connection, or PostgreSQL's classes 08 (connection exception) and 57P
+/// (operator intervention: shutting down, starting up). Clients should retry these.
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            tracing::error!(%error, "database unreachable");
-            PortError::Unavailable("the database".into())
-        }
-        other => PortError::Internal(format!("database: {other}")),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -212,4 +227,24 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Unix milliseconds, the stored time format of both engines.
 pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    #[test]
+    fn connection_loss_is_unavailable_and_other_errors_are_internal() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(matches!(
+            port_error(sqlx::Error::PoolClosed),
+            PortError::Unavailable(_)
+        ));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(matches!(
+            port_error(sqlx::Error::RowNotFound),
+            PortError::Internal(_)
+        ));
+    }
 }

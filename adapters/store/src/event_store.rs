@@ -459,11 +459,10 @@ where
 }
 
 pub(crate) fn db_error(error: sqlx::Error) -> AggregateError<AccountError> {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            AggregateError::DatabaseConnectionError(Box::new(error))
-        }
-        other => AggregateError::UnexpectedError(Box::new(other)),
+    if crate::db::is_unavailable(&error) {
+        AggregateError::DatabaseConnectionError(Box::new(error))
+    } else {
+        AggregateError::UnexpectedError(Box::new(error))
     }
 }
 

@@ -853,13 +853,9 @@ fn postgres_outage_is_answered_with_clear_503s() {
 
 /// No request is answered 500 because the database went away: only 200 or 503.
 ///
-/// Fails today: a statement running when `pg_ctl stop -m fast` terminates its session
-/// gets SQLSTATE 57P01 (admin_shutdown), which the store maps to an internal error.
+/// A statement running when `pg_ctl stop -m fast` terminates its session gets
+/// SQLSTATE 57P01 (admin_shutdown): the store maps it to unavailable, not internal.
 #[test]
-#[ignore = "bug: POST /v1/apps/{appid}/sessions and /phone answer 500 internal_error \
-            (event store: \"terminating connection due to administrator command\", \
-            SQLSTATE 57P01) for requests in flight when PostgreSQL shuts down; expected 503 \
-            service_unavailable with Retry-After"]
 fn postgres_outage_is_never_answered_with_500() {
     let outcome = outcome();
     let bad = outcome.tally.outside(&[200, 503]);
