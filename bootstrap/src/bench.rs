@@ -832,6 +832,16 @@ impl Database {
             .execute(&mut conn)
             .await
             .with_context(|| format!("creating the database {name}"))?;
+        // The server's postmaster is our backend's parent: count only its processes as
+        // PostgreSQL's CPU (other clusters on the machine are not this benchmark's).
+        if let Ok(backend) = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+        {
+            if let Some(parent) = u32::try_from(backend).ok().and_then(parent_pid) {
+                let _ = POSTMASTER.set(parent);
+            }
+        }
         conn.close().await.ok();
         Ok(Self {
             admin_url: admin_url.to_owned(),
@@ -1152,6 +1162,21 @@ async fn wait_healthy(
     }
 }
 
+/// The postmaster of the benchmark's PostgreSQL server, once known.
+static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The parent of a process, from /proc/<pid>/stat.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_parent(&stat)
+}
+
+/// Field 4 (ppid) of a /proc/<pid>/stat line.
+fn stat_parent(stat: &str) -> Option<u32> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// CPU clock ticks per second of /proc's counters (USER_HZ, 100 on Linux).
 const CLOCK_TICKS: f64 = 100.0;
 
@@ -1191,7 +1216,13 @@ impl CpuSnapshot {
                 let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                     continue;
                 };
-                if stat_command(&stat) == Some("postgres") {
+                let ours = match POSTMASTER.get() {
+                    Some(&postmaster) => {
+                        pid == postmaster || stat_parent(&stat) == Some(postmaster)
+                    }
+                    None => stat_command(&stat) == Some("postgres"),
+                };
+                if ours {
                     // With children: backends that exited (pgbench's) are in the
                     // postmaster's cutime/cstime once reaped.
                     snapshot.postgres += parse_stat_ticks(&stat, true).unwrap_or(0);
@@ -2114,6 +2145,11 @@ mod tests {
     fn cpu_counters_are_parsed() {
         let stat = "4242 (post gres) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
         assert_eq!(stat_command(stat), Some("post gres"));
+        assert_eq!(stat_parent(stat), Some(1));
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
         assert_eq!(parse_stat_ticks(stat, false), Some(300));
         assert_eq!(parse_stat_ticks(stat, true), Some(310));
         let machine = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
