@@ -1216,12 +1216,11 @@ impl CpuSnapshot {
                 let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                     continue;
                 };
-                let ours = match POSTMASTER.get() {
-                    Some(&postmaster) => {
-                        pid == postmaster || stat_parent(&stat) == Some(postmaster)
-                    }
-                    None => stat_command(&stat) == Some("postgres"),
-                };
+                // Unknown (SQLite, or a server in another PID namespace): not counted.
+                let ours = POSTMASTER.get().is_some_and(|&postmaster| {
+                    stat_command(&stat) == Some("postgres")
+                        && (pid == postmaster || stat_parent(&stat) == Some(postmaster))
+                });
                 if ours {
                     // With children: backends that exited (pgbench's) are in the
                     // postmaster's cutime/cstime once reaped.
