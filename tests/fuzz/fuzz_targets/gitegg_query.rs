@@ -66,7 +66,11 @@ fuzz_target!(|data: &[u8]| {
             .body(Body::from(rest.to_vec()))
     } else {
         let route = ROUTES[usize::from(selector) % 6];
-        let prefix = if selector & 0x80 != 0 { "/extension" } else { "" };
+        let prefix = if selector & 0x80 != 0 {
+            "/extension"
+        } else {
+            ""
+        };
         Request::get(format!("{prefix}/wx/user/{appid}/{route}?{text}")).body(Body::empty())
     };
     // Not a URI a client could send: nothing to test.

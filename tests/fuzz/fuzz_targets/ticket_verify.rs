@@ -46,10 +46,17 @@ fuzz_target!(|data: &[u8]| {
     if let Some(&byte) = data.first() {
         let position = usize::from(byte) % ticket.len();
         let mut tampered = ticket.clone().into_bytes();
-        tampered[position] = if tampered[position] == b'A' { b'B' } else { b'A' };
+        tampered[position] = if tampered[position] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
         let tampered = String::from_utf8(tampered).expect("ASCII stays ASCII");
         if tampered != ticket {
-            assert!(codec.verify(&tampered, now).is_err(), "accepted a tampered ticket");
+            assert!(
+                codec.verify(&tampered, now).is_err(),
+                "accepted a tampered ticket"
+            );
         }
     }
 });
