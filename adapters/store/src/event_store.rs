@@ -400,11 +400,9 @@ impl EventStore<SocialAccount> for AccountEventStore {
         let aggregate_id = context.aggregate_id.clone();
         drop(context);
         if let Some(projection) = &self.projection {
-            // The events are committed whatever happens here; a failed projection is
-            // caught up later (at start-up, or before the next read-model question).
-            if let Err(error) = projection.catch_up().await {
-                tracing::warn!(%error, "read models lag behind the log; catch-up will repair them");
-            }
+            // The events are committed; the read models follow in the background (and
+            // catch up at start-up and before any question they may be behind on).
+            projection.nudge();
         }
         Ok(events
             .into_iter()

@@ -7,6 +7,7 @@
 //! at start-up and before any question is answered.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
@@ -54,6 +55,15 @@ pub struct AccountView {
 pub struct ReadModels {
     db: Db,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    background: Arc<Background>,
+}
+
+/// The state of this process's background catch-up: at most one runs at a time, and a
+/// nudge while it runs makes it go round once more.
+#[derive(Default)]
+struct Background {
+    running: AtomicBool,
+    pending: AtomicBool,
 }
 
 /// What a catch-up did.
@@ -88,7 +98,35 @@ impl ReadModels {
         Self {
             db,
             upcasters: Arc::new(crate::upcast::default_upcasters()),
+            background: Arc::default(),
         }
+    }
+
+    /// Asks for a catch-up in the background, after a commit: the request that
+    /// committed does not wait for it, and commits of many requests share one
+    /// catch-up instead of each taking the checkpoint row in turn. Readers that may be
+    /// behind still catch up before they answer, so nothing reads a stale model.
+    pub(crate) fn nudge(&self) {
+        let background = &self.background;
+        background.pending.store(true, Ordering::SeqCst);
+        if background.running.swap(true, Ordering::SeqCst) {
+            return; // The running task will go round again.
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                this.background.pending.store(false, Ordering::SeqCst);
+                if let Err(error) = this.catch_up().await {
+                    tracing::warn!(%error, "read models lag behind the log; the next catch-up will repair them");
+                }
+                this.background.running.store(false, Ordering::SeqCst);
+                let again = this.background.pending.load(Ordering::SeqCst)
+                    && !this.background.running.swap(true, Ordering::SeqCst);
+                if !again {
+                    break;
+                }
+            }
+        });
     }
 
     /// Projects every event past the checkpoint. Idempotent; safe to run from several
