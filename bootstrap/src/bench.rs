@@ -884,8 +884,6 @@ impl Database {
         for statement in [
             "CREATE TABLE bench_one_row (id bigserial PRIMARY KEY, payload text NOT NULL, \
              created_at timestamptz NOT NULL DEFAULT now())",
-            "CREATE TABLE bench_checkpoint (name text PRIMARY KEY, position bigint NOT NULL)",
-            "INSERT INTO bench_checkpoint VALUES ('accounts', 0)",
             "CREATE TABLE bench_state (id bigint PRIMARY KEY, payload text NOT NULL)",
         ] {
             sqlx::query(statement)
@@ -944,21 +942,13 @@ fn pgbench_scripts() -> Vec<(&'static str, String)> {
             format!("BEGIN;\nSELECT pg_advisory_xact_lock({PGBENCH_LOCK});\n{insert}\nCOMMIT;\n"),
         ),
         (
-            "the store's commit path: locked append, then checkpoint-locked catch-up",
-            // As adapters/store does per command: the append transaction under the
-            // global advisory lock (event row, state row), then the read models'
-            // catch-up transaction under the checkpoint row's lock (lock the row, read
-            // it, read the new events, upsert the view row, move the checkpoint).
+            "the store's append: event row and state row under the global lock",
+            // As adapters/store does per command: one transaction under the global
+            // advisory lock (event row, state row). The read models follow in a
+            // background catch-up, outside the request.
             format!(
                 "BEGIN;\nSELECT pg_advisory_xact_lock({PGBENCH_LOCK});\n{insert}\n\
                  INSERT INTO bench_state VALUES (:client_id, 'state') ON CONFLICT (id) DO UPDATE SET payload = excluded.payload;\n\
-                 COMMIT;\n\
-                 BEGIN;\n\
-                 UPDATE bench_checkpoint SET position = position WHERE name = 'accounts';\n\
-                 SELECT position FROM bench_checkpoint WHERE name = 'accounts' \\gset\n\
-                 SELECT id, payload FROM bench_one_row WHERE id > :position ORDER BY id LIMIT 500;\n\
-                 INSERT INTO bench_state VALUES (-1 - :client_id, 'view') ON CONFLICT (id) DO UPDATE SET payload = excluded.payload;\n\
-                 UPDATE bench_checkpoint SET position = (SELECT max(id) FROM bench_one_row) WHERE name = 'accounts';\n\
                  COMMIT;\n"
             ),
         ),
