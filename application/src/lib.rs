@@ -21,6 +21,7 @@ mod login;
 mod phone;
 pub mod ports;
 mod profile;
+pub mod secret;
 mod service;
 pub mod settings;
 
@@ -30,5 +31,6 @@ pub use grants::Me;
 pub use login::LoginOutcome;
 pub use phone::{PhoneInput, PhoneOutcome};
 pub use profile::{ProfileInput, ProfileOutcome};
+pub use secret::Secret;
 pub use service::{IssuedTicket, MiniAuth, Ports, Tokens, MAX_COMMIT_ATTEMPTS};
 pub use settings::{AppCatalog, AppSettings, Lifetimes, RegistrationPolicy};

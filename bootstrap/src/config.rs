@@ -3,7 +3,6 @@
 //! A bad configuration fails at start with the key and the reason; secrets are never
 //! printed (their `Debug` is redacted).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -17,28 +16,8 @@ pub const ENV_PREFIX: &str = "MINIAUTH__";
 /// The appid of the demo app that the embedded default serves with the simulator.
 pub const DEMO_APPID: &str = "wxdemo000000000001";
 
-/// A secret from the file or the environment; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, to hand to the adapter that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret from the file or the environment: the application's one secret type.
+pub use miniauth_application::Secret;
 
 /// Where a configuration error is and what is wrong.
 #[derive(Debug, thiserror::Error)]

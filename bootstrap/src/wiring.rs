@@ -88,7 +88,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
             .iter()
             .map(|app| AppCredentials {
                 appid: app.appid.clone(),
-                secret: miniauth_wechat::Secret::new(app.secret.expose()),
+                secret: app.secret.clone(),
             })
             .collect(),
     })
@@ -152,7 +152,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         .compat
         .clients
         .iter()
-        .map(|c| (c.id.clone(), miniauth_http::Secret::new(c.secret.expose())))
+        .map(|c| (c.id.clone(), c.secret.clone()))
         .collect();
     let state = ApiState::new(
         service.clone(),
@@ -178,7 +178,7 @@ pub fn simulator_config(apps: &[ResolvedApp]) -> SimConfig {
             .iter()
             .map(|app| SimApp {
                 appid: app.appid.clone(),
-                secret: miniauth_wechat::Secret::new(app.secret.expose()),
+                secret: app.secret.clone(),
                 unionid: app.unionid,
             })
             .collect(),

@@ -52,27 +52,9 @@ impl fmt::Debug for AdminToken {
     }
 }
 
-/// A client secret (GitEgg's OAuth client credentials). `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(raw: impl Into<String>) -> Self {
-        Self(raw.into())
-    }
-
-    /// Whether `presented` is this secret, compared in constant time.
-    pub fn matches(&self, presented: &str) -> bool {
-        equal_in_constant_time(self.0.as_bytes(), presented.as_bytes())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A client secret (GitEgg's OAuth client credentials): the application's one secret
+/// type.
+pub use miniauth_application::Secret;
 
 /// The HTTP layer's settings.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! The client's configuration: where WeChat is, how long to wait, how to retry, and
 //! the credentials of each mini program.
 
-use std::fmt;
 use std::time::Duration;
 
 use miniauth_domain::AppId;
@@ -10,28 +9,8 @@ use serde::Deserialize;
 /// WeChat's production API.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
 
-/// An app secret (or any credential): `Debug` never shows it and it is not `Serialize`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, to put on the wire and nowhere else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// An app secret (or any credential): the application's one secret type.
+pub use miniauth_application::Secret;
 
 /// One mini program's credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
