@@ -886,6 +886,13 @@ impl TestApp {
 
     /// The row counts of every table the service writes, and the newest event.
     pub async fn snapshot(&self) -> Snapshot {
+        // The read models follow commits in the background: bring them up to the log
+        // first, so that a projection of an earlier request is not counted as written
+        // by the request under test.
+        self.store
+            .catch_up()
+            .await
+            .expect("catch the read models up");
         let events = self
             .store
             .events_after(0, u32::MAX)
