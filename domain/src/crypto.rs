@@ -21,7 +21,9 @@ type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 /// Decodes standard base64, first repairing `+` that URL decoding turned into spaces
 /// (the most common front-end bug) and trimming surrounding whitespace.
 pub fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, PayloadError> {
-    let repaired = text.trim().replace(' ', "+");
+    // Every space is a `+` that URL decoding damaged, even a leading or trailing one:
+    // repair before trimming, or the trim would eat it.
+    let repaired = text.replace(' ', "+").trim().to_owned();
     STANDARD
         .decode(repaired.as_bytes())
         .map_err(|_| PayloadError::NotBase64 { field })
@@ -293,6 +295,24 @@ mod tests {
         assert_ne!(damaged, SAMPLE_DATA);
         let plain = decrypt_payload(&key(), &damaged, SAMPLE_IV).unwrap();
         assert_eq!(plain, SAMPLE_PLAIN.as_bytes());
+    }
+
+    #[test]
+    fn repairs_a_leading_or_trailing_plus_turned_into_a_space() {
+        // An iv whose base64 starts with `+`: 0xfb 0xef 0xbe … encodes as "++++…".
+        let iv = [0xfbu8; 16];
+        let iv_text = encode_base64(&iv);
+        assert!(iv_text.starts_with('+'));
+        let data = encrypt_payload(&key(), &iv, b"{\"a\":1}");
+        let damaged = iv_text.replace('+', " ");
+        assert_eq!(
+            decrypt_payload(&key(), &data, &damaged).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert_eq!(
+            decode_base64("iv", &format!("{damaged}\n")).unwrap(),
+            iv.to_vec()
+        );
     }
 
     #[test]

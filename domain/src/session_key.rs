@@ -19,7 +19,9 @@ pub struct SessionKey {
 impl SessionKey {
     /// Parses the base64 text, repairing `+` that URL decoding turned into spaces.
     pub fn parse(text: &str) -> Result<Self, PayloadError> {
-        let repaired = text.trim().replace(' ', "+");
+        // Every space is a `+` that URL decoding damaged, even a leading or trailing one:
+        // repair before trimming, or the trim would eat it.
+        let repaired = text.replace(' ', "+").trim().to_owned();
         if repaired.len() != 24 {
             return Err(PayloadError::WrongLength {
                 field: "session_key",
