@@ -93,8 +93,11 @@ struct ViewRow {
     last_position: i64,
     /// Users whose binding ended in this batch (their registry claim is released
     /// unless the account is bound to them again by the end of it).
-    released: BTreeSet<i64>,
+    released: BTreeMap<i64, i64>,
     bound_in_batch: bool,
+    /// When the binding the batch projected was made (Unix ms): a claim the
+    /// projection repairs is dated by the event, not by when it ran.
+    bound_at: i64,
 }
 
 impl ReadModels {
@@ -302,8 +305,9 @@ impl ReadModels {
                             erased: r.try_get("erased")?,
                             last_sequence: r.try_get("last_sequence")?,
                             last_position: r.try_get("last_position")?,
-                            released: BTreeSet::new(),
+                            released: BTreeMap::new(),
                             bound_in_batch: false,
+                            bound_at: 0,
                         },
                     );
                 }
@@ -322,8 +326,9 @@ impl ReadModels {
                         erased: false,
                         last_sequence: 0,
                         last_position: 0,
-                        released: BTreeSet::new(),
+                        released: BTreeMap::new(),
                         bound_in_batch: false,
+                            bound_at: 0,
                     }
                 });
                 if sequence <= view.last_sequence {
@@ -333,7 +338,6 @@ impl ReadModels {
                 view.last_sequence = sequence;
                 view.last_position = event_position;
             }
-            let now = millis(chrono::Utc::now());
             let views: Vec<(&String, &ViewRow)> = touched.iter().collect();
             for chunk in views.chunks(VIEW_CHUNK) {
                 let mut query = sqlx::QueryBuilder::new(
@@ -365,14 +369,19 @@ impl ReadModels {
             for (aggregate_id, view) in &touched {
                 // The registry follows the log: a binding the log holds is claimed
                 // (a claim another user holds is left alone and reported), a binding
-                // the log ended is released.
-                for user in view.released.iter().filter(|u| Some(**u) != view.bound_user) {
-                    sqlx::query("DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3")
-                        .bind(&view.appid)
-                        .bind(&view.openid)
-                        .bind(user)
-                        .execute(&mut *tx)
-                        .await?;
+                // the log ended is released — unless the claim is younger than the
+                // unbind: a rebind claimed it again and its event is not projected yet.
+                for (user, unbound_at) in view.released.iter().filter(|(u, _)| Some(**u) != view.bound_user) {
+                    sqlx::query(
+                        "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
+                         AND claimed_at <= $4",
+                    )
+                    .bind(&view.appid)
+                    .bind(&view.openid)
+                    .bind(user)
+                    .bind(unbound_at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
                     let inserted = sqlx::query(
@@ -382,7 +391,7 @@ impl ReadModels {
                     .bind(&view.appid)
                     .bind(&view.openid)
                     .bind(user)
-                    .bind(now)
+                    .bind(view.bound_at)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -527,10 +536,11 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
         E::UserBound(e) => {
             view.bound_user = Some(e.user_id.get());
             view.bound_in_batch = true;
+            view.bound_at = millis(e.occurred_at);
         }
         E::Unbound(e) => {
             view.bound_user = None;
-            view.released.insert(e.user_id.get());
+            view.released.insert(e.user_id.get(), millis(e.occurred_at));
         }
         E::PersonalDataErased(_) => {
             view.has_profile = false;

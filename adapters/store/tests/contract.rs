@@ -49,6 +49,7 @@ contract!(
     users_are_unique_per_tenant_and_check_passwords,
     discard_unbound_keeps_bound_and_password_users,
     registry_claims_are_unique_both_ways,
+    a_lagging_projection_keeps_a_rebind_claim,
     refresh_tokens_rotate_once_and_detect_reuse,
     vault_seals_and_forgets,
     key_material_is_shared_between_instances,
@@ -493,6 +494,47 @@ async fn registry_claims_are_unique_both_ways(backend: Backend) {
     registry.release(&appid(), &o1, u1).await.unwrap();
     assert_eq!(registry.identity_of(&appid(), u1).await.unwrap(), None);
     assert_eq!(registry.claim(&appid(), &o1, u2).await.unwrap(), Claim::New);
+}
+
+/// Bound, unbound, then claimed again by a rebind whose event is not committed yet:
+/// the projection of the Unbound must not release the younger claim.
+async fn a_lagging_projection_keeps_a_rebind_claim(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    let es = store.event_store().without_projection();
+    let registry = store.registry();
+    let id = account("o-rebind");
+    let (openid, user) = (OpenId::parse("o-rebind").unwrap(), UserId::new(7).unwrap());
+    run(&es, &id, obtain("o-rebind")).await;
+    registry.claim(&appid(), &openid, user).await.unwrap();
+    let bind = SocialAccountCommand::Bind {
+        proof: miniauth_domain::SessionProof::ticket(1),
+        user_id: user,
+        via: miniauth_domain::BindMethod::CurrentUser,
+        at: Utc::now(),
+    };
+    run(&es, &id, bind).await;
+    let unbind = SocialAccountCommand::Unbind {
+        user_id: user,
+        reason: miniauth_domain::UnbindReason::UserRequest,
+        at: Utc::now(),
+    };
+    run(&es, &id, unbind).await;
+    registry.release(&appid(), &openid, user).await.unwrap();
+    // Claims are dated in milliseconds: make the rebind's claim strictly younger.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        registry.claim(&appid(), &openid, user).await.unwrap(),
+        Claim::New
+    );
+
+    store.catch_up().await.unwrap();
+
+    assert_eq!(
+        registry.identity_of(&appid(), user).await.unwrap(),
+        Some(openid),
+        "the projection of the earlier Unbound released the rebind's claim"
+    );
 }
 
 async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
