@@ -65,20 +65,18 @@ impl AppCatalog {
     }
 }
 
-/// Lifetimes and limits.
+/// Lifetimes the use cases decide themselves. (An access token's lifetime belongs
+/// to the token issuer, a refresh token's to its store.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     /// How long a ticket is accepted (default 1 h).
     pub ticket: Duration,
-    /// How long an access token lives (tells the client `expires_in`).
-    pub access: Duration,
 }
 
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
             ticket: Duration::hours(1),
-            access: Duration::minutes(15),
         }
     }
 }

@@ -116,7 +116,6 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     }));
     let lifetimes = Lifetimes {
         ticket: chrono::Duration::seconds(config.tokens.ticket_ttl_secs),
-        access: chrono::Duration::seconds(config.tokens.access_ttl_secs),
     };
     let limiter = MemoryAttemptLimiter::new(
         PASSWORD_FAILURES,
