@@ -1,0 +1,1 @@
+//! Attacks: erasure (see attacks.rs).

@@ -1,0 +1,1 @@
+//! Attacks: http (see attacks.rs).

@@ -1,0 +1,1 @@
+//! Attacks: padding_oracle (see attacks.rs).

@@ -1,0 +1,1 @@
+//! Attacks: single_use (see attacks.rs).

@@ -1,0 +1,1 @@
+//! Attacks: tenants (see attacks.rs).

@@ -1,0 +1,1 @@
+//! Attacks: throttling (see attacks.rs).

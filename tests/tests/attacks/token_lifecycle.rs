@@ -1,0 +1,1 @@
+//! Attacks: token_lifecycle (see attacks.rs).
