@@ -47,9 +47,23 @@ pub enum AppError {
     /// The ticket was issued for another app.
     #[error("the ticket was issued for another app")]
     TicketAppMismatch,
-    /// An encrypted payload or signature was refused.
+    /// An encrypted payload's shape is wrong (base64, lengths): nothing secret-dependent.
     #[error(transparent)]
-    Payload(#[from] PayloadError),
+    Payload(PayloadError),
+    /// A legacy payload did not open, parse or check out under any session key the
+    /// account holds. One answer for every cause (padding, JSON, openid, watermark,
+    /// signature): a distinguishable one would be a padding oracle.
+    #[error("the encrypted payload was rejected; call wx.login again and resend it")]
+    PayloadRejected,
+    /// The session key rejected too many payloads and was retired.
+    #[error("this WeChat session rejected too many payloads and was retired; call wx.login again")]
+    SessionKeySpent,
+    /// The app does not accept legacy encrypted payloads.
+    #[error("this app does not accept encrypted payloads; send the phone button's code or the profile fields")]
+    LegacyPayloadsDisabled,
+    /// The ticket was already exchanged for tokens.
+    #[error("this ticket was already exchanged for tokens; log in again")]
+    TicketAlreadyUsed,
     /// A rule of the account was broken.
     #[error(transparent)]
     Account(#[from] AccountError),
@@ -109,6 +123,22 @@ impl From<PortError> for AppError {
     }
 }
 
+impl From<PayloadError> for AppError {
+    /// Shape errors keep their precise code; everything that happens after decryption
+    /// becomes [`AppError::PayloadRejected`], its cause logged for operators only.
+    fn from(error: PayloadError) -> Self {
+        match error {
+            PayloadError::NotBase64 { .. } | PayloadError::WrongLength { .. } => {
+                Self::Payload(error)
+            }
+            cause => {
+                tracing::debug!(%cause, "legacy payload rejected");
+                Self::PayloadRejected
+            }
+        }
+    }
+}
+
 impl From<RefreshError> for AppError {
     fn from(error: RefreshError) -> Self {
         match error {
@@ -136,6 +166,7 @@ impl ErrorCode for AppError {
             Self::WeChat(e) => match e {
                 WeChatError::InvalidCode => "code_invalid",
                 WeChatError::CodeUsed => "code_used",
+                WeChatError::CodeAlreadyAnswered => "code_already_used",
                 WeChatError::RateLimited => "wechat_rate_limited",
                 WeChatError::BlockedUser => "wechat_user_blocked",
                 WeChatError::Unavailable { .. } => "wechat_unavailable",
@@ -152,6 +183,10 @@ impl ErrorCode for AppError {
             },
             Self::TicketAppMismatch => "ticket_app_mismatch",
             Self::Payload(e) => e.code(),
+            Self::PayloadRejected => "payload_rejected",
+            Self::SessionKeySpent => "session_key_spent",
+            Self::LegacyPayloadsDisabled => "legacy_payloads_disabled",
+            Self::TicketAlreadyUsed => "ticket_already_used",
             Self::Account(e) => e.code(),
             Self::RegistrationClosed => "registration_closed",
             Self::PhoneNotRegistered => "phone_not_registered",
@@ -185,12 +220,18 @@ impl AppError {
     pub fn kind(&self) -> ErrorKind {
         use ErrorKind as K;
         match self {
-            Self::Invalid(_) | Self::Payload(_) | Self::Ticket(TicketError::Missing) => {
-                K::BadRequest
-            }
+            Self::Invalid(_)
+            | Self::Payload(_)
+            | Self::PayloadRejected
+            | Self::SessionKeySpent
+            | Self::Ticket(TicketError::Missing) => K::BadRequest,
+            Self::LegacyPayloadsDisabled => K::Forbidden,
+            Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound => K::NotFound,
             Self::WeChat(e) => match e {
-                WeChatError::InvalidCode | WeChatError::CodeUsed => K::BadRequest,
+                WeChatError::InvalidCode
+                | WeChatError::CodeUsed
+                | WeChatError::CodeAlreadyAnswered => K::BadRequest,
                 WeChatError::RateLimited => K::TooManyRequests(60),
                 WeChatError::BlockedUser => K::Forbidden,
                 WeChatError::Unavailable { retry_after_secs } => K::Unavailable(*retry_after_secs),

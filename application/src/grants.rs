@@ -25,8 +25,8 @@ impl<ES> MiniAuth<ES>
 where
     ES: EventStore<SocialAccount>,
 {
-    /// Exchanges a ticket of a bound identity for tokens. The ticket must be the
-    /// newest session's.
+    /// Exchanges a ticket of a bound identity for tokens, once: a second exchange of
+    /// the same ticket is refused. The ticket must be the newest session's.
     pub async fn grant_ticket(&self, ticket: &str) -> Result<Tokens, AppError> {
         let claims = self.verify_ticket(ticket)?;
         let app = self.apps.get(&claims.appid).ok_or(AppError::UnknownApp)?;
@@ -36,6 +36,8 @@ where
         state.check_proof(SessionProof::ticket(claims.session_seq))?;
         let user_id = state.bound_user().ok_or(AppError::NotBound)?;
         let user = self.active_user(user_id).await?;
+        // Counted last: a refused exchange (stale, unbound, disabled) spends nothing.
+        self.spend_ticket(&claims).await?;
         self.issue_tokens(&user, Some(&app.appid)).await
     }
 

@@ -33,4 +33,6 @@ pub use phone::{PhoneInput, PhoneOutcome};
 pub use profile::{ProfileInput, ProfileOutcome};
 pub use secret::Secret;
 pub use service::{IssuedTicket, MiniAuth, Ports, Tokens, MAX_COMMIT_ATTEMPTS};
-pub use settings::{AppCatalog, AppSettings, Lifetimes, RegistrationPolicy};
+pub use settings::{
+    AppCatalog, AppSettings, Lifetimes, RegistrationPolicy, DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+};

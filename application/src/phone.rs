@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use cqrs_es::{AggregateContext, EventStore};
-use miniauth_domain::crypto::open_phone;
+use miniauth_domain::crypto::{open_phone, EncryptedPayload};
 use miniauth_domain::{
     AccountId, BindMethod, OneTimeCode, PhoneNumber, PhoneSource, SessionProof, SocialAccount,
     SocialAccountCommand, UserId,
@@ -89,9 +89,10 @@ where
                 (verified.phone, PhoneSource::PhoneCode, proof)
             }
             PhoneInput::Encrypted { encrypted_data, iv } => {
+                let encrypted = EncryptedPayload::parse(&encrypted_data, &iv)?;
                 let (payload, proof, _) = self
-                    .open_payload(&state, seq, |key| {
-                        open_phone(key, &encrypted_data, &iv, &app.appid, app.watermark, now)
+                    .open_payload(ctx, &opened, &state, |key| {
+                        open_phone(key, &encrypted, &app.appid, app.watermark, now)
                     })
                     .await?;
                 let phone = PhoneNumber::new(&payload.pure_phone_number, &payload.country_code)?;

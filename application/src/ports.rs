@@ -49,9 +49,13 @@ pub enum WeChatError {
     /// 40029: the code is unknown or expired.
     #[error("WeChat rejected the code: it is invalid or expired")]
     InvalidCode,
-    /// 40163: the code was already used.
+    /// 40163: the code was already used (by another backend, or another instance).
     #[error("WeChat rejected the code: it was already used")]
     CodeUsed,
+    /// This service already answered the code: a code yields credentials once. Only
+    /// concurrent duplicates of the first request share its answer.
+    #[error("this login code was already used; call wx.login again for a new one")]
+    CodeAlreadyAnswered,
     /// 45011: the minute quota is reached.
     #[error("WeChat's rate limit is reached; try again shortly")]
     RateLimited,
@@ -101,6 +105,15 @@ pub trait WeChatApi: Send + Sync {
         code: &OneTimeCode,
         openid: &OpenId,
     ) -> Result<VerifiedPhone, WeChatError>;
+
+    /// resetusersessionkey: WeChat retires `session_key` (it dies at once) and answers
+    /// the user's new one. Refused when `session_key` is not the user's current key.
+    async fn reset_session_key(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<SessionKey, WeChatError>;
 }
 
 /// Whether a business user may log in.
@@ -477,6 +490,43 @@ pub trait PersonalDataVault: Send + Sync {
     ) -> Result<Option<String>, PortError>;
     /// Destroys the account's data key.
     async fn forget(&self, account: &AccountId) -> Result<(), PortError>;
+}
+
+/// What a usage counter counts. Each names its credential by a fingerprint, never by
+/// the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UsageKey {
+    /// Legacy payloads tried under one session key (its
+    /// [`fingerprint`](miniauth_domain::SessionKey::fingerprint)); a success gives its
+    /// try back, so what stays counted are the rejections.
+    PayloadTries(String),
+    /// Exchanges of one ticket for tokens (its fingerprint).
+    TicketExchanges(String),
+}
+
+impl UsageKey {
+    /// The key as the store files it: the kind, a colon, the fingerprint.
+    pub fn storage_key(&self) -> String {
+        match self {
+            Self::PayloadTries(fingerprint) => format!("payload_tries:{fingerprint}"),
+            Self::TicketExchanges(fingerprint) => format!("ticket_exchanges:{fingerprint}"),
+        }
+    }
+}
+
+/// Counters shared by every instance of the service (they live in the store), for the
+/// rules "one credential, one use" and "a few tries per session key". Counting is
+/// atomic: concurrent callers each get a different count.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UsageCounters: Send + Sync {
+    /// Counts one use of `key`, remembered at least until `keep_until`, and answers
+    /// the count including this one (1 for the first use).
+    async fn count(&self, key: &UsageKey, keep_until: DateTime<Utc>) -> Result<u32, PortError>;
+    /// Takes one counted use back (a try that turned out to be no rejection).
+    async fn uncount(&self, key: &UsageKey) -> Result<(), PortError>;
+    /// Forgets counters kept only until before `now`; answers how many went.
+    async fn purge(&self, now: DateTime<Utc>) -> Result<u64, PortError>;
 }
 
 /// The time, injectable for tests.

@@ -2,7 +2,7 @@
 //! `chooseAvatar` + nickname input.
 
 use cqrs_es::{AggregateContext, EventStore};
-use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature};
+use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature, EncryptedPayload};
 use miniauth_domain::{
     InvalidValue, PayloadError, ProfileSource, SessionProof, SocialAccount, SocialAccountCommand,
     UnionId,
@@ -116,19 +116,22 @@ where
                     return Err(InvalidValue::new("raw_data", "must be at most 8 KiB").into());
                 }
                 let app = opened.app;
-                let (payload, proof, key) = self
-                    .open_payload(&state, seq, |key| {
-                        open_user_info(key, &encrypted_data, &iv, &app.appid, app.watermark, now)
+                let encrypted = EncryptedPayload::parse(&encrypted_data, &iv)?;
+                let openid = opened.claims.openid.as_str();
+                // The signature is checked first, under each key tried: a payload is
+                // decrypted only when its rawData was signed with that key. Every cause
+                // of failure, the signature's included, is one rejection to the client.
+                let (payload, proof, _) = self
+                    .open_payload(ctx, &opened, &state, |key| {
+                        verify_raw_data_signature(&raw_data, &signature, key)?;
+                        let payload =
+                            open_user_info(key, &encrypted, &app.appid, app.watermark, now)?;
+                        match payload.open_id.as_deref() {
+                            Some(other) if other != openid => Err(PayloadError::OpenIdMismatch),
+                            _ => Ok(payload),
+                        }
                     })
                     .await?;
-                verify_raw_data_signature(&raw_data, &signature, &key)?;
-                if payload
-                    .open_id
-                    .as_deref()
-                    .is_some_and(|o| o != opened.claims.openid.as_str())
-                {
-                    return Err(PayloadError::OpenIdMismatch.into());
-                }
                 let unionid = payload
                     .union_id
                     .as_deref()

@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::ports::{
     AccessToken, AttemptLimiter, BindingRegistry, Claim, Clock, PersonalDataVault, RefreshToken,
     RefreshTokenStore, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UserDirectory, UserRecord, UserStatus, WeChatApi,
+    UsageCounters, UsageKey, UserDirectory, UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 
@@ -44,6 +44,8 @@ pub struct Ports<ES> {
     pub clock: Arc<dyn Clock>,
     /// Password attempt throttling.
     pub limiter: Arc<dyn AttemptLimiter>,
+    /// Single-use and few-tries counters, shared across instances.
+    pub counters: Arc<dyn UsageCounters>,
     /// The event store of `SocialAccount`s.
     pub events: ES,
 }
@@ -84,6 +86,10 @@ pub struct MiniAuth<ES> {
     pub(crate) lifetimes: Lifetimes,
     pub(crate) ports: Ports<ES>,
 }
+
+/// How long a session key's count of rejected payloads is kept: longer than WeChat
+/// keeps a session key alive between logins.
+const PAYLOAD_TRIES_KEPT_DAYS: i64 = 30;
 
 /// A verified ticket, with the app it belongs to.
 pub(crate) struct OpenedTicket<'a> {
@@ -219,32 +225,115 @@ where
         Err(AppError::Contention)
     }
 
-    /// Tries the session keys a payload may be encrypted under (the ticket's, then the
-    /// newest) and returns what opened, with the proof of which session it was.
+    /// Tries the session keys a legacy payload may be encrypted under (the ticket's,
+    /// then the newest) and returns what opened, with the proof of which session it was.
+    ///
+    /// The defence against the padding oracle lives here. Every failure after the
+    /// shape checks answers one code ([`AppError::PayloadRejected`]). Each key is tried
+    /// only after a try was counted against it in the shared counters (a success gives
+    /// the try back), so however many requests race, a key has at most
+    /// the app's `payload_rejections_per_key` payloads rejected. The rejection that reaches the
+    /// budget spends the key: WeChat is asked to retire it, and it is never tried again.
     pub(crate) async fn open_payload<T>(
         &self,
+        ctx: &RequestContext,
+        opened: &OpenedTicket<'_>,
         state: &SocialAccount,
-        ticket_session: u64,
         open: impl Fn(&SessionKey) -> Result<T, PayloadError>,
     ) -> Result<(T, SessionProof, SessionKey), AppError> {
+        if !opened.app.legacy_payloads {
+            return Err(AppError::LegacyPayloadsDisabled);
+        }
+        let ticket_session = opened.claims.session_seq;
+        let budget = opened.app.payload_rejections_per_key.max(1);
+        let keep_until = self.now() + chrono::Duration::days(PAYLOAD_TRIES_KEPT_DAYS);
+        let mut tried = false;
         for record in state.candidate_keys(ticket_session)? {
             let key = self.ports.vault.unseal_secret(&record.session_key).await?;
+            let tries = UsageKey::PayloadTries(key.fingerprint(&opened.account));
+            let count = self.ports.counters.count(&tries, keep_until).await?;
+            if count > budget {
+                continue;
+            }
+            tried = true;
             match open(&key) {
-                Ok(opened) => {
-                    return Ok((
-                        opened,
-                        SessionProof::payload(ticket_session, record.seq),
-                        key,
-                    ))
+                Ok(payload) => {
+                    self.ports.counters.uncount(&tries).await?;
+                    let proof = SessionProof::payload(ticket_session, record.seq);
+                    return Ok((payload, proof, key));
                 }
-                Err(PayloadError::SessionKeyMismatch) => continue,
-                Err(other) => return Err(other.into()),
+                Err(cause) => {
+                    tracing::debug!(%cause, account = %opened.account, "legacy payload rejected");
+                    if count == budget {
+                        self.retire_session_key(ctx, opened, &key).await;
+                    }
+                }
             }
         }
-        if ticket_session < state.latest_session() {
+        if !tried {
+            Err(AppError::SessionKeySpent)
+        } else if ticket_session < state.latest_session() {
             Err(AccountError::TicketSessionSuperseded.into())
         } else {
-            Err(PayloadError::SessionKeyMismatch.into())
+            Err(AppError::PayloadRejected)
+        }
+    }
+
+    /// A key that rejected its budget of payloads: WeChat retires it and answers the
+    /// user's new key, recorded as a new session. If WeChat refuses (frequent resets,
+    /// or the key is no longer the user's current one), the key stays spent until a
+    /// login brings another; the cause is for operators only.
+    async fn retire_session_key(
+        &self,
+        ctx: &RequestContext,
+        opened: &OpenedTicket<'_>,
+        key: &SessionKey,
+    ) {
+        let account = &opened.account;
+        tracing::warn!(%account, "a session key rejected its budget of payloads: retiring it");
+        let appid = &opened.app.appid;
+        let openid = &opened.claims.openid;
+        let fresh = match self
+            .ports
+            .wechat
+            .reset_session_key(appid, openid, key)
+            .await
+        {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::debug!(%error, %account, "resetusersessionkey failed; the key stays spent");
+                return;
+            }
+        };
+        let recorded = async {
+            let sealed = self.ports.vault.seal_secret(&fresh).await?;
+            let context = self.load(account).await?;
+            let command = SocialAccountCommand::ObtainSession {
+                appid: appid.clone(),
+                openid: openid.clone(),
+                unionid: None,
+                session_key: sealed,
+                at: self.now(),
+            };
+            self.commit(ctx, account, context, vec![command]).await
+        };
+        if let Err(error) = recorded.await {
+            tracing::warn!(%error, %account, "could not record the session after resetusersessionkey");
+        }
+    }
+
+    /// Counts an exchange of this ticket for tokens: the first one passes, every later
+    /// one is [`AppError::TicketAlreadyUsed`], on whichever instance it arrives.
+    pub(crate) async fn spend_ticket(&self, claims: &TicketClaims) -> Result<(), AppError> {
+        let exchanges = UsageKey::TicketExchanges(ticket_fingerprint(claims));
+        match self
+            .ports
+            .counters
+            .count(&exchanges, claims.expires_at)
+            .await?
+        {
+            1 => Ok(()),
+            _ => Err(AppError::TicketAlreadyUsed),
         }
     }
 
@@ -304,6 +393,24 @@ where
             }
         }
     }
+}
+
+/// Names a ticket by what it says (app, identity, session, issue time), hashed: two
+/// spellings of one ticket are one ticket, and the store learns no openid.
+fn ticket_fingerprint(claims: &TicketClaims) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"miniauth/ticket-fingerprint/v1\0");
+    for part in [
+        claims.appid.as_str(),
+        claims.openid.as_str(),
+        &claims.session_seq.to_string(),
+        &claims.issued_at.timestamp_micros().to_string(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\0");
+    }
+    hex::encode(hasher.finalize())
 }
 
 pub(crate) fn ensure_active(user: &UserRecord) -> Result<(), AppError> {

@@ -31,6 +31,13 @@ pub struct AppSettings {
     pub registration: RegistrationPolicy,
     /// How strictly payload watermarks are checked.
     pub watermark: WatermarkPolicy,
+    /// Whether the legacy encrypted payloads (`encryptedData` + `iv` for profile and
+    /// phone) are accepted at all. The phone button's code and client-supplied profiles
+    /// are always accepted.
+    pub legacy_payloads: bool,
+    /// How many legacy payloads one session key may have rejected before it is spent
+    /// (see [`DEFAULT_PAYLOAD_REJECTIONS_PER_KEY`]).
+    pub payload_rejections_per_key: u32,
 }
 
 /// The apps, by AppID.
@@ -80,6 +87,11 @@ impl Default for Lifetimes {
         }
     }
 }
+
+/// How many legacy payloads one session key may have rejected before it is spent
+/// (retired at WeChat, refused from then on): enough for a front end's honest retries,
+/// far too few for a padding oracle, which needs thousands.
+pub const DEFAULT_PAYLOAD_REJECTIONS_PER_KEY: u32 = 3;
 
 /// Field limits for client-supplied profiles.
 pub mod limits {

@@ -139,6 +139,20 @@ pub struct AppSection {
     /// Oldest payload watermark accepted, in seconds; unset = not checked.
     #[serde(default)]
     pub watermark_max_age_secs: Option<i64>,
+    /// Whether legacy encrypted payloads (profile and phone) are accepted.
+    #[serde(default = "default_legacy_payloads")]
+    pub legacy_payloads: bool,
+    /// Rejected legacy payloads a session key may have before it is spent.
+    #[serde(default = "default_payload_rejections_per_key")]
+    pub payload_rejections_per_key: u32,
+}
+
+fn default_legacy_payloads() -> bool {
+    true
+}
+
+fn default_payload_rejections_per_key() -> u32 {
+    miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY
 }
 
 fn default_tenant() -> String {
@@ -270,6 +284,10 @@ pub struct ResolvedApp {
     pub unionid: bool,
     /// Watermark maximum age.
     pub watermark_max_age: Option<chrono::Duration>,
+    /// Whether legacy encrypted payloads are accepted.
+    pub legacy_payloads: bool,
+    /// Rejected legacy payloads a session key may have before it is spent.
+    pub payload_rejections_per_key: u32,
 }
 
 impl Config {
@@ -408,6 +426,12 @@ impl Config {
                     Some(secs) => Some(chrono::Duration::seconds(secs)),
                     None => None,
                 };
+                if !(1..=20).contains(&app.payload_rejections_per_key) {
+                    return Err(ConfigError::new(
+                        key("payload_rejections_per_key"),
+                        "must be 1 to 20: each rejection is one guess for a padding oracle",
+                    ));
+                }
                 Ok(ResolvedApp {
                     appid,
                     secret,
@@ -415,6 +439,8 @@ impl Config {
                     registration: app.registration,
                     unionid: app.unionid,
                     watermark_max_age,
+                    legacy_payloads: app.legacy_payloads,
+                    payload_rejections_per_key: app.payload_rejections_per_key,
                 })
             })
             .collect()

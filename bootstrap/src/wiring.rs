@@ -113,6 +113,8 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         watermark: WatermarkPolicy {
             max_age: app.watermark_max_age,
         },
+        legacy_payloads: app.legacy_payloads,
+        payload_rejections_per_key: app.payload_rejections_per_key,
     }));
     let lifetimes = Lifetimes {
         ticket: chrono::Duration::seconds(config.tokens.ticket_ttl_secs),
@@ -133,6 +135,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
             vault: Arc::new(store.vault()),
             clock: Arc::new(SystemClock),
             limiter: Arc::new(limiter),
+            counters: Arc::new(store.usage_counters()),
             events: store.event_store(),
         },
         catalog,

@@ -9,7 +9,8 @@ use std::hint::black_box;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use miniauth_domain::crypto::{
-    decrypt_payload, open_user_info, raw_data_signature, verify_raw_data_signature, WatermarkPolicy,
+    decrypt_payload, open_user_info, raw_data_signature, verify_raw_data_signature,
+    EncryptedPayload, WatermarkPolicy,
 };
 use miniauth_domain::{AppId, SessionKey};
 
@@ -35,12 +36,12 @@ fn payload(c: &mut Criterion) {
             )
         })
     });
+    let sample = EncryptedPayload::parse(SAMPLE_DATA, SAMPLE_IV).expect("the sample's shape");
     c.bench_function("open_user_info (decrypt + JSON + watermark)", |b| {
         b.iter(|| {
             open_user_info(
                 black_box(&key),
-                black_box(SAMPLE_DATA),
-                black_box(SAMPLE_IV),
+                black_box(&sample),
                 &appid,
                 WatermarkPolicy::default(),
                 now,

@@ -37,27 +37,61 @@ fn decode_iv(iv: &str) -> Result<[u8; 16], PayloadError> {
     })
 }
 
-/// Decrypts `encryptedData` under the session key and `iv`, checking the PKCS#7
-/// padding strictly: bad padding means the payload was encrypted under another key.
+/// A legacy encrypted payload (`encryptedData` + `iv`) whose shape was checked: base64
+/// (spaces repaired), a 16-byte iv, a non-empty multiple of 16 bytes of ciphertext.
+/// Nothing about it depends on a key, so shape errors may be told to the client
+/// precisely; everything after decryption may not (see [`decrypt`](Self::decrypt)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptedPayload {
+    iv: [u8; 16],
+    data: Vec<u8>,
+}
+
+impl EncryptedPayload {
+    /// Checks the shape of `encryptedData` and `iv`.
+    pub fn parse(encrypted_data: &str, iv: &str) -> Result<Self, PayloadError> {
+        let iv = decode_iv(iv)?;
+        let data = decode_base64("encrypted_data", encrypted_data)?;
+        if data.is_empty() || data.len() % 16 != 0 {
+            return Err(PayloadError::WrongLength {
+                field: "encrypted_data",
+                reason: "expected a non-empty multiple of 16 bytes",
+            });
+        }
+        Ok(Self { iv, data })
+    }
+
+    /// Decrypts under the session key, checking the PKCS#7 padding strictly: bad padding
+    /// means the payload was not encrypted under this key (or was tampered with).
+    ///
+    /// The scheme has no MAC: whoever can tell a padding failure from any later failure
+    /// (JSON, watermark, openid) holds a CBC padding oracle and can forge any plaintext.
+    /// The detailed error is for the server log only; callers answer one code for all.
+    pub fn decrypt(&self, key: &SessionKey) -> Result<Vec<u8>, PayloadError> {
+        let mut data = self.data.clone();
+        let plain_len = Aes128CbcDec::new(key.expose_bytes().into(), &self.iv.into())
+            .decrypt_padded_mut::<Pkcs7>(&mut data)
+            .map_err(|_| PayloadError::SessionKeyMismatch)?
+            .len();
+        data.truncate(plain_len);
+        Ok(data)
+    }
+}
+
+impl std::fmt::Debug for EncryptedPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptedPayload({} bytes)", self.data.len())
+    }
+}
+
+/// Decrypts `encryptedData` under the session key and `iv`: [`EncryptedPayload::parse`]
+/// then [`EncryptedPayload::decrypt`].
 pub fn decrypt_payload(
     key: &SessionKey,
     encrypted_data: &str,
     iv: &str,
 ) -> Result<Vec<u8>, PayloadError> {
-    let iv = decode_iv(iv)?;
-    let mut data = decode_base64("encrypted_data", encrypted_data)?;
-    if data.is_empty() || data.len() % 16 != 0 {
-        return Err(PayloadError::WrongLength {
-            field: "encrypted_data",
-            reason: "expected a non-empty multiple of 16 bytes",
-        });
-    }
-    let plain_len = Aes128CbcDec::new(key.expose_bytes().into(), &iv.into())
-        .decrypt_padded_mut::<Pkcs7>(&mut data)
-        .map_err(|_| PayloadError::SessionKeyMismatch)?
-        .len();
-    data.truncate(plain_len);
-    Ok(data)
+    EncryptedPayload::parse(encrypted_data, iv)?.decrypt(key)
 }
 
 /// Encrypts `plaintext` as WeChat does; the simulator and the tests use it.
@@ -204,13 +238,12 @@ fn parse_json<T: for<'de> Deserialize<'de>>(plaintext: &[u8]) -> Result<T, Paylo
 /// Decrypts a user-info payload, parses it and checks its watermark.
 pub fn open_user_info(
     key: &SessionKey,
-    encrypted_data: &str,
-    iv: &str,
+    encrypted: &EncryptedPayload,
     appid: &AppId,
     policy: WatermarkPolicy,
     now: DateTime<Utc>,
 ) -> Result<UserInfoPayload, PayloadError> {
-    let payload: UserInfoPayload = parse_json(&decrypt_payload(key, encrypted_data, iv)?)?;
+    let payload: UserInfoPayload = parse_json(&encrypted.decrypt(key)?)?;
     payload.watermark.check(appid, policy, now)?;
     Ok(payload)
 }
@@ -218,13 +251,12 @@ pub fn open_user_info(
 /// Decrypts a phone payload, parses it and checks its watermark.
 pub fn open_phone(
     key: &SessionKey,
-    encrypted_data: &str,
-    iv: &str,
+    encrypted: &EncryptedPayload,
     appid: &AppId,
     policy: WatermarkPolicy,
     now: DateTime<Utc>,
 ) -> Result<PhonePayload, PayloadError> {
-    let payload: PhonePayload = parse_json(&decrypt_payload(key, encrypted_data, iv)?)?;
+    let payload: PhonePayload = parse_json(&encrypted.decrypt(key)?)?;
     payload.watermark.check(appid, policy, now)?;
     Ok(payload)
 }
@@ -262,8 +294,7 @@ mod tests {
     fn official_sample_opens_with_its_watermark() {
         let info = open_user_info(
             &key(),
-            SAMPLE_DATA,
-            SAMPLE_IV,
+            &EncryptedPayload::parse(SAMPLE_DATA, SAMPLE_IV).unwrap(),
             &appid(),
             WatermarkPolicy::default(),
             now(),
@@ -379,8 +410,7 @@ mod tests {
         assert!(matches!(
             open_user_info(
                 &key(),
-                &data,
-                &encode_base64(&iv),
+                &EncryptedPayload::parse(&data, &encode_base64(&iv)).unwrap(),
                 &appid(),
                 WatermarkPolicy::default(),
                 now()
@@ -395,8 +425,7 @@ mod tests {
         assert_eq!(
             open_user_info(
                 &key(),
-                SAMPLE_DATA,
-                SAMPLE_IV,
+                &EncryptedPayload::parse(SAMPLE_DATA, SAMPLE_IV).unwrap(),
                 &other,
                 WatermarkPolicy::default(),
                 now()
@@ -435,8 +464,7 @@ mod tests {
             let data = encrypt_payload(&key(), &iv, body.as_bytes());
             let phone = open_phone(
                 &key(),
-                &data,
-                &encode_base64(&iv),
+                &EncryptedPayload::parse(&data, &encode_base64(&iv)).unwrap(),
                 &appid(),
                 WatermarkPolicy::default(),
                 now(),

@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use sha2::{Digest, Sha256};
+
 use crate::crypto::decode_base64;
 use crate::error::PayloadError;
+use crate::ids::AccountId;
 
 /// The `session_key` code2session returns: 24 base64 characters, 16 bytes of AES key.
 ///
@@ -48,6 +51,20 @@ impl SessionKey {
     pub fn expose_bytes(&self) -> &[u8; 16] {
         &self.bytes
     }
+
+    /// A name for this key of `account` that reveals nothing of it: hex(sha256) over a
+    /// purpose label, the account and the key. WeChat may hand the same key to several
+    /// `wx.login`s, so what is counted per key (rejected payloads) is counted under this
+    /// name, not per session or ticket. The key is 128 random bits: the digest cannot
+    /// be searched back to it.
+    pub fn fingerprint(&self, account: &AccountId) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"miniauth/session-key-fingerprint/v1\0");
+        hasher.update(account.as_str().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.bytes);
+        hex::encode(hasher.finalize())
+    }
 }
 
 impl fmt::Debug for SessionKey {
@@ -59,6 +76,26 @@ impl fmt::Debug for SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_names_one_key_of_one_account() {
+        let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
+        let other = SessionKey::parse("o0q0otL8aEzpcZL/FT9WsQ==").unwrap();
+        let appid = crate::AppId::parse("wx4f4bc4dec97d474b").unwrap();
+        let a = AccountId::new(
+            &appid,
+            &crate::OpenId::parse("oGZUI0egBJY1zhBYw2KhdUfwVJJE").unwrap(),
+        );
+        let b = AccountId::new(
+            &appid,
+            &crate::OpenId::parse("oGZUI0egBJY1zhBYw2KhdUfwVJJF").unwrap(),
+        );
+        assert_eq!(key.fingerprint(&a), key.clone().fingerprint(&a));
+        assert_ne!(key.fingerprint(&a), other.fingerprint(&a));
+        assert_ne!(key.fingerprint(&a), key.fingerprint(&b));
+        assert_eq!(key.fingerprint(&a).len(), 64);
+        assert!(!key.fingerprint(&a).contains(key.expose_text()));
+    }
 
     #[test]
     fn parses_the_official_sample_key() {

@@ -470,6 +470,8 @@ pub fn app_section(appid: &str, registration: RegistrationPolicy) -> AppSection 
         registration,
         unionid: true,
         watermark_max_age_secs: None,
+        legacy_payloads: true,
+        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
     }
 }
 

@@ -417,7 +417,7 @@ async fn payload_under_the_newest_session_key_is_accepted(engine: Engine) {
         || async {
             app.profile(APP, &body(&newest_ticket, &unknown_key))
                 .await
-                .problem(400, "session_key_mismatch");
+                .problem(400, "payload_rejected");
         },
     )
     .await;

@@ -6,7 +6,7 @@
 //! * [`ReadModels`]: accounts by (appid, openid), by unionid, a user's bindings —
 //!   caught up from the log at start-up and before each answer;
 //! * the ports [`SqlUserDirectory`], [`SqlBindingRegistry`], [`SqlRefreshTokens`],
-//!   [`SqlVault`];
+//!   [`SqlVault`], [`SqlUsageCounters`];
 //! * shared key material, sealed with the server key.
 //!
 //! Open it with [`Store::connect`]; see `docs/operations.md`.
@@ -15,6 +15,7 @@
 
 mod audit;
 mod config;
+mod counters;
 mod crypto;
 mod db;
 mod event_store;
@@ -36,6 +37,7 @@ pub use audit::{
     VerifyReport,
 };
 pub use config::{InvalidServerKey, PasswordCost, ServerKey, StoreConfig, StoreError, DEFAULT_URL};
+pub use counters::SqlUsageCounters;
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::SqlRefreshTokens;
@@ -76,6 +78,7 @@ pub struct Store {
     registry: SqlBindingRegistry,
     refresh: SqlRefreshTokens,
     vault: SqlVault,
+    counters: SqlUsageCounters,
 }
 
 impl Store {
@@ -93,6 +96,7 @@ impl Store {
             registry: SqlBindingRegistry::new(db.clone()),
             refresh: SqlRefreshTokens::new(db.clone(), config.refresh_ttl),
             vault: SqlVault::new(db.clone(), keys.clone()),
+            counters: SqlUsageCounters::new(db.clone()),
             read_models,
             keys,
             db,
@@ -147,6 +151,11 @@ impl Store {
     /// The personal-data vault port.
     pub fn vault(&self) -> SqlVault {
         self.vault.clone()
+    }
+
+    /// The usage counters port (single use, few tries).
+    pub fn usage_counters(&self) -> SqlUsageCounters {
+        self.counters.clone()
     }
 
     /// The read models.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{self, BoxFuture, FutureExt, Shared};
 use miniauth_application::ports::{VerifiedPhone, WeChatApi, WeChatError, WeChatSession};
 use miniauth_domain::crypto::{session_hmac, string_or_number, Watermark};
 use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, UnionId};
@@ -223,11 +223,13 @@ impl WeChatClient {
 
 #[async_trait]
 impl WeChatApi for WeChatClient {
-    /// code2session. Concurrent calls with one (appid, code) share one WeChat call, and
-    /// its result is remembered for the code's life, so a front end retrying after a
-    /// timeout gets the same session instead of 40163. Transient failures (unavailable,
-    /// rate limited, app misconfigured) are not remembered: WeChat did not consume the
-    /// code, or may not have, so a later retry may ask again.
+    /// code2session. Concurrent calls with one (appid, code) share one WeChat call and
+    /// its answer; once it is answered, the code is remembered for its life and a
+    /// replay gets [`WeChatError::CodeAlreadyAnswered`] (a code yields credentials once)
+    /// instead of WeChat's 40163. WeChat's final refusals are remembered as they are.
+    /// Transient failures (unavailable, rate limited, app misconfigured) are not
+    /// remembered: WeChat did not consume the code, or may not have, so a later retry
+    /// may ask again.
     async fn code_to_session(
         &self,
         appid: &AppId,
@@ -253,6 +255,17 @@ impl WeChatApi for WeChatClient {
         openid: &OpenId,
     ) -> Result<VerifiedPhone, WeChatError> {
         self.inner.phone_number(appid, code, openid).await
+    }
+
+    async fn reset_session_key(
+        &self,
+        appid: &AppId,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<SessionKey, WeChatError> {
+        self.inner
+            .reset_session_key(appid, openid, session_key)
+            .await
     }
 }
 
@@ -347,7 +360,15 @@ impl Inner {
         }
         if let Some(entry) = memory.entries.get(key) {
             if now.duration_since(entry.asked_at) < LOGIN_CODE_LIFETIME {
-                return entry.result.clone();
+                return match entry.result.peek() {
+                    // Answered already: the code has yielded its credentials, once. A
+                    // replay (a code from a proxy's log) gets no second session.
+                    Some(Ok(_)) => future::ready(Err(WeChatError::CodeAlreadyAnswered))
+                        .boxed()
+                        .shared(),
+                    // Still in flight: concurrent duplicates share the one call.
+                    _ => entry.result.clone(),
+                };
             }
         }
         // A task of its own: the call completes (and is remembered) even when the

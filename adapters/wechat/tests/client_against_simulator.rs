@@ -9,7 +9,7 @@ use common::*;
 use futures::future::join_all;
 use miniauth_application::ports::{WeChatApi, WeChatError};
 use miniauth_domain::crypto::{
-    open_phone, open_user_info, verify_raw_data_signature, WatermarkPolicy,
+    open_phone, open_user_info, verify_raw_data_signature, EncryptedPayload, WatermarkPolicy,
 };
 use miniauth_domain::OpenId;
 use miniauth_wechat::sim::{Endpoint, Fault, Faults};
@@ -620,8 +620,7 @@ async fn device_payloads_open_under_the_session_key_from_code2session() {
     verify_raw_data_signature(&info.raw_data, &info.signature, &session.session_key).unwrap();
     let opened = open_user_info(
         &session.session_key,
-        &info.encrypted_data,
-        &info.iv,
+        &EncryptedPayload::parse(&info.encrypted_data, &info.iv).unwrap(),
         &appid(BOUND),
         WatermarkPolicy::default(),
         Utc::now(),
@@ -637,8 +636,7 @@ async fn device_payloads_open_under_the_session_key_from_code2session() {
     let phone = device.phone(&appid(BOUND), user).await.unwrap();
     let opened = open_phone(
         &session.session_key,
-        &phone.encrypted_data,
-        &phone.iv,
+        &EncryptedPayload::parse(&phone.encrypted_data, &phone.iv).unwrap(),
         &appid(BOUND),
         WatermarkPolicy::default(),
         Utc::now(),

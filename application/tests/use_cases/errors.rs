@@ -22,14 +22,27 @@ fn error_codes_are_stable() {
             AccountError::TicketSessionSuperseded.into(),
             "ticket_session_superseded",
         ),
+        // Every failure after decryption is one code: no padding oracle.
         (
             PayloadError::WatermarkAppMismatch.into(),
-            "watermark_app_mismatch",
+            "payload_rejected",
         ),
+        (PayloadError::SessionKeyMismatch.into(), "payload_rejected"),
         (
-            PayloadError::SessionKeyMismatch.into(),
-            "session_key_mismatch",
+            PayloadError::NotJson("expected value".into()).into(),
+            "payload_rejected",
         ),
+        (PayloadError::SignatureMismatch.into(), "payload_rejected"),
+        (PayloadError::OpenIdMismatch.into(), "payload_rejected"),
+        (PayloadError::WatermarkExpired.into(), "payload_rejected"),
+        (
+            PayloadError::NotBase64 { field: "iv" }.into(),
+            "payload_not_base64",
+        ),
+        (AppError::SessionKeySpent, "session_key_spent"),
+        (AppError::LegacyPayloadsDisabled, "legacy_payloads_disabled"),
+        (AppError::TicketAlreadyUsed, "ticket_already_used"),
+        (WeChatError::CodeAlreadyAnswered.into(), "code_already_used"),
         (
             AccountError::AlreadyBoundToOtherUser.into(),
             "already_bound_to_other_user",

@@ -15,7 +15,7 @@ use miniauth_application::ports::{
     AccessToken, AccessTokenError, AttemptLimiter, Clock, MockAttemptLimiter, MockBindingRegistry,
     MockUserDirectory, MockWeChatApi, PersonalDataVault, PortError, RefreshError, RefreshToken,
     RefreshTokenStore, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UserRecord, UserStatus,
+    UsageCounters, UsageKey, UserRecord, UserStatus,
 };
 use miniauth_application::{
     AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -116,6 +116,8 @@ pub fn app_settings(app: &str, registration: RegistrationPolicy) -> AppSettings 
         tenant: tenant(),
         registration,
         watermark: WatermarkPolicy::default(),
+        legacy_payloads: true,
+        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
     }
 }
 
@@ -329,6 +331,44 @@ impl RefreshTokenStore for FakeRefresh {
     }
 }
 
+/// Shared counters in memory; tests read them to see what was counted.
+#[derive(Default)]
+pub struct FakeCounters {
+    pub uses: Mutex<HashMap<UsageKey, u32>>,
+}
+
+impl FakeCounters {
+    /// The counts of one kind of key, in no particular order.
+    pub fn counts(&self, kind: fn(&UsageKey) -> bool) -> Vec<u32> {
+        let uses = self.uses.lock().unwrap();
+        uses.iter()
+            .filter(|(k, _)| kind(k))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UsageCounters for FakeCounters {
+    async fn count(&self, key: &UsageKey, _keep_until: DateTime<Utc>) -> Result<u32, PortError> {
+        let mut uses = self.uses.lock().unwrap();
+        let count = uses.entry(key.clone()).or_default();
+        *count += 1;
+        Ok(*count)
+    }
+
+    async fn uncount(&self, key: &UsageKey) -> Result<(), PortError> {
+        if let Some(count) = self.uses.lock().unwrap().get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, _now: DateTime<Utc>) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
+
 pub struct FixedClock;
 
 impl Clock for FixedClock {
@@ -352,6 +392,7 @@ pub struct World {
     pub limiter: MockAttemptLimiter,
     pub vault: Arc<FakeVault>,
     pub fake_refresh: Arc<FakeRefresh>,
+    pub counters: Arc<FakeCounters>,
     pub store: Store,
     pub apps: Vec<AppSettings>,
 }
@@ -375,6 +416,7 @@ impl World {
             limiter: MockAttemptLimiter::new(),
             vault: Arc::new(FakeVault::default()),
             fake_refresh,
+            counters: Arc::new(FakeCounters::default()),
             store: Store::default(),
             apps: vec![
                 app_settings(APP, policy),
@@ -411,6 +453,7 @@ impl World {
             vault: self.vault.clone(),
             clock: Arc::new(FixedClock),
             limiter,
+            counters: self.counters.clone(),
             events,
         };
         Built {
@@ -418,6 +461,7 @@ impl World {
             store: self.store,
             vault: self.vault,
             refresh: self.fake_refresh,
+            counters: self.counters,
         }
     }
 }
@@ -428,6 +472,7 @@ pub struct Built<ES> {
     pub store: Store,
     pub vault: Arc<FakeVault>,
     pub refresh: Arc<FakeRefresh>,
+    pub counters: Arc<FakeCounters>,
 }
 
 impl<ES> Built<ES> {

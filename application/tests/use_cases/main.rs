@@ -11,3 +11,4 @@ mod login;
 mod phone;
 mod profile;
 mod retries;
+mod single_use;

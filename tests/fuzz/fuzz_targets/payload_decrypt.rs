@@ -13,7 +13,7 @@ use chrono::Utc;
 use libfuzzer_sys::fuzz_target;
 use miniauth_domain::crypto::{
     decode_base64, decrypt_payload, encrypt_payload, open_phone, open_user_info,
-    verify_raw_data_signature, WatermarkPolicy,
+    verify_raw_data_signature, EncryptedPayload, WatermarkPolicy,
 };
 use miniauth_domain::{AppId, SessionKey};
 
@@ -52,11 +52,13 @@ fuzz_target!(|data: &[u8]| {
                 "decrypt and encrypt disagree"
             );
         }
-        let _ = open_user_info(key, encrypted, iv, &appid, WatermarkPolicy::default(), now);
+        let Ok(payload) = EncryptedPayload::parse(encrypted, iv) else {
+            continue;
+        };
+        let _ = open_user_info(key, &payload, &appid, WatermarkPolicy::default(), now);
         let _ = open_phone(
             key,
-            encrypted,
-            iv,
+            &payload,
             &appid,
             WatermarkPolicy {
                 max_age: Some(chrono::Duration::minutes(5)),

@@ -72,6 +72,15 @@ impl WeChatApi for FakeWeChat {
         }
     }
 
+    async fn reset_session_key(
+        &self,
+        _appid: &AppId,
+        _openid: &OpenId,
+        _session_key: &SessionKey,
+    ) -> Result<SessionKey, WeChatError> {
+        Ok(SessionKey::parse(SESSION_KEY).unwrap())
+    }
+
     async fn phone_number(
         &self,
         appid: &AppId,
@@ -509,6 +518,33 @@ impl AttemptLimiter for FakeLimiter {
     }
 }
 
+/// Usage counters in memory (one process: enough for the HTTP tests).
+#[derive(Default)]
+pub struct FakeCounters {
+    uses: Mutex<HashMap<UsageKey, u32>>,
+}
+
+#[async_trait]
+impl UsageCounters for FakeCounters {
+    async fn count(&self, key: &UsageKey, _keep_until: DateTime<Utc>) -> Result<u32, PortError> {
+        let mut uses = self.uses.lock().unwrap();
+        let count = uses.entry(key.clone()).or_default();
+        *count += 1;
+        Ok(*count)
+    }
+
+    async fn uncount(&self, key: &UsageKey) -> Result<(), PortError> {
+        if let Some(count) = self.uses.lock().unwrap().get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, _now: DateTime<Utc>) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
+
 /// A readiness check the test can flip.
 #[derive(Default)]
 pub struct Switch(pub AtomicBool);
@@ -566,6 +602,7 @@ fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLo
         vault: Arc::new(FakeVault),
         clock: Arc::new(SystemClock),
         limiter: Arc::new(FakeLimiter::default()),
+        counters: Arc::new(FakeCounters::default()),
         events: MemStore::<SocialAccount>::default(),
     };
     let app = |appid: &str, registration| AppSettings {
@@ -573,6 +610,8 @@ fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLo
         tenant: TenantId::parse("default").unwrap(),
         registration,
         watermark: WatermarkPolicy::default(),
+        legacy_payloads: true,
+        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
     };
     let apps = AppCatalog::new([
         app(APP, RegistrationPolicy::Auto),

@@ -246,7 +246,7 @@ async fn legacy_encrypted_profile_and_phone_are_accepted() {
             None,
         )
         .await;
-    bad_signature.assert_problem(400, "signature_mismatch");
+    bad_signature.assert_problem(400, "payload_rejected");
 
     let phone = json!({
         "phoneNumber": "13900001111", "purePhoneNumber": "13900001111", "countryCode": "86",
@@ -333,7 +333,7 @@ async fn profile_and_phone_need_one_of_their_inputs_and_a_good_ticket() {
         None,
     )
     .await
-    .assert_problem(400, "watermark_app_mismatch");
+    .assert_problem(400, "payload_rejected");
 }
 
 #[tokio::test]

@@ -159,6 +159,8 @@ pub fn catalog(policy: RegistrationPolicy) -> AppCatalog {
         tenant: tenant(),
         registration: policy,
         watermark: WatermarkPolicy::default(),
+        legacy_payloads: true,
+        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
     }])
 }
 
@@ -189,6 +191,17 @@ impl WeChatApi for FakeWeChat {
             unionid: None,
             session_key: SessionKey::parse(&key_text).expect("a 16-byte key"),
         })
+    }
+
+    async fn reset_session_key(
+        &self,
+        _: &AppId,
+        _: &OpenId,
+        _: &SessionKey,
+    ) -> Result<SessionKey, WeChatError> {
+        let key_text = encode_base64(&rand::random::<[u8; 16]>());
+        self.session_keys.lock().unwrap().push(key_text.clone());
+        Ok(SessionKey::parse(&key_text).expect("a 16-byte key"))
     }
 
     async fn phone_number(
@@ -303,6 +316,7 @@ pub fn service(
             vault: Arc::new(store.vault()),
             clock: Arc::new(SystemClock),
             limiter: Arc::new(NoLimit),
+            counters: Arc::new(store.usage_counters()),
             events,
         },
         catalog(policy),
