@@ -377,17 +377,20 @@ async fn refresh_rotation_reuse_detection_and_logout(engine: Engine) {
 async fn ticket_grant_for_a_bound_identity(engine: Engine) {
     let app = spawn_app(engine).await;
     let (user, _, _, wechat) = app.registered_user(APP).await;
+    // JSON and form bodies alike; each exchange needs a ticket of its own (one use).
     let ticket = app.ticket(APP, wechat).await;
-    for answer in [
-        app.token(&json!({ "grant_type": "ticket", "ticket": ticket }))
-            .await,
-        app.post_form(
+    let json_answer = app
+        .token(&json!({ "grant_type": "ticket", "ticket": ticket }))
+        .await;
+    let ticket = app.ticket(APP, wechat).await;
+    let form_answer = app
+        .post_form(
             "/v1/token",
             &[("grant_type", "ticket"), ("ticket", &ticket)],
             None,
         )
-        .await,
-    ] {
+        .await;
+    for answer in [json_answer, form_answer] {
         let tokens = Tokens::from_v1(answer.ok(200));
         assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
     }
