@@ -142,9 +142,13 @@ impl<'a> Attacker<'a> {
 
 /// The full attack: the victim has an account with a phone; the attacker forges a
 /// phone payload naming it, through the oracle, and sends it with their own ticket.
+/// Against the code before the defence it took about 17,000 requests (50 s in a debug
+/// build), and the phone match answered the victim's tokens.
 async fn padding_oracle_forges_a_phone_payload_and_takes_over_the_victims_account(engine: Engine) {
     let app = spawn_app(engine).await;
-    let (victim, _, victims_phone, _) = app.registered_user(APP).await;
+    // The victim: a user of the business with a phone, not (yet) on WeChat in this app.
+    let victims_phone = random_phone();
+    let (victim, _, _) = app.password_user(Some(&victims_phone)).await;
     let mut attacker = Attacker::new(&app).await;
 
     let plaintext = json!({ "purePhoneNumber": victims_phone, "countryCode": "86",
