@@ -10,7 +10,11 @@ const TICKET_MARGIN_MS = 60 * 1000;
 // and the server's rarely agree to the second. A 401 is still handled if they differ more.
 const ACCESS_MARGIN_MS = 5 * 1000;
 
-/** Codes that mean "call login() again": the ticket is gone, stale or superseded. */
+/**
+ * Codes that mean "call login() again": the ticket is gone, stale, superseded or used,
+ * or the session key refused a payload (miniauth allows a few per key; a new login
+ * brings a fresh key).
+ */
 const RELOGIN_CODES = [
   'no_ticket',
   'ticket_missing',
@@ -20,6 +24,10 @@ const RELOGIN_CODES = [
   'ticket_app_mismatch',
   'ticket_unknown_session',
   'ticket_session_superseded',
+  'ticket_already_used',
+  'payload_rejected',
+  'session_key_spent',
+  'code_already_used',
   'no_session',
   'not_logged_in',
   'refresh_token_unknown',
@@ -269,6 +277,20 @@ export function createMiniAuth(options) {
     return result.code;
   }
 
+  /**
+   * `wx.login` and one call to miniauth. A code yields credentials once: when miniauth
+   * already answered this code (`code_already_used`: an earlier request whose answer
+   * got lost, or a code replayed from a log), one fresh `wx.login` and one more call.
+   */
+  async function newSession() {
+    try {
+      return await api('POST', `${appPath}/sessions`, { code: await wxLoginCode() });
+    } catch (e) {
+      if (!(e instanceof MiniAuthError) || e.code !== 'code_already_used') throw e;
+      return api('POST', `${appPath}/sessions`, { code: await wxLoginCode() });
+    }
+  }
+
   async function sessionAlive() {
     try {
       await promisify(wxApi, 'checkSession', {});
@@ -307,8 +329,7 @@ export function createMiniAuth(options) {
       }
     }
     save(TOKENS_KEY, null);
-    const code = await wxLoginCode();
-    const session = await api('POST', `${appPath}/sessions`, { code });
+    const session = await newSession();
     if (!session || typeof session.ticket !== 'string') {
       throw new MiniAuthError('invalid_response', 'miniauth answered no ticket', 0);
     }

@@ -127,7 +127,7 @@ async function waitFor(url) {
   throw new Error(`${url} never answered`);
 }
 
-async function postJson(url, body, bearer) {
+export async function postJson(url, body, bearer) {
   const headers = { 'content-type': 'application/json' };
   if (bearer) headers.authorization = `Bearer ${bearer}`;
   const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
@@ -183,11 +183,14 @@ export class FakeWx {
     this.intercept = null;
     /** Optional code `wx.login` hands out instead of the simulator's. */
     this.loginCode = null;
+    /** Codes `wx.login` hands out first, one per call, before asking the simulator. */
+    this.loginCodes = [];
   }
 
   login({ success, fail }) {
     this.logins += 1;
     const run = async () => {
+      if (this.loginCodes && this.loginCodes.length) return { code: this.loginCodes.shift() };
       if (this.loginCode) return { code: this.loginCode };
       const answer = await postJson(`${this.service.simUrl}/device/users/${this.simUser.id}/login`, { appid: this.appid });
       if (answer.status !== 200) throw new Error(JSON.stringify(answer.body));

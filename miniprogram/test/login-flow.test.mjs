@@ -9,6 +9,7 @@ import {
   callApi,
   createPasswordUser,
   createWeChatUser,
+  postJson,
   startService,
   uniquePhone,
 } from '../test-support/harness.mjs';
@@ -132,7 +133,7 @@ describe('the session-key race', () => {
     const event = await wx.legacyPhoneEvent();
     await auth.login({ force: true });
     assert.equal(wx.logins, 2);
-    await rejectsWith(auth.submitPhone(event), 'session_key_mismatch', 400);
+    await rejectsWith(auth.submitPhone(event), 'payload_rejected', 400);
   });
 
   test('a dead WeChat session makes login() start a new one', async () => {
@@ -322,6 +323,22 @@ describe('errors', () => {
 
     const stranger = createMiniAuth({ baseUrl: service.baseUrl, appid: 'wxd000000000000009', wx: new FakeWx(service, { id: 1 }) });
     await rejectsWith(stranger.login(), 'unknown_app', 404);
+  });
+
+  test('a login code miniauth already answered makes one fresh wx.login', async () => {
+    const { wx, auth, simUser } = await device();
+    // Someone (an earlier request whose answer got lost, or whoever read a proxy's log)
+    // already exchanged this code: miniauth answers it once only.
+    const spent = await postJson(`${service.simUrl}/device/users/${simUser.id}/login`, { appid: APPID });
+    const first = await callApi(service, `/v1/apps/${APPID}/sessions`, { code: spent.body.code });
+    assert.equal(first.status, 200);
+    const replay = await callApi(service, `/v1/apps/${APPID}/sessions`, { code: spent.body.code });
+    assert.equal(replay.body.code, 'code_already_used');
+
+    wx.loginCodes = [spent.body.code];
+    const session = await auth.login();
+    assert.equal(session.bound, false);
+    assert.equal(wx.logins, 2, 'the answered code, then a fresh one');
   });
 
   test('steps out of order say what to do', async () => {
