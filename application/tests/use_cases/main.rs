@@ -11,3 +11,5 @@ mod login;
 mod phone;
 mod profile;
 mod retries;
+mod sessions;
+mod tenants;
