@@ -10,27 +10,32 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::{Password, UserRecord};
-use crate::service::{ensure_active, MiniAuth, Tokens};
+use crate::ports::{Password, SessionScope, TokenSubject, UserRecord};
+use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::limits;
 
 impl<ES> MiniAuth<ES>
 where
     ES: EventStore<SocialAccount>,
 {
-    /// Binds the ticket's WeChat identity to the user who is logged in (bearer token).
+    /// Binds the ticket's WeChat identity to the user who is logged in (bearer token),
+    /// who must be of the app's tenant: a user is bound only to apps of their own.
     pub async fn bind_current_user(
         &self,
         ctx: &RequestContext,
         appid: &str,
         ticket: &str,
-        user_id: UserId,
+        subject: &TokenSubject,
     ) -> Result<UserId, AppError> {
         let opened = self.open_ticket(appid, ticket)?;
+        if subject.tenant != opened.app.tenant {
+            return Err(AppError::TenantMismatch);
+        }
         let id = opened.account.clone();
         let proof = SessionProof::ticket(opened.claims.session_seq);
         let context = self.checked_context(&id, proof).await?;
-        let user = self.active_user(user_id).await?;
+        let user = self.active_user(subject.user_id).await?;
+        ensure_same_tenant(&user, opened.app)?;
         let bind = BindRequest {
             user: user.id,
             proof,
@@ -67,18 +72,23 @@ where
         };
         self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
             .await?;
-        let appid = opened.app.appid.clone();
-        self.issue_tokens(&user, Some(&appid)).await
+        self.issue_tokens(&user, Some(opened.app)).await
     }
 
-    /// Ends `user_id`'s binding in `appid` — and only there: bindings in other apps stay.
+    /// Ends the caller's binding in `appid` — and only there: bindings in other apps
+    /// stay — and the login sessions issued through `appid`: tokens die with the
+    /// binding they stood for. A token of another tenant than the app's is refused.
     pub async fn unbind(
         &self,
         ctx: &RequestContext,
         appid: &str,
-        user_id: UserId,
+        subject: &TokenSubject,
     ) -> Result<(), AppError> {
         let app = self.app(appid)?;
+        if subject.tenant != app.tenant {
+            return Err(AppError::TenantMismatch);
+        }
+        let user_id = subject.user_id;
         let openid = self
             .ports
             .registry
@@ -86,8 +96,16 @@ where
             .await?
             .ok_or(AppError::NotBound)?;
         let id = AccountId::new(&app.appid, &openid);
-        self.end_binding(ctx, &id, user_id, UnbindReason::UserRequest)
-            .await
+        let ended = self
+            .end_binding(ctx, &id, user_id, UnbindReason::UserRequest)
+            .await;
+        // Also when the log had already ended it (a retry after a failure): the
+        // sessions must not outlive the binding either way.
+        if matches!(ended, Ok(()) | Err(AppError::NotBound)) {
+            self.revoke_sessions(user_id, SessionScope::App(app.appid.clone()))
+                .await?;
+        }
+        ended
     }
 
     /// Ends the binding of account `id` to `user_id`, then releases it in the registry.

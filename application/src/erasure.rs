@@ -6,6 +6,7 @@ use miniauth_domain::{AccountId, AppId, OpenId, SocialAccount, SocialAccountComm
 
 use crate::context::RequestContext;
 use crate::error::AppError;
+use crate::ports::SessionScope;
 use crate::service::MiniAuth;
 
 impl<ES> MiniAuth<ES>
@@ -13,7 +14,8 @@ where
     ES: EventStore<SocialAccount>,
 {
     /// Erases the personal data of (appid, openid): ends its binding (reason: erasure),
-    /// records the erasure, then destroys the data key. Running it again is harmless.
+    /// records the erasure, destroys the data key, and ends the sessions its user
+    /// logged in to through this app. Running it again is harmless.
     pub async fn erase(
         &self,
         ctx: &RequestContext,
@@ -28,6 +30,9 @@ where
         self.ports.vault.forget(&id).await?;
         if let Some(user) = was_bound {
             self.ports.registry.release(appid, openid, user).await?;
+            // The erased account's sessions: those of its user issued through this app.
+            self.revoke_sessions(user, SessionScope::App(appid.clone()))
+                .await?;
         }
         Ok(())
     }

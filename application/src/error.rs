@@ -38,6 +38,12 @@ pub enum AppError {
     /// The appid is not configured here.
     #[error("unknown app: no mini program with this appid is configured")]
     UnknownApp,
+    /// No configured app and no user belongs to this tenant.
+    #[error("unknown tenant: no app or user of this tenant exists")]
+    UnknownTenant,
+    /// The user, the token or the app belong to different tenants.
+    #[error("this app belongs to another tenant than the user")]
+    TenantMismatch,
     /// WeChat refused or failed.
     #[error(transparent)]
     WeChat(#[from] WeChatError),
@@ -163,6 +169,8 @@ impl ErrorCode for AppError {
         match self {
             Self::Invalid(e) => e.code(),
             Self::UnknownApp => "unknown_app",
+            Self::UnknownTenant => "unknown_tenant",
+            Self::TenantMismatch => "tenant_mismatch",
             Self::WeChat(e) => match e {
                 WeChatError::InvalidCode => "code_invalid",
                 WeChatError::CodeUsed => "code_used",
@@ -207,6 +215,7 @@ impl ErrorCode for AppError {
             Self::AccessToken(e) => match e {
                 AccessTokenError::Invalid => "access_token_invalid",
                 AccessTokenError::Expired => "access_token_expired",
+                AccessTokenError::Revoked => "access_token_revoked",
             },
             Self::Contention => "concurrent_update",
             Self::Unavailable(_) => "service_unavailable",
@@ -224,7 +233,8 @@ impl AppError {
             | Self::Payload(_)
             | Self::PayloadRejected
             | Self::SessionKeySpent
-            | Self::Ticket(TicketError::Missing) => K::BadRequest,
+            | Self::Ticket(TicketError::Missing)
+            | Self::UnknownTenant => K::BadRequest,
             Self::LegacyPayloadsDisabled => K::Forbidden,
             Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound => K::NotFound,
@@ -248,9 +258,10 @@ impl AppError {
                 AccountError::NotBound => K::NotFound,
                 _ => K::Conflict,
             },
-            Self::RegistrationClosed | Self::PhoneNotRegistered | Self::UserDisabled => {
-                K::Forbidden
-            }
+            Self::RegistrationClosed
+            | Self::PhoneNotRegistered
+            | Self::UserDisabled
+            | Self::TenantMismatch => K::Forbidden,
             Self::UserAlreadyBoundInApp
             | Self::Contention
             | Self::AccountTaken

@@ -8,8 +8,10 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{AccountCreation, Binding, NewAccountUser, Password, TokenSubject, UserRecord};
-use crate::service::{MiniAuth, Tokens};
+use crate::ports::{
+    AccessTokenError, AccountCreation, Binding, NewAccountUser, Password, TokenSubject, UserRecord,
+};
+use crate::service::{ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::limits;
 
 /// The logged-in user, with every binding.
@@ -38,10 +40,11 @@ where
         let user = self.active_user(user_id).await?;
         // Counted last: a refused exchange (stale, unbound, disabled) spends nothing.
         self.spend_ticket(&claims).await?;
-        self.issue_tokens(&user, Some(&app.appid)).await
+        self.issue_tokens(&user, Some(app)).await
     }
 
-    /// Logs a user in with account + password (no WeChat identity involved).
+    /// Logs a user in with account + password (no WeChat identity involved). A tenant
+    /// that no configured app and no user belongs to is refused as such.
     pub async fn grant_password(
         &self,
         ctx: &RequestContext,
@@ -49,12 +52,16 @@ where
         account: &str,
         password: &Password,
     ) -> Result<Tokens, AppError> {
+        let configured = self.apps.iter().any(|app| &app.tenant == tenant);
+        if !configured && !self.ports.users.tenant_exists(tenant).await? {
+            return Err(AppError::UnknownTenant);
+        }
         let user = self.check_password(ctx, tenant, account, password).await?;
         self.issue_tokens(&user, None).await
     }
 
     /// Rotates a refresh token: the old one stops working, a reused one revokes its
-    /// family. The user must still be active.
+    /// family. The user must still be active and of the session's tenant.
     pub async fn grant_refresh(&self, refresh_token: &str) -> Result<Tokens, AppError> {
         let refresh_token = refresh_token.trim();
         if refresh_token.is_empty() {
@@ -64,10 +71,12 @@ where
         }
         let (subject, refresh) = self.ports.refresh.rotate(refresh_token, self.now()).await?;
         let user = self.active_user(subject.user_id).await?;
-        let subject = TokenSubject {
-            tenant: user.tenant.clone(),
-            ..subject
-        };
+        if user.tenant != subject.tenant {
+            return Err(AppError::TenantMismatch);
+        }
+        if let Some(app) = subject.appid.as_ref().and_then(|a| self.apps.get(a)) {
+            ensure_same_tenant(&user, app)?;
+        }
         let access = self.ports.tokens.issue(&subject, self.now())?;
         Ok(Tokens {
             user_id: user.id,
@@ -95,15 +104,30 @@ where
         Ok(())
     }
 
-    /// Who an access token speaks for.
-    pub fn authenticate(&self, access_token: &str) -> Result<TokenSubject, AppError> {
-        Ok(self.ports.tokens.verify(access_token.trim(), self.now())?)
+    /// Who an access token speaks for: its signature and lifetime verify, and its
+    /// session (`sid`) is still live — not logged out, unbound, erased, disabled or
+    /// past its absolute lifetime.
+    pub async fn authenticate(&self, access_token: &str) -> Result<TokenSubject, AppError> {
+        let now = self.now();
+        let subject = self.ports.tokens.verify(access_token.trim(), now)?;
+        if !self.ports.refresh.session_live(&subject, now).await? {
+            return Err(AccessTokenError::Revoked.into());
+        }
+        Ok(subject)
     }
 
-    /// The user behind a token, with the bindings of every app.
+    /// The user behind a token, with the bindings in the apps of the token's tenant.
     pub async fn me(&self, subject: &TokenSubject) -> Result<Me, AppError> {
         let user = self.active_user(subject.user_id).await?;
-        let bindings = self.ports.registry.bindings_of(user.id).await?;
+        if user.tenant != subject.tenant {
+            return Err(AppError::TenantMismatch);
+        }
+        let mut bindings = self.ports.registry.bindings_of(user.id).await?;
+        bindings.retain(|binding| {
+            self.apps
+                .get(&binding.appid)
+                .is_some_and(|app| app.tenant == user.tenant)
+        });
         Ok(Me { user, bindings })
     }
 

@@ -11,6 +11,7 @@
 //! | 12 ticket → tokens | [`MiniAuth::grant_ticket`] |
 //! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
 //! | erasure | [`MiniAuth::erase`] |
+//! | disable, enable a user | [`MiniAuth::disable_user`], [`MiniAuth::enable_user`] |
 
 mod binding;
 pub mod context;
@@ -24,6 +25,7 @@ mod profile;
 pub mod secret;
 mod service;
 pub mod settings;
+mod users;
 
 pub use context::RequestContext;
 pub use error::{AppError, ErrorKind};

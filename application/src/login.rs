@@ -8,7 +8,7 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::service::{IssuedTicket, MiniAuth, Tokens};
+use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
 
 /// What a login answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +49,14 @@ where
         let mut context = self.load(&id).await?;
         // A returning user must not have been disabled; check before writing anything.
         let bound_before = context.aggregate().bound_user();
+        // So must it be of the app's tenant (a binding across tenants made before
+        // tenants were checked everywhere logs nobody in).
         let user = match bound_before {
-            Some(user_id) => Some(self.active_user(user_id).await?),
+            Some(user_id) => {
+                let user = self.active_user(user_id).await?;
+                ensure_same_tenant(&user, app)?;
+                Some(user)
+            }
             None => None,
         };
         let command = SocialAccountCommand::ObtainSession {
@@ -68,7 +74,7 @@ where
                     Some(user) if user.id == bound => user,
                     _ => self.active_user(bound).await?,
                 };
-                Some(self.issue_tokens(&user, Some(&app.appid)).await?)
+                Some(self.issue_tokens(&user, Some(app)).await?)
             }
             None => None,
         };

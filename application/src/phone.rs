@@ -13,7 +13,7 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{NewUser, Registration, UserRecord};
-use crate::service::{ensure_active, MiniAuth, Tokens};
+use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::{AppSettings, RegistrationPolicy};
 
 /// Who to bind, on which proof of session, and how.
@@ -115,8 +115,9 @@ where
         if let Some(user_id) = state.bound_user() {
             // Already bound: record the phone, keep the binding, log the user in.
             let user = self.active_user(user_id).await?;
+            ensure_same_tenant(&user, app)?;
             self.commit(ctx, &id, context, verify.await?).await?;
-            let tokens = self.issue_tokens(&user, Some(&app.appid)).await?;
+            let tokens = self.issue_tokens(&user, Some(app)).await?;
             return Ok(PhoneOutcome {
                 user_id,
                 registered: false,
@@ -140,7 +141,7 @@ where
             self.discard_registration(user.id).await;
         }
         outcome?;
-        let tokens = self.issue_tokens(&user, Some(&app.appid)).await?;
+        let tokens = self.issue_tokens(&user, Some(app)).await?;
         Ok(PhoneOutcome {
             user_id: user.id,
             registered,

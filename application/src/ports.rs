@@ -247,6 +247,16 @@ pub trait UserDirectory: Send + Sync {
     /// orphan user stays behind. Does nothing to a user that has any binding.
     async fn discard_unbound(&self, id: UserId) -> Result<(), PortError>;
 
+    /// Sets a user's status; `None` when no user has this id.
+    async fn set_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+    ) -> Result<Option<UserRecord>, PortError>;
+
+    /// Whether any user belongs to `tenant`.
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError>;
+
     /// The user of `tenant` with this account name and password, if they match.
     async fn check_password(
         &self,
@@ -354,15 +364,77 @@ pub trait TicketCodec: Send + Sync {
     fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError>;
 }
 
+/// The id of a login session: the refresh-token family its tokens belong to. Access
+/// tokens carry it (`sid`), so that revoking the family also refuses them here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Parses a session id: 1 to 64 ASCII letters, digits, `-` or `_`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidSessionId> {
+        let valid = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidSessionId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A session id that is not 1 to 64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a session id is 1 to 64 characters of [A-Za-z0-9_-]")]
+pub struct InvalidSessionId;
+
+/// Who a new login session is for, before the refresh-token store names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The user.
+    pub user_id: UserId,
+    /// The tenant the tokens are valid in: the app's, for a login through an app.
+    pub tenant: TenantId,
+    /// The app the login came through, if any.
+    pub appid: Option<AppId>,
+}
+
 /// Who an access or refresh token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSubject {
     /// The user.
     pub user_id: UserId,
-    /// The user's tenant.
+    /// The tenant the token is valid in: the app's, for a login through an app.
     pub tenant: TenantId,
     /// The app the login came through, if any.
     pub appid: Option<AppId>,
+    /// The login session (refresh-token family) the token belongs to.
+    pub session: SessionId,
+}
+
+impl TokenSubject {
+    /// The subject of `owner`'s tokens in `session`.
+    pub fn new(owner: SessionOwner, session: SessionId) -> Self {
+        Self {
+            user_id: owner.user_id,
+            tenant: owner.tenant,
+            appid: owner.appid,
+            session,
+        }
+    }
 }
 
 /// A signed access token.
@@ -393,6 +465,10 @@ pub enum AccessTokenError {
     /// Past its lifetime.
     #[error("the access token has expired")]
     Expired,
+    /// Its session ended: logout, reuse of a refresh token, unbind, erasure, a
+    /// disabled user, or the session's absolute lifetime.
+    #[error("the access token's session has ended; log in again")]
+    Revoked,
 }
 
 /// Signs and verifies access tokens.
@@ -440,16 +516,28 @@ pub enum RefreshError {
     Port(#[from] PortError),
 }
 
+/// Which of a user's sessions to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionScope {
+    /// The sessions of logins through this app (unbind, erasure).
+    App(AppId),
+    /// Every session of the user (disabled user).
+    All,
+}
+
 /// Opaque refresh tokens, stored hashed, rotated on every use, with reuse detection.
+/// Each family is a login session, with a sliding expiry per token and an absolute
+/// lifetime per family.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RefreshTokenStore: Send + Sync {
-    /// Starts a new family for a fresh login.
+    /// Starts a new family (login session) for a fresh login; answers the subject of
+    /// its tokens, which names the session, and the first refresh token.
     async fn issue(
         &self,
-        subject: &TokenSubject,
+        owner: &SessionOwner,
         now: DateTime<Utc>,
-    ) -> Result<RefreshToken, PortError>;
+    ) -> Result<(TokenSubject, RefreshToken), PortError>;
 
     /// Exchanges a token for its successor in the same family.
     async fn rotate(
@@ -465,6 +553,22 @@ pub trait RefreshTokenStore: Send + Sync {
         user: UserId,
         now: DateTime<Utc>,
     ) -> Result<(), RefreshError>;
+
+    /// Revokes `user`'s sessions in `scope`; answers how many were live.
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: &SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<u64, PortError>;
+
+    /// Whether the session `subject` names is `subject`'s and still live: not revoked
+    /// and within its absolute lifetime.
+    async fn session_live(
+        &self,
+        subject: &TokenSubject,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError>;
 }
 
 /// Seals secrets with the server key and personal data with per-account data keys;

@@ -15,8 +15,8 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
     AccessToken, AttemptLimiter, BindingRegistry, Claim, Clock, PersonalDataVault, RefreshToken,
-    RefreshTokenStore, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UsageCounters, UsageKey, UserDirectory, UserRecord, UserStatus, WeChatApi,
+    RefreshTokenStore, SessionOwner, SessionScope, TicketClaims, TicketCodec, TicketError,
+    TokenIssuer, UsageCounters, UsageKey, UserDirectory, UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 
@@ -352,26 +352,47 @@ where
         Ok(user)
     }
 
-    /// A fresh access token and a new refresh-token family for `user`.
+    /// A fresh access token and a new refresh-token family (login session) for `user`,
+    /// logging in through `app` if any. Tokens issued for an app carry the app's
+    /// tenant, and an app never issues tokens for a user of another tenant.
     pub(crate) async fn issue_tokens(
         &self,
         user: &UserRecord,
-        appid: Option<&AppId>,
+        app: Option<&AppSettings>,
     ) -> Result<Tokens, AppError> {
         ensure_active(user)?;
-        let subject = TokenSubject {
+        if let Some(app) = app {
+            ensure_same_tenant(user, app)?;
+        }
+        let owner = SessionOwner {
             user_id: user.id,
             tenant: user.tenant.clone(),
-            appid: appid.cloned(),
+            appid: app.map(|app| app.appid.clone()),
         };
         let now = self.now();
+        let (subject, refresh) = self.ports.refresh.issue(&owner, now).await?;
         let access = self.ports.tokens.issue(&subject, now)?;
-        let refresh = self.ports.refresh.issue(&subject, now).await?;
         Ok(Tokens {
             user_id: user.id,
             access,
             refresh,
         })
+    }
+
+    /// Ends `user`'s sessions in `scope`: their refresh tokens stop refreshing and
+    /// their access tokens stop working here.
+    pub(crate) async fn revoke_sessions(
+        &self,
+        user: miniauth_domain::UserId,
+        scope: SessionScope,
+    ) -> Result<(), AppError> {
+        let revoked = self
+            .ports
+            .refresh
+            .revoke_sessions(user, &scope, self.now())
+            .await?;
+        tracing::info!(%user, ?scope, revoked, "revoked login sessions");
+        Ok(())
     }
 
     /// Undoes a claim this request made, after the bind failed. A failure here is
@@ -411,6 +432,15 @@ fn ticket_fingerprint(claims: &TicketClaims) -> String {
         hasher.update(b"\0");
     }
     hex::encode(hasher.finalize())
+}
+
+/// Refuses to let `user` meet an app of another tenant.
+pub(crate) fn ensure_same_tenant(user: &UserRecord, app: &AppSettings) -> Result<(), AppError> {
+    if user.tenant == app.tenant {
+        Ok(())
+    } else {
+        Err(AppError::TenantMismatch)
+    }
 }
 
 pub(crate) fn ensure_active(user: &UserRecord) -> Result<(), AppError> {

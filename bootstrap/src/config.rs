@@ -169,8 +169,11 @@ fn default_registration() -> RegistrationPolicy {
 pub struct TokensSection {
     /// Access token lifetime.
     pub access_ttl_secs: i64,
-    /// Refresh token lifetime.
+    /// Refresh token lifetime (sliding: each rotation issues a token valid this long).
     pub refresh_ttl_secs: i64,
+    /// Absolute lifetime of a login session (refresh-token family): no rotation
+    /// extends it; then the user logs in again. At least `refresh_ttl_secs`.
+    pub refresh_max_lifetime_secs: i64,
     /// Ticket (bind key) lifetime.
     pub ticket_ttl_secs: i64,
     /// JWT `iss`.
@@ -188,6 +191,7 @@ impl Default for TokensSection {
         Self {
             access_ttl_secs: 900,
             refresh_ttl_secs: 2_592_000,
+            refresh_max_lifetime_secs: 7_776_000,
             ticket_ttl_secs: 3_600,
             issuer: "miniauth".into(),
             audience: "miniauth".into(),
@@ -356,6 +360,10 @@ impl Config {
         for (key, value) in [
             ("tokens.access_ttl_secs", self.tokens.access_ttl_secs),
             ("tokens.refresh_ttl_secs", self.tokens.refresh_ttl_secs),
+            (
+                "tokens.refresh_max_lifetime_secs",
+                self.tokens.refresh_max_lifetime_secs,
+            ),
             ("tokens.ticket_ttl_secs", self.tokens.ticket_ttl_secs),
         ] {
             if value <= 0 {
@@ -364,6 +372,12 @@ impl Config {
                     "must be a positive number of seconds",
                 ));
             }
+        }
+        if self.tokens.refresh_max_lifetime_secs < self.tokens.refresh_ttl_secs {
+            return Err(ConfigError::new(
+                "tokens.refresh_max_lifetime_secs",
+                "must be at least tokens.refresh_ttl_secs",
+            ));
         }
         match self.tokens.algorithm.as_str() {
             "EdDSA" => {}
@@ -666,6 +680,7 @@ secret_env = "APP_SECRET"
             ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[server]\nbogus = 1\n", "server.bogus"),
             ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[tokens]\nalgorithm = \"HS256\"\n", "tokens.algorithm"),
             ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[store]\nserver_key = \"AAAA\"\n", "store.server_key"),
+            ("[[apps]]\nappid = \"wx4f4bc4dec97d474b\"\nsecret = \"x\"\n[tokens]\nrefresh_ttl_secs = 600\nrefresh_max_lifetime_secs = 60\n", "tokens.refresh_max_lifetime_secs"),
             ("", "apps"),
         ];
         for (text, key) in cases {

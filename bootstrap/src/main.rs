@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use miniauth_application::ports::Password;
 use miniauth_application::RequestContext;
-use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId};
+use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
 use miniauth::{audit, bench, demo, wiring};
@@ -87,6 +87,18 @@ enum UsersCommand {
         /// The tenant (default: the first app's).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Disable a user: no more logins, and every session they hold ends.
+    Disable {
+        /// The user's id.
+        #[arg(long)]
+        user_id: i64,
+    },
+    /// Enable a disabled user again (their ended sessions stay ended).
+    Enable {
+        /// The user's id.
+        #[arg(long)]
+        user_id: i64,
     },
 }
 
@@ -192,6 +204,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("added user {} ({account}) in tenant {tenant}", user.id);
             Ok(())
         }
+        Command::Users {
+            command: UsersCommand::Disable { user_id },
+        } => {
+            let id =
+                UserId::new(user_id).map_err(|e| anyhow::anyhow!("--user-id: {}", e.reason))?;
+            let built = wiring::build(&config, Some(ephemeral())).await?;
+            let user = built
+                .service
+                .disable_user(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("disabled user {}; their sessions are revoked", user.id);
+            Ok(())
+        }
+        Command::Users {
+            command: UsersCommand::Enable { user_id },
+        } => {
+            let id =
+                UserId::new(user_id).map_err(|e| anyhow::anyhow!("--user-id: {}", e.reason))?;
+            let built = wiring::build(&config, Some(ephemeral())).await?;
+            let user = built
+                .service
+                .enable_user(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("enabled user {}", user.id);
+            Ok(())
+        }
         Command::Demo(args) => demo::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Projections { command } => audit::projections(&config, command).await,
@@ -230,7 +270,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
+    let purge = wiring::spawn_refresh_purge(built.store.clone());
     miniauth_http::serve(listener, built.router, shutdown).await?;
+    purge.abort();
     if let Some(simulator) = built.simulator {
         simulator.shutdown().await;
     }

@@ -52,6 +52,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         data_dir: config.store.data_dir.clone(),
         server_key: config.server_key(&env)?.map(ServerKey::new),
         refresh_ttl: chrono::Duration::seconds(config.tokens.refresh_ttl_secs),
+        refresh_max_lifetime: chrono::Duration::seconds(config.tokens.refresh_max_lifetime_secs),
         password_cost: PasswordCost::default(),
     };
     Store::connect(&store_config)
@@ -170,6 +171,57 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         simulator,
         admin_token_file,
     })
+}
+
+/// How often `serve` purges dead refresh tokens.
+pub const REFRESH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// Rows deleted per statement of a purge: short transactions, even on a large backlog.
+pub const REFRESH_PURGE_BATCH: u32 = 1000;
+/// Statements per purge at most; a larger backlog is cleared over the next ticks.
+const REFRESH_PURGE_MAX_BATCHES: u32 = 20;
+/// How long an expired or revoked refresh token is kept before it is purged, so that
+/// presenting it still answers `refresh_token_expired` (or `_unknown`) meaningfully.
+pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
+
+/// Purges expired and revoked refresh tokens, and the families left without tokens,
+/// once per [`REFRESH_PURGE_INTERVAL`], in bounded batches, until the task is aborted.
+/// Several instances may run it at once: the deletes are idempotent.
+pub fn spawn_refresh_purge(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(REFRESH_PURGE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            purge_refresh_once(&store).await;
+        }
+    })
+}
+
+async fn purge_refresh_once(store: &Store) {
+    let before = chrono::Utc::now() - REFRESH_PURGE_GRACE;
+    let (mut tokens, mut families) = (0, 0);
+    for _ in 0..REFRESH_PURGE_MAX_BATCHES {
+        match store
+            .purge_refresh_tokens(before, REFRESH_PURGE_BATCH)
+            .await
+        {
+            Ok(purged) => {
+                tokens += purged.tokens;
+                families += purged.families;
+                let limit = u64::from(REFRESH_PURGE_BATCH);
+                if purged.tokens < limit && purged.families < limit {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "purging refresh tokens failed; retrying later");
+                break;
+            }
+        }
+    }
+    if tokens + families > 0 {
+        tracing::info!(tokens, families, "purged dead refresh tokens");
+    }
 }
 
 /// The simulator serves the configured apps with the same secrets, so a real client

@@ -313,16 +313,22 @@ async fn current_user_binds_another_app_and_unbinds_one(engine: Engine) {
     let left = app.bindings_of(user).await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].0, SECOND_APP);
-    let me = app.me(&tokens.access).await;
-    let views = me.ok(200)["bindings"].as_array().unwrap();
-    assert_eq!(views.len(), 1);
-    assert_eq!(views[0]["appid"], json!(SECOND_APP));
+    // The session logged in through the first app ended with its binding (issue 17:
+    // tokens die with what they stood for); the second app logs the user in.
+    app.me(&tokens.access)
+        .await
+        .problem(401, "access_token_revoked");
 
     let first = app.session(APP, wechat).await;
     assert_eq!(first["bound"], json!(false), "{first}");
     assert_eq!(first["tokens"], json!(null));
     let second = app.session(SECOND_APP, wechat).await;
     assert_eq!(second["bound"], json!(true), "{second}");
+    let through_second = Tokens::from_v1(&second["tokens"]);
+    let me = app.me(&through_second.access).await;
+    let views = me.ok(200)["bindings"].as_array().unwrap();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0]["appid"], json!(SECOND_APP));
 }
 
 async fn refresh_rotation_reuse_detection_and_logout(engine: Engine) {

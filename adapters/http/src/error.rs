@@ -228,6 +228,8 @@ pub fn error_catalog() -> Vec<ErrorRow> {
     let app_errors: Vec<AppError> = vec![
         InvalidValue::new("{field}", "{reason}").into(),
         AppError::UnknownApp,
+        AppError::UnknownTenant,
+        AppError::TenantMismatch,
         WeChatError::InvalidCode.into(),
         WeChatError::CodeUsed.into(),
         WeChatError::CodeAlreadyAnswered.into(),
@@ -282,6 +284,7 @@ pub fn error_catalog() -> Vec<ErrorRow> {
         RefreshError::Reused.into(),
         AccessTokenError::Invalid.into(),
         AccessTokenError::Expired.into(),
+        AccessTokenError::Revoked.into(),
         AppError::Contention,
         AppError::Unavailable("{dependency}".into()),
         AppError::Internal("{cause, logged only}".into()),

@@ -293,7 +293,7 @@ where
             Some(Err(())) => Err(ApiError::App(
                 miniauth_application::ports::AccessTokenError::Invalid.into(),
             )),
-            Some(Ok(token)) => Ok(Self(state.auth.authenticate(token)?)),
+            Some(Ok(token)) => Ok(Self(state.auth.authenticate(token).await?)),
         }
     }
 }

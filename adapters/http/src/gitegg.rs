@@ -203,7 +203,7 @@ where
             let ctx = origin.context(bearer.actor());
             let user = state
                 .auth
-                .bind_current_user(&ctx, &appid, params.get("socialKey"), bearer.0.user_id)
+                .bind_current_user(&ctx, &appid, params.get("socialKey"), &bearer.0)
                 .await?;
             Ok(json!({ "userId": user.get() }))
         }
@@ -225,7 +225,7 @@ where
         async {
             let (bearer, AppPath(appid)) = (bearer?, appid?);
             let ctx = origin.context(bearer.actor());
-            state.auth.unbind(&ctx, &appid, bearer.0.user_id).await?;
+            state.auth.unbind(&ctx, &appid, &bearer.0).await?;
             Ok(Value::Null)
         }
         .await,

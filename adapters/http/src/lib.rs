@@ -75,6 +75,8 @@ pub const REQUEST_ID: &str = "x-request-id";
         v1::logout,
         v1::me,
         v1::add_user,
+        v1::disable_user,
+        v1::enable_user,
         admin::history,
         admin::user_bindings,
         admin::app_bindings,
@@ -175,6 +177,14 @@ where
         .route("/v1/logout", post(v1::logout::<ES>))
         .route("/v1/me", get(v1::me::<ES>))
         .route("/v1/admin/users", post(v1::add_user::<ES>))
+        .route(
+            "/v1/admin/users/{user_id}/disable",
+            post(v1::disable_user::<ES>),
+        )
+        .route(
+            "/v1/admin/users/{user_id}/enable",
+            post(v1::enable_user::<ES>),
+        )
         .route(
             "/v1/admin/apps/{appid}/accounts/{openid}/history",
             get(admin::history::<ES>),

@@ -1,13 +1,13 @@
 //! The v1 API: JSON in snake_case, errors as `application/problem+json`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cqrs_es::EventStore;
 use miniauth_application::ports::{Password, UserRecord, UserStatus};
 use miniauth_application::{PhoneInput, ProfileInput, Tokens};
-use miniauth_domain::{InvalidValue, PhoneNumber, SocialAccount, TenantId};
+use miniauth_domain::{InvalidValue, PhoneNumber, SocialAccount, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -230,6 +230,8 @@ pub struct UserResponse {
     pub nickname: Option<String>,
     /// The phone, masked.
     pub phone: Option<String>,
+    /// `active` or `disabled`.
+    pub status: String,
 }
 
 impl From<&UserRecord> for UserResponse {
@@ -240,6 +242,7 @@ impl From<&UserRecord> for UserResponse {
             account: user.account.clone(),
             nickname: user.nickname.clone(),
             phone: user.mobile.as_ref().map(PhoneNumber::masked),
+            status: status_label(user.status).to_owned(),
         }
     }
 }
@@ -440,7 +443,7 @@ where
     let ctx = origin.context(bearer.actor());
     let user = state
         .auth
-        .bind_current_user(&ctx, &appid, &body.ticket, bearer.0.user_id)
+        .bind_current_user(&ctx, &appid, &body.ticket, &bearer.0)
         .await?;
     Ok(Json(BindingResponse {
         user_id: user.get(),
@@ -468,7 +471,7 @@ where
     ES: EventStore<SocialAccount> + 'static,
 {
     let ctx = origin.context(bearer.actor());
-    state.auth.unbind(&ctx, &appid, bearer.0.user_id).await?;
+    state.auth.unbind(&ctx, &appid, &bearer.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -628,4 +631,75 @@ where
         .await?;
     tracing::info!(user = %user.id, %tenant, "admin created a user");
     Ok((StatusCode::CREATED, Json(UserResponse::from(&user))).into_response())
+}
+
+/// The user id of an admin path, with our error format.
+fn user_path(
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<UserId, ApiError> {
+    let Path(raw) = path.map_err(|_| {
+        ApiError::from(crate::error::RequestError::bad_request(
+            "invalid_path",
+            "the user id in the path is not valid UTF-8",
+        ))
+    })?;
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|id| UserId::new(id).ok())
+        .ok_or_else(|| {
+            ApiError::App(InvalidValue::new("user_id", "must be a positive integer").into())
+        })
+}
+
+/// Disables a user and ends every session they hold: their refresh tokens stop
+/// refreshing and their access tokens stop working on miniauth (admin token).
+#[utoipa::path(
+    post, path = "/v1/admin/users/{user_id}/disable", tag = "v1",
+    params(("user_id" = i64, Path, description = "The business user")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Disabled (again: harmless)", body = UserResponse),
+        (status = 400, description = "Bad user id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn disable_user<ES>(
+    State(state): State<ApiState<ES>>,
+    _admin: Admin,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<UserResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let id = user_path(path)?;
+    let user = state.auth.disable_user(id).await?;
+    tracing::info!(user = %user.id, "admin disabled a user");
+    Ok(Json(UserResponse::from(&user)))
+}
+
+/// Enables a user again; the sessions ended by disabling stay ended (admin token).
+#[utoipa::path(
+    post, path = "/v1/admin/users/{user_id}/enable", tag = "v1",
+    params(("user_id" = i64, Path, description = "The business user")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Enabled (again: harmless)", body = UserResponse),
+        (status = 400, description = "Bad user id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn enable_user<ES>(
+    State(state): State<ApiState<ES>>,
+    _admin: Admin,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<UserResponse>, ApiError>
+where
+    ES: EventStore<SocialAccount> + 'static,
+{
+    let id = user_path(path)?;
+    let user = state.auth.enable_user(id).await?;
+    tracing::info!(user = %user.id, "admin enabled a user");
+    Ok(Json(UserResponse::from(&user)))
 }

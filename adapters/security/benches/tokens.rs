@@ -8,7 +8,9 @@ use std::hint::black_box;
 
 use chrono::{Duration, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use miniauth_application::ports::{TicketClaims, TicketCodec, TokenIssuer, TokenSubject};
+use miniauth_application::ports::{
+    SessionId, TicketClaims, TicketCodec, TokenIssuer, TokenSubject,
+};
 use miniauth_domain::{AppId, OpenId, TenantId, UserId};
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings,
@@ -48,6 +50,7 @@ fn jwt(c: &mut Criterion) {
         user_id: UserId::new(42).expect("user id"),
         tenant: TenantId::parse("default").expect("tenant"),
         appid: Some(AppId::parse("wx4f4bc4dec97d474b").expect("appid")),
+        session: SessionId::parse("0f1e2d3c4b5a69788796a5b4c3d2e1f0").expect("session id"),
     };
     let now = Utc::now();
     let token = issuer.issue(&subject, now).expect("signs").token;

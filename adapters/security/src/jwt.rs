@@ -9,7 +9,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use miniauth_application::ports::{
-    AccessToken, AccessTokenError, PortError, TokenIssuer, TokenSubject,
+    AccessToken, AccessTokenError, PortError, SessionId, TokenIssuer, TokenSubject,
 };
 use miniauth_domain::{AppId, TenantId, UserId};
 use ring::rand::SystemRandom;
@@ -72,6 +72,10 @@ struct Claims {
     tenant: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     appid: Option<String>,
+    /// The login session (refresh-token family). Tokens from before sessions were
+    /// named lack it and are refused: they expired within `access_ttl` of the upgrade.
+    #[serde(default)]
+    sid: Option<String>,
     jti: String,
     iat: i64,
     exp: i64,
@@ -218,6 +222,7 @@ impl TokenIssuer for JwtIssuer {
                 .appid
                 .as_ref()
                 .map(|appid| appid.as_str().to_owned()),
+            sid: Some(subject.session.as_str().to_owned()),
             jti: Uuid::new_v4().to_string(),
             iat,
             exp: iat + ttl,
@@ -259,6 +264,12 @@ impl TokenIssuer for JwtIssuer {
                 .as_deref()
                 .map(AppId::parse)
                 .transpose()
+                .map_err(|_| AccessTokenError::Invalid)?,
+            session: claims
+                .sid
+                .as_deref()
+                .map(SessionId::parse)
+                .ok_or(AccessTokenError::Invalid)?
                 .map_err(|_| AccessTokenError::Invalid)?,
         })
     }

@@ -5,7 +5,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use miniauth_application::ports::{AccessTokenError, TokenIssuer, TokenSubject};
+use miniauth_application::ports::{AccessTokenError, SessionId, TokenIssuer, TokenSubject};
 use miniauth_domain::{AppId, TenantId, UserId};
 use miniauth_security::{
     generate_ed25519_pkcs8, JwtAlgorithm, JwtIssuer, JwtKeyError, JwtSettings,
@@ -34,6 +34,7 @@ fn subject() -> TokenSubject {
         user_id: UserId::new(42).unwrap(),
         tenant: TenantId::parse("default").unwrap(),
         appid: Some(AppId::parse("wx4f4bc4dec97d474b").unwrap()),
+        session: SessionId::parse("0f1e2d3c4b5a69788796a5b4c3d2e1f0").unwrap(),
     }
 }
 
@@ -84,6 +85,7 @@ fn an_eddsa_token_carries_the_claims_and_verifies() {
     assert_eq!(claims["aud"], "shop-api");
     assert_eq!(claims["tenant"], "default");
     assert_eq!(claims["appid"], "wx4f4bc4dec97d474b");
+    assert_eq!(claims["sid"], "0f1e2d3c4b5a69788796a5b4c3d2e1f0");
     assert_eq!(claims["iat"], t0().timestamp());
     assert_eq!(claims["exp"], t0().timestamp() + 900);
     assert!(uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).is_ok());
@@ -319,6 +321,7 @@ fn raw_claims() -> Value {
     json!({
         "iss": "https://auth.example.com", "sub": "42", "aud": "shop-api",
         "tenant": "default", "appid": "wx4f4bc4dec97d474b", "jti": "x",
+        "sid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         "iat": t0().timestamp(), "exp": t0().timestamp() + 900,
     })
 }
@@ -337,6 +340,9 @@ fn validly_signed_but_bad_claims_are_invalid() {
         ("sub", json!(42)),
         ("tenant", json!("no spaces allowed")),
         ("appid", json!("not-an-appid")),
+        ("sid", json!("not a session")),
+        ("sid", json!("")),
+        ("sid", json!(7)),
         ("exp", json!("tomorrow")),
         ("aud", json!(["admin-api"])),
     ];
@@ -350,7 +356,9 @@ fn validly_signed_but_bad_claims_are_invalid() {
             "{field} = {value}"
         );
     }
-    for field in ["sub", "exp", "iss", "aud", "tenant"] {
+    // A token from before sessions were named (no `sid`) is refused: its session
+    // cannot be checked for revocation.
+    for field in ["sub", "exp", "iss", "aud", "tenant", "sid"] {
         let mut claims = raw_claims();
         claims.as_object_mut().unwrap().remove(field);
         let token = sign_raw(&der, issuer.kid(), &claims);

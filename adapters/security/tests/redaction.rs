@@ -63,6 +63,7 @@ fn nothing_secret_reaches_debug_or_errors() {
                 user_id: UserId::new(7).unwrap(),
                 tenant: TenantId::parse("default").unwrap(),
                 appid: None,
+                session: miniauth_application::ports::SessionId::parse("s1").unwrap(),
             },
             now,
         )

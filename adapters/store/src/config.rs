@@ -109,8 +109,11 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// The server key; required with PostgreSQL (every instance needs the same one).
     pub server_key: Option<ServerKey>,
-    /// How long a refresh token lives.
+    /// How long a refresh token lives (sliding: each rotation issues a fresh one).
     pub refresh_ttl: Duration,
+    /// How long a refresh-token family (a login session) lives at most, rotations or
+    /// not.
+    pub refresh_max_lifetime: Duration,
     /// argon2id cost for passwords.
     pub password_cost: PasswordCost,
 }
@@ -123,6 +126,7 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("data"),
             server_key: None,
             refresh_ttl: Duration::days(30),
+            refresh_max_lifetime: Duration::days(90),
             password_cost: PasswordCost::default(),
         }
     }

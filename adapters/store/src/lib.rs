@@ -40,7 +40,7 @@ pub use config::{InvalidServerKey, PasswordCost, ServerKey, StoreConfig, StoreEr
 pub use counters::SqlUsageCounters;
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use read_models::{AccountView, CatchUp, ReadModels};
-pub use refresh::SqlRefreshTokens;
+pub use refresh::{RefreshPurge, SqlRefreshTokens};
 pub use registry::SqlBindingRegistry;
 pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
@@ -48,6 +48,7 @@ pub use vault::SqlVault;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
+use crate::refresh::RefreshLifetimes;
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,13 @@ impl Store {
             users: SqlUserDirectory::new(db.clone(), keys.clone(), config.password_cost)
                 .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone()),
-            refresh: SqlRefreshTokens::new(db.clone(), config.refresh_ttl),
+            refresh: SqlRefreshTokens::new(
+                db.clone(),
+                RefreshLifetimes {
+                    ttl: config.refresh_ttl,
+                    max_lifetime: config.refresh_max_lifetime,
+                },
+            ),
             vault: SqlVault::new(db.clone(), keys.clone()),
             counters: SqlUsageCounters::new(db.clone()),
             read_models,
@@ -297,6 +304,16 @@ impl Store {
             users_removed: users,
             claims_released: claims,
         })
+    }
+
+    /// Deletes at most `limit` refresh-token rows that expired or were revoked before
+    /// `before`, and as many families left without tokens (see `docs/operations.md`).
+    pub async fn purge_refresh_tokens(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<RefreshPurge, StoreError> {
+        Ok(self.refresh.purge(before, limit).await?)
     }
 
     /// Closes the pool (waits for connections to return).

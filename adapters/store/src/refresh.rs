@@ -1,10 +1,18 @@
 //! Refresh tokens: opaque, stored as SHA-256, grouped in families, rotated on every
 //! use; presenting a rotated token again revokes its whole family.
+//!
+//! A family is a login session. Its row in `refresh_families` is the one place that says
+//! whether the session lives: revocation marks it (logout, reuse, unbind, erasure, a
+//! disabled user), rotation locks it so that a revocation cannot slip between the check
+//! and the successor, and access tokens are checked against it by their `sid`. Each
+//! token has a sliding expiry; the family has an absolute lifetime from its creation,
+//! which no rotation extends.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
-    PortError, RefreshError, RefreshToken, RefreshTokenStore, TokenSubject,
+    PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId, SessionOwner,
+    SessionScope, TokenSubject,
 };
 use miniauth_domain::{AppId, TenantId, UserId};
 use sqlx::Row;
@@ -12,11 +20,30 @@ use sqlx::Row;
 use crate::crypto::{random_token, token_hash};
 use crate::db::{millis, on_pool, port_error, Db};
 
-/// `RefreshTokenStore` on the `refresh_tokens` table. Cheap to clone.
+/// How long the lifetimes of refresh tokens are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshLifetimes {
+    /// Each token's sliding expiry: a rotation issues a successor valid this long.
+    pub ttl: Duration,
+    /// A family's absolute lifetime from its first token: no rotation goes past it.
+    pub max_lifetime: Duration,
+}
+
+/// What one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshPurge {
+    /// Token rows expired or revoked before the cutoff.
+    pub tokens: u64,
+    /// Family rows left without any token.
+    pub families: u64,
+}
+
+/// `RefreshTokenStore` on the `refresh_tokens` and `refresh_families` tables. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct SqlRefreshTokens {
     db: Db,
-    ttl: Duration,
+    lifetimes: RefreshLifetimes,
 }
 
 struct TokenRow {
@@ -27,22 +54,36 @@ struct TokenRow {
     expires_at: i64,
     rotated_at: Option<i64>,
     revoked_at: Option<i64>,
+    family_created_at: i64,
+    family_revoked_at: Option<i64>,
 }
 
 impl SqlRefreshTokens {
-    pub(crate) fn new(db: Db, ttl: Duration) -> Self {
-        Self { db, ttl }
+    pub(crate) fn new(db: Db, lifetimes: RefreshLifetimes) -> Self {
+        Self { db, lifetimes }
     }
 
-    fn expires_in(&self) -> u64 {
-        self.ttl.num_seconds().max(0) as u64
+    /// The end of the absolute lifetime of a family created at `created_at` (ms).
+    fn family_end(&self, created_at: i64) -> i64 {
+        created_at.saturating_add(self.lifetimes.max_lifetime.num_milliseconds())
+    }
+
+    /// A token issued at `now` in a family created at `created_at`: valid for the
+    /// sliding lifetime, never past the family's end. Answers (expires_at, expires_in).
+    fn expiry(&self, now: DateTime<Utc>, created_at: i64) -> (i64, u64) {
+        let expires_at = millis(now + self.lifetimes.ttl).min(self.family_end(created_at));
+        // Rounded up: a token valid for 600 ms more is not announced as expired.
+        let expires_in = ((expires_at - millis(now)).max(0) + 999) / 1000;
+        (expires_at, expires_in as u64)
     }
 
     async fn row(&self, hash: &str) -> Result<Option<TokenRow>, PortError> {
         on_pool!(&self.db.pool, p => {
             let row = sqlx::query(
-                "SELECT family_id, user_id, tenant, appid, expires_at, rotated_at, revoked_at \
-                 FROM refresh_tokens WHERE token_hash = $1",
+                "SELECT t.family_id, t.user_id, t.tenant, t.appid, t.expires_at, t.rotated_at, \
+                 t.revoked_at, f.created_at AS family_created_at, f.revoked_at AS family_revoked_at \
+                 FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
+                 WHERE t.token_hash = $1",
             )
             .bind(hash)
             .fetch_optional(p)
@@ -57,6 +98,8 @@ impl SqlRefreshTokens {
                     expires_at: r.try_get("expires_at")?,
                     rotated_at: r.try_get("rotated_at")?,
                     revoked_at: r.try_get("revoked_at")?,
+                    family_created_at: r.try_get("family_created_at")?,
+                    family_revoked_at: r.try_get("family_revoked_at")?,
                 })
             })
             .transpose()
@@ -67,14 +110,63 @@ impl SqlRefreshTokens {
     async fn revoke_family(&self, family: &str, now: DateTime<Utc>) -> Result<(), PortError> {
         let _turn = self.db.write_turn().await;
         on_pool!(&self.db.pool, p => {
+            let mut tx = p.begin().await.map_err(port_error)?;
+            sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                .bind(millis(now))
+                .bind(family)
+                .execute(&mut *tx)
+                .await
+                .map_err(port_error)?;
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
                 .bind(millis(now))
                 .bind(family)
-                .execute(p)
+                .execute(&mut *tx)
                 .await
                 .map_err(port_error)?;
+            tx.commit().await.map_err(port_error)?;
         });
         Ok(())
+    }
+
+    /// Deletes at most `limit` token rows that expired or were revoked before
+    /// `before`, then at most `limit` families left without tokens (whose sessions
+    /// can no longer be refreshed, so whose access tokens are long expired). Bounded,
+    /// so that a periodic task never holds the database for long.
+    pub async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<RefreshPurge, PortError> {
+        let cutoff = millis(before);
+        let limit = i64::from(limit.max(1));
+        let _turn = self.db.write_turn().await;
+        let (tokens, families) = on_pool!(&self.db.pool, p => {
+            let tokens = sqlx::query(
+                "DELETE FROM refresh_tokens WHERE token_hash IN (\
+                 SELECT token_hash FROM refresh_tokens \
+                 WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .execute(p)
+            .await
+            .map_err(port_error)?
+            .rows_affected();
+            let families = sqlx::query(
+                "DELETE FROM refresh_families WHERE family_id IN (\
+                 SELECT f.family_id FROM refresh_families f WHERE f.created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.family_id) \
+                 LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(limit)
+            .execute(p)
+            .await
+            .map_err(port_error)?
+            .rows_affected();
+            (tokens, families)
+        });
+        Ok(RefreshPurge { tokens, families })
     }
 }
 
@@ -89,6 +181,7 @@ fn subject(row: &TokenRow) -> Result<TokenSubject, PortError> {
             .map(AppId::parse)
             .transpose()
             .map_err(|_| bad("appid"))?,
+        session: SessionId::parse(&row.family).map_err(|_| bad("family_id"))?,
     })
 }
 
@@ -96,32 +189,51 @@ fn subject(row: &TokenRow) -> Result<TokenSubject, PortError> {
 impl RefreshTokenStore for SqlRefreshTokens {
     async fn issue(
         &self,
-        subject: &TokenSubject,
+        owner: &SessionOwner,
         now: DateTime<Utc>,
-    ) -> Result<RefreshToken, PortError> {
+    ) -> Result<(TokenSubject, RefreshToken), PortError> {
         let token = random_token();
         let family = hex::encode(rand::random::<[u8; 16]>());
+        let created_at = millis(now);
+        let (expires_at, expires_in) = self.expiry(now, created_at);
+        let appid = owner.appid.as_ref().map(|a| a.as_str());
         let _turn = self.db.write_turn().await;
         on_pool!(&self.db.pool, p => {
+            let mut tx = p.begin().await.map_err(port_error)?;
+            sqlx::query(
+                "INSERT INTO refresh_families (family_id, user_id, tenant, appid, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&family)
+            .bind(owner.user_id.get())
+            .bind(owner.tenant.as_str())
+            .bind(appid)
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(port_error)?;
             sqlx::query(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, tenant, appid, issued_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(token_hash(&token))
             .bind(&family)
-            .bind(subject.user_id.get())
-            .bind(subject.tenant.as_str())
-            .bind(subject.appid.as_ref().map(|a| a.as_str()))
-            .bind(millis(now))
-            .bind(millis(now + self.ttl))
-            .execute(p)
+            .bind(owner.user_id.get())
+            .bind(owner.tenant.as_str())
+            .bind(appid)
+            .bind(created_at)
+            .bind(expires_at)
+            .execute(&mut *tx)
             .await
             .map_err(port_error)?;
+            tx.commit().await.map_err(port_error)?;
         });
-        Ok(RefreshToken {
-            token,
-            expires_in: self.expires_in(),
-        })
+        let session = SessionId::parse(&family)
+            .map_err(|_| PortError::Internal("a generated family id is invalid".into()))?;
+        Ok((
+            TokenSubject::new(owner.clone(), session),
+            RefreshToken { token, expires_in },
+        ))
     }
 
     async fn rotate(
@@ -135,30 +247,46 @@ impl RefreshTokenStore for SqlRefreshTokens {
             self.revoke_family(&row.family, now).await?;
             return Err(RefreshError::Reused);
         }
-        if row.revoked_at.is_some() {
+        if row.revoked_at.is_some() || row.family_revoked_at.is_some() {
             return Err(RefreshError::Unknown);
         }
-        if row.expires_at <= millis(now) {
+        if row.expires_at <= millis(now) || self.family_end(row.family_created_at) <= millis(now) {
             return Err(RefreshError::Expired);
         }
         let subject = subject(&row)?;
         let successor = random_token();
-        let won = {
+        let (expires_at, expires_in) = self.expiry(now, row.family_created_at);
+        let (live, won) = {
             let _turn = self.db.write_turn().await;
             on_pool!(&self.db.pool, p => {
                 let mut tx = p.begin().await.map_err(port_error)?;
-                // The conditional update is the race's referee: one presenter wins.
-                let won = sqlx::query(
-                    "UPDATE refresh_tokens SET rotated_at = $1 \
-                     WHERE token_hash = $2 AND rotated_at IS NULL AND revoked_at IS NULL",
+                // Locks the family row: a concurrent revocation either happened before
+                // (the family is not live: no successor) or waits for this commit and
+                // then revokes the successor with the rest.
+                let live = sqlx::query(
+                    "UPDATE refresh_families SET last_used_at = $1 \
+                     WHERE family_id = $2 AND revoked_at IS NULL",
                 )
                 .bind(millis(now))
-                .bind(&hash)
+                .bind(&row.family)
                 .execute(&mut *tx)
                 .await
                 .map_err(port_error)?
                 .rows_affected()
                     == 1;
+                // The conditional update is the race's referee: one presenter wins.
+                let won = live
+                    && sqlx::query(
+                        "UPDATE refresh_tokens SET rotated_at = $1 \
+                         WHERE token_hash = $2 AND rotated_at IS NULL AND revoked_at IS NULL",
+                    )
+                    .bind(millis(now))
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(port_error)?
+                    .rows_affected()
+                        == 1;
                 if won {
                     sqlx::query(
                         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, tenant, appid, issued_at, expires_at) \
@@ -170,15 +298,28 @@ impl RefreshTokenStore for SqlRefreshTokens {
                     .bind(&row.tenant)
                     .bind(&row.appid)
                     .bind(millis(now))
-                    .bind(millis(now + self.ttl))
+                    .bind(expires_at)
                     .execute(&mut *tx)
                     .await
                     .map_err(port_error)?;
                 }
                 tx.commit().await.map_err(port_error)?;
-                won
+                (live, won)
             })
         };
+        if !live {
+            // Revoked while this request ran: by a concurrent presenter of this very
+            // token (reuse), or by a logout, unbind, erasure or disabled user.
+            let rotated = self
+                .row(&hash)
+                .await?
+                .is_some_and(|r| r.rotated_at.is_some());
+            return Err(if rotated {
+                RefreshError::Reused
+            } else {
+                RefreshError::Unknown
+            });
+        }
         if !won {
             // Rotated (or revoked) by a concurrent presenter of the same token.
             self.revoke_family(&row.family, now).await?;
@@ -188,7 +329,7 @@ impl RefreshTokenStore for SqlRefreshTokens {
             subject,
             RefreshToken {
                 token: successor,
-                expires_in: self.expires_in(),
+                expires_in,
             },
         ))
     }
@@ -209,5 +350,72 @@ impl RefreshTokenStore for SqlRefreshTokens {
         }
         self.revoke_family(&row.family, now).await?;
         Ok(())
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: &SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<u64, PortError> {
+        let appid = match scope {
+            SessionScope::App(appid) => Some(appid.as_str()),
+            SessionScope::All => None,
+        };
+        // `$3 IS NULL` selects every app; a typed NULL keeps PostgreSQL's planner sure
+        // of the parameter's type.
+        let families = "SELECT family_id FROM refresh_families \
+                        WHERE user_id = $2 AND (CAST($3 AS TEXT) IS NULL OR appid = $3)";
+        let _turn = self.db.write_turn().await;
+        let revoked = on_pool!(&self.db.pool, p => {
+            let mut tx = p.begin().await.map_err(port_error)?;
+            let revoked = sqlx::query(&format!(
+                "UPDATE refresh_families SET revoked_at = $1 \
+                 WHERE revoked_at IS NULL AND family_id IN ({families})"
+            ))
+            .bind(millis(now))
+            .bind(user.get())
+            .bind(appid)
+            .execute(&mut *tx)
+            .await
+            .map_err(port_error)?
+            .rows_affected();
+            sqlx::query(&format!(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE revoked_at IS NULL AND family_id IN ({families})"
+            ))
+            .bind(millis(now))
+            .bind(user.get())
+            .bind(appid)
+            .execute(&mut *tx)
+            .await
+            .map_err(port_error)?;
+            tx.commit().await.map_err(port_error)?;
+            revoked
+        });
+        Ok(revoked)
+    }
+
+    async fn session_live(
+        &self,
+        subject: &TokenSubject,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        let born_after = millis(now - self.lifetimes.max_lifetime);
+        on_pool!(&self.db.pool, p => {
+            Ok(sqlx::query(
+                "SELECT 1 AS one FROM refresh_families \
+                 WHERE family_id = $1 AND user_id = $2 AND tenant = $3 \
+                 AND revoked_at IS NULL AND created_at > $4",
+            )
+            .bind(subject.session.as_str())
+            .bind(subject.user_id.get())
+            .bind(subject.tenant.as_str())
+            .bind(born_after)
+            .fetch_optional(p)
+            .await
+            .map_err(port_error)?
+            .is_some())
+        })
     }
 }

@@ -362,6 +362,44 @@ impl UserDirectory for SqlUserDirectory {
         Ok(())
     }
 
+    async fn set_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+    ) -> Result<Option<UserRecord>, PortError> {
+        let label = match status {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        };
+        let updated = {
+            let _turn = self.db.write_turn().await;
+            on_pool!(&self.db.pool, p => {
+                sqlx::query("UPDATE users SET status = $1 WHERE id = $2")
+                    .bind(label)
+                    .bind(id.get())
+                    .execute(p)
+                    .await
+                    .map_err(port_error)?
+                    .rows_affected()
+            })
+        };
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.get(id).await
+    }
+
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError> {
+        on_pool!(&self.db.pool, p => {
+            Ok(sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 LIMIT 1")
+                .bind(tenant.as_str())
+                .fetch_optional(p)
+                .await
+                .map_err(port_error)?
+                .is_some())
+        })
+    }
+
     async fn check_password(
         &self,
         tenant: &TenantId,

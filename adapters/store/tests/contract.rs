@@ -10,12 +10,13 @@ use chrono::{Duration, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use miniauth_application::ports::{
     AccountCreation, BindingRegistry, Claim, ClaimError, NewAccountUser, NewUser, Password,
-    PersonalDataVault, RefreshError, RefreshTokenStore, Registration, TokenSubject, UserDirectory,
+    PersonalDataVault, RefreshError, RefreshTokenStore, Registration, SessionOwner, SessionScope,
+    TokenSubject, UserDirectory,
 };
 use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
-    AccountId, BindMethod, OpenId, PhoneNumber, ProfileSource, SealedDatum, SealedSecret,
-    SessionKey, SocialAccountCommand, SocialAccountEvent, UserId,
+    AccountId, AppId, BindMethod, OpenId, PhoneNumber, ProfileSource, SealedDatum, SealedSecret,
+    SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
 };
 use miniauth_store::{AccountEventStore, Store, StoreError};
 use support::{appid, service, tenant, Backend, FakeWeChat, TestDb};
@@ -51,6 +52,8 @@ contract!(
     registry_claims_are_unique_both_ways,
     a_lagging_projection_keeps_a_rebind_claim,
     refresh_tokens_rotate_once_and_detect_reuse,
+    sessions_die_by_scope_and_by_absolute_lifetime,
+    purge_removes_dead_refresh_tokens_only,
     vault_seals_and_forgets,
     key_material_is_shared_between_instances,
     read_models_catch_up_after_a_crash,
@@ -537,21 +540,29 @@ async fn a_lagging_projection_keeps_a_rebind_claim(backend: Backend) {
     );
 }
 
+fn owner(user: i64, app: Option<AppId>) -> SessionOwner {
+    SessionOwner {
+        user_id: UserId::new(user).unwrap(),
+        tenant: tenant(),
+        appid: app,
+    }
+}
+
 async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.connect().await;
     let tokens = store.refresh_tokens();
-    let subject = TokenSubject {
-        user_id: UserId::new(5).unwrap(),
-        tenant: tenant(),
-        appid: Some(appid()),
-    };
+    let owner = owner(5, Some(appid()));
     let now = Utc::now();
-    let first = tokens.issue(&subject, now).await.unwrap();
+    let (subject, first) = tokens.issue(&owner, now).await.unwrap();
+    assert_eq!(
+        subject,
+        TokenSubject::new(owner.clone(), subject.session.clone())
+    );
     assert_eq!(first.expires_in, 30 * 24 * 3600);
     assert!(!format!("{first:?}").contains(&first.token));
     let (who, second) = tokens.rotate(&first.token, now).await.unwrap();
-    assert_eq!(who, subject);
+    assert_eq!(who, subject, "a rotation stays in its session");
     assert_ne!(second.token, first.token);
     // The rotated token presented again: reuse, and the whole family dies.
     assert_eq!(
@@ -562,13 +573,14 @@ async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
         tokens.rotate(&second.token, now).await.unwrap_err(),
         RefreshError::Unknown
     );
+    assert!(!tokens.session_live(&subject, now).await.unwrap());
     assert_eq!(
         tokens.rotate("never-issued", now).await.unwrap_err(),
         RefreshError::Unknown
     );
     // Expiry.
-    let old = tokens
-        .issue(&subject, now - Duration::days(31))
+    let (_, old) = tokens
+        .issue(&owner, now - Duration::days(31))
         .await
         .unwrap();
     assert_eq!(
@@ -576,24 +588,25 @@ async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
         RefreshError::Expired
     );
     // Logout revokes only the caller's own family.
-    let mine = tokens.issue(&subject, now).await.unwrap();
+    let (_, mine) = tokens.issue(&owner, now).await.unwrap();
     let stranger = UserId::new(6).unwrap();
     assert_eq!(
         tokens.revoke(&mine.token, stranger, now).await.unwrap_err(),
         RefreshError::Unknown
     );
     assert!(tokens.rotate(&mine.token, now).await.is_ok());
-    let fresh = tokens.issue(&subject, now).await.unwrap();
+    let (fresh_subject, fresh) = tokens.issue(&owner, now).await.unwrap();
     tokens
-        .revoke(&fresh.token, subject.user_id, now)
+        .revoke(&fresh.token, owner.user_id, now)
         .await
         .unwrap();
     assert_eq!(
         tokens.rotate(&fresh.token, now).await.unwrap_err(),
         RefreshError::Unknown
     );
+    assert!(!tokens.session_live(&fresh_subject, now).await.unwrap());
     // Concurrent rotations of one token: exactly one winner.
-    let contested = tokens.issue(&subject, now).await.unwrap();
+    let (_, contested) = tokens.issue(&owner, now).await.unwrap();
     let attempts = (0..20).map(|_| {
         let tokens = tokens.clone();
         let token = contested.token.clone();
@@ -608,6 +621,149 @@ async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
     assert!(results
         .iter()
         .all(|r| matches!(r.as_ref().unwrap(), Ok(_) | Err(RefreshError::Reused))));
+}
+
+async fn sessions_die_by_scope_and_by_absolute_lifetime(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    let tokens = store.refresh_tokens();
+    let now = Utc::now();
+    let other_app = AppId::parse("wx00000000000000b2").unwrap();
+    let (in_app, in_app_token) = tokens.issue(&owner(5, Some(appid())), now).await.unwrap();
+    let (elsewhere, elsewhere_token) = tokens
+        .issue(&owner(5, Some(other_app.clone())), now)
+        .await
+        .unwrap();
+    let (by_password, _) = tokens.issue(&owner(5, None), now).await.unwrap();
+    let (someone_else, _) = tokens.issue(&owner(6, Some(appid())), now).await.unwrap();
+    for subject in [&in_app, &elsewhere, &by_password, &someone_else] {
+        assert!(tokens.session_live(subject, now).await.unwrap());
+    }
+    // A session id is only good for its own user and tenant.
+    let forged = TokenSubject {
+        user_id: UserId::new(6).unwrap(),
+        ..in_app.clone()
+    };
+    assert!(!tokens.session_live(&forged, now).await.unwrap());
+    let other_tenant = TokenSubject {
+        tenant: TenantId::parse("t2").unwrap(),
+        ..in_app.clone()
+    };
+    assert!(!tokens.session_live(&other_tenant, now).await.unwrap());
+
+    // One app's sessions (unbind, erasure): only the user's, only that app's.
+    let scope = SessionScope::App(appid());
+    let user = UserId::new(5).unwrap();
+    assert_eq!(tokens.revoke_sessions(user, &scope, now).await.unwrap(), 1);
+    assert!(!tokens.session_live(&in_app, now).await.unwrap());
+    assert_eq!(
+        tokens.rotate(&in_app_token.token, now).await.unwrap_err(),
+        RefreshError::Unknown
+    );
+    for subject in [&elsewhere, &by_password, &someone_else] {
+        assert!(tokens.session_live(subject, now).await.unwrap());
+    }
+    assert_eq!(tokens.revoke_sessions(user, &scope, now).await.unwrap(), 0);
+
+    // Every session of the user (disabled).
+    let (rotated, _) = tokens.rotate(&elsewhere_token.token, now).await.unwrap();
+    assert_eq!(
+        tokens
+            .revoke_sessions(user, &SessionScope::All, now)
+            .await
+            .unwrap(),
+        2
+    );
+    for subject in [&rotated, &by_password] {
+        assert!(!tokens.session_live(subject, now).await.unwrap());
+    }
+    assert!(tokens.session_live(&someone_else, now).await.unwrap());
+
+    // The absolute lifetime (90 days by default): rotating every day keeps a session
+    // going only until then, and each token's expiry is clipped to it.
+    let born = now - Duration::days(89) - Duration::hours(23);
+    let (old, mut token) = tokens.issue(&owner(7, None), born).await.unwrap();
+    let mut at = born;
+    while at + Duration::days(1) < now {
+        at += Duration::days(1);
+        token = tokens.rotate(&token.token, at).await.unwrap().1;
+    }
+    // The last rotation, a day before the end: valid for that day, not for 30.
+    assert_eq!(token.expires_in, 86_400);
+    assert!(tokens.session_live(&old, now).await.unwrap());
+    let past_end = now + Duration::hours(2);
+    assert!(!tokens.session_live(&old, past_end).await.unwrap());
+    assert_eq!(
+        tokens.rotate(&token.token, past_end).await.unwrap_err(),
+        RefreshError::Expired
+    );
+}
+
+async fn purge_removes_dead_refresh_tokens_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    let tokens = store.refresh_tokens();
+    let now = Utc::now();
+    let count = |table: &'static str| row_count(&db, table);
+    // Expired long ago (never used), revoked long ago, rotated (its successor lives),
+    // and a live one.
+    let (_, _expired) = tokens
+        .issue(&owner(1, None), now - Duration::days(40))
+        .await
+        .unwrap();
+    let (_, revoked) = tokens
+        .issue(&owner(2, None), now - Duration::days(3))
+        .await
+        .unwrap();
+    tokens
+        .revoke(
+            &revoked.token,
+            UserId::new(2).unwrap(),
+            now - Duration::days(2),
+        )
+        .await
+        .unwrap();
+    let (rotated_subject, rotated) = tokens
+        .issue(&owner(3, None), now - Duration::days(3))
+        .await
+        .unwrap();
+    let (_, successor) = tokens
+        .rotate(&rotated.token, now - Duration::days(2))
+        .await
+        .unwrap();
+    let (live_subject, live) = tokens.issue(&owner(4, None), now).await.unwrap();
+    assert_eq!(count("refresh_tokens").await, 5);
+    assert_eq!(count("refresh_families").await, 4);
+
+    // Bounded: one row per statement.
+    let cutoff = now - Duration::days(1);
+    let first = store.purge_refresh_tokens(cutoff, 1).await.unwrap();
+    assert_eq!(first.tokens, 1);
+    let mut total = first;
+    loop {
+        let purged = store.purge_refresh_tokens(cutoff, 1).await.unwrap();
+        total.tokens += purged.tokens;
+        total.families += purged.families;
+        if purged.tokens == 0 && purged.families == 0 {
+            break;
+        }
+    }
+    assert_eq!(total.tokens, 2, "the expired and the revoked token");
+    assert_eq!(total.families, 2, "their families, left without tokens");
+    assert_eq!(count("refresh_tokens").await, 3);
+    assert_eq!(count("refresh_families").await, 2);
+    // What lives is untouched: the rotated family still detects reuse.
+    assert!(tokens.session_live(&live_subject, now).await.unwrap());
+    assert!(tokens.session_live(&rotated_subject, now).await.unwrap());
+    assert!(tokens.rotate(&live.token, now).await.is_ok());
+    assert_eq!(
+        tokens.rotate(&rotated.token, now).await.unwrap_err(),
+        RefreshError::Reused
+    );
+    assert_eq!(
+        tokens.rotate(&successor.token, now).await.unwrap_err(),
+        RefreshError::Unknown
+    );
 }
 
 async fn vault_seals_and_forgets(backend: Backend) {
@@ -771,6 +927,25 @@ async fn read_models_catch_up_after_a_crash(backend: Backend) {
     assert_eq!(late.map(|v| v.latest_session), Some(1));
 }
 
+/// How many rows `table` holds, read behind the store's back.
+async fn row_count(db: &TestDb, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
 /// Sets the read models' checkpoint back to the start of the log, behind the store's
 /// back.
 async fn rewind_checkpoint(db: &TestDb) {
@@ -860,6 +1035,16 @@ async fn assert_consistent(store: &Store) {
     }
 }
 
+/// The subject of an access token of `user` (the use case trusts its caller's token).
+fn logged_in(user: UserId) -> TokenSubject {
+    TokenSubject {
+        user_id: user,
+        tenant: tenant(),
+        appid: None,
+        session: miniauth_application::ports::SessionId::parse("s1").unwrap(),
+    }
+}
+
 fn is_conflict(error: &AppError) -> bool {
     matches!(error.kind(), miniauth_application::ErrorKind::Conflict)
 }
@@ -876,7 +1061,7 @@ async fn race_two_users_bind_one_identity(backend: Backend) {
         let auth = services[i % 2].clone();
         let (ticket, user) = (ticket.clone(), *user);
         tokio::spawn(async move {
-            auth.bind_current_user(&ctx(), support::APPID, &ticket, user)
+            auth.bind_current_user(&ctx(), support::APPID, &ticket, &logged_in(user))
                 .await
         })
     });
@@ -918,7 +1103,7 @@ async fn race_one_user_binds_two_identities(backend: Backend) {
     let attempts = tickets.into_iter().enumerate().map(|(i, ticket)| {
         let auth = services[i % 2].clone();
         tokio::spawn(async move {
-            auth.bind_current_user(&ctx(), support::APPID, &ticket, user)
+            auth.bind_current_user(&ctx(), support::APPID, &ticket, &logged_in(user))
                 .await
         })
     });

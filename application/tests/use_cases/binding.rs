@@ -1,7 +1,7 @@
 //! Step 11 and 13: binding with account + password or as the logged-in user, and
 //! unbinding this app's binding only.
 
-use miniauth_application::ports::{Claim, ClaimError, Password};
+use miniauth_application::ports::{Claim, ClaimError, Password, SessionScope};
 use miniauth_application::AppError;
 use miniauth_domain::{AccountError, BindMethod, SocialAccountEvent, UnbindReason};
 
@@ -248,7 +248,7 @@ async fn the_logged_in_user_binds_the_tickets_identity() {
 
     let bound_to = built
         .auth
-        .bind_current_user(&ctx(), APP, &ticket(APP, 1), user_id(7))
+        .bind_current_user(&ctx(), APP, &ticket(APP, 1), &logged_in(7))
         .await
         .unwrap();
 
@@ -275,7 +275,7 @@ async fn a_disabled_logged_in_user_cannot_bind() {
 
     let error = built
         .auth
-        .bind_current_user(&ctx(), APP, &ticket(APP, 1), user_id(7))
+        .bind_current_user(&ctx(), APP, &ticket(APP, 1), &logged_in(7))
         .await
         .unwrap_err();
 
@@ -298,7 +298,7 @@ async fn binding_an_identity_the_registry_holds_for_another_user_is_refused() {
 
     let error = built
         .auth
-        .bind_current_user(&ctx(), APP, &ticket(APP, 1), user_id(7))
+        .bind_current_user(&ctx(), APP, &ticket(APP, 1), &logged_in(7))
         .await
         .unwrap_err();
 
@@ -332,7 +332,7 @@ async fn binding_an_identity_the_account_holds_for_another_user_releases_the_cla
 
     let error = built
         .auth
-        .bind_current_user(&ctx(), APP, &ticket(APP, 1), user_id(7))
+        .bind_current_user(&ctx(), APP, &ticket(APP, 1), &logged_in(7))
         .await
         .unwrap_err();
 
@@ -363,7 +363,7 @@ async fn binding_the_same_user_again_changes_nothing_and_keeps_the_claim() {
 
     let bound_to = built
         .auth
-        .bind_current_user(&ctx(), APP, &ticket(APP, 1), user_id(7))
+        .bind_current_user(&ctx(), APP, &ticket(APP, 1), &logged_in(7))
         .await
         .unwrap();
 
@@ -402,7 +402,7 @@ async fn unbind_ends_this_apps_binding_only() {
         .never();
     let built = world.build();
 
-    built.auth.unbind(&ctx(), APP, user_id(7)).await.unwrap();
+    built.auth.unbind(&ctx(), APP, &logged_in(7)).await.unwrap();
 
     match &built.new_events(&account(), 2).await[..] {
         [SocialAccountEvent::Unbound(u)] => {
@@ -414,6 +414,11 @@ async fn unbind_ends_this_apps_binding_only() {
         other => panic!("expected one Unbound, got {other:?}"),
     }
     assert!(built.new_events(&account_in(OTHER_APP), 2).await.is_empty());
+    // The sessions issued through this app end with the binding; no other.
+    assert_eq!(
+        built.refresh.revoked(),
+        vec![(user_id(7), SessionScope::App(appid(APP)))]
+    );
 }
 
 #[tokio::test]
@@ -429,13 +434,14 @@ async fn unbind_with_nothing_bound_in_this_app_is_refused() {
 
     let error = built
         .auth
-        .unbind(&ctx(), APP, user_id(7))
+        .unbind(&ctx(), APP, &logged_in(7))
         .await
         .unwrap_err();
 
     assert!(matches!(error, AppError::NotBound), "{error:?}");
     assert_eq!(code(&error), "not_bound");
     assert!(built.events(&account()).await.is_empty());
+    assert!(built.refresh.revoked().is_empty());
 }
 
 #[tokio::test]
@@ -460,12 +466,17 @@ async fn unbind_repairs_a_claim_the_log_already_ended() {
 
     let error = built
         .auth
-        .unbind(&ctx(), APP, user_id(7))
+        .unbind(&ctx(), APP, &logged_in(7))
         .await
         .unwrap_err();
 
     assert!(matches!(error, AppError::NotBound), "{error:?}");
     assert!(built.new_events(&account(), 3).await.is_empty());
+    // A retry after a failure: the sessions must not outlive the binding either.
+    assert_eq!(
+        built.refresh.revoked(),
+        vec![(user_id(7), SessionScope::App(appid(APP)))]
+    );
 }
 
 #[tokio::test]
@@ -476,7 +487,7 @@ async fn unbind_in_an_unknown_app_is_refused_without_asking_the_registry() {
 
     let error = built
         .auth
-        .unbind(&ctx(), "wx9999999999999999", user_id(7))
+        .unbind(&ctx(), "wx9999999999999999", &logged_in(7))
         .await
         .unwrap_err();
 

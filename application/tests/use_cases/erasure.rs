@@ -1,6 +1,7 @@
 //! Erasure: the binding ends (reason: erasure), the erasure is recorded, the data key
 //! is destroyed and the registry lets the identity go.
 
+use miniauth_application::ports::SessionScope;
 use miniauth_application::{AppError, RequestContext};
 use miniauth_domain::{AccountError, SocialAccountEvent, UnbindReason};
 
@@ -49,6 +50,11 @@ async fn erasing_a_bound_account_unbinds_records_the_erasure_and_shreds_the_data
     assert_eq!(
         built.envelopes(&account()).await[4].metadata["actor"],
         "admin"
+    );
+    // The sessions the account's user logged in to through this app end too.
+    assert_eq!(
+        built.refresh.revoked(),
+        vec![(user_id(7), SessionScope::App(appid(APP)))]
     );
 }
 

@@ -17,6 +17,7 @@ fn subject(id: i64, tenant_name: &str) -> TokenSubject {
         user_id: user_id(id),
         tenant: TenantId::parse(tenant_name).unwrap(),
         appid: Some(appid(APP)),
+        session: session_id(1),
     }
 }
 
@@ -132,7 +133,7 @@ fn world_with_refresh(refresh: MockRefreshTokenStore, tokens: MockTokenIssuer) -
 }
 
 #[tokio::test]
-async fn a_refresh_token_rotates_and_the_access_token_carries_the_users_current_tenant() {
+async fn a_refresh_token_rotates_and_the_access_token_names_the_same_session() {
     let mut refresh = MockRefreshTokenStore::new();
     refresh
         .expect_rotate()
@@ -140,7 +141,7 @@ async fn a_refresh_token_rotates_and_the_access_token_carries_the_users_current_
         .times(1)
         .returning(|_, _| {
             Ok((
-                subject(7, "old-tenant"),
+                subject(7, TENANT),
                 RefreshToken {
                     token: "r-new".into(),
                     expires_in: 86_400,
@@ -173,6 +174,36 @@ async fn a_refresh_token_rotates_and_the_access_token_carries_the_users_current_
     assert_eq!(granted.user_id, user_id(7));
     assert_eq!(granted.access.token, "a-new");
     assert_eq!(granted.refresh.token, "r-new");
+}
+
+#[tokio::test]
+async fn a_session_of_another_tenant_than_the_users_refreshes_nothing() {
+    // Sessions carry their app's tenant; a user is never in another one. A session
+    // that says otherwise (data from before tenants were checked) issues nothing.
+    let mut refresh = MockRefreshTokenStore::new();
+    refresh.expect_rotate().times(1).returning(|_, _| {
+        Ok((
+            subject(7, "other-tenant"),
+            RefreshToken {
+                token: "r-new".into(),
+                expires_in: 86_400,
+            },
+        ))
+    });
+    let mut tokens = MockTokenIssuer::new();
+    tokens.expect_issue().never();
+    let mut world = world_with_refresh(refresh, tokens);
+    world
+        .users
+        .expect_get()
+        .times(1)
+        .returning(|_| Ok(Some(user(7))));
+    let built = world.build();
+
+    let error = built.auth.grant_refresh("r-old").await.unwrap_err();
+
+    assert!(matches!(error, AppError::TenantMismatch), "{error:?}");
+    assert_eq!(code(&error), "tenant_mismatch");
 }
 
 #[tokio::test]

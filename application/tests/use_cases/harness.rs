@@ -14,8 +14,8 @@ use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use miniauth_application::ports::{
     AccessToken, AccessTokenError, AttemptLimiter, Clock, MockAttemptLimiter, MockBindingRegistry,
     MockUserDirectory, MockWeChatApi, PersonalDataVault, PortError, RefreshError, RefreshToken,
-    RefreshTokenStore, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UsageCounters, UsageKey, UserRecord, UserStatus,
+    RefreshTokenStore, SessionId, SessionOwner, SessionScope, TicketClaims, TicketCodec,
+    TicketError, TokenIssuer, TokenSubject, UsageCounters, UsageKey, UserRecord, UserStatus,
 };
 use miniauth_application::{
     AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -293,24 +293,71 @@ impl TokenIssuer for FakeTokens {
     }
 }
 
-/// A refresh-token store that only issues, and remembers for whom.
+/// The session id the fake refresh store gives its `n`th family (from 1).
+pub fn session_id(n: usize) -> SessionId {
+    SessionId::parse(&format!("s{n}")).unwrap()
+}
+
+/// The subject of an access token of user `id`, logged in through `APP`.
+pub fn logged_in(id: i64) -> TokenSubject {
+    TokenSubject {
+        user_id: user_id(id),
+        tenant: tenant(),
+        appid: Some(appid(APP)),
+        session: session_id(1),
+    }
+}
+
+/// A refresh-token store that only issues, and remembers for whom and which sessions
+/// were revoked.
 #[derive(Default)]
 pub struct FakeRefresh {
     pub issued: Mutex<Vec<TokenSubject>>,
+    pub revoked: Mutex<Vec<(UserId, SessionScope)>>,
+}
+
+impl FakeRefresh {
+    /// The (user, scope) of every `revoke_sessions` call.
+    pub fn revoked(&self) -> Vec<(UserId, SessionScope)> {
+        self.revoked.lock().unwrap().clone()
+    }
 }
 
 #[async_trait]
 impl RefreshTokenStore for FakeRefresh {
     async fn issue(
         &self,
-        subject: &TokenSubject,
+        owner: &SessionOwner,
         _now: DateTime<Utc>,
-    ) -> Result<RefreshToken, PortError> {
-        self.issued.lock().unwrap().push(subject.clone());
-        Ok(RefreshToken {
-            token: format!("refresh|{}", subject.user_id),
-            expires_in: 86_400,
-        })
+    ) -> Result<(TokenSubject, RefreshToken), PortError> {
+        let mut issued = self.issued.lock().unwrap();
+        let subject = TokenSubject::new(owner.clone(), session_id(issued.len() + 1));
+        issued.push(subject.clone());
+        Ok((
+            subject,
+            RefreshToken {
+                token: format!("refresh|{}", owner.user_id),
+                expires_in: 86_400,
+            },
+        ))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: &SessionScope,
+        _now: DateTime<Utc>,
+    ) -> Result<u64, PortError> {
+        self.revoked.lock().unwrap().push((user, scope.clone()));
+        Ok(1)
+    }
+
+    async fn session_live(
+        &self,
+        _subject: &TokenSubject,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        Ok(true)
     }
 
     async fn rotate(

@@ -11,4 +11,6 @@ mod login;
 mod phone;
 mod profile;
 mod retries;
+mod sessions;
 mod single_use;
+mod tenants;

@@ -96,6 +96,8 @@ async fn openapi_describes_every_v1_route() {
         ("/v1/logout", "post"),
         ("/v1/me", "get"),
         ("/v1/admin/users", "post"),
+        ("/v1/admin/users/{user_id}/disable", "post"),
+        ("/v1/admin/users/{user_id}/enable", "post"),
         ("/v1/admin/apps/{appid}/accounts/{openid}/history", "get"),
         ("/v1/admin/apps/{appid}/accounts/{openid}/erase", "post"),
         ("/v1/admin/users/{user_id}/bindings", "get"),
@@ -109,7 +111,7 @@ async fn openapi_describes_every_v1_route() {
             .is_some_and(|r| !r.is_empty()));
     }
     let v1_paths = paths.keys().filter(|p| p.starts_with("/v1/")).count();
-    assert_eq!(v1_paths, 13);
+    assert_eq!(v1_paths, 15);
     let sessions = &paths["/v1/apps/{appid}/sessions"]["post"];
     assert_eq!(
         sessions["requestBody"]["content"]["application/json"]["schema"]["$ref"],

@@ -213,6 +213,23 @@ impl UserDirectory for FakeUsers {
         Ok(())
     }
 
+    async fn set_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+    ) -> Result<Option<UserRecord>, PortError> {
+        let mut users = self.users.lock().unwrap();
+        Ok(users.iter_mut().find(|u| u.record.id == id).map(|u| {
+            u.record.status = status;
+            u.record.clone()
+        }))
+    }
+
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError> {
+        let users = self.users.lock().unwrap();
+        Ok(users.iter().any(|u| &u.record.tenant == tenant))
+    }
+
     async fn check_password(
         &self,
         tenant: &TenantId,
@@ -343,14 +360,18 @@ impl TicketCodec for FakeTickets {
     }
 }
 
-/// Access tokens as `AT.{user}.{tenant}.{appid or -}`; `expired` is expired.
+/// Access tokens as `AT.{user}.{tenant}.{appid or -}[.{sid}]` (session `s0` when
+/// absent); `expired` is expired.
 pub struct FakeTokens;
 
 impl TokenIssuer for FakeTokens {
     fn issue(&self, subject: &TokenSubject, _now: DateTime<Utc>) -> Result<AccessToken, PortError> {
         let appid = subject.appid.as_ref().map_or("-", |a| a.as_str());
         Ok(AccessToken {
-            token: format!("AT.{}.{}.{appid}", subject.user_id, subject.tenant),
+            token: format!(
+                "AT.{}.{}.{appid}.{}",
+                subject.user_id, subject.tenant, subject.session
+            ),
             expires_in: 900,
         })
     }
@@ -360,8 +381,10 @@ impl TokenIssuer for FakeTokens {
             return Err(AccessTokenError::Expired);
         }
         let parts: Vec<&str> = token.split('.').collect();
-        let ["AT", user, tenant, appid] = parts[..] else {
-            return Err(AccessTokenError::Invalid);
+        let (user, tenant, appid, session) = match parts[..] {
+            ["AT", user, tenant, appid] => (user, tenant, appid, "s0"),
+            ["AT", user, tenant, appid, session] => (user, tenant, appid, session),
+            _ => return Err(AccessTokenError::Invalid),
         };
         Ok(TokenSubject {
             user_id: UserId::parse(user).map_err(|_| AccessTokenError::Invalid)?,
@@ -370,6 +393,7 @@ impl TokenIssuer for FakeTokens {
                 "-" => None,
                 other => Some(AppId::parse(other).map_err(|_| AccessTokenError::Invalid)?),
             },
+            session: SessionId::parse(session).map_err(|_| AccessTokenError::Invalid)?,
         })
     }
 }
@@ -379,6 +403,7 @@ impl TokenIssuer for FakeTokens {
 pub struct FakeRefresh {
     next: AtomicU64,
     tokens: Mutex<HashMap<String, (TokenSubject, bool)>>,
+    revoked: Mutex<Vec<SessionId>>,
 }
 
 impl FakeRefresh {
@@ -399,10 +424,43 @@ impl FakeRefresh {
 impl RefreshTokenStore for FakeRefresh {
     async fn issue(
         &self,
+        owner: &SessionOwner,
+        _now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), PortError> {
+        let n = self.next.load(Ordering::Relaxed);
+        let subject = TokenSubject::new(owner.clone(), SessionId::parse(&format!("f{n}")).unwrap());
+        let token = self.mint(&subject);
+        Ok((subject, token))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: &SessionScope,
+        _now: DateTime<Utc>,
+    ) -> Result<u64, PortError> {
+        let tokens = self.tokens.lock().unwrap();
+        let mut revoked = self.revoked.lock().unwrap();
+        let mut count = 0;
+        for (subject, _) in tokens.values() {
+            let in_scope = match scope {
+                SessionScope::All => true,
+                SessionScope::App(appid) => subject.appid.as_ref() == Some(appid),
+            };
+            if subject.user_id == user && in_scope && !revoked.contains(&subject.session) {
+                revoked.push(subject.session.clone());
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn session_live(
+        &self,
         subject: &TokenSubject,
         _now: DateTime<Utc>,
-    ) -> Result<RefreshToken, PortError> {
-        Ok(self.mint(subject))
+    ) -> Result<bool, PortError> {
+        Ok(!self.revoked.lock().unwrap().contains(&subject.session))
     }
 
     async fn rotate(

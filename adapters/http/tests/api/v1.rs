@@ -609,6 +609,63 @@ async fn admin_users_need_the_admin_token() {
 }
 
 #[tokio::test]
+async fn admins_disable_and_enable_users_and_disabling_ends_their_sessions() {
+    let h = harness();
+    let id = h.add_user("kim", "password-1", None).await;
+    let tokens = h
+        .post_json(
+            "/v1/token",
+            json!({ "grant_type": "password", "account": "kim", "password": "password-1" }),
+            None,
+        )
+        .await;
+    let access = tokens.json["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+    let disable = format!("/v1/admin/users/{id}/disable");
+    h.post_json(&disable, json!({}), None)
+        .await
+        .assert_problem(401, "admin_token_invalid");
+    assert_eq!(h.get("/v1/me", Some(&access)).await.status, StatusCode::OK);
+
+    let disabled = h.post_json(&disable, json!({}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text);
+    assert_eq!(disabled.json["status"], "disabled");
+    assert_eq!(disabled.json["user_id"], id);
+    h.get("/v1/me", Some(&access))
+        .await
+        .assert_problem(401, "access_token_revoked");
+    h.post_json(
+        "/v1/token",
+        json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
+        None,
+    )
+    .await
+    .assert_problem(403, "user_disabled");
+
+    let enabled = h
+        .post_json(
+            &format!("/v1/admin/users/{id}/enable"),
+            json!({}),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(enabled.json["status"], "active", "{}", enabled.text);
+    h.get("/v1/me", Some(&access))
+        .await
+        .assert_problem(401, "access_token_revoked");
+    h.post_json(
+        "/v1/admin/users/12345/disable",
+        json!({}),
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .assert_problem(404, "user_not_found");
+    h.post_json("/v1/admin/users/zero/enable", json!({}), Some(ADMIN_TOKEN))
+        .await
+        .assert_problem(400, "invalid_field");
+}
+
+#[tokio::test]
 async fn slow_requests_time_out_with_a_problem() {
     let mut config = config();
     config.request_timeout = std::time::Duration::from_millis(50);
