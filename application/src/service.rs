@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use miniauth_domain::{
-    AccountError, AccountId, AppId, PayloadError, SessionKey, SessionProof, SocialAccount,
-    SocialAccountCommand,
+    AccountError, AccountId, AppId, PayloadError, PersonalField, SessionKey, SessionProof,
+    SocialAccount, SocialAccountCommand,
 };
 
 use crate::context::RequestContext;
@@ -191,6 +191,7 @@ where
         mut context: ES::AC,
         commands: Vec<SocialAccountCommand>,
     ) -> Result<SocialAccount, AppError> {
+        let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let mut state = context.aggregate().clone();
             let mut events = Vec::new();
@@ -203,12 +204,26 @@ where
             if events.is_empty() {
                 return Ok(state);
             }
+            // The client IP is the person's data: sealed with the account's data key,
+            // once something is to be written (sealing may create the key).
+            if let (Some(ip), None) = (&ctx.client_ip, &client_ip) {
+                client_ip = Some(
+                    self.ports
+                        .vault
+                        .seal_personal(id, PersonalField::ClientIp, ip)
+                        .await?,
+                );
+            }
             // The context still holds the state *before* these events: the store may
             // snapshot by applying them to it, exactly once.
             match self
                 .ports
                 .events
-                .commit(events, context, ctx.metadata(self.now()))
+                .commit(
+                    events,
+                    context,
+                    ctx.metadata_sealed(self.now(), client_ip.as_ref()),
+                )
                 .await
             {
                 Ok(_) => return Ok(state),
@@ -227,8 +242,17 @@ where
         ticket_session: u64,
         open: impl Fn(&SessionKey) -> Result<T, PayloadError>,
     ) -> Result<(T, SessionProof, SessionKey), AppError> {
-        for record in state.candidate_keys(ticket_session)? {
-            let key = self.ports.vault.unseal_secret(&record.session_key).await?;
+        let candidates = state.candidate_keys(ticket_session)?;
+        // An account with a session has an id; the keys are sealed under it.
+        let account = &state
+            .id()
+            .ok_or_else(|| AppError::Internal("session keys of an account without id".into()))?;
+        for record in candidates {
+            let key = self
+                .ports
+                .vault
+                .unseal_secret(account, &record.session_key)
+                .await?;
             match open(&key) {
                 Ok(opened) => {
                     return Ok((

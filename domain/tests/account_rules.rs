@@ -294,13 +294,20 @@ fn unbind_then_rebind_to_another_user() {
         })]);
 }
 
+fn sealed_unionid() -> SealedUnionId {
+    SealedUnionId {
+        hash: "9f".repeat(32),
+        sealed: Some(datum("ocMvos6NjeKLIBqg5Mr9QjxrP1FA")),
+    }
+}
+
 #[test]
 fn profile_needs_a_valid_ticket_and_records_its_source() {
     let command = |proof| SocialAccountCommand::AcceptProfile {
         proof,
         nickname: datum("Band"),
         avatar_url: datum("http://a"),
-        unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+        unionid: Some(sealed_unionid()),
         via: ProfileSource::ClientSupplied,
         at: at(50),
     };
@@ -311,7 +318,7 @@ fn profile_needs_a_valid_ticket_and_records_its_source() {
             ProfileDecrypted {
                 nickname: datum("Band"),
                 avatar_url: datum("http://a"),
-                unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+                unionid: Some(sealed_unionid()),
                 via: ProfileSource::ClientSupplied,
                 occurred_at: at(50),
             },

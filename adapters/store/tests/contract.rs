@@ -14,8 +14,8 @@ use miniauth_application::ports::{
 };
 use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
-    AccountId, BindMethod, OpenId, PhoneNumber, ProfileSource, SealedDatum, SealedSecret,
-    SessionKey, SocialAccountCommand, SocialAccountEvent, UserId,
+    AccountId, BindMethod, OpenId, PersonalField, PhoneNumber, ProfileSource, SealedDatum,
+    SealedSecret, SessionKey, SocialAccountCommand, SocialAccountEvent, UserId,
 };
 use miniauth_store::{AccountEventStore, Store, StoreError};
 use support::{appid, service, tenant, Backend, FakeWeChat, TestDb};
@@ -281,7 +281,7 @@ async fn events_after_reads_the_log_in_commit_order_with_metadata(backend: Backe
     );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(all[0].event_type, "SessionObtained");
-    assert_eq!(all[0].event_version, "1");
+    assert_eq!(all[0].event_version, "2");
     assert_eq!(all[0].metadata["request_id"], "req-1");
     assert_eq!(all[0].metadata["actor"], "test");
     assert_eq!(all[0].metadata["client_ip"], "127.0.0.1");
@@ -614,47 +614,78 @@ async fn vault_seals_and_forgets(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.connect().await;
     let vault = store.vault();
-    let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
-    let sealed = vault.seal_secret(&key).await.unwrap();
-    assert!(sealed.as_sealed_text().starts_with("v1."));
-    assert!(!sealed.as_sealed_text().contains("tiihtNczf5v6AKRyjwEUhQ"));
-    assert_eq!(vault.unseal_secret(&sealed).await.unwrap(), key);
-
     let alice = account("o-alice");
     let bob = account("o-bob");
-    let datum = vault.seal_personal(&alice, "13800138000").await.unwrap();
+    let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
+    let sealed = vault.seal_secret(&alice, &key).await.unwrap();
+    assert!(sealed.as_sealed_text().starts_with("v2."));
+    assert!(!sealed.as_sealed_text().contains("tiihtNczf5v6AKRyjwEUhQ"));
+    assert_eq!(vault.unseal_secret(&alice, &sealed).await.unwrap(), key);
+    // Bound to its account: under another account it does not open.
+    assert!(vault.unseal_secret(&bob, &sealed).await.is_err());
+
+    let datum = vault
+        .seal_personal(&alice, PersonalField::Phone, "13800138000")
+        .await
+        .unwrap();
     assert!(!datum.as_sealed_text().contains("13800138000"));
     assert_eq!(
         vault
-            .unseal_personal(&alice, &datum)
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
             .await
             .unwrap()
             .as_deref(),
         Some("13800138000")
     );
-    // Another account's key does not open it.
-    vault.seal_personal(&bob, "x").await.unwrap();
+    // Bound to its field: a sealed phone does not open as a nickname.
     assert!(vault
-        .unseal_personal(&bob, &datum)
+        .unseal_personal(&alice, PersonalField::Nickname, &datum)
+        .await
+        .is_err());
+    // Another account's key does not open it.
+    vault
+        .seal_personal(&bob, PersonalField::Phone, "x")
+        .await
+        .unwrap();
+    assert!(vault
+        .unseal_personal(&bob, PersonalField::Phone, &datum)
         .await
         .unwrap_or(None)
         .is_none());
     vault.forget(&alice).await.unwrap();
-    assert_eq!(vault.unseal_personal(&alice, &datum).await.unwrap(), None);
-    // A new datum after erasure gets a new key; the old one stays unreadable.
-    let later = vault.seal_personal(&alice, "13900139000").await.unwrap();
     assert_eq!(
         vault
-            .unseal_personal(&alice, &later)
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
+            .await
+            .unwrap(),
+        None
+    );
+    // A new datum after erasure gets a new key; the old one stays unreadable.
+    let later = vault
+        .seal_personal(&alice, PersonalField::Phone, "13900139000")
+        .await
+        .unwrap();
+    assert_eq!(
+        vault
+            .unseal_personal(&alice, PersonalField::Phone, &later)
             .await
             .unwrap()
             .as_deref(),
         Some("13900139000")
     );
-    assert_eq!(vault.unseal_personal(&alice, &datum).await.unwrap(), None);
+    assert_eq!(
+        vault
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
+            .await
+            .unwrap(),
+        None
+    );
     // Across a reconnect (same server key), sealed values still open.
     let again = db.connect().await;
-    assert_eq!(again.vault().unseal_secret(&sealed).await.unwrap(), key);
+    assert_eq!(
+        again.vault().unseal_secret(&alice, &sealed).await.unwrap(),
+        key
+    );
 }
 
 async fn key_material_is_shared_between_instances(backend: Backend) {
@@ -1154,7 +1185,7 @@ async fn erasure_keeps_history_replayable(backend: Backend) {
     assert_eq!(
         store
             .vault()
-            .unseal_personal(&id, &sealed_phone)
+            .unseal_personal(&id, PersonalField::Phone, &sealed_phone)
             .await
             .unwrap()
             .as_deref(),
@@ -1168,7 +1199,7 @@ async fn erasure_keeps_history_replayable(backend: Backend) {
     assert_eq!(
         store
             .vault()
-            .unseal_personal(&id, &sealed_phone)
+            .unseal_personal(&id, PersonalField::Phone, &sealed_phone)
             .await
             .unwrap(),
         None
@@ -1305,13 +1336,20 @@ async fn sqlite_generates_its_server_key_once_with_private_permissions() {
     assert_eq!(bytes.len(), 32);
     let sealed = store
         .vault()
-        .seal_secret(&SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap())
+        .seal_secret(
+            &account("o-key"),
+            &SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap(),
+        )
         .await
         .unwrap();
     store.close().await;
     let again = db.connect().await;
     assert_eq!(std::fs::read(&key_file).unwrap(), bytes);
-    assert!(again.vault().unseal_secret(&sealed).await.is_ok());
+    assert!(again
+        .vault()
+        .unseal_secret(&account("o-key"), &sealed)
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
