@@ -143,39 +143,6 @@ impl PasswordSource {
     }
 }
 
-#[cfg(test)]
-mod password_source_tests {
-    use super::PasswordSource;
-
-    #[test]
-    fn the_password_comes_from_exactly_one_place() {
-        assert_eq!(
-            PasswordSource::choose(true, None, None).unwrap(),
-            PasswordSource::Stdin
-        );
-        assert_eq!(
-            PasswordSource::choose(false, Some("e".into()), None).unwrap(),
-            PasswordSource::Environment("e".into())
-        );
-        assert_eq!(
-            PasswordSource::choose(false, None, Some("a".into())).unwrap(),
-            PasswordSource::Argument("a".into())
-        );
-        assert!(PasswordSource::choose(false, None, None).is_err());
-        assert!(PasswordSource::choose(true, Some("e".into()), None).is_err());
-        assert!(PasswordSource::choose(false, Some("e".into()), Some("a".into())).is_err());
-    }
-
-    #[test]
-    fn stdin_gives_its_first_line_without_the_line_ending() {
-        let read = |input: &str| PasswordSource::Stdin.read(input.as_bytes());
-        assert_eq!(read("s3cret pass\r\nnext\n").unwrap(), "s3cret pass");
-        assert_eq!(read("s3cret").unwrap(), "s3cret");
-        assert!(read("\n").is_err());
-        assert!(read("").is_err());
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -367,4 +334,37 @@ fn init_logging(config: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod password_source_tests {
+    use super::PasswordSource;
+
+    #[test]
+    fn the_password_comes_from_exactly_one_place() {
+        assert_eq!(
+            PasswordSource::choose(true, None, None).unwrap(),
+            PasswordSource::Stdin
+        );
+        assert_eq!(
+            PasswordSource::choose(false, Some("e".into()), None).unwrap(),
+            PasswordSource::Environment("e".into())
+        );
+        assert_eq!(
+            PasswordSource::choose(false, None, Some("a".into())).unwrap(),
+            PasswordSource::Argument("a".into())
+        );
+        assert!(PasswordSource::choose(false, None, None).is_err());
+        assert!(PasswordSource::choose(true, Some("e".into()), None).is_err());
+        assert!(PasswordSource::choose(false, Some("e".into()), Some("a".into())).is_err());
+    }
+
+    #[test]
+    fn stdin_gives_its_first_line_without_the_line_ending() {
+        let read = |input: &str| PasswordSource::Stdin.read(input.as_bytes());
+        assert_eq!(read("s3cret pass\r\nnext\n").unwrap(), "s3cret pass");
+        assert_eq!(read("s3cret").unwrap(), "s3cret");
+        assert!(read("\n").is_err());
+        assert!(read("").is_err());
+    }
 }

@@ -447,7 +447,7 @@ impl UserDirectory for SqlUserDirectory {
     }
 
     async fn erase_registered(&self, id: UserId) -> Result<bool, PortError> {
-        let _turn = self.db.write_turn().await;
+        let turn = self.db.write_turn().await;
         let cleared = on_pool!(&self.db.pool, p => {
             sqlx::query(
                 "UPDATE users SET mobile_hash = NULL, mobile_sealed = NULL, \
@@ -462,6 +462,10 @@ impl UserDirectory for SqlUserDirectory {
             .map_err(port_error)?
             .rows_affected()
         });
+        drop(turn);
+        if cleared > 0 {
+            self.db.scrub_deleted().await;
+        }
         Ok(cleared > 0)
     }
 

@@ -225,14 +225,17 @@ impl PersonalDataVault for SqlVault {
     }
 
     async fn forget(&self, account: &AccountId) -> Result<(), PortError> {
-        let _turn = self.db.write_turn().await;
-        on_pool!(&self.db.pool, p => {
-            sqlx::query("DELETE FROM data_keys WHERE account_id = $1")
-                .bind(account.as_str())
-                .execute(p)
-                .await
-                .map_err(port_error)?;
-        });
+        {
+            let _turn = self.db.write_turn().await;
+            on_pool!(&self.db.pool, p => {
+                sqlx::query("DELETE FROM data_keys WHERE account_id = $1")
+                    .bind(account.as_str())
+                    .execute(p)
+                    .await
+                    .map_err(port_error)?;
+            });
+        }
+        self.db.scrub_deleted().await;
         Ok(())
     }
 }
