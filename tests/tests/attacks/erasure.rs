@@ -340,14 +340,9 @@ async fn sealed_phone_moved_to_another_user_opens(engine: Engine) {
 
 async fn sealed_session_key_moved_to_another_account_opens(engine: Engine) {
     let app = spawn_app(engine).await;
-    // The victim: a registered user with a phone.
+    // The victim: a user of the business system with a phone, not on WeChat yet.
     let victim_phone = random_phone();
-    let victim = app.wechat_user(Some(&victim_phone)).await;
-    let ticket = app.ticket(APP, victim).await;
-    let code = app.phone_code(APP, victim).await;
-    app.phone(APP, &json!({ "ticket": ticket, "code": code }))
-        .await
-        .ok(200);
+    let (victim, _, _) = app.password_user(Some(&victim_phone)).await;
     // Two WeChat identities of the attacker, each logged in once.
     let (a, b) = (app.wechat_user(None).await, app.wechat_user(None).await);
     app.session(APP, a).await;
@@ -423,4 +418,8 @@ async fn sealed_session_key_moved_to_another_account_opens(engine: Engine) {
         .unwrap()
         .and_then(|v| v.bound_user);
     assert_eq!(bound, None, "B got bound to the victim");
+    assert!(
+        app.bindings_of(victim).await.is_empty(),
+        "the victim got taken over"
+    );
 }
