@@ -181,7 +181,12 @@ async fn erased_persons_phone_unionid_nickname_and_ip_readable_with_server_key(e
         person.avatar.as_str(),
         person.ip.as_str(),
     ];
-    for token in sealed_tokens(&rows) {
+    let tokens = sealed_tokens(&rows);
+    assert!(
+        tokens.len() >= 5,
+        "the sealed values of the log are found: {tokens:?}"
+    );
+    for token in tokens {
         for owner in &accounts {
             for field in [
                 PersonalField::Phone,
