@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use miniauth_domain::SealedDatum;
 
 /// The request a command comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,12 +27,28 @@ impl RequestContext {
     }
 
     /// The event metadata: request id, actor, client IP and the time of the commit.
+    /// The client IP is written as given: pass it sealed ([`Self::metadata_sealed`])
+    /// wherever it is personal data of the account the events belong to.
     pub fn metadata(&self, now: DateTime<Utc>) -> HashMap<String, String> {
+        self.metadata_with_ip(now, self.client_ip.clone())
+    }
+
+    /// The event metadata with the client IP replaced by its sealed form (the account's
+    /// data key seals it, so that erasure makes it unreadable).
+    pub fn metadata_sealed(
+        &self,
+        now: DateTime<Utc>,
+        client_ip: Option<&SealedDatum>,
+    ) -> HashMap<String, String> {
+        self.metadata_with_ip(now, client_ip.map(|ip| ip.as_sealed_text().to_owned()))
+    }
+
+    fn metadata_with_ip(&self, now: DateTime<Utc>, ip: Option<String>) -> HashMap<String, String> {
         let mut metadata = HashMap::new();
         metadata.insert("request_id".to_owned(), self.request_id.clone());
         metadata.insert("actor".to_owned(), self.actor.clone());
-        if let Some(ip) = &self.client_ip {
-            metadata.insert("client_ip".to_owned(), ip.clone());
+        if let Some(ip) = ip {
+            metadata.insert("client_ip".to_owned(), ip);
         }
         metadata.insert(
             "recorded_at".to_owned(),

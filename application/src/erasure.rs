@@ -14,8 +14,9 @@ where
     ES: EventStore<SocialAccount>,
 {
     /// Erases the personal data of (appid, openid): ends its binding (reason: erasure),
-    /// records the erasure, destroys the data key, and ends the sessions its user
-    /// logged in to through this app. Running it again is harmless.
+    /// records the erasure, destroys the data key, ends the sessions its user logged in
+    /// to through this app, and clears the copies held by the user this identity
+    /// registered if that user has nothing else. Running it again is harmless.
     pub async fn erase(
         &self,
         ctx: &RequestContext,
@@ -25,6 +26,7 @@ where
         let id = AccountId::new(appid, openid);
         let mut context = self.load(&id).await?;
         let was_bound = context.aggregate().bound_user();
+        let registered = context.aggregate().registered_user();
         let command = SocialAccountCommand::ErasePersonalData { at: self.now() };
         self.commit(ctx, &id, context, vec![command]).await?;
         self.ports.vault.forget(&id).await?;
@@ -33,6 +35,11 @@ where
             // The erased account's sessions: those of its user issued through this app.
             self.revoke_sessions(user, SessionScope::App(appid.clone()))
                 .await?;
+        }
+        // The user this identity registered keeps its copies of the phone, nickname
+        // and avatar only if it lives on without this identity (docs/operations.md).
+        if let Some(user) = registered {
+            self.ports.users.erase_registered(user).await?;
         }
         Ok(())
     }

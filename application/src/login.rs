@@ -3,7 +3,8 @@
 
 use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::{
-    AccountId, OneTimeCode, OpenId, SocialAccount, SocialAccountCommand, UnionId, UserId,
+    AccountId, OneTimeCode, OpenId, PersonalField, SealedUnionId, SocialAccount,
+    SocialAccountCommand, UnionId, UserId,
 };
 
 use crate::context::RequestContext;
@@ -45,7 +46,15 @@ where
         let code = OneTimeCode::parse("code", code)?;
         let session = self.ports.wechat.code_to_session(&app.appid, &code).await?;
         let id = AccountId::new(&app.appid, &session.openid);
-        let sealed = self.ports.vault.seal_secret(&session.session_key).await?;
+        let sealed = self
+            .ports
+            .vault
+            .seal_secret(&id, &session.session_key)
+            .await?;
+        let unionid = match &session.unionid {
+            Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
+            None => None,
+        };
         let mut context = self.load(&id).await?;
         // A returning user must not have been disabled; check before writing anything.
         let bound_before = context.aggregate().bound_user();
@@ -62,7 +71,7 @@ where
         let command = SocialAccountCommand::ObtainSession {
             appid: app.appid.clone(),
             openid: session.openid.clone(),
-            unionid: session.unionid.clone(),
+            unionid,
             session_key: sealed,
             at: self.now(),
         };
@@ -78,10 +87,28 @@ where
             }
             None => None,
         };
+        // WeChat sends the unionid with every login of an app bound to an Open Platform
+        // account; an older one is read back from the log while it is not erased.
+        let unionid = match (session.unionid, state.unionid()) {
+            (Some(fresh), _) => Some(fresh),
+            (
+                None,
+                Some(SealedUnionId {
+                    sealed: Some(sealed),
+                    ..
+                }),
+            ) => self
+                .ports
+                .vault
+                .unseal_personal(&id, PersonalField::UnionId, sealed)
+                .await?
+                .and_then(|text| UnionId::parse(&text).ok()),
+            (None, _) => None,
+        };
         Ok(LoginOutcome {
             ticket,
             openid: session.openid,
-            unionid: state.unionid().cloned(),
+            unionid,
             bound_user: state.bound_user(),
             has_profile: state.has_profile(),
             has_phone: state.has_phone(),

@@ -6,8 +6,8 @@ use std::future::Future;
 use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::crypto::{open_phone, EncryptedPayload};
 use miniauth_domain::{
-    AccountId, BindMethod, OneTimeCode, PhoneNumber, PhoneSource, SessionProof, SocialAccount,
-    SocialAccountCommand, UserId,
+    AccountId, BindMethod, OneTimeCode, PersonalField, PhoneNumber, PhoneSource, SessionProof,
+    SocialAccount, SocialAccountCommand, UserId,
 };
 
 use crate::context::RequestContext;
@@ -105,7 +105,11 @@ where
         let verify = async {
             Ok(vec![SocialAccountCommand::VerifyPhone {
                 proof,
-                phone: self.ports.vault.seal_personal(&id, phone.pure()).await?,
+                phone: self
+                    .ports
+                    .vault
+                    .seal_personal(&id, PersonalField::Phone, phone.pure())
+                    .await?,
                 country_code: phone.country_code().to_owned(),
                 via,
                 at: now,
@@ -170,8 +174,14 @@ where
         }
         let (nickname, avatar_url) = match state.profile() {
             Some((nickname, avatar)) => (
-                self.ports.vault.unseal_personal(id, nickname).await?,
-                self.ports.vault.unseal_personal(id, avatar).await?,
+                self.ports
+                    .vault
+                    .unseal_personal(id, PersonalField::Nickname, nickname)
+                    .await?,
+                self.ports
+                    .vault
+                    .unseal_personal(id, PersonalField::AvatarUrl, avatar)
+                    .await?,
             ),
             None => (None, None),
         };

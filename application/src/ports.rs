@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use miniauth_domain::crypto::Watermark;
 use miniauth_domain::{
-    AccountId, AppId, OneTimeCode, OpenId, PhoneNumber, SealedDatum, SealedSecret, SessionKey,
-    TenantId, UnionId, UserId,
+    AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
+    SealedUnionId, SessionKey, TenantId, UnionId, UserId,
 };
 use thiserror::Error;
 
@@ -264,6 +264,12 @@ pub trait UserDirectory: Send + Sync {
         account: &str,
         password: &Password,
     ) -> Result<Option<UserRecord>, PortError>;
+
+    /// Erasure of the WeChat identity that registered `id`: clears the user's mobile,
+    /// nickname and avatar when the user exists only through that identity — registered
+    /// from its phone, no account and password, no binding left. Any other user keeps
+    /// their data (it belongs to the business system). Answers whether it cleared.
+    async fn erase_registered(&self, id: UserId) -> Result<bool, PortError>;
 }
 
 /// Why a binding cannot be claimed.
@@ -573,25 +579,43 @@ pub trait RefreshTokenStore: Send + Sync {
 
 /// Seals secrets with the server key and personal data with per-account data keys;
 /// forgetting an account's key makes its sealed data unreadable (crypto-shredding).
+/// Every sealed value is bound to what it is and whose it is: copied to another field
+/// or another account, it does not open.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait PersonalDataVault: Send + Sync {
-    /// Seals a session key with the server key.
-    async fn seal_secret(&self, key: &SessionKey) -> Result<SealedSecret, PortError>;
-    /// Opens a sealed session key.
-    async fn unseal_secret(&self, sealed: &SealedSecret) -> Result<SessionKey, PortError>;
+    /// Seals a session key of `account` with the server key.
+    async fn seal_secret(
+        &self,
+        account: &AccountId,
+        key: &SessionKey,
+    ) -> Result<SealedSecret, PortError>;
+    /// Opens a sealed session key of `account`.
+    async fn unseal_secret(
+        &self,
+        account: &AccountId,
+        sealed: &SealedSecret,
+    ) -> Result<SessionKey, PortError>;
     /// Seals a personal datum with the account's data key (created on first use).
     async fn seal_personal(
         &self,
         account: &AccountId,
+        field: PersonalField,
         plaintext: &str,
     ) -> Result<SealedDatum, PortError>;
     /// Opens a personal datum; `None` once the account's key was forgotten.
     async fn unseal_personal(
         &self,
         account: &AccountId,
+        field: PersonalField,
         sealed: &SealedDatum,
     ) -> Result<Option<String>, PortError>;
+    /// Seals a unionid with the account's data key, beside its keyed lookup hash.
+    async fn seal_unionid(
+        &self,
+        account: &AccountId,
+        unionid: &UnionId,
+    ) -> Result<SealedUnionId, PortError>;
     /// Destroys the account's data key.
     async fn forget(&self, account: &AccountId) -> Result<(), PortError>;
 }

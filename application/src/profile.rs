@@ -4,8 +4,8 @@
 use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature, EncryptedPayload};
 use miniauth_domain::{
-    InvalidValue, PayloadError, ProfileSource, SessionProof, SocialAccount, SocialAccountCommand,
-    UnionId,
+    InvalidValue, PayloadError, PersonalField, ProfileSource, SessionProof, SocialAccount,
+    SocialAccountCommand, UnionId,
 };
 
 use crate::context::RequestContext;
@@ -159,10 +159,19 @@ where
         // Fail on a stale ticket before sealing anything.
         state.check_proof(proof)?;
         let vault = &self.ports.vault;
+        let account = &opened.account;
+        let unionid = match &unionid {
+            Some(unionid) => Some(vault.seal_unionid(account, unionid).await?),
+            None => None,
+        };
         let command = SocialAccountCommand::AcceptProfile {
             proof,
-            nickname: vault.seal_personal(&opened.account, &nickname).await?,
-            avatar_url: vault.seal_personal(&opened.account, &avatar_url).await?,
+            nickname: vault
+                .seal_personal(account, PersonalField::Nickname, &nickname)
+                .await?,
+            avatar_url: vault
+                .seal_personal(account, PersonalField::AvatarUrl, &avatar_url)
+                .await?,
             unionid,
             via,
             at: now,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use miniauth_domain::{
-    AccountError, AccountId, AppId, PayloadError, SessionKey, SessionProof, SocialAccount,
-    SocialAccountCommand,
+    AccountError, AccountId, AppId, PayloadError, PersonalField, SessionKey, SessionProof,
+    SocialAccount, SocialAccountCommand,
 };
 
 use crate::context::RequestContext;
@@ -197,6 +197,7 @@ where
         mut context: ES::AC,
         commands: Vec<SocialAccountCommand>,
     ) -> Result<SocialAccount, AppError> {
+        let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let mut state = context.aggregate().clone();
             let mut events = Vec::new();
@@ -209,12 +210,26 @@ where
             if events.is_empty() {
                 return Ok(state);
             }
+            // The client IP is the person's data: sealed with the account's data key,
+            // once something is to be written (sealing may create the key).
+            if let (Some(ip), None) = (&ctx.client_ip, &client_ip) {
+                client_ip = Some(
+                    self.ports
+                        .vault
+                        .seal_personal(id, PersonalField::ClientIp, ip)
+                        .await?,
+                );
+            }
             // The context still holds the state *before* these events: the store may
             // snapshot by applying them to it, exactly once.
             match self
                 .ports
                 .events
-                .commit(events, context, ctx.metadata(self.now()))
+                .commit(
+                    events,
+                    context,
+                    ctx.metadata_sealed(self.now(), client_ip.as_ref()),
+                )
                 .await
             {
                 Ok(_) => return Ok(state),
@@ -248,9 +263,14 @@ where
         let budget = opened.app.payload_rejections_per_key.max(1);
         let keep_until = self.now() + chrono::Duration::days(PAYLOAD_TRIES_KEPT_DAYS);
         let mut tried = false;
+        let account = &opened.account;
         for record in state.candidate_keys(ticket_session)? {
-            let key = self.ports.vault.unseal_secret(&record.session_key).await?;
-            let tries = UsageKey::PayloadTries(key.fingerprint(&opened.account));
+            let key = self
+                .ports
+                .vault
+                .unseal_secret(account, &record.session_key)
+                .await?;
+            let tries = UsageKey::PayloadTries(key.fingerprint(account));
             let count = self.ports.counters.count(&tries, keep_until).await?;
             if count > budget {
                 continue;
@@ -306,7 +326,7 @@ where
             }
         };
         let recorded = async {
-            let sealed = self.ports.vault.seal_secret(&fresh).await?;
+            let sealed = self.ports.vault.seal_secret(account, &fresh).await?;
             let context = self.load(account).await?;
             let command = SocialAccountCommand::ObtainSession {
                 appid: appid.clone(),

@@ -72,9 +72,14 @@ enum UsersCommand {
         /// The login name.
         #[arg(long)]
         account: String,
-        /// The password (or set MINIAUTH_USER_PASSWORD).
-        #[arg(long, env = "MINIAUTH_USER_PASSWORD", hide_env_values = true)]
-        password: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Deprecated: the password on the command line is visible to every user of
+        /// the machine (process list, shell history). Use --password-stdin or
+        /// MINIAUTH_USER_PASSWORD.
+        #[arg(long, hide = true)]
+        password: Option<String>,
         /// A mobile number (national digits).
         #[arg(long)]
         mobile: Option<String>,
@@ -100,6 +105,54 @@ enum UsersCommand {
         #[arg(long)]
         user_id: i64,
     },
+}
+
+/// The environment variable `users add` reads the password from.
+const PASSWORD_ENV: &str = "MINIAUTH_USER_PASSWORD";
+
+/// Where `users add` takes the password from: never from the command line if it can
+/// help it (every user of the machine can read a process's arguments).
+#[derive(Debug, PartialEq, Eq)]
+enum PasswordSource {
+    Stdin,
+    Environment(String),
+    Argument(String),
+}
+
+impl PasswordSource {
+    fn choose(
+        stdin: bool,
+        environment: Option<String>,
+        argument: Option<String>,
+    ) -> anyhow::Result<Self> {
+        match (stdin, environment, argument) {
+            (true, None, None) => Ok(Self::Stdin),
+            (false, Some(env), None) => Ok(Self::Environment(env)),
+            (false, None, Some(arg)) => Ok(Self::Argument(arg)),
+            (false, None, None) => anyhow::bail!(
+                "the password is missing: pipe it with --password-stdin, or set {PASSWORD_ENV}"
+            ),
+            _ => anyhow::bail!(
+                "give the password one way only: --password-stdin, {PASSWORD_ENV} or --password"
+            ),
+        }
+    }
+
+    /// The password; from `input`'s first line (without its line ending) for stdin.
+    fn read(self, mut input: impl std::io::BufRead) -> anyhow::Result<String> {
+        match self {
+            Self::Environment(p) | Self::Argument(p) => Ok(p),
+            Self::Stdin => {
+                let mut line = String::new();
+                input
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                let password = line.trim_end_matches(['\n', '\r']).to_owned();
+                anyhow::ensure!(!password.is_empty(), "standard input held no password");
+                Ok(password)
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -165,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command:
                 UsersCommand::Add {
                     account,
+                    password_stdin,
                     password,
                     mobile,
                     country_code,
@@ -172,6 +226,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tenant,
                 },
         } => {
+            let source =
+                PasswordSource::choose(password_stdin, std::env::var(PASSWORD_ENV).ok(), password)?;
+            if matches!(source, PasswordSource::Argument(_)) {
+                eprintln!(
+                    "warning: --password is visible in the process list and shell history; \
+                     use --password-stdin or {PASSWORD_ENV}"
+                );
+            }
+            let password = source.read(std::io::stdin().lock())?;
             let built = wiring::build(&config, Some(ephemeral())).await?;
             let tenant = match tenant {
                 Some(t) => {
@@ -313,4 +376,37 @@ fn init_logging(config: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod password_source_tests {
+    use super::PasswordSource;
+
+    #[test]
+    fn the_password_comes_from_exactly_one_place() {
+        assert_eq!(
+            PasswordSource::choose(true, None, None).unwrap(),
+            PasswordSource::Stdin
+        );
+        assert_eq!(
+            PasswordSource::choose(false, Some("e".into()), None).unwrap(),
+            PasswordSource::Environment("e".into())
+        );
+        assert_eq!(
+            PasswordSource::choose(false, None, Some("a".into())).unwrap(),
+            PasswordSource::Argument("a".into())
+        );
+        assert!(PasswordSource::choose(false, None, None).is_err());
+        assert!(PasswordSource::choose(true, Some("e".into()), None).is_err());
+        assert!(PasswordSource::choose(false, Some("e".into()), Some("a".into())).is_err());
+    }
+
+    #[test]
+    fn stdin_gives_its_first_line_without_the_line_ending() {
+        let read = |input: &str| PasswordSource::Stdin.read(input.as_bytes());
+        assert_eq!(read("s3cret pass\r\nnext\n").unwrap(), "s3cret pass");
+        assert_eq!(read("s3cret").unwrap(), "s3cret");
+        assert!(read("\n").is_err());
+        assert!(read("").is_err());
+    }
 }

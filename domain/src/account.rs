@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
+use crate::events::BindMethod;
 use crate::events::{
     PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained, SocialAccountEvent,
     UnbindReason, Unbound, UserBound,
 };
-use crate::ids::{AccountId, AppId, OpenId, UnionId, UserId};
-use crate::sealed::{SealedDatum, SealedSecret};
+use crate::ids::{AccountId, AppId, OpenId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
 /// How many recent sessions' keys the state keeps. A ticket older than these is
 /// superseded whatever it carries; the newest is what WeChat's client holds.
@@ -34,13 +35,17 @@ pub struct SessionRecord {
 pub struct SocialAccount {
     appid: Option<AppId>,
     openid: Option<OpenId>,
-    unionid: Option<UnionId>,
+    unionid: Option<SealedUnionId>,
     latest_seq: u64,
     sessions: VecDeque<SessionRecord>,
     bound_user: Option<UserId>,
     nickname: Option<SealedDatum>,
     avatar_url: Option<SealedDatum>,
     phone: Option<(SealedDatum, String)>,
+    /// The user this identity registered (bound by auto-registration), kept after an
+    /// unbind: erasure decides by it whether that user's copies go too.
+    #[serde(default)]
+    registered_user: Option<UserId>,
     events: u64,
 }
 
@@ -55,9 +60,16 @@ impl SocialAccount {
         self.openid.as_ref()
     }
 
-    /// The unionid, if WeChat ever revealed it.
-    pub fn unionid(&self) -> Option<&UnionId> {
+    /// The unionid (hashed and sealed), if WeChat ever revealed it and it was not
+    /// erased since.
+    pub fn unionid(&self) -> Option<&SealedUnionId> {
         self.unionid.as_ref()
+    }
+
+    /// The user this identity registered by its verified phone, if any (even if
+    /// unbound since).
+    pub fn registered_user(&self) -> Option<UserId> {
+        self.registered_user
     }
 
     /// The newest session's sequence number (0 before the first login).
@@ -300,9 +312,15 @@ impl Aggregate for SocialAccount {
                 self.avatar_url = Some(e.avatar_url);
             }
             E::PhoneVerified(e) => self.phone = Some((e.phone, e.country_code)),
-            E::UserBound(e) => self.bound_user = Some(e.user_id),
+            E::UserBound(e) => {
+                if e.via == BindMethod::AutoRegistration {
+                    self.registered_user = Some(e.user_id);
+                }
+                self.bound_user = Some(e.user_id);
+            }
             E::Unbound(_) => self.bound_user = None,
             E::PersonalDataErased(_) => {
+                self.unionid = None;
                 self.nickname = None;
                 self.avatar_url = None;
                 self.phone = None;

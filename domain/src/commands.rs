@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
-use crate::ids::{AppId, OpenId, UnionId, UserId};
-use crate::sealed::{SealedDatum, SealedSecret};
+use crate::ids::{AppId, OpenId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
 /// Which session a request speaks for: the ticket's, and, for an encrypted payload,
 /// the session whose key decrypted it (the ticket's or, after a `wx.login` race, the
@@ -46,8 +46,8 @@ pub enum SocialAccountCommand {
         appid: AppId,
         /// The WeChat user.
         openid: OpenId,
-        /// The unionid, when WeChat sent one.
-        unionid: Option<UnionId>,
+        /// The unionid, when WeChat sent one, hashed and sealed.
+        unionid: Option<SealedUnionId>,
         /// The session key, already sealed.
         session_key: SealedSecret,
         /// Now.
@@ -61,8 +61,8 @@ pub enum SocialAccountCommand {
         nickname: SealedDatum,
         /// The avatar URL, sealed.
         avatar_url: SealedDatum,
-        /// A unionid the payload revealed.
-        unionid: Option<UnionId>,
+        /// A unionid the payload revealed, hashed and sealed.
+        unionid: Option<SealedUnionId>,
         /// How it arrived.
         via: ProfileSource,
         /// Now.

@@ -5,11 +5,15 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AppId, OpenId, UnionId, UserId};
-use crate::sealed::{SealedDatum, SealedSecret};
+use crate::ids::{AppId, OpenId, UserId};
+use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
-/// The version every event type is written with today.
+/// The version of the event types whose shape never changed.
 pub const EVENT_VERSION: &str = "1";
+
+/// The version of `SessionObtained` and `ProfileDecrypted` since their unionid is kept
+/// as a [`SealedUnionId`] (version "1" kept it in clear; the store's upcaster reads it).
+pub const SEALED_UNIONID_VERSION: &str = "2";
 
 /// Everything that happened to one WeChat identity in one app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,8 +39,8 @@ pub struct SessionObtained {
     pub appid: AppId,
     /// The WeChat user within the app.
     pub openid: OpenId,
-    /// The Open Platform id, when WeChat sent one.
-    pub unionid: Option<UnionId>,
+    /// The Open Platform id, when WeChat sent one: hashed and sealed.
+    pub unionid: Option<SealedUnionId>,
     /// The session key, sealed with the server key.
     pub session_key: SealedSecret,
     /// 1 for the first login of this identity, then +1 for each.
@@ -62,8 +66,8 @@ pub struct ProfileDecrypted {
     pub nickname: SealedDatum,
     /// The avatar URL, sealed with the account's data key.
     pub avatar_url: SealedDatum,
-    /// A unionid the payload revealed, if any.
-    pub unionid: Option<UnionId>,
+    /// A unionid the payload revealed, if any: hashed and sealed.
+    pub unionid: Option<SealedUnionId>,
     /// How it arrived.
     pub via: ProfileSource,
     /// When it happened.
@@ -174,13 +178,21 @@ impl SocialAccountEvent {
     }
 }
 
+/// The version events of `event_type` are written with today.
+pub fn current_version(event_type: &str) -> &'static str {
+    match event_type {
+        "SessionObtained" | "ProfileDecrypted" => SEALED_UNIONID_VERSION,
+        _ => EVENT_VERSION,
+    }
+}
+
 impl DomainEvent for SocialAccountEvent {
     fn event_type(&self) -> String {
         self.type_name().to_owned()
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_owned()
+        current_version(self.type_name()).to_owned()
     }
 }
 

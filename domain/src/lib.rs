@@ -20,10 +20,11 @@ pub use account::{SessionRecord, SocialAccount, RETAINED_SESSIONS};
 pub use commands::{SessionProof, SocialAccountCommand};
 pub use error::{AccountError, ErrorCode, InvalidValue, PayloadError};
 pub use events::{
-    BindMethod, PersonalDataErased, PhoneSource, PhoneVerified, ProfileDecrypted, ProfileSource,
-    SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound, EVENT_VERSION,
+    current_version, BindMethod, PersonalDataErased, PhoneSource, PhoneVerified, ProfileDecrypted,
+    ProfileSource, SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound,
+    EVENT_VERSION, SEALED_UNIONID_VERSION,
 };
 pub use ids::{AccountId, AppId, OneTimeCode, OpenId, TenantId, UnionId, UserId};
 pub use phone::PhoneNumber;
-pub use sealed::{SealedDatum, SealedSecret};
+pub use sealed::{PersonalField, SealedDatum, SealedSecret, SealedUnionId};
 pub use session_key::SessionKey;

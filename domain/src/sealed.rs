@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct SealedSecret(String);
 
-/// A personal datum (phone, nickname, avatar) sealed with the account's data key, as
-/// opaque text. Erasure destroys the key, after which it can no longer be opened.
+/// A personal datum (phone, nickname, avatar, unionid, client IP) sealed with the
+/// account's data key, as opaque text. Erasure destroys the key, after which it can no
+/// longer be opened.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SealedDatum(String);
@@ -37,3 +38,55 @@ macro_rules! sealed {
     )*};
 }
 sealed!(SealedSecret, SealedDatum);
+
+/// Which personal datum a sealed value holds. The vault binds it into the sealing, so a
+/// sealed phone does not open as a nickname (nor under another account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PersonalField {
+    /// The national phone number.
+    Phone,
+    /// The nickname.
+    Nickname,
+    /// The avatar URL.
+    AvatarUrl,
+    /// The Open Platform id.
+    UnionId,
+    /// The client IP recorded in an event's metadata.
+    ClientIp,
+}
+
+impl PersonalField {
+    /// The stable name, part of the sealed value's associated data.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Phone => "phone",
+            Self::Nickname => "nickname",
+            Self::AvatarUrl => "avatar_url",
+            Self::UnionId => "unionid",
+            Self::ClientIp => "client_ip",
+        }
+    }
+}
+
+/// A unionid as the log keeps it: a keyed hash (HMAC under a key derived from the
+/// server key) for lookups across the apps of a tenant, and the value sealed with the
+/// account's data key. Erasure destroys the key; the hash alone cannot be reversed
+/// without the server key, and the read models drop it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedUnionId {
+    /// hex(HMAC-SHA-256) of the unionid under the lookup key.
+    pub hash: String,
+    /// The unionid sealed with the account's data key; absent for unionids recorded in
+    /// clear by event version 1 (read through the upcaster, which keeps only the hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedDatum>,
+}
+
+impl fmt::Debug for SealedUnionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedUnionId")
+            .field("hash", &self.hash)
+            .field("sealed", &self.sealed)
+            .finish()
+    }
+}

@@ -294,13 +294,20 @@ fn unbind_then_rebind_to_another_user() {
         })]);
 }
 
+fn sealed_unionid() -> SealedUnionId {
+    SealedUnionId {
+        hash: "9f".repeat(32),
+        sealed: Some(datum("ocMvos6NjeKLIBqg5Mr9QjxrP1FA")),
+    }
+}
+
 #[test]
 fn profile_needs_a_valid_ticket_and_records_its_source() {
     let command = |proof| SocialAccountCommand::AcceptProfile {
         proof,
         nickname: datum("Band"),
         avatar_url: datum("http://a"),
-        unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+        unionid: Some(sealed_unionid()),
         via: ProfileSource::ClientSupplied,
         at: at(50),
     };
@@ -311,7 +318,7 @@ fn profile_needs_a_valid_ticket_and_records_its_source() {
             ProfileDecrypted {
                 nickname: datum("Band"),
                 avatar_url: datum("http://a"),
-                unionid: Some(UnionId::parse("ocMvos6NjeKLIBqg5Mr9QjxrP1FA").unwrap()),
+                unionid: Some(sealed_unionid()),
                 via: ProfileSource::ClientSupplied,
                 occurred_at: at(50),
             },
@@ -353,6 +360,52 @@ fn erasure_unbinds_and_forgets_personal_data() {
     assert!(!state.has_phone());
     assert_eq!(state.bound_user(), None);
     assert_eq!(state.latest_session(), 1);
+}
+
+#[test]
+fn the_state_remembers_the_user_it_registered_and_forgets_the_unionid_on_erasure() {
+    let profile = SocialAccountEvent::ProfileDecrypted(ProfileDecrypted {
+        nickname: datum("Band"),
+        avatar_url: datum("http://a"),
+        unionid: Some(sealed_unionid()),
+        via: ProfileSource::ClientSupplied,
+        occurred_at: at(60),
+    });
+    let registered = SocialAccountEvent::UserBound(UserBound {
+        user_id: user(9),
+        via: BindMethod::AutoRegistration,
+        occurred_at: at(70),
+    });
+    let unbound = SocialAccountEvent::Unbound(Unbound {
+        user_id: user(9),
+        reason: UnbindReason::UserRequest,
+        occurred_at: at(80),
+    });
+    let mut state = SocialAccount::default();
+    for event in [session(1), profile, registered, unbound] {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    assert_eq!(state.unionid(), Some(&sealed_unionid()));
+    // Unbound since, the identity still registered user 9: erasure will look at it.
+    assert_eq!(
+        (state.bound_user(), state.registered_user()),
+        (None, Some(user(9)))
+    );
+    cqrs_es::Aggregate::apply(
+        &mut state,
+        SocialAccountEvent::PersonalDataErased(PersonalDataErased {
+            occurred_at: at(90),
+        }),
+    );
+    assert_eq!(state.unionid(), None);
+    assert!(!state.has_profile());
+
+    // A user found by phone was not registered by the identity.
+    let mut found = SocialAccount::default();
+    for event in [session(1), phone_verified(), bound(42)] {
+        cqrs_es::Aggregate::apply(&mut found, event);
+    }
+    assert_eq!(found.registered_user(), None);
 }
 
 #[test]

@@ -211,6 +211,85 @@ impl Peek {
         result.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Every row of every table as one line of text (`table: v1 | v2 | …`).
+    async fn every_row_text(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self {
+            Self::Sqlite(pool) => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+                )
+                .fetch_all(pool)
+                .await
+                .expect("list the tables");
+                for table in tables {
+                    let columns: Vec<String> = sqlx::query_scalar(&format!(
+                        "SELECT name FROM pragma_table_info('{table}')"
+                    ))
+                    .fetch_all(pool)
+                    .await
+                    .expect("list the columns");
+                    let row = columns
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "COALESCE(CASE WHEN typeof(\"{c}\") = 'blob' THEN hex(\"{c}\") \
+                                 ELSE CAST(\"{c}\" AS TEXT) END, '')"
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" || ' | ' || ");
+                    let rows: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT {row} FROM \"{table}\""))
+                            .fetch_all(pool)
+                            .await
+                            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+                    lines.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+                }
+            }
+            Self::Postgres(pool) => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+                     ORDER BY tablename",
+                )
+                .fetch_all(pool)
+                .await
+                .expect("list the tables");
+                for table in tables {
+                    let rows: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+                            .fetch_all(pool)
+                            .await
+                            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+                    lines.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+                }
+            }
+        }
+        lines
+    }
+
+    async fn execute(&self, sql: &str) -> u64 {
+        let result = match self {
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Self::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    async fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        let result = match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Self::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Every value of a JSON column, as text.
     async fn json_texts(&self, table: &str, column: &str) -> Vec<String> {
         let result = match self {
@@ -962,6 +1041,28 @@ impl TestApp {
             text.extend(self.peek.json_texts(table, column).await);
         }
         text.join("\n")
+    }
+
+    /// Every row of every table as text, one line per row prefixed with its table:
+    /// what anyone who reads the database sees.
+    pub async fn every_row_text(&self) -> Vec<String> {
+        self.peek.every_row_text().await
+    }
+
+    /// Runs one SQL statement behind the service's back (attacks by database write
+    /// access); answers the rows it changed.
+    pub async fn execute_sql(&self, sql: &str) -> u64 {
+        self.peek.execute(sql).await
+    }
+
+    /// The single text column of a query.
+    pub async fn query_texts(&self, sql: &str) -> Vec<Option<String>> {
+        self.peek.texts(sql).await
+    }
+
+    /// The SQLite database file (None on PostgreSQL): its `-wal` sits beside it.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        (self.engine == Engine::Sqlite).then(|| self.db.data_dir.join("miniauth.db"))
     }
 
     /// The bindings of `user` as the event log says.

@@ -19,7 +19,8 @@ use miniauth_application::ports::PersonalDataVault;
 use miniauth_domain::audit::{binding_as_of, cumulative_hash, BindingSpan, ChainLink, HASH_KEY};
 use miniauth_domain::phone::mask_digits;
 use miniauth_domain::{
-    AccountId, AppId, OpenId, SealedDatum, SocialAccount, SocialAccountEvent, UserId,
+    AccountId, AppId, OpenId, PersonalField, SealedDatum, SealedUnionId, SocialAccount,
+    SocialAccountEvent, UserId,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -739,8 +740,21 @@ impl Store {
             .await
             .map_err(log_error)?;
         let vault = self.vault();
+        // Data of events before the last erasure is erased, whatever its format (events
+        // of earlier releases kept the unionid and the client IP in clear).
+        let erased_until = events
+            .iter()
+            .filter(|e| matches!(e.event, SocialAccountEvent::PersonalDataErased(_)))
+            .map(|e| e.sequence)
+            .max()
+            .unwrap_or(0);
         let mut history = Vec::with_capacity(events.len());
         for stored in events {
+            let erased = stored.sequence <= erased_until;
+            let client_ip = match stored.metadata.get("client_ip") {
+                Some(ip) => Some(reveal_client_ip(&vault, &account, ip, erased).await),
+                None => None,
+            };
             let mut entry = HistoryEntry {
                 position: stored.position,
                 sequence: stored.sequence,
@@ -756,26 +770,40 @@ impl Store {
                 nickname: None,
                 actor: stored.metadata.get("actor").cloned(),
                 request_id: stored.metadata.get("request_id").cloned(),
-                client_ip: stored.metadata.get("client_ip").cloned(),
+                client_ip,
                 recorded_at: stored.metadata.get("recorded_at").cloned(),
                 hash: stored.metadata.get(HASH_KEY).cloned(),
             };
             match &stored.event {
                 SocialAccountEvent::SessionObtained(e) => {
                     entry.session_seq = Some(e.session_seq);
-                    entry.unionid = e.unionid.as_ref().map(ToString::to_string);
+                    if let Some(unionid) = &e.unionid {
+                        entry.unionid =
+                            Some(reveal_unionid(&vault, &account, unionid, erased).await);
+                    }
                 }
                 SocialAccountEvent::ProfileDecrypted(e) => {
                     entry.via = label(&e.via);
-                    entry.unionid = e.unionid.as_ref().map(ToString::to_string);
-                    entry.nickname =
-                        Some(reveal(&vault, &account, &e.nickname, mask_nickname).await);
+                    if let Some(unionid) = &e.unionid {
+                        entry.unionid =
+                            Some(reveal_unionid(&vault, &account, unionid, erased).await);
+                    }
+                    entry.nickname = Some(
+                        reveal(
+                            &vault,
+                            &account,
+                            PersonalField::Nickname,
+                            &e.nickname,
+                            mask_nickname,
+                        )
+                        .await,
+                    );
                 }
                 SocialAccountEvent::PhoneVerified(e) => {
                     entry.via = label(&e.via);
                     let country = e.country_code.clone();
                     entry.phone = Some(
-                        reveal(&vault, &account, &e.phone, |digits| {
+                        reveal(&vault, &account, PersonalField::Phone, &e.phone, |digits| {
                             format!("+{country} {}", mask_digits(digits))
                         })
                         .await,
@@ -912,14 +940,71 @@ enum Filter {
 async fn reveal(
     vault: &crate::SqlVault,
     account: &AccountId,
+    field: PersonalField,
     sealed: &SealedDatum,
     mask: impl FnOnce(&str) -> String,
 ) -> String {
-    match vault.unseal_personal(account, sealed).await {
+    match vault.unseal_personal(account, field, sealed).await {
         Ok(Some(plain)) => mask(&plain),
-        Ok(None) => "erased".to_owned(),
+        Ok(None) => ERASED.to_owned(),
         Err(_) => "unreadable".to_owned(),
     }
+}
+
+const ERASED: &str = "erased";
+
+/// A unionid for display: masked, `erased`, or `recorded` for one that event version 1
+/// kept in clear (read as its hash only).
+async fn reveal_unionid(
+    vault: &crate::SqlVault,
+    account: &AccountId,
+    unionid: &SealedUnionId,
+    erased: bool,
+) -> String {
+    match (&unionid.sealed, erased) {
+        (_, true) => ERASED.to_owned(),
+        (Some(sealed), false) => {
+            reveal(vault, account, PersonalField::UnionId, sealed, mask_id).await
+        }
+        (None, false) => "recorded".to_owned(),
+    }
+}
+
+/// A client IP for display: in full while the account's data key opens it (auditors
+/// ask "from where"), `erased` after. Events of earlier releases kept it in clear:
+/// shown until the account is erased.
+async fn reveal_client_ip(
+    vault: &crate::SqlVault,
+    account: &AccountId,
+    stored: &str,
+    erased: bool,
+) -> String {
+    if erased {
+        return ERASED.to_owned();
+    }
+    if stored.parse::<std::net::IpAddr>().is_ok() {
+        return stored.to_owned();
+    }
+    let sealed = SealedDatum::from_sealed_text(stored.to_owned());
+    reveal(
+        vault,
+        account,
+        PersonalField::ClientIp,
+        &sealed,
+        str::to_owned,
+    )
+    .await
+}
+
+/// Keeps the first three and last two characters of an id.
+fn mask_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len().max(1));
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}****{tail}")
 }
 
 /// Keeps the first character of a nickname and hides the rest.
@@ -943,6 +1028,12 @@ fn label<T: Serialize>(value: &T) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_keep_only_their_ends() {
+        assert_eq!(mask_id("oUnion1234567"), "oUn****67");
+        assert_eq!(mask_id("abc"), "***");
+    }
 
     #[test]
     fn nicknames_keep_only_their_first_character() {

@@ -67,7 +67,10 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Deleted rows (an erased data key, cleared user columns) are
+                // overwritten with zeros, not left in free pages of the file.
+                .pragma("secure_delete", "ON");
             let file = options.get_filename().to_string_lossy().into_owned();
             let in_memory = file.is_empty() || file == ":memory:" || url.contains("mode=memory");
             let pool = if in_memory {
@@ -104,6 +107,36 @@ impl Db {
             pool,
             writer: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Whether SQLite overwrites deleted content (`PRAGMA secure_delete`); `None` on
+    /// PostgreSQL, whose dead tuples go when VACUUM reclaims them.
+    pub(crate) async fn secure_delete(&self) -> Result<Option<bool>, sqlx::Error> {
+        match &self.pool {
+            Pool::Sqlite(p) => Ok(Some(
+                sqlx::query_scalar::<_, i64>("PRAGMA secure_delete")
+                    .fetch_one(p)
+                    .await?
+                    == 1,
+            )),
+            Pool::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// After deleting personal data (erasure): on SQLite, copies the write-ahead log
+    /// into the database file and truncates it, so that the old page images the log
+    /// still holds (with what was deleted) go too; `secure_delete` already zeroed the
+    /// deleted content in the file. Best effort: a checkpoint that readers hold back
+    /// completes at the next one. A no-op on PostgreSQL (VACUUM reclaims dead tuples).
+    pub(crate) async fn scrub_deleted(&self) {
+        if let Pool::Sqlite(p) = &self.pool {
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(p)
+                .await
+            {
+                tracing::warn!(%error, "the write-ahead log was not truncated after an erasure");
+            }
+        }
     }
 
     pub(crate) fn is_postgres(&self) -> bool {

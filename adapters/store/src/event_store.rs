@@ -24,11 +24,12 @@ use std::time::Duration;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
-use miniauth_domain::{AccountError, SocialAccount, SocialAccountEvent, EVENT_VERSION};
+use miniauth_domain::{current_version, AccountError, SocialAccount, SocialAccountEvent};
 use sqlx::types::Json;
 use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::crypto::Keys;
 use crate::db::{is_unique_violation, millis, on_pool, Db};
 use crate::read_models::ReadModels;
 
@@ -97,15 +98,17 @@ pub struct AccountEventStore {
     db: Db,
     turns: Arc<AggregateTurns>,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    keys: Keys,
     projection: Option<ReadModels>,
 }
 
 impl AccountEventStore {
-    pub(crate) fn new(db: Db, projection: ReadModels) -> Self {
+    pub(crate) fn new(db: Db, keys: Keys, projection: ReadModels) -> Self {
         Self {
             db,
             turns: Arc::new(AggregateTurns::default()),
-            upcasters: Arc::new(crate::upcast::default_upcasters()),
+            upcasters: Arc::new(crate::upcast::upcasters(&keys)),
+            keys,
             projection: Some(projection),
         }
     }
@@ -113,7 +116,7 @@ impl AccountEventStore {
     /// The same store with more upcasters applied, in order, to every event read after
     /// the [default ones](crate::default_upcasters).
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        let mut all = crate::upcast::default_upcasters();
+        let mut all = crate::upcast::upcasters(&self.keys);
         all.extend(upcasters);
         self.upcasters = Arc::new(all);
         self
@@ -267,7 +270,7 @@ impl AccountEventStore {
                 aggregate_id: &context.aggregate_id,
                 sequence: u64::try_from(context.sequence + 1 + i as i64).unwrap_or_default(),
                 event_type: event.type_name(),
-                event_version: EVENT_VERSION,
+                event_version: current_version(event.type_name()),
                 payload,
                 metadata,
             }
@@ -303,7 +306,7 @@ impl AccountEventStore {
                 .bind(&context.aggregate_id)
                 .bind(context.sequence + 1 + i as i64)
                 .bind(event.type_name())
-                .bind(EVENT_VERSION)
+                .bind(current_version(event.type_name()))
                 .bind(Json(payload))
                 .bind(Json(metadata))
                 .execute(&mut *tx)

@@ -22,6 +22,7 @@ mod event_store;
 mod read_models;
 mod refresh;
 mod registry;
+mod reseal;
 mod upcast;
 mod users;
 mod vault;
@@ -42,6 +43,7 @@ pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::{RefreshPurge, SqlRefreshTokens};
 pub use registry::SqlBindingRegistry;
+pub use reseal::Resealed;
 pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
 pub use vault::SqlVault;
@@ -89,9 +91,9 @@ impl Store {
         let db = Db::connect(config).await?;
         let server_key = db::server_key(config, db.is_postgres())?;
         let keys = Keys::new(&server_key);
-        let read_models = ReadModels::new(db.clone());
+        let read_models = ReadModels::new(db.clone(), keys.clone());
         let store = Self {
-            events: AccountEventStore::new(db.clone(), read_models.clone()),
+            events: AccountEventStore::new(db.clone(), keys.clone(), read_models.clone()),
             users: SqlUserDirectory::new(db.clone(), keys.clone(), config.password_cost)
                 .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone()),
@@ -113,9 +115,25 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the embedded migrations of the engine (idempotent).
+    /// Applies the embedded migrations of the engine, then re-seals what earlier
+    /// releases sealed in the v1 format (idempotent; see [`Store::reseal`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.db.migrate().await
+        self.db.migrate().await?;
+        self.reseal().await?;
+        Ok(())
+    }
+
+    /// Re-seals every v1 value outside the event log (users' sealed columns, data
+    /// keys, key material) as v2, bound to its owner. Runs with every
+    /// [`migrate`](Self::migrate); safe while other instances run.
+    pub async fn reseal(&self) -> Result<Resealed, StoreError> {
+        reseal::reseal_legacy(&self.db, &self.keys).await
+    }
+
+    /// Whether SQLite overwrites deleted content (`PRAGMA secure_delete`, always on);
+    /// `None` on PostgreSQL.
+    pub async fn secure_delete(&self) -> Result<Option<bool>, StoreError> {
+        Ok(self.db.secure_delete().await?)
     }
 
     /// Checks that the database answers (for readiness probes).
@@ -222,11 +240,13 @@ impl Store {
         name: &str,
         generate: impl FnOnce() -> Vec<u8>,
     ) -> Result<Vec<u8>, StoreError> {
-        let purpose = format!("key_material:{name}");
         if let Some(sealed) = self.sealed_key_material(name).await? {
-            return self.open_key_material(&purpose, &sealed);
+            return self.open_key_material(name, &sealed);
         }
-        let sealed = self.keys.sealer.seal(&purpose, &generate());
+        let sealed = self.keys.sealer.seal(
+            crypto::Binding::new(reseal::KEY_MATERIAL, name),
+            &generate(),
+        );
         {
             let _turn = self.db.write_turn().await;
             on_pool!(&self.db.pool, p => {
@@ -245,7 +265,7 @@ impl Store {
             .sealed_key_material(name)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("key material {name} vanished")))?;
-        self.open_key_material(&purpose, &winner)
+        self.open_key_material(name, &winner)
     }
 
     async fn sealed_key_material(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -259,10 +279,10 @@ impl Store {
         }))
     }
 
-    fn open_key_material(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, StoreError> {
-        self.keys.sealer.open(purpose, sealed).map_err(|e| {
+    fn open_key_material(&self, name: &str, sealed: &str) -> Result<Vec<u8>, StoreError> {
+        reseal::open_key_material(&self.keys, name, sealed).map_err(|e| {
             StoreError::Corrupt(format!(
-                "{purpose}: {e} (is this the server key it was sealed with?)"
+                "key material {name}: {e} (is this the server key it was sealed with?)"
             ))
         })
     }

@@ -1,5 +1,6 @@
 //! Read models projected from the event log: accounts by (appid, openid), by unionid
-//! within a tenant, a user's bindings; and the binding registry's repair.
+//! within a tenant (by its keyed hash: the unionid itself is never kept here, and
+//! erasure drops the hash), a user's bindings; and the binding registry's repair.
 //!
 //! They follow the log by its global `position` with a checkpoint, and each account
 //! row remembers the last sequence it reflects, so replaying an event twice changes
@@ -16,11 +17,13 @@ use cqrs_es::Aggregate;
 use miniauth_application::ports::{Binding, PortError};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{
-    AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId, EVENT_VERSION,
+    current_version, AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use sqlx::Row;
 
+use crate::crypto::Keys;
 use crate::db::{millis, on_pool, port_error, Db};
+use crate::vault::UNIONID_LOOKUP;
 use sqlx::types::Json;
 
 /// How many events one catch-up transaction projects.
@@ -38,8 +41,8 @@ pub struct AccountView {
     pub appid: AppId,
     /// The WeChat identity within the app.
     pub openid: OpenId,
-    /// The Open Platform id, if known.
-    pub unionid: Option<UnionId>,
+    /// The keyed hash of the Open Platform id, if known and not erased.
+    pub unionid_hash: Option<String>,
     /// The user it is bound to.
     pub bound_user: Option<UserId>,
     /// Whether a profile is on record (and not erased).
@@ -58,6 +61,7 @@ pub struct AccountView {
 #[derive(Clone)]
 pub struct ReadModels {
     db: Db,
+    keys: Keys,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     background: Arc<Background>,
 }
@@ -83,7 +87,7 @@ pub struct CatchUp {
 struct ViewRow {
     appid: String,
     openid: String,
-    unionid: Option<String>,
+    unionid_hash: Option<String>,
     bound_user: Option<i64>,
     has_profile: bool,
     has_phone: bool,
@@ -101,10 +105,11 @@ struct ViewRow {
 }
 
 impl ReadModels {
-    pub(crate) fn new(db: Db) -> Self {
+    pub(crate) fn new(db: Db, keys: Keys) -> Self {
         Self {
             db,
-            upcasters: Arc::new(crate::upcast::default_upcasters()),
+            upcasters: Arc::new(crate::upcast::upcasters(&keys)),
+            keys,
             background: Arc::default(),
         }
     }
@@ -251,7 +256,8 @@ impl ReadModels {
                 let aggregate_id: String = row.try_get("aggregate_id")?;
                 let sequence: i64 = row.try_get("sequence")?;
                 let version: String = row.try_get("event_version")?;
-                let decoded = if version == EVENT_VERSION {
+                let event_type: String = row.try_get("event_type")?;
+                let decoded = if version == current_version(&event_type) {
                     // Today's events decode straight into the typed event.
                     row.try_get::<Json<SocialAccountEvent>, _>("payload").map(|Json(e)| e).ok()
                 } else {
@@ -263,7 +269,7 @@ impl ReadModels {
                             aggregate_id.clone(),
                             0,
                             SocialAccount::TYPE.to_owned(),
-                            row.try_get("event_type")?,
+                            event_type,
                             version,
                             payload,
                             serde_json::Value::Null,
@@ -282,7 +288,7 @@ impl ReadModels {
             let ids: BTreeSet<&String> = events.iter().map(|(_, id, _, _)| id).collect();
             for chunk in ids.into_iter().collect::<Vec<_>>().chunks(VIEW_CHUNK) {
                 let mut query = sqlx::QueryBuilder::new(
-                    "SELECT aggregate_id, appid, openid, unionid, bound_user, has_profile, has_phone, \
+                    "SELECT aggregate_id, appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
                      latest_session, erased, last_sequence, last_position \
                      FROM account_view WHERE aggregate_id IN (",
                 );
@@ -297,7 +303,7 @@ impl ReadModels {
                         ViewRow {
                             appid: r.try_get("appid")?,
                             openid: r.try_get("openid")?,
-                            unionid: r.try_get("unionid")?,
+                            unionid_hash: r.try_get("unionid_hash")?,
                             bound_user: r.try_get("bound_user")?,
                             has_profile: r.try_get("has_profile")?,
                             has_phone: r.try_get("has_phone")?,
@@ -318,7 +324,7 @@ impl ReadModels {
                     ViewRow {
                         appid: appid.to_owned(),
                         openid: openid.to_owned(),
-                        unionid: None,
+                        unionid_hash: None,
                         bound_user: None,
                         has_profile: false,
                         has_phone: false,
@@ -341,14 +347,14 @@ impl ReadModels {
             let views: Vec<(&String, &ViewRow)> = touched.iter().collect();
             for chunk in views.chunks(VIEW_CHUNK) {
                 let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO account_view (aggregate_id, appid, openid, unionid, bound_user, \
+                    "INSERT INTO account_view (aggregate_id, appid, openid, unionid_hash, bound_user, \
                      has_profile, has_phone, latest_session, erased, last_sequence, last_position) ",
                 );
                 query.push_values(chunk, |mut row, (aggregate_id, view)| {
                     row.push_bind(aggregate_id.as_str())
                         .push_bind(view.appid.as_str())
                         .push_bind(view.openid.as_str())
-                        .push_bind(view.unionid.as_deref())
+                        .push_bind(view.unionid_hash.as_deref())
                         .push_bind(view.bound_user)
                         .push_bind(view.has_profile)
                         .push_bind(view.has_phone)
@@ -358,7 +364,7 @@ impl ReadModels {
                         .push_bind(view.last_position);
                 });
                 query.push(
-                    " ON CONFLICT (aggregate_id) DO UPDATE SET unionid = excluded.unionid, \
+                    " ON CONFLICT (aggregate_id) DO UPDATE SET unionid_hash = excluded.unionid_hash, \
                      bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
                      has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
                      erased = excluded.erased, last_sequence = excluded.last_sequence, \
@@ -432,7 +438,8 @@ impl ReadModels {
         apps: &AppCatalog,
     ) -> Result<Vec<AccountView>, PortError> {
         self.ensure_current().await?;
-        let views = self.views("unionid = $1", unionid.as_str()).await?;
+        let hash = self.keys.lookup_hash(UNIONID_LOOKUP, unionid.as_str());
+        let views = self.views("unionid_hash = $1", &hash).await?;
         Ok(views
             .into_iter()
             .filter(|v| apps.get(&v.appid).is_some_and(|a| a.tenant == *tenant))
@@ -476,7 +483,8 @@ impl ReadModels {
     }
 }
 
-const VIEW_SELECT: &str = "SELECT appid, openid, unionid, bound_user, has_profile, has_phone, \
+const VIEW_SELECT: &str =
+    "SELECT appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
      latest_session, erased, last_sequence FROM account_view";
 
 fn view_from_row<R>(row: &R) -> Result<AccountView, PortError>
@@ -493,15 +501,12 @@ where
     let get_err = |e: sqlx::Error| port_error(e);
     let appid: String = row.try_get("appid").map_err(get_err)?;
     let openid: String = row.try_get("openid").map_err(get_err)?;
-    let unionid: Option<String> = row.try_get("unionid").map_err(get_err)?;
+    let unionid_hash: Option<String> = row.try_get("unionid_hash").map_err(get_err)?;
     let bound_user: Option<i64> = row.try_get("bound_user").map_err(get_err)?;
     Ok(AccountView {
         appid: AppId::parse(&appid).map_err(|_| bad("appid"))?,
         openid: OpenId::parse(&openid).map_err(|_| bad("openid"))?,
-        unionid: unionid
-            .map(|u| UnionId::parse(&u))
-            .transpose()
-            .map_err(|_| bad("unionid"))?,
+        unionid_hash,
         bound_user: bound_user
             .map(UserId::new)
             .transpose()
@@ -522,13 +527,13 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
             view.appid = e.appid.to_string();
             view.openid = e.openid.to_string();
             if let Some(unionid) = e.unionid {
-                view.unionid = Some(unionid.to_string());
+                view.unionid_hash = Some(unionid.hash);
             }
             view.latest_session = i64::try_from(e.session_seq).unwrap_or(i64::MAX);
         }
         E::ProfileDecrypted(e) => {
             if let Some(unionid) = e.unionid {
-                view.unionid = Some(unionid.to_string());
+                view.unionid_hash = Some(unionid.hash);
             }
             view.has_profile = true;
         }
@@ -543,6 +548,7 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
             view.released.insert(e.user_id.get(), millis(e.occurred_at));
         }
         E::PersonalDataErased(_) => {
+            view.unionid_hash = None;
             view.has_profile = false;
             view.has_phone = false;
             view.erased = true;

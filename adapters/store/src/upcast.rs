@@ -6,9 +6,21 @@
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
 
-/// The upcasters every store applies, oldest version first.
-pub fn default_upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(SessionObtainedV0)]
+use crate::config::ServerKey;
+use crate::crypto::Keys;
+use crate::vault::UNIONID_LOOKUP;
+
+/// The upcasters every store applies, oldest version first. The unionid upcaster
+/// needs the lookup key derived from the server key.
+pub fn default_upcasters(server_key: &ServerKey) -> Vec<Box<dyn EventUpcaster>> {
+    upcasters(&Keys::new(server_key))
+}
+
+pub(crate) fn upcasters(keys: &Keys) -> Vec<Box<dyn EventUpcaster>> {
+    vec![
+        Box::new(SessionObtainedV0),
+        Box::new(UnionIdInClearV1 { keys: keys.clone() }),
+    ]
 }
 
 /// `SessionObtained` version "0", as releases before the event schema was versioned
@@ -35,6 +47,39 @@ impl EventUpcaster for SessionObtainedV0 {
             body.entry("unionid").or_insert(Value::Null);
         }
         event.event_version = "1".to_owned();
+        event
+    }
+}
+
+/// `SessionObtained` and `ProfileDecrypted` version "1" kept the unionid in clear.
+/// Version "2" keeps `{"hash": …, "sealed": …}`: a keyed hash for lookups and the
+/// unionid sealed with the account's data key. Version "1" is read with the hash only:
+/// what it stored in clear is not carried further (it stays in the stored row, whose
+/// chain hash forbids rewriting it; docs/audit.md says so).
+pub struct UnionIdInClearV1 {
+    keys: Keys,
+}
+
+impl EventUpcaster for UnionIdInClearV1 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        matches!(event_type, "SessionObtained" | "ProfileDecrypted") && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(body) = event
+            .payload
+            .get_mut(event.event_type.as_str())
+            .and_then(Value::as_object_mut)
+        {
+            let hashed = match body.get("unionid") {
+                Some(Value::String(unionid)) => serde_json::json!({
+                    "hash": self.keys.lookup_hash(UNIONID_LOOKUP, unionid),
+                }),
+                _ => Value::Null,
+            };
+            body.insert("unionid".to_owned(), hashed);
+        }
+        event.event_version = miniauth_domain::SEALED_UNIONID_VERSION.to_owned();
         event
     }
 }
@@ -68,20 +113,55 @@ mod tests {
                 "session_key": "v1.a.b", "seq": 3, "occurred_at": "2023-11-14T22:13:20Z"}}),
             serde_json::json!({}),
         );
-        let new = upcast(&default_upcasters(), old);
-        assert_eq!(new.event_version, "1");
+        let new = upcast(&upcasters(&keys()), old);
+        assert_eq!(new.event_version, "2");
         let body = &new.payload["SessionObtained"];
         assert_eq!(body["session_seq"], 3);
         assert!(body.get("seq").is_none());
         assert_eq!(body["unionid"], Value::Null);
-        // Version "1" events pass untouched.
-        let current = SerializedEvent {
-            event_version: "1".into(),
-            ..new.clone()
-        };
+        // Current events pass untouched.
         assert_eq!(
-            upcast(&default_upcasters(), current.clone()).payload,
-            current.payload
+            upcast(&upcasters(&keys()), new.clone()).payload,
+            new.payload
         );
+    }
+
+    fn keys() -> Keys {
+        Keys::new(&ServerKey::new([3; 32]))
+    }
+
+    #[test]
+    fn version_one_unionid_in_clear_is_read_as_its_keyed_hash_only() {
+        for event_type in ["SessionObtained", "ProfileDecrypted"] {
+            let old = SerializedEvent::new(
+                "wx4f4bc4dec97d474b:o1".into(),
+                1,
+                "SocialAccount".into(),
+                event_type.into(),
+                "1".into(),
+                serde_json::json!({event_type: {"unionid": "oUnion-1", "other": 1}}),
+                serde_json::json!({}),
+            );
+            let new = upcast(&upcasters(&keys()), old);
+            assert_eq!(new.event_version, "2");
+            let body = &new.payload[event_type];
+            assert_eq!(
+                body["unionid"],
+                serde_json::json!({"hash": keys().lookup_hash("unionid", "oUnion-1")})
+            );
+            assert!(!new.payload.to_string().contains("oUnion-1"));
+            assert_eq!(body["other"], 1);
+        }
+        // Other event types of version "1" are current.
+        let bound = SerializedEvent::new(
+            "a:b".into(),
+            1,
+            "SocialAccount".into(),
+            "UserBound".into(),
+            "1".into(),
+            serde_json::json!({"UserBound": {"unionid": "x"}}),
+            serde_json::json!({}),
+        );
+        assert_eq!(upcast(&upcasters(&keys()), bound.clone()), bound);
     }
 }

@@ -12,7 +12,7 @@ use miniauth_domain::{PhoneNumber, TenantId, UserId};
 use sqlx::Row;
 
 use crate::config::PasswordCost;
-use crate::crypto::Keys;
+use crate::crypto::{Binding, Keys, Legacy, OpenError};
 use crate::db::{is_unique_violation, millis, on_pool, port_error, Db};
 
 /// Users registered from a verified phone (candidates for the orphan sweep).
@@ -27,6 +27,67 @@ macro_rules! user_select {
             $filter
         )
     };
+}
+
+/// A sealed column of `users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Column {
+    Mobile,
+    Nickname,
+    Avatar,
+}
+
+impl Column {
+    pub(crate) const ALL: [Column; 3] = [Column::Mobile, Column::Nickname, Column::Avatar];
+
+    /// The column's name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile_sealed",
+            Self::Nickname => "nickname_sealed",
+            Self::Avatar => "avatar_sealed",
+        }
+    }
+
+    /// What v1 values of the column were sealed with (their purpose, no owner).
+    fn legacy_purpose(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile",
+            Self::Nickname => "nickname",
+            Self::Avatar => "avatar",
+        }
+    }
+
+    fn purpose(self) -> &'static str {
+        match self {
+            Self::Mobile => "users.mobile",
+            Self::Nickname => "users.nickname",
+            Self::Avatar => "users.avatar",
+        }
+    }
+}
+
+/// Seals a column value of user `id`, bound to the column and the user.
+pub(crate) fn seal_column(keys: &Keys, column: Column, id: i64, text: &str) -> String {
+    keys.sealer.seal(
+        Binding::new(column.purpose(), &format!("user:{id}")),
+        text.as_bytes(),
+    )
+}
+
+/// Opens a column value of user `id`: v2 bound to the column and the user, or v1 (not
+/// re-sealed yet) bound to the column only.
+pub(crate) fn open_column(
+    keys: &Keys,
+    column: Column,
+    id: i64,
+    sealed: &str,
+) -> Result<Vec<u8>, OpenError> {
+    keys.sealer.open(
+        Binding::new(column.purpose(), &format!("user:{id}")),
+        Legacy::Opens(column.legacy_purpose()),
+        sealed,
+    )
 }
 
 /// Which user to find.
@@ -77,20 +138,24 @@ impl SqlUserDirectory {
         )
     }
 
-    fn seal(&self, purpose: &str, text: Option<&str>) -> Option<String> {
-        text.map(|t| self.keys.sealer.seal(purpose, t.as_bytes()))
+    fn seal(&self, column: Column, id: i64, text: Option<&str>) -> Option<String> {
+        text.map(|t| seal_column(&self.keys, column, id, t))
     }
 
-    fn open(&self, purpose: &str, sealed: Option<String>) -> Result<Option<String>, PortError> {
+    fn open(
+        &self,
+        column: Column,
+        id: i64,
+        sealed: Option<String>,
+    ) -> Result<Option<String>, PortError> {
         sealed
             .map(|s| {
-                self.keys
-                    .sealer
-                    .open(purpose, &s)
-                    .map_err(|e| PortError::Internal(format!("users.{purpose}: {e}")))
+                let name = column.legacy_purpose();
+                open_column(&self.keys, column, id, &s)
+                    .map_err(|e| PortError::Internal(format!("users.{name}: {e}")))
                     .and_then(|b| {
                         String::from_utf8(b)
-                            .map_err(|_| PortError::Internal(format!("users.{purpose}: not UTF-8")))
+                            .map_err(|_| PortError::Internal(format!("users.{name}: not UTF-8")))
                     })
             })
             .transpose()
@@ -105,7 +170,7 @@ impl SqlUserDirectory {
         nickname: Option<String>,
         status: String,
     ) -> Result<UserRecord, PortError> {
-        let mobile = match self.open("mobile", mobile)? {
+        let mobile = match self.open(Column::Mobile, id, mobile)? {
             Some(text) => {
                 let (cc, pure) = text
                     .split_once(' ')
@@ -123,7 +188,7 @@ impl SqlUserDirectory {
                 .map_err(|_| PortError::Internal("users.tenant: invalid".into()))?,
             account,
             mobile,
-            nickname: self.open("nickname", nickname)?,
+            nickname: self.open(Column::Nickname, id, nickname)?,
             status: match status.as_str() {
                 "active" => UserStatus::Active,
                 _ => UserStatus::Disabled,
@@ -178,31 +243,40 @@ impl SqlUserDirectory {
             origin,
         } = new;
         let mobile_hash = mobile.map(|m| self.mobile_hash(m));
-        let mobile_sealed = mobile.map(|m| {
-            self.keys.sealer.seal(
-                "mobile",
-                format!("{} {}", m.country_code(), m.pure()).as_bytes(),
-            )
-        });
+        let mobile_text = mobile.map(|m| format!("{} {}", m.country_code(), m.pure()));
         let _turn = self.db.write_turn().await;
+        // The sealed columns name the row's id in their associated data: the row is
+        // inserted first, sealed in the same transaction once its id is known.
         let result = on_pool!(&self.db.pool, p => {
-            sqlx::query(
-                "INSERT INTO users (tenant, account, mobile_hash, mobile_sealed, nickname_sealed, \
-                 avatar_sealed, password_hash, status, origin, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9) RETURNING id",
-            )
-            .bind(tenant.as_str())
-            .bind(account)
-            .bind(mobile_hash)
-            .bind(mobile_sealed)
-            .bind(self.seal("nickname", nickname))
-            .bind(self.seal("avatar", avatar))
-            .bind(password_hash)
-            .bind(origin)
-            .bind(millis(chrono::Utc::now()))
-            .fetch_one(p)
+            async {
+                let mut tx = p.begin().await?;
+                let id = sqlx::query(
+                    "INSERT INTO users (tenant, account, mobile_hash, password_hash, status, \
+                     origin, created_at) VALUES ($1, $2, $3, $4, 'active', $5, $6) RETURNING id",
+                )
+                .bind(tenant.as_str())
+                .bind(account)
+                .bind(mobile_hash)
+                .bind(password_hash)
+                .bind(origin)
+                .bind(millis(chrono::Utc::now()))
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get::<i64, _>("id"))?;
+                sqlx::query(
+                    "UPDATE users SET mobile_sealed = $1, nickname_sealed = $2, avatar_sealed = $3 \
+                     WHERE id = $4",
+                )
+                .bind(self.seal(Column::Mobile, id, mobile_text.as_deref()))
+                .bind(self.seal(Column::Nickname, id, nickname))
+                .bind(self.seal(Column::Avatar, id, avatar))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<i64, sqlx::Error>(id)
+            }
             .await
-            .and_then(|r| r.try_get::<i64, _>("id"))
         });
         match result {
             Ok(id) => Ok(Ok(id)),
@@ -279,10 +353,20 @@ impl UserDirectory for SqlUserDirectory {
         phone: &PhoneNumber,
     ) -> Result<Option<UserRecord>, PortError> {
         let hash = self.mobile_hash(phone);
-        Ok(self
+        let found = self
             .find(Key::Phone(tenant.as_str(), &hash))
             .await?
-            .map(|(user, _)| user))
+            .map(|(user, _)| user);
+        // The lookup hash is not bound to its row, the sealed mobile is: a hash moved
+        // to another user (by SQL) finds a user whose own mobile is another number.
+        if let Some(user) = &found {
+            if user.mobile.as_ref() != Some(phone) {
+                return Err(PortError::Internal(
+                    "users.mobile_hash does not match the row's sealed mobile".into(),
+                ));
+            }
+        }
+        Ok(found)
     }
 
     async fn get(&self, id: UserId) -> Result<Option<UserRecord>, PortError> {
@@ -398,6 +482,29 @@ impl UserDirectory for SqlUserDirectory {
                 .map_err(port_error)?
                 .is_some())
         })
+    }
+
+    async fn erase_registered(&self, id: UserId) -> Result<bool, PortError> {
+        let turn = self.db.write_turn().await;
+        let cleared = on_pool!(&self.db.pool, p => {
+            sqlx::query(
+                "UPDATE users SET mobile_hash = NULL, mobile_sealed = NULL, \
+                 nickname_sealed = NULL, avatar_sealed = NULL \
+                 WHERE id = $1 AND origin = $2 AND account IS NULL AND password_hash IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM bindings WHERE bindings.user_id = $1)",
+            )
+            .bind(id.get())
+            .bind(ORIGIN_PHONE)
+            .execute(p)
+            .await
+            .map_err(port_error)?
+            .rows_affected()
+        });
+        drop(turn);
+        if cleared > 0 {
+            self.db.scrub_deleted().await;
+        }
+        Ok(cleared > 0)
     }
 
     async fn check_password(

@@ -15,8 +15,8 @@ use miniauth_application::ports::{
 };
 use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
-    AccountId, AppId, BindMethod, OpenId, PhoneNumber, ProfileSource, SealedDatum, SealedSecret,
-    SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
+    AccountId, AppId, BindMethod, OpenId, PersonalField, PhoneNumber, ProfileSource, SealedDatum,
+    SealedSecret, SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
 };
 use miniauth_store::{AccountEventStore, Store, StoreError};
 use support::{appid, service, tenant, Backend, FakeWeChat, TestDb};
@@ -64,6 +64,9 @@ contract!(
     no_phone_or_session_key_in_the_database,
     erasure_keeps_history_replayable,
     orphan_sweep_removes_unbound_registrations,
+    v1_sealed_rows_keep_opening_and_are_resealed_bound_to_their_owner,
+    sealed_user_columns_do_not_open_in_another_row,
+    erasure_leaves_nothing_readable_with_the_server_key,
 );
 
 /// The audit contract (point-in-time replay, tamper evidence, rebuilds, upcasting).
@@ -284,7 +287,7 @@ async fn events_after_reads_the_log_in_commit_order_with_metadata(backend: Backe
     );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(all[0].event_type, "SessionObtained");
-    assert_eq!(all[0].event_version, "1");
+    assert_eq!(all[0].event_version, "2");
     assert_eq!(all[0].metadata["request_id"], "req-1");
     assert_eq!(all[0].metadata["actor"], "test");
     assert_eq!(all[0].metadata["client_ip"], "127.0.0.1");
@@ -770,47 +773,78 @@ async fn vault_seals_and_forgets(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.connect().await;
     let vault = store.vault();
-    let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
-    let sealed = vault.seal_secret(&key).await.unwrap();
-    assert!(sealed.as_sealed_text().starts_with("v1."));
-    assert!(!sealed.as_sealed_text().contains("tiihtNczf5v6AKRyjwEUhQ"));
-    assert_eq!(vault.unseal_secret(&sealed).await.unwrap(), key);
-
     let alice = account("o-alice");
     let bob = account("o-bob");
-    let datum = vault.seal_personal(&alice, "13800138000").await.unwrap();
+    let key = SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
+    let sealed = vault.seal_secret(&alice, &key).await.unwrap();
+    assert!(sealed.as_sealed_text().starts_with("v2."));
+    assert!(!sealed.as_sealed_text().contains("tiihtNczf5v6AKRyjwEUhQ"));
+    assert_eq!(vault.unseal_secret(&alice, &sealed).await.unwrap(), key);
+    // Bound to its account: under another account it does not open.
+    assert!(vault.unseal_secret(&bob, &sealed).await.is_err());
+
+    let datum = vault
+        .seal_personal(&alice, PersonalField::Phone, "13800138000")
+        .await
+        .unwrap();
     assert!(!datum.as_sealed_text().contains("13800138000"));
     assert_eq!(
         vault
-            .unseal_personal(&alice, &datum)
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
             .await
             .unwrap()
             .as_deref(),
         Some("13800138000")
     );
-    // Another account's key does not open it.
-    vault.seal_personal(&bob, "x").await.unwrap();
+    // Bound to its field: a sealed phone does not open as a nickname.
     assert!(vault
-        .unseal_personal(&bob, &datum)
+        .unseal_personal(&alice, PersonalField::Nickname, &datum)
+        .await
+        .is_err());
+    // Another account's key does not open it.
+    vault
+        .seal_personal(&bob, PersonalField::Phone, "x")
+        .await
+        .unwrap();
+    assert!(vault
+        .unseal_personal(&bob, PersonalField::Phone, &datum)
         .await
         .unwrap_or(None)
         .is_none());
     vault.forget(&alice).await.unwrap();
-    assert_eq!(vault.unseal_personal(&alice, &datum).await.unwrap(), None);
-    // A new datum after erasure gets a new key; the old one stays unreadable.
-    let later = vault.seal_personal(&alice, "13900139000").await.unwrap();
     assert_eq!(
         vault
-            .unseal_personal(&alice, &later)
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
+            .await
+            .unwrap(),
+        None
+    );
+    // A new datum after erasure gets a new key; the old one stays unreadable.
+    let later = vault
+        .seal_personal(&alice, PersonalField::Phone, "13900139000")
+        .await
+        .unwrap();
+    assert_eq!(
+        vault
+            .unseal_personal(&alice, PersonalField::Phone, &later)
             .await
             .unwrap()
             .as_deref(),
         Some("13900139000")
     );
-    assert_eq!(vault.unseal_personal(&alice, &datum).await.unwrap(), None);
+    assert_eq!(
+        vault
+            .unseal_personal(&alice, PersonalField::Phone, &datum)
+            .await
+            .unwrap(),
+        None
+    );
     // Across a reconnect (same server key), sealed values still open.
     let again = db.connect().await;
-    assert_eq!(again.vault().unseal_secret(&sealed).await.unwrap(), key);
+    assert_eq!(
+        again.vault().unseal_secret(&alice, &sealed).await.unwrap(),
+        key
+    );
 }
 
 async fn key_material_is_shared_between_instances(backend: Backend) {
@@ -1339,7 +1373,7 @@ async fn erasure_keeps_history_replayable(backend: Backend) {
     assert_eq!(
         store
             .vault()
-            .unseal_personal(&id, &sealed_phone)
+            .unseal_personal(&id, PersonalField::Phone, &sealed_phone)
             .await
             .unwrap()
             .as_deref(),
@@ -1353,7 +1387,7 @@ async fn erasure_keeps_history_replayable(backend: Backend) {
     assert_eq!(
         store
             .vault()
-            .unseal_personal(&id, &sealed_phone)
+            .unseal_personal(&id, PersonalField::Phone, &sealed_phone)
             .await
             .unwrap(),
         None
@@ -1490,13 +1524,20 @@ async fn sqlite_generates_its_server_key_once_with_private_permissions() {
     assert_eq!(bytes.len(), 32);
     let sealed = store
         .vault()
-        .seal_secret(&SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap())
+        .seal_secret(
+            &account("o-key"),
+            &SessionKey::parse("tiihtNczf5v6AKRyjwEUhQ==").unwrap(),
+        )
         .await
         .unwrap();
     store.close().await;
     let again = db.connect().await;
     assert_eq!(std::fs::read(&key_file).unwrap(), bytes);
-    assert!(again.vault().unseal_secret(&sealed).await.is_ok());
+    assert!(again
+        .vault()
+        .unseal_secret(&account("o-key"), &sealed)
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -1560,4 +1601,317 @@ async fn bad_urls_and_costs_are_refused_clearly() {
         Store::connect(&bad_cost).await,
         Err(StoreError::InvalidConfig(_))
     ));
+}
+
+/// Seals as releases before v2 did: AES-256-GCM, associated data = `legacy_ad`.
+fn seal_v1(key: &[u8; 32], legacy_ad: &str, plaintext: &[u8]) -> String {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let nonce: [u8; 12] = rand::random();
+    let ciphertext = aes_gcm::Aes256Gcm::new(key.into())
+        .encrypt(
+            aes_gcm::Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: legacy_ad.as_bytes(),
+            },
+        )
+        .unwrap();
+    format!(
+        "v1.{}.{}",
+        URL_SAFE_NO_PAD.encode(nonce),
+        URL_SAFE_NO_PAD.encode(ciphertext)
+    )
+}
+
+fn user_id(raw: i64) -> UserId {
+    UserId::new(raw).unwrap()
+}
+
+async fn texts(db: &TestDb, query: &str) -> Vec<Option<String>> {
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
+            let rows = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
+            let rows = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+    }
+}
+
+async fn execute(db: &TestDb, statement: &str) {
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
+            sqlx::query(statement).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
+            sqlx::query(statement).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Rows of an earlier release (v1: associated data naming the purpose at most) keep
+/// opening; `migrate` re-seals those outside the log as v2, bound to their owner.
+async fn v1_sealed_rows_keep_opening_and_are_resealed_bound_to_their_owner(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let server = [9u8; 32];
+    db.config.server_key = Some(miniauth_store::ServerKey::new(server));
+    let store = db.connect().await;
+    let users = store.users();
+    let Registration::Created(user) = users
+        .register(NewUser {
+            tenant: tenant(),
+            mobile: phone("13800138000"),
+            nickname: Some("Ann".into()),
+            avatar_url: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("registered")
+    };
+    let id = user.id.get();
+    // What the earlier release wrote: users' columns, a data key, a personal datum and a
+    // session key in the log, and key material — all v1.
+    let alice = account("o-v1");
+    let data_key = [5u8; 32];
+    execute(
+        &db,
+        &format!(
+            "UPDATE users SET mobile_sealed = '{}', nickname_sealed = '{}' WHERE id = {id}",
+            seal_v1(&server, "mobile", b"86 13800138000"),
+            seal_v1(&server, "nickname", b"Ann"),
+        ),
+    )
+    .await;
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO data_keys (account_id, key_id, sealed_key, created_at) \
+             VALUES ('{alice}', 'k1', '{}', 0)",
+            seal_v1(&server, &format!("data_key:{alice}"), &data_key)
+        ),
+    )
+    .await;
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO key_material (name, sealed, created_at) VALUES ('legacy', '{}', 0)",
+            seal_v1(&server, "key_material:legacy", b"shared")
+        ),
+    )
+    .await;
+    let datum = seal_v1(&data_key, alice.as_str(), b"13900139000");
+    let datum = SealedDatum::from_sealed_text(format!("v1.k1.{}", &datum[3..]));
+    let session = SealedSecret::from_sealed_text(seal_v1(
+        &server,
+        "session_key",
+        b"tiihtNczf5v6AKRyjwEUhQ==",
+    ));
+
+    // They open before the re-seal (a rolling upgrade: an old instance wrote them)...
+    let check = |store: Store| {
+        let (datum, session, alice) = (datum.clone(), session.clone(), alice.clone());
+        async move {
+            let user = store.users().get(user_id(id)).await.unwrap().unwrap();
+            assert_eq!(user.mobile, Some(phone("13800138000")));
+            assert_eq!(user.nickname.as_deref(), Some("Ann"));
+            let vault = store.vault();
+            assert_eq!(
+                vault
+                    .unseal_personal(&alice, PersonalField::Phone, &datum)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("13900139000")
+            );
+            assert!(vault.unseal_secret(&alice, &session).await.is_ok());
+            assert_eq!(
+                store
+                    .key_material("legacy", || panic!("exists"))
+                    .await
+                    .unwrap(),
+                b"shared"
+            );
+        }
+    };
+    check(store.clone()).await;
+    // ... and after it: migrate re-seals the rows, never the log.
+    let resealed = store.reseal().await.unwrap();
+    assert_eq!(
+        (
+            resealed.user_columns,
+            resealed.data_keys,
+            resealed.key_material
+        ),
+        (2, 1, 1)
+    );
+    let rows = texts(
+        &db,
+        "SELECT mobile_sealed FROM users UNION ALL SELECT nickname_sealed FROM users \
+         UNION ALL SELECT sealed_key FROM data_keys UNION ALL SELECT sealed FROM key_material",
+    )
+    .await;
+    for row in rows.into_iter().flatten() {
+        assert!(row.starts_with("v2."), "{row}");
+    }
+    check(store.clone()).await;
+    assert!(store.reseal().await.unwrap().is_empty());
+    // A restart migrates again: nothing left to do, everything opens.
+    check(db.connect().await).await;
+}
+
+/// The users table's sealed columns name their row: copied to another user (by SQL,
+/// without the server key), they do not open — nor does a lookup hash moved with them.
+async fn sealed_user_columns_do_not_open_in_another_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    let users = store.users();
+    let mut ids = Vec::new();
+    for digits in ["13800138001", "13800138002"] {
+        let Registration::Created(user) = users
+            .register(NewUser {
+                tenant: tenant(),
+                mobile: phone(digits),
+                nickname: Some(format!("N{digits}")),
+                avatar_url: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("registered")
+        };
+        ids.push(user.id.get());
+    }
+    let (a, b) = (ids[0], ids[1]);
+    execute(
+        &db,
+        &format!(
+            "UPDATE users SET nickname_sealed = (SELECT nickname_sealed FROM users WHERE id = {a}) \
+             WHERE id = {b}"
+        ),
+    )
+    .await;
+    assert!(
+        users.get(user_id(b)).await.is_err(),
+        "a's nickname opens as b's"
+    );
+    // The lookup hash of a's phone moved to b (a lets go of it first: it is unique).
+    let hash = texts(
+        &db,
+        &format!("SELECT mobile_hash FROM users WHERE id = {a}"),
+    )
+    .await[0]
+        .clone()
+        .unwrap();
+    execute(
+        &db,
+        &format!("UPDATE users SET mobile_hash = NULL WHERE id = {a}"),
+    )
+    .await;
+    execute(
+        &db,
+        &format!("UPDATE users SET mobile_hash = '{hash}', nickname_sealed = NULL WHERE id = {b}"),
+    )
+    .await;
+    assert!(
+        users
+            .find_by_phone(&tenant(), &phone("13800138001"))
+            .await
+            .is_err(),
+        "a's phone finds b"
+    );
+}
+
+/// After an erasure nothing of the person opens with the server key: no data key, the
+/// unionid only as a keyed hash in the log (not in the read model), the client IP
+/// sealed, the user the identity registered cleared; SQLite overwrites what it deletes.
+async fn erasure_leaves_nothing_readable_with_the_server_key(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    if backend == Backend::Sqlite {
+        assert_eq!(store.secure_delete().await.unwrap(), Some(true));
+    }
+    let auth = service(
+        &store,
+        store.event_store(),
+        Arc::new(FakeWeChat::default()),
+        RegistrationPolicy::Auto,
+    );
+    let outcome = login(&auth, "o-gone-union").await;
+    let registered = auth
+        .verify_phone(
+            &ctx(),
+            support::APPID,
+            &outcome.ticket.token,
+            PhoneInput::Code("p-13812345670".into()),
+        )
+        .await
+        .unwrap();
+    let user = registered.user_id;
+    let id = account("gone");
+    let view = store
+        .account(&appid(), &OpenId::parse("gone").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(view.unionid_hash.is_some());
+    let log = texts(&db, "SELECT CAST(payload AS TEXT) FROM events").await;
+    assert!(
+        log.iter().flatten().all(|p| !p.contains("union-gone")),
+        "{log:?}"
+    );
+    let metadata = texts(&db, "SELECT CAST(metadata AS TEXT) FROM events").await;
+    assert!(metadata.iter().flatten().all(|m| !m.contains("127.0.0.1")));
+
+    auth.erase(&ctx(), &appid(), &OpenId::parse("gone").unwrap())
+        .await
+        .unwrap();
+    store.catch_up().await.unwrap();
+
+    assert_eq!(
+        texts(
+            &db,
+            &format!("SELECT key_id FROM data_keys WHERE account_id = '{id}'")
+        )
+        .await
+        .len(),
+        0
+    );
+    let view = store
+        .account(&appid(), &OpenId::parse("gone").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.unionid_hash, None);
+    let cleared = store.users().get(user).await.unwrap().unwrap();
+    assert_eq!((cleared.mobile, cleared.nickname), (None, None));
+    assert_eq!(
+        store
+            .users()
+            .find_by_phone(&tenant(), &phone("13812345670"))
+            .await
+            .unwrap(),
+        None
+    );
+    let history = store
+        .history(&appid(), &OpenId::parse("gone").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(history[0].unionid.as_deref(), Some("erased"));
+    assert!(history
+        .iter()
+        .all(|e| e.client_ip.as_deref() == Some("erased") || e.client_ip.is_none()));
+    assert!(store.verify().await.unwrap().is_clean());
 }

@@ -3,7 +3,9 @@
 
 use miniauth_application::ports::SessionScope;
 use miniauth_application::{AppError, RequestContext};
-use miniauth_domain::{AccountError, SocialAccountEvent, UnbindReason};
+use miniauth_domain::{
+    AccountError, BindMethod, PersonalField, SocialAccountEvent, UnbindReason, UserBound,
+};
 
 use crate::harness::*;
 
@@ -96,4 +98,90 @@ async fn erasing_an_identity_that_never_logged_in_is_refused_and_forgets_nothing
     );
     assert!(built.vault.forgotten().is_empty());
     assert!(built.events(&account()).await.is_empty());
+}
+
+#[tokio::test]
+async fn erasing_the_identity_that_registered_its_user_erases_that_users_copies() {
+    let mut world = World::new();
+    world
+        .given(
+            &account(),
+            vec![
+                session(1, KEY1),
+                phone_verified(),
+                SocialAccountEvent::UserBound(UserBound {
+                    user_id: user_id(7),
+                    via: BindMethod::AutoRegistration,
+                    occurred_at: now(),
+                }),
+            ],
+        )
+        .await;
+    world
+        .registry
+        .expect_release()
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    // After the registry let it go: the directory decides whether user 7 lives on.
+    world
+        .users
+        .expect_erase_registered()
+        .withf(|u| u.get() == 7)
+        .times(1)
+        .returning(|_| Ok(true));
+    let built = world.build();
+
+    built
+        .auth
+        .erase(&admin(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap();
+
+    assert_eq!(built.vault.forgotten(), vec![account()]);
+}
+
+#[tokio::test]
+async fn erasing_an_identity_bound_to_an_existing_user_leaves_that_user_alone() {
+    let mut world = World::new();
+    world
+        .given(
+            &account(),
+            vec![session(1, KEY1), phone_verified(), bound(7)],
+        )
+        .await;
+    world
+        .registry
+        .expect_release()
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    world.users.expect_erase_registered().never();
+    let built = world.build();
+
+    built
+        .auth
+        .erase(&admin(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_commit_seals_the_client_ip_with_the_accounts_data_key() {
+    let mut world = World::new();
+    world.given(&account(), vec![session(1, KEY1)]).await;
+    world.registry.expect_release().never();
+    let built = world.build();
+
+    built
+        .auth
+        .erase(&crate::harness::ctx(), &appid(APP), &openid(OPENID))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        built.vault.sealed_fields(),
+        vec![(PersonalField::ClientIp, "203.0.113.9".to_owned())]
+    );
+    let envelopes = built.envelopes(&account()).await;
+    let ip = &envelopes.last().unwrap().metadata["client_ip"];
+    assert_eq!(ip, sealed_datum("203.0.113.9").as_sealed_text());
 }

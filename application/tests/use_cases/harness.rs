@@ -25,9 +25,10 @@ use miniauth_domain::crypto::{
     encode_base64, encrypt_payload, raw_data_signature, WatermarkPolicy,
 };
 use miniauth_domain::{
-    AccountId, AppId, BindMethod, OpenId, PhoneNumber, PhoneSource, PhoneVerified,
-    ProfileDecrypted, ProfileSource, SealedDatum, SealedSecret, SessionKey, SessionObtained,
-    SocialAccount, SocialAccountEvent, TenantId, UnbindReason, Unbound, UserBound, UserId,
+    AccountId, AppId, BindMethod, OpenId, PersonalField, PhoneNumber, PhoneSource, PhoneVerified,
+    ProfileDecrypted, ProfileSource, SealedDatum, SealedSecret, SealedUnionId, SessionKey,
+    SessionObtained, SocialAccount, SocialAccountEvent, TenantId, UnbindReason, Unbound, UnionId,
+    UserBound, UserId,
 };
 
 /// The app most tests log in to.
@@ -153,16 +154,30 @@ pub struct FakeVault {
     pub secrets_sealed: Mutex<Vec<String>>,
     /// Session keys opened, as text, in the order they were tried.
     pub secrets_unsealed: Mutex<Vec<String>>,
-    /// Personal data sealed, with the account it was sealed for.
-    pub personal_sealed: Mutex<Vec<(AccountId, String)>>,
+    /// Personal data sealed, with the account and field it was sealed for.
+    pub personal_sealed: Mutex<Vec<(AccountId, PersonalField, String)>>,
     /// Accounts whose data key was destroyed.
     pub forgotten: Mutex<Vec<AccountId>>,
 }
 
 impl FakeVault {
+    /// The personal data sealed, but the client IPs every commit seals.
     pub fn personal_sealed(&self) -> Vec<String> {
         let sealed = self.personal_sealed.lock().unwrap();
-        sealed.iter().map(|(_, text)| text.clone()).collect()
+        sealed
+            .iter()
+            .filter(|(_, field, _)| *field != PersonalField::ClientIp)
+            .map(|(_, _, text)| text.clone())
+            .collect()
+    }
+
+    /// Every personal datum sealed, with its field.
+    pub fn sealed_fields(&self) -> Vec<(PersonalField, String)> {
+        let sealed = self.personal_sealed.lock().unwrap();
+        sealed
+            .iter()
+            .map(|(_, field, text)| (*field, text.clone()))
+            .collect()
     }
 
     pub fn secrets_unsealed(&self) -> Vec<String> {
@@ -176,13 +191,21 @@ impl FakeVault {
 
 #[async_trait]
 impl PersonalDataVault for FakeVault {
-    async fn seal_secret(&self, key: &SessionKey) -> Result<SealedSecret, PortError> {
+    async fn seal_secret(
+        &self,
+        _account: &AccountId,
+        key: &SessionKey,
+    ) -> Result<SealedSecret, PortError> {
         let text = key.expose_text().to_owned();
         self.secrets_sealed.lock().unwrap().push(text.clone());
         Ok(sealed_secret(&text))
     }
 
-    async fn unseal_secret(&self, sealed: &SealedSecret) -> Result<SessionKey, PortError> {
+    async fn unseal_secret(
+        &self,
+        _account: &AccountId,
+        sealed: &SealedSecret,
+    ) -> Result<SessionKey, PortError> {
         let hexed = sealed
             .as_sealed_text()
             .strip_prefix("secret:")
@@ -195,18 +218,20 @@ impl PersonalDataVault for FakeVault {
     async fn seal_personal(
         &self,
         account: &AccountId,
+        field: PersonalField,
         plaintext: &str,
     ) -> Result<SealedDatum, PortError> {
         self.personal_sealed
             .lock()
             .unwrap()
-            .push((account.clone(), plaintext.to_owned()));
+            .push((account.clone(), field, plaintext.to_owned()));
         Ok(sealed_datum(plaintext))
     }
 
     async fn unseal_personal(
         &self,
         account: &AccountId,
+        _field: PersonalField,
         sealed: &SealedDatum,
     ) -> Result<Option<String>, PortError> {
         if self.forgotten.lock().unwrap().contains(account) {
@@ -217,6 +242,20 @@ impl PersonalDataVault for FakeVault {
             .strip_prefix("datum:")
             .ok_or_else(|| PortError::Internal("not sealed by this vault".into()))?;
         Ok(Some(unhex(hexed)))
+    }
+
+    async fn seal_unionid(
+        &self,
+        account: &AccountId,
+        unionid: &UnionId,
+    ) -> Result<SealedUnionId, PortError> {
+        Ok(SealedUnionId {
+            hash: format!("hash:{}", hex(unionid.as_str().as_bytes())),
+            sealed: Some(
+                self.seal_personal(account, PersonalField::UnionId, unionid.as_str())
+                    .await?,
+            ),
+        })
     }
 
     async fn forget(&self, account: &AccountId) -> Result<(), PortError> {

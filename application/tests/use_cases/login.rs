@@ -76,7 +76,11 @@ async fn the_event_metadata_records_who_asked() {
     let metadata = &envelopes[0].metadata;
     assert_eq!(metadata["request_id"], "req-1");
     assert_eq!(metadata["actor"], format!("wechat:{OPENID}"));
-    assert_eq!(metadata["client_ip"], "203.0.113.9");
+    // The client IP is the person's: sealed with the account's data key.
+    assert_eq!(
+        metadata["client_ip"],
+        sealed_datum("203.0.113.9").as_sealed_text()
+    );
     assert_eq!(metadata["recorded_at"], "2026-01-01T09:00:00.000Z");
 }
 

@@ -71,22 +71,27 @@ async fn an_official_style_encrypted_profile_is_recorded_sealed() {
                 e.avatar_url,
                 sealed_datum("https://wx.qlogo.cn/mmopen/band/0")
             );
+            // The unionid is sealed beside its lookup hash, never in clear.
+            let unionid = e.unionid.as_ref().expect("the payload's unionid");
             assert_eq!(
-                e.unionid.as_ref().map(|u| u.as_str()),
-                Some("ocMvos6NjeKLIBqg5Mr9QjxrP1FA")
+                unionid.sealed,
+                Some(sealed_datum("ocMvos6NjeKLIBqg5Mr9QjxrP1FA"))
             );
+            assert!(!unionid.hash.contains("ocMvos6NjeKLIBqg5Mr9QjxrP1FA"));
         }
         other => panic!("expected one ProfileDecrypted, got {other:?}"),
     }
     assert_eq!(
         built.vault.personal_sealed(),
         vec![
+            "ocMvos6NjeKLIBqg5Mr9QjxrP1FA".to_owned(),
             "Band".to_owned(),
             "https://wx.qlogo.cn/mmopen/band/0".to_owned()
         ]
     );
     let json = built.stored_json(&account()).await;
     assert!(!json.contains("Band") && !json.contains("qlogo") && !json.contains(KEY1));
+    assert!(!json.contains("ocMvos6NjeKLIBqg5Mr9QjxrP1FA"));
 }
 
 #[tokio::test]

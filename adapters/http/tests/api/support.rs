@@ -20,8 +20,8 @@ use miniauth_application::{
 };
 use miniauth_domain::crypto::{Watermark, WatermarkPolicy};
 use miniauth_domain::{
-    AccountId, AppId, OneTimeCode, OpenId, PhoneNumber, SealedDatum, SealedSecret, SessionKey,
-    SocialAccount, TenantId, UnionId, UserId,
+    AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
+    SealedUnionId, SessionKey, SocialAccount, TenantId, UnionId, UserId,
 };
 use miniauth_http::{AdminToken, ApiState, HttpConfig, Readiness};
 use serde_json::Value;
@@ -228,6 +228,10 @@ impl UserDirectory for FakeUsers {
     async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError> {
         let users = self.users.lock().unwrap();
         Ok(users.iter().any(|u| &u.record.tenant == tenant))
+    }
+
+    async fn erase_registered(&self, _id: UserId) -> Result<bool, PortError> {
+        Ok(false)
     }
 
     async fn check_password(
@@ -503,14 +507,22 @@ pub struct FakeVault;
 
 #[async_trait]
 impl PersonalDataVault for FakeVault {
-    async fn seal_secret(&self, key: &SessionKey) -> Result<SealedSecret, PortError> {
+    async fn seal_secret(
+        &self,
+        _account: &AccountId,
+        key: &SessionKey,
+    ) -> Result<SealedSecret, PortError> {
         Ok(SealedSecret::from_sealed_text(format!(
             "s:{}",
             key.expose_text()
         )))
     }
 
-    async fn unseal_secret(&self, sealed: &SealedSecret) -> Result<SessionKey, PortError> {
+    async fn unseal_secret(
+        &self,
+        _account: &AccountId,
+        sealed: &SealedSecret,
+    ) -> Result<SessionKey, PortError> {
         let text = sealed.as_sealed_text().trim_start_matches("s:");
         SessionKey::parse(text).map_err(|e| PortError::Internal(e.to_string()))
     }
@@ -518,6 +530,7 @@ impl PersonalDataVault for FakeVault {
     async fn seal_personal(
         &self,
         _account: &AccountId,
+        _field: PersonalField,
         plaintext: &str,
     ) -> Result<SealedDatum, PortError> {
         Ok(SealedDatum::from_sealed_text(format!("p:{plaintext}")))
@@ -526,12 +539,24 @@ impl PersonalDataVault for FakeVault {
     async fn unseal_personal(
         &self,
         _account: &AccountId,
+        _field: PersonalField,
         sealed: &SealedDatum,
     ) -> Result<Option<String>, PortError> {
         Ok(sealed
             .as_sealed_text()
             .strip_prefix("p:")
             .map(str::to_owned))
+    }
+
+    async fn seal_unionid(
+        &self,
+        _account: &AccountId,
+        unionid: &UnionId,
+    ) -> Result<SealedUnionId, PortError> {
+        Ok(SealedUnionId {
+            hash: format!("h:{unionid}"),
+            sealed: Some(SealedDatum::from_sealed_text(format!("p:{unionid}"))),
+        })
     }
 
     async fn forget(&self, _account: &AccountId) -> Result<(), PortError> {

@@ -518,7 +518,8 @@ async fn consistent_rewrite_is_caught_by_the_checkpoint(backend: Backend) {
 
 /// The read models and the registry, as rows.
 async fn read_model_rows(db: &TestDb) -> Vec<String> {
-    const VIEW: &str = "SELECT aggregate_id, appid, openid, unionid, bound_user, has_profile, \
+    const VIEW: &str =
+        "SELECT aggregate_id, appid, openid, unionid_hash, bound_user, has_profile, \
          has_phone, latest_session, erased, last_sequence, last_position FROM account_view \
          ORDER BY aggregate_id";
     const BINDINGS: &str =
@@ -650,11 +651,11 @@ async fn version_zero_event_is_upcast_on_every_read_path(backend: Backend) {
         .history(&appid(), &OpenId::parse("o-old").unwrap())
         .await
         .unwrap();
-    assert_eq!(history[0].event_version, "1", "read as the current version");
+    assert_eq!(history[0].event_version, "2", "read as the current version");
     assert_eq!(history[0].session_seq, Some(3));
     assert_eq!(history[0].hash, None);
     let stored = store.events_after(0, 10).await.unwrap();
-    assert_eq!(stored[0].event_version, "1");
+    assert_eq!(stored[0].event_version, "2");
     let raw = store.export(0, 10).await.unwrap();
     assert_eq!(raw[0].event_version, "0", "exports keep what was stored");
 

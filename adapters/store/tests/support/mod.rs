@@ -17,7 +17,7 @@ use miniauth_application::{
     AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
 };
 use miniauth_domain::crypto::{encode_base64, Watermark, WatermarkPolicy};
-use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, TenantId};
+use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, TenantId, UnionId};
 use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
 
 /// Which engine a contract test runs on.
@@ -188,7 +188,11 @@ impl WeChatApi for FakeWeChat {
         self.session_keys.lock().unwrap().push(key_text.clone());
         Ok(WeChatSession {
             openid: OpenId::parse(openid).map_err(|_| WeChatError::InvalidCode)?,
-            unionid: None,
+            // A code ending in `-union` comes from an app bound to an Open Platform
+            // account: WeChat adds the unionid.
+            unionid: rest
+                .ends_with("-union")
+                .then(|| UnionId::parse(&format!("union-{openid}")).expect("a unionid")),
             session_key: SessionKey::parse(&key_text).expect("a 16-byte key"),
         })
     }
