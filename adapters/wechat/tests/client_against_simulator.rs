@@ -186,7 +186,7 @@ async fn the_same_code_concurrently_makes_one_call_and_one_session() {
 }
 
 #[tokio::test]
-async fn the_same_code_again_later_gets_the_remembered_session() {
+async fn the_same_code_again_later_is_answered_once_only() {
     let sim = start_sim().await;
     let device = sim.device();
     let client = client_for(&sim);
@@ -196,8 +196,9 @@ async fn the_same_code_again_later_gets_the_remembered_session() {
     let first = client.code_to_session(&appid(BOUND), &code(&login)).await;
     let again = client.code_to_session(&appid(BOUND), &code(&login)).await;
 
+    // A code yields credentials once: the replay is refused without asking WeChat.
     assert!(first.is_ok());
-    assert_eq!(first, again);
+    assert_eq!(again, Err(WeChatError::CodeAlreadyAnswered));
     assert_eq!(calls(&sim, Endpoint::Jscode2Session), 1);
 }
 
