@@ -183,7 +183,8 @@ const REFRESH_PURGE_MAX_BATCHES: u32 = 20;
 /// presenting it still answers `refresh_token_expired` (or `_unknown`) meaningfully.
 pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
 
-/// Purges expired and revoked refresh tokens, and the families left without tokens,
+/// Purges expired and revoked refresh tokens, the families left without tokens and the
+/// expired usage counters,
 /// once per [`REFRESH_PURGE_INTERVAL`], in bounded batches, until the task is aborted.
 /// Several instances may run it at once: the deletes are idempotent.
 pub fn spawn_refresh_purge(store: Store) -> tokio::task::JoinHandle<()> {
@@ -193,6 +194,7 @@ pub fn spawn_refresh_purge(store: Store) -> tokio::task::JoinHandle<()> {
         loop {
             ticks.tick().await;
             purge_refresh_once(&store).await;
+            purge_usage_counters_once(&store).await;
         }
     })
 }
@@ -221,6 +223,17 @@ async fn purge_refresh_once(store: &Store) {
     }
     if tokens + families > 0 {
         tracing::info!(tokens, families, "purged dead refresh tokens");
+    }
+}
+
+/// Forgets single-use and few-tries counters past their keep-until time (used tickets
+/// past their expiry, session keys' rejection counts after 30 days).
+async fn purge_usage_counters_once(store: &Store) {
+    use miniauth_application::ports::UsageCounters;
+    match store.usage_counters().purge(chrono::Utc::now()).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
+        Err(error) => tracing::warn!(%error, "purging usage counters failed; retrying later"),
     }
 }
 

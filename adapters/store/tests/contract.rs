@@ -54,6 +54,7 @@ contract!(
     refresh_tokens_rotate_once_and_detect_reuse,
     sessions_die_by_scope_and_by_absolute_lifetime,
     purge_removes_dead_refresh_tokens_only,
+    usage_counters_count_atomically_across_instances,
     vault_seals_and_forgets,
     key_material_is_shared_between_instances,
     read_models_catch_up_after_a_crash,
@@ -549,6 +550,60 @@ fn owner(user: i64, app: Option<AppId>) -> SessionOwner {
         tenant: tenant(),
         appid: app,
     }
+}
+
+/// One use, few tries: fifty concurrent counts on two instances get fifty different
+/// answers; a try given back lowers the count; purge forgets only what expired.
+async fn usage_counters_count_atomically_across_instances(backend: Backend) {
+    use miniauth_application::ports::{UsageCounters, UsageKey};
+    let db = TestDb::new(backend).await;
+    let (one, two) = (db.connect().await, db.connect().await);
+    let now = Utc::now();
+    let key = UsageKey::TicketExchanges("f".repeat(64));
+    let later = now + chrono::Duration::hours(1);
+    let mut counts = Vec::new();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let counters = if i % 2 == 0 {
+                one.usage_counters()
+            } else {
+                two.usage_counters()
+            };
+            let key = key.clone();
+            tokio::spawn(async move { counters.count(&key, later).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        counts.push(task.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=50).collect::<Vec<u32>>());
+
+    let tries = UsageKey::PayloadTries("a".repeat(64));
+    let counters = one.usage_counters();
+    assert_eq!(
+        counters
+            .count(&tries, now - chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    counters.uncount(&tries).await.unwrap();
+    assert_eq!(
+        counters
+            .count(&tries, now - chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+
+    assert_eq!(
+        counters.purge(now).await.unwrap(),
+        1,
+        "only the expired counter"
+    );
+    assert_eq!(counters.count(&tries, later).await.unwrap(), 1, "forgotten");
+    assert_eq!(counters.count(&key, later).await.unwrap(), 51, "kept");
 }
 
 async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
