@@ -1,6 +1,7 @@
 //! Who asked, recorded with every event as metadata.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -11,8 +12,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// Who acted: `wechat:{openid}`, `user:{id}`, `admin`, `cli`.
     pub actor: String,
-    /// The client's IP address, as the transport saw it.
-    pub client_ip: Option<String>,
+    /// The client's IP address: the transport's peer, or the client a trusted proxy
+    /// names (the HTTP adapter decides, in one place).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl RequestContext {
@@ -31,12 +33,17 @@ impl RequestContext {
         metadata.insert("request_id".to_owned(), self.request_id.clone());
         metadata.insert("actor".to_owned(), self.actor.clone());
         if let Some(ip) = &self.client_ip {
-            metadata.insert("client_ip".to_owned(), ip.clone());
+            metadata.insert("client_ip".to_owned(), ip.to_string());
         }
         metadata.insert(
             "recorded_at".to_owned(),
             now.to_rfc3339_opts(SecondsFormat::Millis, true),
         );
         metadata
+    }
+
+    /// The client as throttling keys it (IPv6 by /64), when the transport knows it.
+    pub fn client_net(&self) -> Option<crate::ports::ClientNet> {
+        self.client_ip.map(crate::ports::ClientNet::of)
     }
 }

@@ -98,6 +98,31 @@ impl PasswordCost {
     }
 }
 
+/// How many password hashes (argon2id, ~19 MiB each at the default cost) run at once,
+/// and how many more may wait for a turn; beyond that a check is refused as busy
+/// (503 + `Retry-After`), so memory stays bounded under a flood of password attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordConcurrency {
+    /// Hashes computed at once (at least 1); about the number of cores.
+    pub concurrent: usize,
+    /// Checks that may wait for a turn; 0 refuses whenever all turns are taken.
+    pub queue: usize,
+    /// How long a waiting check waits for its turn before it is refused.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for PasswordConcurrency {
+    /// One hash per core, a queue of four per core, 2 s of waiting at most.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            concurrent: cores,
+            queue: 4 * cores,
+            max_wait: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
 /// The `[store]` section of the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -113,6 +138,8 @@ pub struct StoreConfig {
     pub refresh_ttl: Duration,
     /// argon2id cost for passwords.
     pub password_cost: PasswordCost,
+    /// How many password hashes run at once, and how many wait.
+    pub password_concurrency: PasswordConcurrency,
 }
 
 impl Default for StoreConfig {
@@ -124,6 +151,7 @@ impl Default for StoreConfig {
             server_key: None,
             refresh_ttl: Duration::days(30),
             password_cost: PasswordCost::default(),
+            password_concurrency: PasswordConcurrency::default(),
         }
     }
 }
