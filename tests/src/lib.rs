@@ -496,6 +496,9 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
         config.store.server_key = Some(Secret::new(encode_base64(&rand::random::<[u8; 32]>())));
     }
     config.admin.token = Some(Secret::new(random_token()));
+    // Every test client is 127.0.0.1: one login budget would be shared by whole
+    // scenarios. The throttling attacks set their own.
+    config.throttle.logins_per_client = 100_000;
     config.apps.extend([
         app_section(SECOND_APP, RegistrationPolicy::Auto),
         app_section(EXISTING_ONLY_APP, RegistrationPolicy::ExistingPhoneOnly),
