@@ -10,7 +10,7 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::{Password, SessionScope, TokenSubject, UserRecord};
+use crate::ports::{Password, SessionScope, ThrottleKey, ThrottleKind, TokenSubject, UserRecord};
 use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::limits;
 
@@ -151,7 +151,9 @@ where
         Ok(context)
     }
 
-    /// Checks account + password, throttled per account and per client IP.
+    /// Checks account + password, throttled per (account, client), per account (a much
+    /// higher ceiling) and per client: a guesser is stopped at their own address
+    /// without locking the owner out from theirs, or other users out of a shared one.
     pub(crate) async fn check_password(
         &self,
         ctx: &RequestContext,
@@ -167,15 +169,13 @@ where
             return Err(InvalidValue::new("password", "must be 1 to 256 bytes").into());
         }
         let now = self.now();
-        let mut keys = vec![format!("account:{tenant}:{account}")];
-        if let Some(ip) = &ctx.client_ip {
-            keys.push(format!("ip:{ip}"));
-        }
+        let keys = password_keys(ctx, tenant, account);
         for key in &keys {
             self.ports
                 .limiter
                 .check(key, now)
-                .map_err(AppError::TooManyAttempts)?;
+                .await
+                .map_err(|e| AppError::throttled(e, AppError::TooManyAttempts))?;
         }
         match self
             .ports
@@ -184,15 +184,41 @@ where
             .await?
         {
             Some(user) => {
-                self.ports.limiter.reset(&keys[0]);
+                // Only the (account, client) pair is forgiven: the account's and the
+                // client's ceilings keep counting what others tried.
+                if let Some(pair) = keys
+                    .iter()
+                    .find(|k| k.kind() == ThrottleKind::AccountFromClient)
+                {
+                    self.ports.limiter.reset(pair).await?;
+                }
                 Ok(user)
             }
             None => {
                 for key in &keys {
-                    self.ports.limiter.record_failure(key, now);
+                    self.ports.limiter.record_failure(key, now).await?;
                 }
                 Err(AppError::BadCredentials)
             }
         }
     }
+}
+
+/// The throttle keys of a password attempt: the account always, the client and the
+/// pair when the transport knows the client.
+fn password_keys(ctx: &RequestContext, tenant: &TenantId, account: &str) -> Vec<ThrottleKey> {
+    let mut keys = Vec::with_capacity(3);
+    if let Some(client) = ctx.client_net() {
+        keys.push(ThrottleKey::AccountFromClient {
+            tenant: tenant.clone(),
+            account: account.to_owned(),
+            client,
+        });
+        keys.push(ThrottleKey::Client(client));
+    }
+    keys.push(ThrottleKey::Account {
+        tenant: tenant.clone(),
+        account: account.to_owned(),
+    });
+    keys
 }

@@ -1,6 +1,7 @@
 //! Who asked, recorded with every event as metadata.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use miniauth_domain::SealedDatum;
@@ -12,8 +13,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// Who acted: `wechat:{openid}`, `user:{id}`, `admin`, `cli`.
     pub actor: String,
-    /// The client's IP address, as the transport saw it.
-    pub client_ip: Option<String>,
+    /// The client's IP address: the transport's peer, or the client a trusted proxy
+    /// names (the HTTP adapter decides, in one place).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl RequestContext {
@@ -30,7 +32,7 @@ impl RequestContext {
     /// The client IP is written as given: pass it sealed ([`Self::metadata_sealed`])
     /// wherever it is personal data of the account the events belong to.
     pub fn metadata(&self, now: DateTime<Utc>) -> HashMap<String, String> {
-        self.metadata_with_ip(now, self.client_ip.clone())
+        self.metadata_with_ip(now, self.client_ip.map(|ip| ip.to_string()))
     }
 
     /// The event metadata with the client IP replaced by its sealed form (the account's
@@ -55,5 +57,10 @@ impl RequestContext {
             now.to_rfc3339_opts(SecondsFormat::Millis, true),
         );
         metadata
+    }
+
+    /// The client as throttling keys it (IPv6 by /64), when the transport knows it.
+    pub fn client_net(&self) -> Option<crate::ports::ClientNet> {
+        self.client_ip.map(crate::ports::ClientNet::of)
     }
 }

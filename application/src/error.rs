@@ -5,7 +5,7 @@ use miniauth_domain::{AccountError, ErrorCode, InvalidValue, PayloadError};
 use thiserror::Error;
 
 use crate::ports::{
-    AccessTokenError, ClaimError, PortError, RefreshError, TicketError, WeChatError,
+    AccessTokenError, ClaimError, PortError, RefreshError, ThrottleError, TicketError, WeChatError,
 };
 
 /// What kind of failure an error is, for the transport to choose a status.
@@ -97,6 +97,12 @@ pub enum AppError {
     /// Too many failed password attempts.
     #[error("too many failed attempts; try again in {0} s")]
     TooManyAttempts(u64),
+    /// Too many logins from this client (protects the app's WeChat quota).
+    #[error("too many logins from this address; try again in {0} s")]
+    TooManyLogins(u64),
+    /// A bounded resource (password hashing) is saturated; retry after the seconds.
+    #[error("the server is busy checking other passwords; try again in {0} s")]
+    Busy(u64),
     /// The user may not log in.
     #[error("this user is disabled")]
     UserDisabled,
@@ -124,6 +130,9 @@ impl From<PortError> for AppError {
     fn from(error: PortError) -> Self {
         match error {
             PortError::Unavailable(what) => Self::Unavailable(what),
+            PortError::Busy {
+                retry_after_secs, ..
+            } => Self::Busy(retry_after_secs),
             PortError::Internal(message) => Self::Internal(message),
         }
     }
@@ -141,6 +150,17 @@ impl From<PayloadError> for AppError {
                 tracing::debug!(%cause, "legacy payload rejected");
                 Self::PayloadRejected
             }
+        }
+    }
+}
+
+impl AppError {
+    /// A throttle's refusal as `refused` (which says what was throttled), or the
+    /// failure of its store.
+    pub fn throttled(error: ThrottleError, refused: fn(u64) -> AppError) -> Self {
+        match error {
+            ThrottleError::Exceeded { retry_after_secs } => refused(retry_after_secs),
+            ThrottleError::Port(port) => port.into(),
         }
     }
 }
@@ -204,6 +224,8 @@ impl ErrorCode for AppError {
             Self::NotBound => "not_bound",
             Self::BadCredentials => "invalid_credentials",
             Self::TooManyAttempts(_) => "too_many_attempts",
+            Self::TooManyLogins(_) => "too_many_logins",
+            Self::Busy(_) => "server_busy",
             Self::UserDisabled => "user_disabled",
             Self::UserNotFound => "user_not_found",
             Self::Refresh(e) => match e {
@@ -268,7 +290,8 @@ impl AppError {
             | Self::PhoneTaken => K::Conflict,
             Self::NotBound => K::NotFound,
             Self::BadCredentials | Self::Refresh(_) | Self::AccessToken(_) => K::Unauthorized,
-            Self::TooManyAttempts(secs) => K::TooManyRequests(*secs),
+            Self::TooManyAttempts(secs) | Self::TooManyLogins(secs) => K::TooManyRequests(*secs),
+            Self::Busy(secs) => K::Unavailable(*secs),
             Self::Unavailable(_) => K::Unavailable(5),
             Self::Internal(_) => K::Internal,
         }

@@ -9,6 +9,7 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
+use crate::ports::ThrottleKey;
 use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
 
 /// What a login answers.
@@ -44,6 +45,15 @@ where
     ) -> Result<LoginOutcome, AppError> {
         let app = self.app(appid)?;
         let code = OneTimeCode::parse("code", code)?;
+        // Every login costs a code2session call against the app's quota: one client
+        // may only spend its share of it.
+        if let Some(client) = ctx.client_net() {
+            self.ports
+                .limiter
+                .hit(&ThrottleKey::Login(client), self.now())
+                .await
+                .map_err(|e| AppError::throttled(e, AppError::TooManyLogins))?;
+        }
         let session = self.ports.wechat.code_to_session(&app.appid, &code).await?;
         let id = AccountId::new(&app.appid, &session.openid);
         let sealed = self

@@ -18,6 +18,15 @@ pub enum PortError {
     /// Temporarily unreachable: the client may retry.
     #[error("{0} is unavailable")]
     Unavailable(String),
+    /// Overloaded by design: a bounded resource (password hashing) is in use by
+    /// others and its queue is full; the client may retry after the seconds given.
+    #[error("{what} is busy; retry in {retry_after_secs} s")]
+    Busy {
+        /// What is busy, for people.
+        what: String,
+        /// When a retry makes sense.
+        retry_after_secs: u64,
+    },
     /// Anything else unexpected; the message is for logs, never for clients.
     #[error("{0}")]
     Internal(String),
@@ -664,13 +673,213 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }
 
-/// Throttles password attempts per key (account, client IP).
+/// Where a request comes from, as throttling sees it: an IPv4 address, or the /64
+/// network of an IPv6 address (one subscriber usually holds a whole /64, so keying on
+/// the full address would let them rotate through 2^64 keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientNet(std::net::IpAddr);
+
+impl ClientNet {
+    /// The network of `ip`: itself for IPv4 (and IPv4-mapped IPv6), its /64 for IPv6.
+    pub fn of(ip: std::net::IpAddr) -> Self {
+        use std::net::{IpAddr, Ipv6Addr};
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                Self(IpAddr::V6(Ipv6Addr::from(bits)))
+            }
+        }
+    }
+
+    /// The address (an IPv6 one with its low 64 bits zeroed).
+    pub fn addr(&self) -> std::net::IpAddr {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            std::net::IpAddr::V4(v4) => write!(f, "{v4}"),
+            std::net::IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// What a throttle counts. Each kind has its own [`Limit`] ([`ThrottleLimits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ThrottleKey {
+    /// Failed passwords for one account from one client: the tight limit, so that a
+    /// guesser is stopped without locking the owner out from their own address.
+    AccountFromClient {
+        /// The tenant of the account.
+        tenant: TenantId,
+        /// The account name as typed (trimmed).
+        account: String,
+        /// The client.
+        client: ClientNet,
+    },
+    /// Failed passwords for one account from anywhere: a much higher ceiling against
+    /// guessing spread over many addresses.
+    Account {
+        /// The tenant of the account.
+        tenant: TenantId,
+        /// The account name as typed (trimmed).
+        account: String,
+    },
+    /// Failed passwords from one client, whatever the account: against one address
+    /// spraying many accounts.
+    Client(ClientNet),
+    /// Logins (code2session calls) from one client: protects the app's WeChat quota.
+    Login(ClientNet),
+}
+
+/// The kinds of [`ThrottleKey`], each with its own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleKind {
+    /// [`ThrottleKey::AccountFromClient`].
+    AccountFromClient,
+    /// [`ThrottleKey::Account`].
+    Account,
+    /// [`ThrottleKey::Client`].
+    Client,
+    /// [`ThrottleKey::Login`].
+    Login,
+}
+
+impl ThrottleKey {
+    /// Which limit applies.
+    pub fn kind(&self) -> ThrottleKind {
+        match self {
+            Self::AccountFromClient { .. } => ThrottleKind::AccountFromClient,
+            Self::Account { .. } => ThrottleKind::Account,
+            Self::Client(_) => ThrottleKind::Client,
+            Self::Login(_) => ThrottleKind::Login,
+        }
+    }
+
+    /// A stable text naming the key, for adapters that store keys (they should hash
+    /// it: it names an account and an address).
+    pub fn canonical(&self) -> String {
+        match self {
+            Self::AccountFromClient {
+                tenant,
+                account,
+                client,
+            } => format!("account-from-client\0{tenant}\0{account}\0{client}"),
+            Self::Account { tenant, account } => format!("account\0{tenant}\0{account}"),
+            Self::Client(client) => format!("client\0{client}"),
+            Self::Login(client) => format!("login\0{client}"),
+        }
+    }
+}
+
+/// At most `max` hits per `window`; the window starts at the first hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Hits allowed within a window (at least 1).
+    pub max: u32,
+    /// The window's length (at least one second).
+    pub window: chrono::Duration,
+}
+
+/// The limit of each [`ThrottleKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleLimits {
+    /// Failed passwords per (account, client).
+    pub account_from_client: Limit,
+    /// Failed passwords per account.
+    pub account: Limit,
+    /// Failed passwords per client.
+    pub client: Limit,
+    /// Logins per client.
+    pub login: Limit,
+}
+
+impl Default for ThrottleLimits {
+    /// 5 failures per (account, client), 100 per account and 50 per client within 15
+    /// minutes; 60 logins per client and minute.
+    fn default() -> Self {
+        let quarter = chrono::Duration::minutes(15);
+        Self {
+            account_from_client: Limit {
+                max: 5,
+                window: quarter,
+            },
+            account: Limit {
+                max: 100,
+                window: quarter,
+            },
+            client: Limit {
+                max: 50,
+                window: quarter,
+            },
+            login: Limit {
+                max: 60,
+                window: chrono::Duration::minutes(1),
+            },
+        }
+    }
+}
+
+impl ThrottleLimits {
+    /// The limit of `kind`.
+    pub fn of(&self, kind: ThrottleKind) -> Limit {
+        match kind {
+            ThrottleKind::AccountFromClient => self.account_from_client,
+            ThrottleKind::Account => self.account,
+            ThrottleKind::Client => self.client,
+            ThrottleKind::Login => self.login,
+        }
+    }
+
+    /// Refuses a limit that would lock everyone out or never reset.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, limit) in [
+            ("account_from_client", self.account_from_client),
+            ("account", self.account),
+            ("client", self.client),
+            ("login", self.login),
+        ] {
+            if limit.max == 0 {
+                return Err(format!("{name}: the limit must allow at least 1"));
+            }
+            if limit.window < chrono::Duration::seconds(1) {
+                return Err(format!("{name}: the window must be at least one second"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A throttle refused, or could not be consulted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ThrottleError {
+    /// Over the limit: retry after this many seconds.
+    #[error("over the limit; retry in {retry_after_secs} s")]
+    Exceeded {
+        /// When the window frees the key.
+        retry_after_secs: u64,
+    },
+    /// The counters could not be read or written.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Counts hits per [`ThrottleKey`] within the limit of its kind. With several
+/// instances the counts must be shared (the store), else each instance multiplies
+/// the limits.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
 pub trait AttemptLimiter: Send + Sync {
-    /// Refuses with the seconds to wait when `key` has failed too often.
-    fn check(&self, key: &str, now: DateTime<Utc>) -> Result<(), u64>;
-    /// Records a failed attempt.
-    fn record_failure(&self, key: &str, now: DateTime<Utc>);
-    /// Forgets the failures after a success.
-    fn reset(&self, key: &str);
+    /// Refuses when `key` has reached its limit within its window (counts nothing).
+    async fn check(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), ThrottleError>;
+    /// Counts one failure of `key`.
+    async fn record_failure(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), PortError>;
+    /// Counts one hit of `key` and refuses it when that exceeds the limit: a rate
+    /// limit in one step, atomic across instances.
+    async fn hit(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), ThrottleError>;
+    /// Forgets the failures of `key` after a success.
+    async fn reset(&self, key: &ThrottleKey) -> Result<(), PortError>;
 }

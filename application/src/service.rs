@@ -216,7 +216,7 @@ where
                 client_ip = Some(
                     self.ports
                         .vault
-                        .seal_personal(id, PersonalField::ClientIp, ip)
+                        .seal_personal(id, PersonalField::ClientIp, &ip.to_string())
                         .await?,
                 );
             }

@@ -804,6 +804,13 @@ registration = "auto"
 [admin]
 token = "{admin}"
 
+# A load generator is one client address: its throttles would measure themselves.
+[throttle]
+logins_per_client = 1000000000
+password_failures_per_account_and_client = 1000000000
+password_failures_per_account = 1000000000
+password_failures_per_client = 1000000000
+
 [log]
 level = "warn"
 "#,

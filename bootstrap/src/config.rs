@@ -6,8 +6,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use miniauth_application::ports::{Limit, ThrottleLimits};
 use miniauth_application::RegistrationPolicy;
 use miniauth_domain::{AppId, TenantId};
+use miniauth_http::TrustedProxies;
+use miniauth_store::PasswordConcurrency;
 use serde::Deserialize;
 
 /// The prefix of environment overrides: `MINIAUTH__STORE__URL=postgres://…`.
@@ -46,6 +49,18 @@ pub struct ServerSection {
     pub listen: SocketAddr,
     /// Per-request timeout.
     pub request_timeout_ms: u64,
+    /// How long a client has to send a request's line and headers.
+    pub header_read_timeout_ms: u64,
+    /// Connections held at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    /// A list, or one comma-separated string (handy in an environment override).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
+    /// Serve `/metrics` only on this address (not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `/metrics` answers only requests with the admin token.
+    pub metrics_require_admin: bool,
 }
 
 impl Default for ServerSection {
@@ -53,6 +68,102 @@ impl Default for ServerSection {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
             request_timeout_ms: 15_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            metrics_require_admin: false,
+        }
+    }
+}
+
+/// A list of strings, or one string of comma-separated items.
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Items::deserialize(deserializer)? {
+        Items::List(items) => items,
+        Items::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// `[throttle]`: password attempts, logins and password hashing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSection {
+    /// Failed passwords per (account, client address) within the window.
+    pub password_failures_per_account_and_client: u32,
+    /// Failed passwords per account, from anywhere, within the window.
+    pub password_failures_per_account: u32,
+    /// Failed passwords per client address, for any account, within the window.
+    pub password_failures_per_client: u32,
+    /// The window of failed passwords.
+    pub password_window_secs: i64,
+    /// Logins (`/sessions`, GitEgg `/login`) per client address within the window.
+    pub logins_per_client: u32,
+    /// The window of logins.
+    pub login_window_secs: i64,
+    /// Password hashes computed at once (0: one per CPU core).
+    pub password_hashes_concurrent: usize,
+    /// Password checks that may wait for a turn (beyond: 503 `server_busy`); unset:
+    /// four per concurrent hash.
+    pub password_hash_queue: Option<usize>,
+}
+
+impl Default for ThrottleSection {
+    fn default() -> Self {
+        Self {
+            password_failures_per_account_and_client: 5,
+            password_failures_per_account: 100,
+            password_failures_per_client: 50,
+            password_window_secs: 900,
+            logins_per_client: 60,
+            login_window_secs: 60,
+            password_hashes_concurrent: 0,
+            password_hash_queue: None,
+        }
+    }
+}
+
+impl ThrottleSection {
+    /// The limits, as the use cases count them.
+    pub fn limits(&self) -> ThrottleLimits {
+        let password = chrono::Duration::seconds(self.password_window_secs);
+        let limit = |max, window| Limit { max, window };
+        ThrottleLimits {
+            account_from_client: limit(self.password_failures_per_account_and_client, password),
+            account: limit(self.password_failures_per_account, password),
+            client: limit(self.password_failures_per_client, password),
+            login: limit(
+                self.logins_per_client,
+                chrono::Duration::seconds(self.login_window_secs),
+            ),
+        }
+    }
+
+    /// How many password hashes run and wait.
+    pub fn password_concurrency(&self) -> PasswordConcurrency {
+        let default = PasswordConcurrency::default();
+        let concurrent = match self.password_hashes_concurrent {
+            0 => default.concurrent,
+            n => n,
+        };
+        PasswordConcurrency {
+            concurrent,
+            queue: self.password_hash_queue.unwrap_or(4 * concurrent),
+            max_wait: default.max_wait,
         }
     }
 }
@@ -268,6 +379,8 @@ pub struct Config {
     pub compat: CompatSection,
     /// `[log]`.
     pub log: LogSection,
+    /// `[throttle]`.
+    pub throttle: ThrottleSection,
     /// Set when no file was given: the embedded default with the simulator.
     #[serde(skip)]
     pub demo: bool,
@@ -404,12 +517,52 @@ impl Config {
         if self.wechat.timeout_ms == 0 {
             return Err(ConfigError::new("wechat.timeout_ms", "must be positive"));
         }
+        self.validate_server()?;
+        self.throttle
+            .limits()
+            .validate()
+            .map_err(|reason| ConfigError::new("throttle", reason))?;
         self.server_key(env)?;
+        if self.server.metrics_require_admin && self.admin_token(env)?.is_none() && !self.demo {
+            return Err(ConfigError::new(
+                "server.metrics_require_admin",
+                "needs an admin token ([admin] token or token_env)",
+            ));
+        }
         self.admin_token(env)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::new("log.format", "must be text or json"));
         }
         Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        if self.server.header_read_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "server.header_read_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.server.metrics_listen == Some(self.server.listen) {
+            return Err(ConfigError::new(
+                "server.metrics_listen",
+                "must differ from server.listen",
+            ));
+        }
+        self.trusted_proxies()?;
+        Ok(())
+    }
+
+    /// `[server] trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(|e| ConfigError::new("server.trusted_proxies", e.to_string()))
     }
 
     /// The apps with their secrets read and ids parsed.
@@ -705,6 +858,49 @@ secret_env = "APP_SECRET"
         assert!(!config.demo);
         assert_eq!(config.apps[0].registration, RegistrationPolicy::Auto);
         assert!(config.server_key(&vars).unwrap().is_some());
+    }
+
+    #[test]
+    fn trusted_proxies_come_as_a_list_or_a_comma_separated_override() {
+        let file = write(&format!(
+            "{MINIMAL}[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n"
+        ));
+        let vars = env(&[("APP_SECRET", "x")]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.server.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+        let vars = env(&[
+            ("APP_SECRET", "x"),
+            ("MINIAUTH__SERVER__TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
+        ]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.server.trusted_proxies, ["10.0.0.0/8", "fd00::/8"]);
+        let vars = env(&[
+            ("APP_SECRET", "x"),
+            ("MINIAUTH__SERVER__TRUSTED_PROXIES", "10.0.0.0/33"),
+        ]);
+        let err = Config::load_with_env(Some(file.path()), &vars).unwrap_err();
+        assert_eq!(err.key, "server.trusted_proxies");
+    }
+
+    #[test]
+    fn server_limits_and_throttles_are_checked() {
+        let vars = env(&[("APP_SECRET", "x")]);
+        for (extra, key) in [
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nheader_read_timeout_ms = 0\n",
+                "server.header_read_timeout_ms",
+            ),
+            (
+                "[server]\nmetrics_require_admin = true\n",
+                "server.metrics_require_admin",
+            ),
+            ("[throttle]\nlogins_per_client = 0\n", "throttle"),
+        ] {
+            let file = write(&format!("{MINIMAL}{extra}"));
+            let err = Config::load_with_env(Some(file.path()), &vars).unwrap_err();
+            assert_eq!(err.key, key, "{extra}");
+        }
     }
 
     #[test]

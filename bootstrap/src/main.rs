@@ -334,7 +334,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let purge = wiring::spawn_refresh_purge(built.store.clone());
-    miniauth_http::serve(listener, built.router, shutdown).await?;
+    // One shutdown signal for every listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = match (config.server.metrics_listen, built.metrics_router.clone()) {
+        (Some(listen), Some(router)) => {
+            let metrics_listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("server.metrics_listen: cannot listen on {listen}"))?;
+            println!(
+                "metrics on http://{}/metrics",
+                metrics_listener.local_addr()?
+            );
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(miniauth_http::serve_with(
+                metrics_listener,
+                router,
+                built.server_limits,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )))
+        }
+        _ => None,
+    };
+    let api = miniauth_http::serve_with(listener, built.router, built.server_limits, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    api.await?;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     purge.abort();
     if let Some(simulator) = built.simulator {
         simulator.shutdown().await;

@@ -9,10 +9,11 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
-use miniauth_http::{AdminToken, ApiState, HttpConfig, Readiness};
+use miniauth_http::{
+    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, Readiness, ServerLimits,
+};
 use miniauth_security::{
-    generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings,
-    MemoryAttemptLimiter, SystemClock,
+    generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
 };
 use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
@@ -24,11 +25,6 @@ use crate::config::{Config, ResolvedApp, Secret};
 /// The use cases over the real adapters.
 pub type Service = MiniAuth<AccountEventStore>;
 
-/// Password attempts allowed per account and per client IP within the window.
-const PASSWORD_FAILURES: u32 = 5;
-/// The window of failed password attempts.
-const PASSWORD_WINDOW_MINUTES: i64 = 15;
-
 /// Everything `serve` runs.
 pub struct Built {
     /// The use cases.
@@ -37,6 +33,10 @@ pub struct Built {
     pub store: Store,
     /// The HTTP API.
     pub router: axum::Router,
+    /// `/metrics` alone, when `[server] metrics_listen` serves it on its own listener.
+    pub metrics_router: Option<axum::Router>,
+    /// The header-read timeout and connection cap of every listener.
+    pub server_limits: ServerLimits,
     /// The in-process simulator, when `api_base = "simulator"`.
     pub simulator: Option<RunningSimulator>,
     /// Where the admin token of the embedded default was written, if it was generated.
@@ -54,6 +54,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         refresh_ttl: chrono::Duration::seconds(config.tokens.refresh_ttl_secs),
         refresh_max_lifetime: chrono::Duration::seconds(config.tokens.refresh_max_lifetime_secs),
         password_cost: PasswordCost::default(),
+        password_concurrency: config.throttle.password_concurrency(),
     };
     Store::connect(&store_config)
         .await
@@ -120,11 +121,9 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     let lifetimes = Lifetimes {
         ticket: chrono::Duration::seconds(config.tokens.ticket_ttl_secs),
     };
-    let limiter = MemoryAttemptLimiter::new(
-        PASSWORD_FAILURES,
-        chrono::Duration::minutes(PASSWORD_WINDOW_MINUTES),
-    )
-    .map_err(|e| anyhow::anyhow!("password limiter: {e}"))?;
+    // In the database on both engines: shared by every instance on PostgreSQL, kept
+    // across restarts on SQLite, one behaviour proven on both.
+    let limiter = store.attempt_limiter(config.throttle.limits());
     let service = Arc::new(MiniAuth::new(
         Ports {
             wechat: Arc::new(wechat),
@@ -157,6 +156,13 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         .iter()
         .map(|c| (c.id.clone(), c.secret.clone()))
         .collect();
+    http.trusted_proxies = config.trusted_proxies()?;
+    if config.server.metrics_require_admin {
+        http.metrics_access = MetricsAccess::AdminToken;
+    }
+    if config.server.metrics_listen.is_some() {
+        http.metrics_listener = MetricsListener::Separate;
+    }
     let state = ApiState::new(
         service.clone(),
         Arc::new(jwks),
@@ -164,9 +170,20 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         http,
     )
     .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
+    let metrics_router = config
+        .server
+        .metrics_listen
+        .map(|_| miniauth_http::metrics_router(state.clone()));
     Ok(Built {
         service,
         router: miniauth_http::router(state),
+        metrics_router,
+        server_limits: ServerLimits {
+            header_read_timeout: std::time::Duration::from_millis(
+                config.server.header_read_timeout_ms,
+            ),
+            max_connections: config.server.max_connections,
+        },
         store,
         simulator,
         admin_token_file,

@@ -345,7 +345,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    async fn read(response: reqwest::Response) -> Self {
+    /// Reads a response whole (for requests the helpers do not build).
+    pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("read the body");
@@ -495,6 +496,9 @@ impl Tokens {
 pub struct TestApp {
     /// `http://127.0.0.1:port`.
     pub address: String,
+    /// `http://127.0.0.1:port` of the metrics listener, when `metrics_listen` is set.
+    pub metrics_address: Option<String>,
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
     /// The mini program on the simulator (device and control API).
     pub device: DeviceClient,
     /// The store the service writes to.
@@ -522,6 +526,9 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
         self.server.abort();
+        if let Some(metrics) = &self.metrics_server {
+            metrics.abort();
+        }
     }
 }
 
@@ -570,6 +577,9 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
         config.store.server_key = Some(Secret::new(encode_base64(&rand::random::<[u8; 32]>())));
     }
     config.admin.token = Some(Secret::new(random_token()));
+    // Every test client is 127.0.0.1: one login budget would be shared by whole
+    // scenarios. The throttling attacks set their own.
+    config.throttle.logins_per_client = 100_000;
     config.apps.extend([
         app_section(SECOND_APP, RegistrationPolicy::Auto),
         app_section(EXISTING_ONLY_APP, RegistrationPolicy::ExistingPhoneOnly),
@@ -597,8 +607,33 @@ async fn start_instance(
     let address = format!("http://{}", listener.local_addr().expect("local address"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = built.router.clone();
+    let limits = built.server_limits;
+    // `/metrics` on a listener of its own when configured so (`metrics_listen`: the
+    // test's port 0 is replaced by a free one).
+    let (metrics_address, metrics_server) = match built.metrics_router.clone() {
+        Some(metrics_router) => {
+            let metrics_listener = tokio::net::TcpListener::bind(ephemeral)
+                .await
+                .expect("bind port 0");
+            let metrics_address = format!(
+                "http://{}",
+                metrics_listener.local_addr().expect("local address")
+            );
+            let handle = tokio::spawn(async move {
+                let _ = miniauth_http::serve_with(
+                    metrics_listener,
+                    metrics_router,
+                    limits,
+                    std::future::pending(),
+                )
+                .await;
+            });
+            (Some(metrics_address), Some(handle))
+        }
+        None => (None, None),
+    };
     let server = tokio::spawn(async move {
-        let _ = miniauth_http::serve(listener, router, async {
+        let _ = miniauth_http::serve_with(listener, router, limits, async {
             let _ = rx.await;
         })
         .await;
@@ -611,6 +646,8 @@ async fn start_instance(
     };
     TestApp {
         address,
+        metrics_address,
+        metrics_server,
         device,
         store: built.store.clone(),
         admin_token: config

@@ -708,8 +708,9 @@ async fn bad_credentials_are_throttled(engine: Engine) {
         .envelope_err(419);
     })
     .await;
-    // Three failures so far from this IP; two more reach the limit of five.
-    for _ in 0..2 {
+    // Two failures so far for this account from this IP (the unknown account counts
+    // for itself); three more reach the limit of five per (account, client).
+    for _ in 0..3 {
         app.password_grant(&account, "still wrong")
             .await
             .problem(401, "invalid_credentials");

@@ -7,6 +7,8 @@ use std::time::Duration;
 use miniauth_domain::{InvalidValue, TenantId};
 use subtle::ConstantTimeEq;
 
+use crate::client_ip::TrustedProxies;
+
 /// The default request body limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
@@ -56,6 +58,26 @@ impl fmt::Debug for AdminToken {
 /// type.
 pub use miniauth_application::Secret;
 
+/// Who may read `/metrics` on the listener that serves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the listener (the default, as before).
+    #[default]
+    Open,
+    /// Only requests with the admin token (`Authorization: Bearer <token>`).
+    AdminToken,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// On the API's listener (the default).
+    #[default]
+    Api,
+    /// Only on a listener of its own ([`crate::metrics_router`]); the API's answers 404.
+    Separate,
+}
+
 /// The HTTP layer's settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -70,10 +92,17 @@ pub struct HttpConfig {
     /// GitEgg's OAuth clients (`client_id`, secret) checked with HTTP Basic on
     /// `/oauth/token`. Empty: client credentials are not checked at all.
     pub compat_clients: Vec<(String, Secret)>,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed; empty: none.
+    pub trusted_proxies: TrustedProxies,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
+    /// Where `/metrics` is served.
+    pub metrics_listener: MetricsListener,
 }
 
 impl HttpConfig {
-    /// Defaults: no admin routes, 64 KiB bodies, 30 s timeout, no client check.
+    /// Defaults: no admin routes, 64 KiB bodies, 30 s timeout, no client check, no
+    /// trusted proxy, `/metrics` open on the API's listener.
     pub fn new(default_tenant: TenantId) -> Self {
         Self {
             admin_token: None,
@@ -81,6 +110,9 @@ impl HttpConfig {
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             compat_clients: Vec::new(),
+            trusted_proxies: TrustedProxies::none(),
+            metrics_access: MetricsAccess::Open,
+            metrics_listener: MetricsListener::Api,
         }
     }
 

@@ -196,6 +196,7 @@ pub fn gitegg_code(code: &str, status: StatusCode) -> u16 {
         "user_not_found" => 423,
         "user_disabled" => 428,
         "not_bound" => 601,
+        "too_many_logins" => 429,
         "already_bound_to_other_user" | "user_already_bound_in_app" | "bound_to_other_user" => 603,
         _ => match status.as_u16() {
             401 => 401,
@@ -277,6 +278,8 @@ pub fn error_catalog() -> Vec<ErrorRow> {
         AppError::NotBound,
         AppError::BadCredentials,
         AppError::TooManyAttempts(60),
+        AppError::TooManyLogins(60),
+        AppError::Busy(1),
         AppError::UserDisabled,
         AppError::UserNotFound,
         RefreshError::Unknown.into(),

@@ -22,7 +22,8 @@ use crate::state::ApiState;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Origin {
     pub request_id: String,
-    pub client_ip: Option<String>,
+    /// Decided once, in the middleware ([`crate::TrustedProxies::client_ip`]).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl Origin {
@@ -31,7 +32,7 @@ impl Origin {
         RequestContext {
             request_id: self.request_id.clone(),
             actor: actor.into(),
-            client_ip: self.client_ip.clone(),
+            client_ip: self.client_ip,
         }
     }
 }

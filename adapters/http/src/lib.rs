@@ -5,21 +5,27 @@
 //! * the GitEgg-compatible API: the routes existing GitEgg mini program front ends call,
 //!   always HTTP 200 with GitEgg's envelope;
 //! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
-//! * hardening: a body limit, a request timeout, an `x-request-id` on every response and
-//!   in the span of every log line, structured logs without secrets or personal data.
+//! * hardening: a body limit, a request timeout, a header-read timeout and a connection
+//!   cap ([`serve_with`]), an `x-request-id` on every response and in the span of every
+//!   log line, `Cache-Control: no-store` on every answer (tokens and tickets must not
+//!   be cached) and `X-Content-Type-Options: nosniff`, the client address taken from
+//!   trusted proxies only ([`TrustedProxies`]), structured logs without secrets or
+//!   personal data.
 //!
 //! ```text
 //! let state = ApiState::new(auth, jwks, Arc::new(readiness), HttpConfig::new(tenant));
-//! serve(listener, router(state), shutdown_signal()).await?;
+//! serve_with(listener, router(state), ServerLimits::default(), shutdown_signal()).await?;
 //! ```
 
 pub mod admin;
+mod client_ip;
 mod config;
 mod error;
 mod extract;
 mod gitegg;
 mod metrics;
 mod ops;
+mod server;
 mod state;
 pub mod v1;
 
@@ -29,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,12 +50,15 @@ pub use admin::{
     AppBindingsResponse, AuditLog, BindingAtView, ExportedEvent, HistoryEntryView, HistoryResponse,
     UserBindingsResponse,
 };
+pub use client_ip::{BadProxyEntry, TrustedProxies};
 pub use config::{
-    AdminToken, HttpConfig, Secret, DEFAULT_BODY_LIMIT_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    AdminToken, HttpConfig, MetricsAccess, MetricsListener, Secret, DEFAULT_BODY_LIMIT_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{error_catalog, error_table_markdown, gitegg_code, status_of, ErrorRow, Problem};
 pub use gitegg::Envelope;
 pub use metrics::{LoginOutcome, Metrics};
+pub use server::{serve_with, ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use state::{AlwaysReady, ApiState, Readiness};
 
 use error::{ApiError, RequestError};
@@ -165,7 +174,7 @@ where
         metrics: Arc::clone(&state.metrics),
     };
     let body_limit = state.config.body_limit_bytes;
-    Router::new()
+    let api = Router::new()
         .route("/v1/apps/{appid}/sessions", post(v1::create_session::<ES>))
         .route("/v1/apps/{appid}/profile", post(v1::submit_profile::<ES>))
         .route("/v1/apps/{appid}/phone", post(v1::verify_phone::<ES>))
@@ -207,28 +216,58 @@ where
         .route("/.well-known/jwks.json", get(ops::jwks::<ES>))
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz::<ES>))
-        .route("/metrics", get(ops::metrics::<ES>))
-        .fallback(fallback)
+        .route("/readyz", get(ops::readyz::<ES>));
+    let api = if state.config.metrics_listener == MetricsListener::Api {
+        api.route("/metrics", get(ops::metrics::<ES>))
+    } else {
+        api
+    };
+    api.fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(observed, observe))
+        .layer(middleware::map_response(harden_headers))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets the requests
-/// in flight finish. Handlers see the peer address as the client IP.
+/// `/metrics` alone, for a listener of its own (`[server] metrics_listen`): the same
+/// registry as the API's router over `state`, the same access rule.
+pub fn metrics_router<ES>(state: ApiState<ES>) -> Router
+where
+    ES: EventStore<SocialAccount> + 'static,
+    ES::AC: Send,
+{
+    Router::new()
+        .route("/metrics", get(ops::metrics::<ES>))
+        .fallback(fallback)
+        .layer(middleware::map_response(harden_headers))
+        .with_state(state)
+}
+
+/// Headers every answer carries: nothing may be cached unless the handler said so
+/// (tokens, tickets and personal data are in the answers; RFC 6749 §5.1), and no
+/// browser may sniff a JSON answer into something executable.
+async fn harden_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// [`serve_with`] the default [`ServerLimits`] (10 s to send a request head, 1024
+/// connections at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, ServerLimits::default(), shutdown).await
 }
 
 /// Whether `path` belongs to the GitEgg-compatible API (answered with the envelope).
@@ -277,10 +316,16 @@ fn request_id_of(request: &Request) -> String {
 async fn observe(State(observed): State<Observed>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_of(&request);
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let client_ip =
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| {
+                observed
+                    .config
+                    .trusted_proxies
+                    .client_ip(peer.ip(), request.headers())
+            });
     let route = request
         .extensions()
         .get::<MatchedPath>()

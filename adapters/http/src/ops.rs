@@ -8,8 +8,9 @@ use cqrs_es::EventStore;
 use miniauth_domain::SocialAccount;
 use serde_json::json;
 
+use crate::config::MetricsAccess;
 use crate::error::ApiError;
-use crate::extract::not_ready;
+use crate::extract::{not_ready, Admin};
 use crate::state::ApiState;
 
 /// `GET /healthz`: the process answers.
@@ -44,19 +45,26 @@ where
     response
 }
 
-/// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics<ES>(State(state): State<ApiState<ES>>) -> Response
+/// `GET /metrics`: Prometheus text; with `metrics_require_admin`, only for the
+/// bearer of the admin token.
+pub(crate) async fn metrics<ES>(
+    State(state): State<ApiState<ES>>,
+    admin: Result<Admin, ApiError>,
+) -> Result<Response, ApiError>
 where
     ES: EventStore<SocialAccount> + 'static,
 {
-    (
+    if state.config.metrics_access == MetricsAccess::AdminToken {
+        admin?;
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         state.metrics.render(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /openapi.json`.

@@ -3,7 +3,8 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use miniauth_application::ports::{
-    AttemptLimiter, TicketClaims, TicketCodec, TokenIssuer, TokenSubject,
+    AttemptLimiter, ThrottleKey, ThrottleLimits, TicketClaims, TicketCodec, TokenIssuer,
+    TokenSubject,
 };
 use miniauth_domain::{AppId, OpenId, TenantId, UserId};
 use miniauth_security::{
@@ -32,8 +33,8 @@ fn assert_hides(text: &str, secrets: &[Vec<u8>]) {
     }
 }
 
-#[test]
-fn nothing_secret_reaches_debug_or_errors() {
+#[tokio::test]
+async fn nothing_secret_reaches_debug_or_errors() {
     let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
     let ticket_key: [u8; 32] = *b"ticket-key-0123456789abcdefghijk";
     let des_key: [u8; 8] = *b"DESkey!!";
@@ -70,8 +71,17 @@ fn nothing_secret_reaches_debug_or_errors() {
         .unwrap();
     let legacy = LegacyBindKeyCodec::new(des_key, des_iv);
     let bind_key = legacy.encode("o1");
-    let limiter = MemoryAttemptLimiter::new(3, Duration::minutes(1)).unwrap();
-    limiter.record_failure(&token.token, now);
+    let limiter = MemoryAttemptLimiter::new(ThrottleLimits::default()).unwrap();
+    limiter
+        .record_failure(
+            &ThrottleKey::Account {
+                tenant: TenantId::parse("default").unwrap(),
+                account: token.token.clone(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
 
     // Errors from inputs that are themselves secrets must not echo them.
     let tampered_ticket = format!("{ticket}x");

@@ -98,6 +98,31 @@ impl PasswordCost {
     }
 }
 
+/// How many password hashes (argon2id, ~19 MiB each at the default cost) run at once,
+/// and how many more may wait for a turn; beyond that a check is refused as busy
+/// (503 + `Retry-After`), so memory stays bounded under a flood of password attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordConcurrency {
+    /// Hashes computed at once (at least 1); about the number of cores.
+    pub concurrent: usize,
+    /// Checks that may wait for a turn; 0 refuses whenever all turns are taken.
+    pub queue: usize,
+    /// How long a waiting check waits for its turn before it is refused.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for PasswordConcurrency {
+    /// One hash per core, a queue of four per core, 2 s of waiting at most.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            concurrent: cores,
+            queue: 4 * cores,
+            max_wait: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
 /// The `[store]` section of the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -116,6 +141,8 @@ pub struct StoreConfig {
     pub refresh_max_lifetime: Duration,
     /// argon2id cost for passwords.
     pub password_cost: PasswordCost,
+    /// How many password hashes run at once, and how many wait.
+    pub password_concurrency: PasswordConcurrency,
 }
 
 impl Default for StoreConfig {
@@ -128,6 +155,7 @@ impl Default for StoreConfig {
             refresh_ttl: Duration::days(30),
             refresh_max_lifetime: Duration::days(90),
             password_cost: PasswordCost::default(),
+            password_concurrency: PasswordConcurrency::default(),
         }
     }
 }

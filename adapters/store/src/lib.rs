@@ -6,7 +6,7 @@
 //! * [`ReadModels`]: accounts by (appid, openid), by unionid, a user's bindings —
 //!   caught up from the log at start-up and before each answer;
 //! * the ports [`SqlUserDirectory`], [`SqlBindingRegistry`], [`SqlRefreshTokens`],
-//!   [`SqlVault`], [`SqlUsageCounters`];
+//!   [`SqlVault`], [`SqlUsageCounters`], [`SqlAttemptLimiter`];
 //! * shared key material, sealed with the server key.
 //!
 //! Open it with [`Store::connect`]; see `docs/operations.md`.
@@ -19,6 +19,7 @@ mod counters;
 mod crypto;
 mod db;
 mod event_store;
+mod limiter;
 mod read_models;
 mod refresh;
 mod registry;
@@ -28,7 +29,7 @@ mod users;
 mod vault;
 
 use chrono::Duration;
-use miniauth_application::ports::Binding;
+use miniauth_application::ports::{Binding, ThrottleLimits};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
@@ -37,9 +38,13 @@ pub use audit::{
     AuditCheckpoint, BindingAt, Finding, FindingKind, HistoryEntry, LoggedEvent, Rebuild,
     VerifyReport,
 };
-pub use config::{InvalidServerKey, PasswordCost, ServerKey, StoreConfig, StoreError, DEFAULT_URL};
+pub use config::{
+    InvalidServerKey, PasswordConcurrency, PasswordCost, ServerKey, StoreConfig, StoreError,
+    DEFAULT_URL,
+};
 pub use counters::SqlUsageCounters;
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
+pub use limiter::SqlAttemptLimiter;
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::{RefreshPurge, SqlRefreshTokens};
 pub use registry::SqlBindingRegistry;
@@ -94,8 +99,13 @@ impl Store {
         let read_models = ReadModels::new(db.clone(), keys.clone());
         let store = Self {
             events: AccountEventStore::new(db.clone(), keys.clone(), read_models.clone()),
-            users: SqlUserDirectory::new(db.clone(), keys.clone(), config.password_cost)
-                .map_err(StoreError::InvalidConfig)?,
+            users: SqlUserDirectory::new(
+                db.clone(),
+                keys.clone(),
+                config.password_cost,
+                config.password_concurrency,
+            )
+            .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone()),
             refresh: SqlRefreshTokens::new(
                 db.clone(),
@@ -171,6 +181,12 @@ impl Store {
     /// The refresh-token port.
     pub fn refresh_tokens(&self) -> SqlRefreshTokens {
         self.refresh.clone()
+    }
+
+    /// The attempt limiter port, counting in the database so that every instance
+    /// shares the counts.
+    pub fn attempt_limiter(&self, limits: ThrottleLimits) -> SqlAttemptLimiter {
+        SqlAttemptLimiter::new(self.db.clone(), self.keys.clone(), limits)
     }
 
     /// The personal-data vault port.

@@ -10,8 +10,10 @@ use miniauth_application::ports::{
 };
 use miniauth_domain::{PhoneNumber, TenantId, UserId};
 use sqlx::Row;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::PasswordCost;
+use crate::config::{PasswordConcurrency, PasswordCost};
 use crate::crypto::{Binding, Keys, Legacy, OpenError};
 use crate::db::{is_unique_violation, millis, on_pool, port_error, Db};
 
@@ -114,18 +116,28 @@ pub struct SqlUserDirectory {
     db: Db,
     keys: Keys,
     argon2: Argon2<'static>,
+    gate: PasswordGate,
     /// A hash of nothing in particular, verified against when the account is unknown.
     dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl SqlUserDirectory {
-    pub(crate) fn new(db: Db, keys: Keys, cost: PasswordCost) -> Result<Self, String> {
+    pub(crate) fn new(
+        db: Db,
+        keys: Keys,
+        cost: PasswordCost,
+        concurrency: PasswordConcurrency,
+    ) -> Result<Self, String> {
+        if concurrency.concurrent == 0 {
+            return Err("password hashing needs at least one concurrent turn".into());
+        }
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("argon2 parameters: {e}"))?;
         Ok(Self {
             db,
             keys,
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            gate: PasswordGate::new(concurrency),
             dummy: Default::default(),
         })
     }
@@ -300,7 +312,9 @@ impl SqlUserDirectory {
     async fn hash_password(&self, password: &Password) -> Result<String, PortError> {
         let argon2 = self.argon2.clone();
         let password = password.clone();
+        let turn = self.gate.turn().await?;
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2
                 .hash_password(password.expose().as_bytes(), &salt)
@@ -328,7 +342,10 @@ impl SqlUserDirectory {
                 self.dummy.get_or_init(|| d).clone()
             }
         };
+        let turn = self.gate.turn().await?;
         tokio::task::spawn_blocking(move || {
+            // Held until the hash is done, even if the request gave up waiting.
+            let _turn = turn;
             let (hash, known) = match hash {
                 Some(h) => (h, true),
                 None => (dummy, false),
@@ -342,6 +359,56 @@ impl SqlUserDirectory {
         })
         .await
         .map_err(|e| PortError::Internal(format!("argon2 task: {e}")))?
+    }
+}
+
+/// Admits at most `concurrent + queue` password hashes at a time and runs at most
+/// `concurrent` of them: each argon2id hash holds ~19 MiB, so a flood of password
+/// attempts must not spawn them without bound.
+#[derive(Clone)]
+struct PasswordGate {
+    /// Hashes running or waiting.
+    admitted: Arc<Semaphore>,
+    /// Hashes running.
+    running: Arc<Semaphore>,
+    max_wait: std::time::Duration,
+}
+
+/// The turn of one hash: both permits, released when the hash is done.
+struct Turn {
+    _admitted: OwnedSemaphorePermit,
+    _running: OwnedSemaphorePermit,
+}
+
+/// Seconds a refused client is told to wait.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+impl PasswordGate {
+    fn new(concurrency: PasswordConcurrency) -> Self {
+        Self {
+            admitted: Arc::new(Semaphore::new(concurrency.concurrent + concurrency.queue)),
+            running: Arc::new(Semaphore::new(concurrency.concurrent)),
+            max_wait: concurrency.max_wait,
+        }
+    }
+
+    async fn turn(&self) -> Result<Turn, PortError> {
+        let busy = || PortError::Busy {
+            what: "password hashing".into(),
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        };
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let running =
+            tokio::time::timeout(self.max_wait, Arc::clone(&self.running).acquire_owned())
+                .await
+                .map_err(|_| busy())?
+                .map_err(|_| busy())?;
+        Ok(Turn {
+            _admitted: admitted,
+            _running: running,
+        })
     }
 }
 

@@ -78,7 +78,7 @@ fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
         actor: "test".into(),
-        client_ip: Some("127.0.0.1".into()),
+        client_ip: Some("127.0.0.1".parse().unwrap()),
     }
 }
 

@@ -1,22 +1,71 @@
 //! Step 11 and 13: binding with account + password or as the logged-in user, and
 //! unbinding this app's binding only.
 
-use miniauth_application::ports::{Claim, ClaimError, Password, SessionScope};
+use miniauth_application::ports::{
+    Claim, ClaimError, ClientNet, Password, SessionScope, ThrottleError, ThrottleKey,
+};
 use miniauth_application::AppError;
 use miniauth_domain::{AccountError, BindMethod, SocialAccountEvent, UnbindReason};
 
 use crate::harness::*;
 
-const ACCOUNT_KEY: &str = "account:acme:user9";
-const IP_KEY: &str = "ip:203.0.113.9";
+fn client() -> ClientNet {
+    ClientNet::of("203.0.113.9".parse().unwrap())
+}
+
+/// user9 from the context's client: the tight limit.
+fn pair_key() -> ThrottleKey {
+    ThrottleKey::AccountFromClient {
+        tenant: tenant(),
+        account: "user9".into(),
+        client: client(),
+    }
+}
+
+/// user9 from anywhere: the ceiling.
+fn account_key() -> ThrottleKey {
+    ThrottleKey::Account {
+        tenant: tenant(),
+        account: "user9".into(),
+    }
+}
+
+/// The context's client, whatever the account.
+fn client_key() -> ThrottleKey {
+    ThrottleKey::Client(client())
+}
+
+fn all_keys() -> [ThrottleKey; 3] {
+    [pair_key(), client_key(), account_key()]
+}
 
 fn limiter_allows(world: &mut World) {
     world
         .limiter
         .expect_check()
-        .withf(|key, at| (key == ACCOUNT_KEY || key == IP_KEY) && *at == now())
-        .times(2)
+        .withf(|key, at| all_keys().contains(key) && *at == now())
+        .times(3)
         .returning(|_, _| Ok(()));
+}
+
+/// Every key but `refused` is allowed; `refused` is over its limit for `secs`.
+fn limiter_refuses(world: &mut World, refused: ThrottleKey, secs: u64) {
+    let other = refused.clone();
+    world
+        .limiter
+        .expect_check()
+        .withf(move |key, _| *key != other)
+        .returning(|_, _| Ok(()));
+    world
+        .limiter
+        .expect_check()
+        .withf(move |key, _| *key == refused)
+        .times(1)
+        .returning(move |_, _| {
+            Err(ThrottleError::Exceeded {
+                retry_after_secs: secs,
+            })
+        });
 }
 
 /// The directory checks "user9" with `password` once and answers `answer`.
@@ -57,12 +106,13 @@ async fn the_right_password_binds_and_logs_the_user_in() {
     world.given(&account(), vec![session(1, KEY1)]).await;
     limiter_allows(&mut world);
     password_checks(&mut world, "right password", Some(user));
+    // The owner's success forgives their own address only, not the ceilings.
     world
         .limiter
         .expect_reset()
-        .withf(|key| key == ACCOUNT_KEY)
+        .withf(|key| *key == pair_key())
         .times(1)
-        .return_const(());
+        .returning(|_| Ok(()));
     world.limiter.expect_record_failure().never();
     world
         .registry
@@ -87,18 +137,18 @@ async fn the_right_password_binds_and_logs_the_user_in() {
 }
 
 #[tokio::test]
-async fn a_wrong_password_is_refused_and_counted_against_account_and_ip() {
+async fn a_wrong_password_is_refused_and_counted_against_pair_account_and_client() {
     let mut world = World::new();
     world.given(&account(), vec![session(1, KEY1)]).await;
     limiter_allows(&mut world);
     password_checks(&mut world, "wrong", None);
-    for key in [ACCOUNT_KEY, IP_KEY] {
+    for key in all_keys() {
         world
             .limiter
             .expect_record_failure()
-            .withf(move |k, at| k == key && *at == now())
+            .withf(move |k, at| *k == key && *at == now())
             .times(1)
-            .return_const(());
+            .returning(|_, _| Ok(()));
     }
     world.limiter.expect_reset().never();
     world.registry.expect_claim().never();
@@ -116,12 +166,7 @@ async fn a_wrong_password_is_refused_and_counted_against_account_and_ip() {
 async fn a_throttled_account_is_refused_without_checking_the_password() {
     let mut world = World::new();
     world.given(&account(), vec![session(1, KEY1)]).await;
-    world
-        .limiter
-        .expect_check()
-        .withf(|key, _| key == ACCOUNT_KEY)
-        .times(1)
-        .returning(|_, _| Err(30));
+    limiter_refuses(&mut world, account_key(), 30);
     world.users.expect_check_password().never();
     world.limiter.expect_record_failure().never();
     world.registry.expect_claim().never();
@@ -144,18 +189,7 @@ async fn a_throttled_account_is_refused_without_checking_the_password() {
 async fn a_throttled_client_ip_is_refused_without_checking_the_password() {
     let mut world = World::new();
     world.given(&account(), vec![session(1, KEY1)]).await;
-    world
-        .limiter
-        .expect_check()
-        .withf(|key, _| key == ACCOUNT_KEY)
-        .times(1)
-        .returning(|_, _| Ok(()));
-    world
-        .limiter
-        .expect_check()
-        .withf(|key, _| key == IP_KEY)
-        .times(1)
-        .returning(|_, _| Err(120));
+    limiter_refuses(&mut world, client_key(), 120);
     world.users.expect_check_password().never();
     let built = world.build();
 
@@ -172,7 +206,7 @@ async fn a_disabled_user_with_the_right_password_is_refused_and_nothing_is_bound
     world.given(&account(), vec![session(1, KEY1)]).await;
     limiter_allows(&mut world);
     password_checks(&mut world, "right password", Some(disabled_user));
-    world.limiter.expect_reset().return_const(());
+    world.limiter.expect_reset().returning(|_| Ok(()));
     world.registry.expect_claim().never();
     let built = world.build();
 

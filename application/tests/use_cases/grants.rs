@@ -360,14 +360,14 @@ async fn the_password_grant_logs_in_without_any_app() {
     world
         .limiter
         .expect_check()
-        .times(2)
+        .times(3)
         .returning(|_, _| Ok(()));
     world
         .users
         .expect_check_password()
         .times(1)
         .returning(|_, _, _| Ok(Some(user(9))));
-    world.limiter.expect_reset().times(1).return_const(());
+    world.limiter.expect_reset().times(1).returning(|_| Ok(()));
     let built = world.build();
 
     let tokens = built

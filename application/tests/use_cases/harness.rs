@@ -89,7 +89,7 @@ pub fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
         actor: format!("wechat:{OPENID}"),
-        client_ip: Some("203.0.113.9".into()),
+        client_ip: Some("203.0.113.9".parse().unwrap()),
     }
 }
 
@@ -492,6 +492,10 @@ impl World {
     /// `APP` with `policy`; `OTHER_APP` with `auto`.
     pub fn with_policy(policy: RegistrationPolicy) -> Self {
         let fake_refresh = Arc::new(FakeRefresh::default());
+        // Logins are within their rate unless a test says otherwise (it replaces the
+        // mock).
+        let mut limiter = MockAttemptLimiter::new();
+        limiter.expect_hit().returning(|_, _| Ok(()));
         Self {
             wechat: MockWeChatApi::new(),
             users: MockUserDirectory::new(),
@@ -499,7 +503,7 @@ impl World {
             tickets: Arc::new(FakeTickets),
             tokens: Arc::new(FakeTokens),
             refresh: fake_refresh.clone(),
-            limiter: MockAttemptLimiter::new(),
+            limiter,
             vault: Arc::new(FakeVault::default()),
             fake_refresh,
             counters: Arc::new(FakeCounters::default()),

@@ -1,7 +1,9 @@
 //! Steps 2–4: a `wx.login` code becomes a session, a ticket and, for a returning user,
 //! tokens at once.
 
-use miniauth_application::ports::{WeChatError, WeChatSession};
+use miniauth_application::ports::{
+    ClientNet, MockAttemptLimiter, ThrottleError, ThrottleKey, WeChatError, WeChatSession,
+};
 use miniauth_application::AppError;
 use miniauth_domain::{SocialAccountEvent, UnionId};
 
@@ -235,4 +237,36 @@ async fn each_wechat_refusal_passes_through_and_nothing_is_written() {
         assert!(built.events(&account()).await.is_empty());
         assert!(built.vault.secrets_sealed.lock().unwrap().is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_client_over_its_login_rate_is_refused_before_wechat_is_called() {
+    let mut world = World::new();
+    world.limiter = MockAttemptLimiter::new();
+    world
+        .limiter
+        .expect_hit()
+        .withf(|key, at| {
+            *key == ThrottleKey::Login(ClientNet::of("203.0.113.9".parse().unwrap()))
+                && *at == now()
+        })
+        .times(1)
+        .returning(|_, _| {
+            Err(ThrottleError::Exceeded {
+                retry_after_secs: 42,
+            })
+        });
+    // The app's code2session quota is not spent on a refused login.
+    world.wechat.expect_code_to_session().never();
+    let built = world.build();
+
+    let error = built.auth.login(&ctx(), APP, "code-1").await.unwrap_err();
+
+    assert!(matches!(error, AppError::TooManyLogins(42)), "{error:?}");
+    assert_eq!(code(&error), "too_many_logins");
+    assert_eq!(
+        error.kind(),
+        miniauth_application::ErrorKind::TooManyRequests(42)
+    );
+    assert!(built.events(&account()).await.is_empty());
 }

@@ -195,7 +195,7 @@ async fn the_password_grant_serves_a_tenant_the_directory_knows_without_any_app(
         .withf(|t, a, _| t.as_str() == "t2" && a == "bob")
         .times(1)
         .returning(|_, _, _| Ok(Some(t2_user(9))));
-    world.limiter.expect_reset().return_const(());
+    world.limiter.expect_reset().returning(|_| Ok(()));
     let built = world.build();
 
     let tokens = built

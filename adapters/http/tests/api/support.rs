@@ -573,31 +573,44 @@ impl Clock for SystemClock {
     }
 }
 
-/// Refuses a key after three failures, for 30 s.
+/// Refuses a key after three failures, for 30 s; lets every login through.
 #[derive(Default)]
 pub struct FakeLimiter {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<ThrottleKey, u32>>,
 }
 
+#[async_trait]
 impl AttemptLimiter for FakeLimiter {
-    fn check(&self, key: &str, _now: DateTime<Utc>) -> Result<(), u64> {
+    async fn check(&self, key: &ThrottleKey, _now: DateTime<Utc>) -> Result<(), ThrottleError> {
         match self.failures.lock().unwrap().get(key) {
-            Some(count) if *count >= 3 => Err(30),
+            Some(count) if *count >= 3 => Err(ThrottleError::Exceeded {
+                retry_after_secs: 30,
+            }),
             _ => Ok(()),
         }
     }
 
-    fn record_failure(&self, key: &str, _now: DateTime<Utc>) {
+    async fn record_failure(
+        &self,
+        key: &ThrottleKey,
+        _now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         *self
             .failures
             .lock()
             .unwrap()
-            .entry(key.to_owned())
+            .entry(key.clone())
             .or_default() += 1;
+        Ok(())
     }
 
-    fn reset(&self, key: &str) {
+    async fn hit(&self, _key: &ThrottleKey, _now: DateTime<Utc>) -> Result<(), ThrottleError> {
+        Ok(())
+    }
+
+    async fn reset(&self, key: &ThrottleKey) -> Result<(), PortError> {
         self.failures.lock().unwrap().remove(key);
+        Ok(())
     }
 }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
-    AccessToken, AccessTokenError, AttemptLimiter, Clock, PortError, TicketClaims, TicketCodec,
-    TicketError, TokenIssuer, TokenSubject, VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
+    AccessToken, AccessTokenError, AttemptLimiter, Clock, PortError, ThrottleError, ThrottleKey,
+    TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject, VerifiedPhone, WeChatApi,
+    WeChatError, WeChatSession,
 };
 use miniauth_application::{
     AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -294,12 +295,20 @@ impl Clock for SystemClock {
 
 pub struct NoLimit;
 
+#[async_trait]
 impl AttemptLimiter for NoLimit {
-    fn check(&self, _: &str, _: DateTime<Utc>) -> Result<(), u64> {
+    async fn check(&self, _: &ThrottleKey, _: DateTime<Utc>) -> Result<(), ThrottleError> {
         Ok(())
     }
-    fn record_failure(&self, _: &str, _: DateTime<Utc>) {}
-    fn reset(&self, _: &str) {}
+    async fn record_failure(&self, _: &ThrottleKey, _: DateTime<Utc>) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn hit(&self, _: &ThrottleKey, _: DateTime<Utc>) -> Result<(), ThrottleError> {
+        Ok(())
+    }
+    async fn reset(&self, _: &ThrottleKey) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 /// The real use cases over this store, with fakes for the rest.

@@ -1,0 +1,173 @@
+//! `AttemptLimiter` on the `attempt_counters` table: the counters of password
+//! failures and logins, shared by every instance on the same database.
+//!
+//! Used on both engines, so that one behaviour is proven on both: on PostgreSQL every
+//! instance sees the same counts; on SQLite the counts survive a restart. A hit is one
+//! upsert, atomic on both engines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use miniauth_application::ports::{
+    AttemptLimiter, PortError, ThrottleError, ThrottleKey, ThrottleLimits,
+};
+use sqlx::Row;
+
+use crate::crypto::Keys;
+use crate::db::{millis, on_pool, port_error, Db};
+
+/// Expired windows are purged once every this many writes.
+const PURGE_EVERY: u64 = 256;
+
+/// `AttemptLimiter` on the `attempt_counters` table. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlAttemptLimiter {
+    db: Db,
+    keys: Keys,
+    limits: ThrottleLimits,
+    writes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SqlAttemptLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlAttemptLimiter")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A window as stored: when it ends and how many hits it holds.
+struct Counted {
+    ends_at: i64,
+    hits: i64,
+}
+
+impl SqlAttemptLimiter {
+    pub(crate) fn new(db: Db, keys: Keys, limits: ThrottleLimits) -> Self {
+        Self {
+            db,
+            keys,
+            limits,
+            writes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The stored key: a keyed hash, since the key names an account and an address.
+    fn key_hash(&self, key: &ThrottleKey) -> String {
+        self.keys.lookup_hash("throttle", &key.canonical())
+    }
+
+    fn max(&self, key: &ThrottleKey) -> i64 {
+        i64::from(self.limits.of(key.kind()).max)
+    }
+
+    /// Counts one hit of `key` at `now` and answers its window.
+    async fn count(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<Counted, PortError> {
+        let hash = self.key_hash(key);
+        let now_ms = millis(now);
+        let ends_ms = millis(now + self.limits.of(key.kind()).window);
+        let _turn = self.db.write_turn().await;
+        let counted = on_pool!(&self.db.pool, p => {
+            // A window that has ended restarts at this hit; else the hit is added.
+            let row = sqlx::query(
+                "INSERT INTO attempt_counters (key_hash, window_started_at, window_ends_at, hits) \
+                 VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (key_hash) DO UPDATE SET \
+                   hits = CASE WHEN attempt_counters.window_ends_at <= excluded.window_started_at \
+                          THEN 1 ELSE attempt_counters.hits + 1 END, \
+                   window_started_at = CASE WHEN attempt_counters.window_ends_at <= excluded.window_started_at \
+                          THEN excluded.window_started_at ELSE attempt_counters.window_started_at END, \
+                   window_ends_at = CASE WHEN attempt_counters.window_ends_at <= excluded.window_started_at \
+                          THEN excluded.window_ends_at ELSE attempt_counters.window_ends_at END \
+                 RETURNING window_ends_at, hits",
+            )
+            .bind(&hash)
+            .bind(now_ms)
+            .bind(ends_ms)
+            .fetch_one(p)
+            .await
+            .map_err(port_error)?;
+            Counted {
+                ends_at: row.try_get("window_ends_at").map_err(port_error)?,
+                hits: row.try_get("hits").map_err(port_error)?,
+            }
+        });
+        if self.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            on_pool!(&self.db.pool, p => {
+                sqlx::query("DELETE FROM attempt_counters WHERE window_ends_at <= $1")
+                    .bind(now_ms)
+                    .execute(p)
+                    .await
+                    .map_err(port_error)?;
+            });
+        }
+        Ok(counted)
+    }
+}
+
+/// Seconds until `ends_at`, rounded up so that a client waiting exactly this long is
+/// let through; at least 1.
+fn retry_after(ends_at: i64, now: DateTime<Utc>) -> u64 {
+    let remaining = ends_at.saturating_sub(millis(now));
+    u64::try_from(remaining).unwrap_or(0).div_ceil(1000).max(1)
+}
+
+#[async_trait]
+impl AttemptLimiter for SqlAttemptLimiter {
+    async fn check(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), ThrottleError> {
+        let hash = self.key_hash(key);
+        let found = on_pool!(&self.db.pool, p => {
+            sqlx::query(
+                "SELECT window_ends_at, hits FROM attempt_counters \
+                 WHERE key_hash = $1 AND window_ends_at > $2",
+            )
+            .bind(&hash)
+            .bind(millis(now))
+            .fetch_optional(p)
+            .await
+            .map_err(port_error)?
+            .map(|row| -> Result<Counted, PortError> {
+                Ok(Counted {
+                    ends_at: row.try_get("window_ends_at").map_err(port_error)?,
+                    hits: row.try_get("hits").map_err(port_error)?,
+                })
+            })
+            .transpose()?
+        });
+        match found {
+            Some(counted) if counted.hits >= self.max(key) => Err(ThrottleError::Exceeded {
+                retry_after_secs: retry_after(counted.ends_at, now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn record_failure(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), PortError> {
+        self.count(key, now).await.map(|_| ())
+    }
+
+    async fn hit(&self, key: &ThrottleKey, now: DateTime<Utc>) -> Result<(), ThrottleError> {
+        let counted = self.count(key, now).await?;
+        if counted.hits > self.max(key) {
+            return Err(ThrottleError::Exceeded {
+                retry_after_secs: retry_after(counted.ends_at, now),
+            });
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, key: &ThrottleKey) -> Result<(), PortError> {
+        let hash = self.key_hash(key);
+        let _turn = self.db.write_turn().await;
+        on_pool!(&self.db.pool, p => {
+            sqlx::query("DELETE FROM attempt_counters WHERE key_hash = $1")
+                .bind(&hash)
+                .execute(p)
+                .await
+                .map_err(port_error)?;
+        });
+        Ok(())
+    }
+}
