@@ -36,6 +36,9 @@ where
         let context = self.checked_context(&id, proof).await?;
         let user = self.active_user(subject.user_id).await?;
         ensure_same_tenant(&user, opened.app)?;
+        // A ticket binds once: one copied from a log cannot bind the identity to
+        // whoever holds it after its owner used it.
+        self.spend_ticket(&opened.claims).await?;
         let bind = BindRequest {
             user: user.id,
             proof,
@@ -65,6 +68,7 @@ where
             .await?;
         // A disabled user must not gain a binding: refuse before claiming anything.
         ensure_active(&user)?;
+        self.spend_ticket(&opened.claims).await?;
         let bind = BindRequest {
             user: user.id,
             proof,

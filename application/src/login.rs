@@ -36,12 +36,35 @@ where
     ES: EventStore<SocialAccount>,
 {
     /// Exchanges a `wx.login` code: code2session, records the session (its key sealed),
-    /// and answers a ticket, plus tokens when the identity is already bound.
+    /// and answers a ticket, plus tokens when the identity is already bound. The ticket
+    /// of an answer with tokens has been used: it buys no second session.
     pub async fn login(
         &self,
         ctx: &RequestContext,
         appid: &str,
         code: &str,
+    ) -> Result<LoginOutcome, AppError> {
+        self.login_with(ctx, appid, code, true).await
+    }
+
+    /// [`MiniAuth::login`] for front ends that exchange the ticket for tokens in a
+    /// second call (GitEgg's `/login` then `/oauth/token` with `social_key`): no tokens,
+    /// and the ticket stays unused.
+    pub async fn login_for_ticket(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        code: &str,
+    ) -> Result<LoginOutcome, AppError> {
+        self.login_with(ctx, appid, code, false).await
+    }
+
+    async fn login_with(
+        &self,
+        ctx: &RequestContext,
+        appid: &str,
+        code: &str,
+        with_tokens: bool,
     ) -> Result<LoginOutcome, AppError> {
         let app = self.app(appid)?;
         let code = OneTimeCode::parse("code", code)?;
@@ -86,16 +109,17 @@ where
             at: self.now(),
         };
         let state = self.commit(ctx, &id, context, vec![command]).await?;
-        let ticket = self.issue_ticket(&app.appid, &state)?;
+        let (ticket, claims) = self.issue_ticket(&app.appid, &state)?;
         let tokens = match state.bound_user() {
-            Some(bound) => {
+            Some(bound) if with_tokens => {
                 let user = match user {
                     Some(user) if user.id == bound => user,
                     _ => self.active_user(bound).await?,
                 };
+                self.spend_ticket(&claims).await?;
                 Some(self.issue_tokens(&user, Some(app)).await?)
             }
-            None => None,
+            _ => None,
         };
         // WeChat sends the unionid with every login of an app bound to an Open Platform
         // account; an older one is read back from the log while it is not erased.

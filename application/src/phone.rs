@@ -23,8 +23,9 @@ pub(crate) struct BindRequest {
     pub via: BindMethod,
 }
 
-/// A phone as the front end sends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A phone as the front end sends it. `Debug` shows which kind, not the code or
+/// the payload.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PhoneInput {
     /// Current flow: the phone button's one-time code.
     Code(String),
@@ -35,6 +36,15 @@ pub enum PhoneInput {
         /// base64 iv.
         iv: String,
     },
+}
+
+impl std::fmt::Debug for PhoneInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(_) => f.write_str("PhoneInput::Code(<redacted>)"),
+            Self::Encrypted { .. } => f.write_str("PhoneInput::Encrypted(<redacted>)"),
+        }
+    }
 }
 
 /// What verifying a phone led to.
@@ -120,6 +130,9 @@ where
             // Already bound: record the phone, keep the binding, log the user in.
             let user = self.active_user(user_id).await?;
             ensure_same_tenant(&user, app)?;
+            // One ticket, one token-issuing step: a replay of this request (a logged
+            // GitEgg query string) writes and issues nothing.
+            self.spend_ticket(&opened.claims).await?;
             self.commit(ctx, &id, context, verify.await?).await?;
             let tokens = self.issue_tokens(&user, Some(app)).await?;
             return Ok(PhoneOutcome {
@@ -130,6 +143,12 @@ where
         }
 
         let (user, registered) = self.user_for_phone(app, &id, &state, &phone).await?;
+        if let Err(used) = self.spend_ticket(&opened.claims).await {
+            if registered {
+                self.discard_registration(user.id).await;
+            }
+            return Err(used);
+        }
         let via = if registered {
             BindMethod::AutoRegistration
         } else {

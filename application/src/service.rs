@@ -161,7 +161,7 @@ where
         &self,
         appid: &AppId,
         account: &SocialAccount,
-    ) -> Result<IssuedTicket, AppError> {
+    ) -> Result<(IssuedTicket, TicketClaims), AppError> {
         let openid = account
             .openid()
             .ok_or_else(|| AppError::Internal("ticket for an account without a session".into()))?;
@@ -173,10 +173,11 @@ where
             issued_at: now,
             expires_at: now + self.lifetimes.ticket,
         };
-        Ok(IssuedTicket {
+        let issued = IssuedTicket {
             token: self.ports.tickets.issue(&claims),
             expires_in: self.lifetimes.ticket.num_seconds().max(0) as u64,
-        })
+        };
+        Ok((issued, claims))
     }
 
     pub(crate) async fn load(&self, id: &AccountId) -> Result<ES::AC, AppError> {
@@ -342,8 +343,11 @@ where
         }
     }
 
-    /// Counts an exchange of this ticket for tokens: the first one passes, every later
-    /// one is [`AppError::TicketAlreadyUsed`], on whichever instance it arrives.
+    /// Counts a use of this ticket that issues tokens or binds: the first one passes,
+    /// every later one is [`AppError::TicketAlreadyUsed`], on whichever instance it
+    /// arrives. Called after every check that can refuse the request and before
+    /// anything is written, so that a refusal leaves the ticket usable and a replay of
+    /// a logged request (GitEgg sends the ticket in the query string) writes nothing.
     pub(crate) async fn spend_ticket(&self, claims: &TicketClaims) -> Result<(), AppError> {
         let exchanges = UsageKey::TicketExchanges(ticket_fingerprint(claims));
         match self

@@ -230,8 +230,14 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<St
 
 fn parse_json<T: for<'de> Deserialize<'de>>(plaintext: &[u8]) -> Result<T, PayloadError> {
     serde_json::from_slice(plaintext).map_err(|e| {
-        // serde's message names the missing field or the position, never the content.
-        PayloadError::NotJson(e.to_string())
+        // serde's message may quote the content ("invalid type: integer `13800138000`"):
+        // keep only the kind of failure and where, for the operator's log.
+        PayloadError::NotJson(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
     })
 }
 

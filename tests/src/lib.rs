@@ -900,6 +900,19 @@ impl TestApp {
         self.login(appid, &code).await.ok(200).clone()
     }
 
+    /// The bind key of a fresh GitEgg login: a ticket no answer spent (a v1 login of a
+    /// bound identity answers tokens, which uses its ticket).
+    pub async fn bind_key(&self, appid: &str, user: u64) -> String {
+        let code = self.wx_login(appid, user).await;
+        let login = self
+            .wx("", appid, "login", &format!("code={}", enc(&code)), None)
+            .await;
+        login.envelope_ok()["bindKey"]
+            .as_str()
+            .expect("bindKey")
+            .to_owned()
+    }
+
     /// The ticket of a fresh login.
     pub async fn ticket(&self, appid: &str, user: u64) -> String {
         self.session(appid, user).await["ticket"]

@@ -610,7 +610,7 @@ async fn conflicting_bindings(engine: Engine) {
     let bob_tokens = app.password_tokens(&bob_account, &bob_password).await;
 
     // Alice's WeChat identity is hers: Bob cannot take it.
-    let alice_ticket = app.ticket(APP, alice_wechat).await;
+    let alice_ticket = app.bind_key(APP, alice_wechat).await;
     app.unchanged("binding an identity bound to another user", || async {
         let answer = app.bind(APP, &alice_ticket, &bob_tokens.access).await;
         answer.problem(409, "already_bound_to_other_user");

@@ -387,12 +387,13 @@ async fn refresh_rotation_reuse_detection_and_logout(engine: Engine) {
 async fn ticket_grant_for_a_bound_identity(engine: Engine) {
     let app = spawn_app(engine).await;
     let (user, _, _, wechat) = app.registered_user(APP).await;
-    // JSON and form bodies alike; each exchange needs a ticket of its own (one use).
-    let ticket = app.ticket(APP, wechat).await;
+    // JSON and form bodies alike; each exchange needs a ticket of its own (one use),
+    // one that no answer with tokens spent already: GitEgg's login answers only that.
+    let ticket = app.bind_key(APP, wechat).await;
     let json_answer = app
         .token(&json!({ "grant_type": "ticket", "ticket": ticket }))
         .await;
-    let ticket = app.ticket(APP, wechat).await;
+    let ticket = app.bind_key(APP, wechat).await;
     let form_answer = app
         .post_form(
             "/v1/token",

@@ -221,13 +221,24 @@ async fn gitegg_whole_flow_under_both_prefixes(engine: Engine) {
             )
             .await;
         assert_eq!(answer.envelope_ok(), &json!({ "userId": bob }));
-        // Binding the same identity again for another user: GitEgg's 603.
+        // Binding the same identity again for another user: GitEgg's 603 (with a fresh
+        // bind key: a used one is refused first, 401).
+        let fresh_key = app.bind_key(APP, bob_wechat).await;
         app.unchanged("GitEgg bind of an identity bound elsewhere", || async {
             app.wx(
                 prefix,
                 APP,
                 "bind",
                 &format!("socialKey={}", enc(&bob_key)),
+                Some(&tokens.access),
+            )
+            .await
+            .envelope_err(401);
+            app.wx(
+                prefix,
+                APP,
+                "bind",
+                &format!("socialKey={}", enc(&fresh_key)),
                 Some(&tokens.access),
             )
             .await

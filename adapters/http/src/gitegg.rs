@@ -103,9 +103,13 @@ where
         async {
             let (AppPath(appid), params) = (appid?, params?);
             let ctx = origin.context(WECHAT_ACTOR);
-            let outcome = state.auth.login(&ctx, &appid, params.get("code")).await;
+            // GitEgg's front end buys tokens with the bind key in a second call.
+            let outcome = state
+                .auth
+                .login_for_ticket(&ctx, &appid, params.get("code"))
+                .await;
             state.metrics.record_login(match &outcome {
-                Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
+                Ok(o) if o.bound_user.is_some() => LoginOutcome::Returning,
                 Ok(_) => LoginOutcome::Unbound,
                 Err(_) => LoginOutcome::Failed,
             });
