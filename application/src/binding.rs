@@ -1,23 +1,21 @@
 //! Step 11 and 13: binding with account + password or as the logged-in user, and
 //! unbinding this app's binding only.
 
-use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::{
-    AccountError, AccountId, BindMethod, InvalidValue, SessionProof, SocialAccount,
-    SocialAccountCommand, TenantId, UnbindReason, UserId,
+    AccountError, AccountId, BindMethod, InvalidValue, SessionProof, SocialAccountCommand,
+    TenantId, UnbindReason, UserId,
 };
 
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::{Password, SessionScope, ThrottleKey, ThrottleKind, TokenSubject, UserRecord};
+use crate::ports::{
+    LoadedAccount, Password, SessionScope, ThrottleKey, ThrottleKind, TokenSubject, UserRecord,
+};
 use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::limits;
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Binds the ticket's WeChat identity to the user who is logged in (bearer token),
     /// who must be of the app's tenant: a user is bound only to apps of their own.
     pub async fn bind_current_user(
@@ -149,9 +147,9 @@ where
         &self,
         id: &AccountId,
         proof: SessionProof,
-    ) -> Result<ES::AC, AppError> {
-        let mut context = self.load(id).await?;
-        context.aggregate().check_proof(proof)?;
+    ) -> Result<LoadedAccount, AppError> {
+        let context = self.load(id).await?;
+        context.state().check_proof(proof)?;
         Ok(context)
     }
 

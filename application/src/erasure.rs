@@ -1,18 +1,14 @@
 //! Erasure: destroy an account's data key (crypto-shredding) and record it, so the
 //! history stays replayable while the person's data is gone.
 
-use cqrs_es::{AggregateContext, EventStore};
-use miniauth_domain::{AccountId, AppId, OpenId, SocialAccount, SocialAccountCommand};
+use miniauth_domain::{AccountId, AppId, OpenId, SocialAccountCommand};
 
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::SessionScope;
 use crate::service::MiniAuth;
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Erases the personal data of (appid, openid): ends its binding (reason: erasure),
     /// records the erasure, destroys the data key, ends the sessions its user logged in
     /// to through this app, and clears the copies held by the user this identity
@@ -24,9 +20,9 @@ where
         openid: &OpenId,
     ) -> Result<(), AppError> {
         let id = AccountId::new(appid, openid);
-        let mut context = self.load(&id).await?;
-        let was_bound = context.aggregate().bound_user();
-        let registered = context.aggregate().registered_user();
+        let context = self.load(&id).await?;
+        let was_bound = context.state().bound_user();
+        let registered = context.state().registered_user();
         let command = SocialAccountCommand::ErasePersonalData { at: self.now() };
         self.commit(ctx, &id, context, vec![command]).await?;
         self.ports.vault.forget(&id).await?;

@@ -1,10 +1,7 @@
 //! Step 12–13: token grants (ticket, password, refresh token), logout, and who the
 //! bearer of an access token is.
 
-use cqrs_es::{AggregateContext, EventStore};
-use miniauth_domain::{
-    AccountId, InvalidValue, PhoneNumber, SessionProof, SocialAccount, TenantId,
-};
+use miniauth_domain::{AccountId, InvalidValue, PhoneNumber, SessionProof, TenantId};
 
 use crate::context::RequestContext;
 use crate::error::AppError;
@@ -23,18 +20,15 @@ pub struct Me {
     pub bindings: Vec<Binding>,
 }
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Exchanges a ticket of a bound identity for tokens, once: a second exchange of
     /// the same ticket is refused. The ticket must be the newest session's.
     pub async fn grant_ticket(&self, ticket: &str) -> Result<Tokens, AppError> {
         let claims = self.verify_ticket(ticket)?;
         let app = self.apps.get(&claims.appid).ok_or(AppError::UnknownApp)?;
         let id = AccountId::new(&claims.appid, &claims.openid);
-        let mut context = self.load(&id).await?;
-        let state = context.aggregate();
+        let context = self.load(&id).await?;
+        let state = context.state();
         state.check_proof(SessionProof::ticket(claims.session_seq))?;
         let user_id = state.bound_user().ok_or(AppError::NotBound)?;
         let user = self.active_user(user_id).await?;

@@ -19,6 +19,8 @@ mod erasure;
 pub mod error;
 mod grants;
 mod login;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 mod phone;
 pub mod ports;
 mod profile;

@@ -1,10 +1,9 @@
 //! Steps 2–4 of the flow: a login code becomes a session, a ticket, and — for a
 //! returning user — tokens at once.
 
-use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::{
-    AccountId, OneTimeCode, OpenId, PersonalField, SealedUnionId, SocialAccount,
-    SocialAccountCommand, UnionId, UserId,
+    AccountId, OneTimeCode, OpenId, PersonalField, SealedUnionId, SocialAccountCommand, UnionId,
+    UserId,
 };
 
 use crate::context::RequestContext;
@@ -31,10 +30,7 @@ pub struct LoginOutcome {
     pub tokens: Option<Tokens>,
 }
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Exchanges a `wx.login` code: code2session, records the session (its key sealed),
     /// and answers a ticket, plus tokens when the identity is already bound. The ticket
     /// of an answer with tokens has been used: it buys no second session.
@@ -88,9 +84,9 @@ where
             Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
             None => None,
         };
-        let mut context = self.load(&id).await?;
+        let context = self.load(&id).await?;
         // A returning user must not have been disabled; check before writing anything.
-        let bound_before = context.aggregate().bound_user();
+        let bound_before = context.state().bound_user();
         // So must it be of the app's tenant (a binding across tenants made before
         // tenants were checked everywhere logs nobody in).
         let user = match bound_before {

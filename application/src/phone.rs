@@ -3,7 +3,6 @@
 
 use std::future::Future;
 
-use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::crypto::{open_phone, EncryptedPayload};
 use miniauth_domain::{
     AccountId, BindMethod, OneTimeCode, PersonalField, PhoneNumber, PhoneSource, SessionProof,
@@ -12,7 +11,7 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{NewUser, Registration, UserRecord};
+use crate::ports::{LoadedAccount, NewUser, Registration, UserRecord};
 use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::{AppSettings, RegistrationPolicy};
 
@@ -58,10 +57,7 @@ pub struct PhoneOutcome {
     pub tokens: Tokens,
 }
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Verifies the phone (phone code via WeChat, or the legacy payload under a key the
     /// account holds, watermark checked), then binds: to the user with that phone, or to
     /// a user registered from it if the policy is `auto`. Policy refusals write nothing.
@@ -76,8 +72,8 @@ where
         let app = opened.app;
         let id = opened.account.clone();
         let seq = opened.claims.session_seq;
-        let mut context = self.load(&id).await?;
-        let state = context.aggregate().clone();
+        let context = self.load(&id).await?;
+        let state = context.state().clone();
         let now = self.now();
         // Under `closed` an unbound identity can only bind with a password: refuse
         // before spending a billed phone verification.
@@ -238,7 +234,7 @@ where
     pub(crate) async fn bind_to(
         &self,
         ctx: &RequestContext,
-        context: ES::AC,
+        context: LoadedAccount,
         id: &AccountId,
         bind: BindRequest,
         before: impl Future<Output = Result<Vec<SocialAccountCommand>, AppError>>,

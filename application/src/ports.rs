@@ -1,6 +1,8 @@
 //! The ports: what the use cases need from the world, as traits. Adapters implement
 //! them; unit tests mock them (`mocks` feature, mockall).
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -8,7 +10,7 @@ use chrono::{DateTime, Utc};
 use miniauth_domain::crypto::Watermark;
 use miniauth_domain::{
     AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
-    SealedUnionId, SessionKey, TenantId, UnionId, UserId,
+    SealedUnionId, SessionKey, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use thiserror::Error;
 
@@ -30,6 +32,109 @@ pub enum PortError {
     /// Anything else unexpected; the message is for logs, never for clients.
     #[error("{0}")]
     Internal(String),
+}
+
+/// An account loaded to decide on: its state, the version that state reflects, and
+/// whatever the repository keeps until the commit (its lease).
+///
+/// The state is the state *before* the events about to be committed, and the use cases
+/// cannot change it: a repository that keeps a snapshot builds it by applying the new
+/// events to this state, each exactly once.
+pub struct LoadedAccount {
+    id: AccountId,
+    state: SocialAccount,
+    version: u64,
+    lease: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl LoadedAccount {
+    /// `id` in `state`, which reflects the account's first `version` events (0: none yet).
+    pub fn new(id: AccountId, state: SocialAccount, version: u64) -> Self {
+        Self {
+            id,
+            state,
+            version,
+            lease: None,
+        }
+    }
+
+    /// The same account carrying `lease`, which the repository takes back at the commit
+    /// (or drops with the account): a turn on the account, what the next events chain to.
+    pub fn with_lease(mut self, lease: impl Any + Send + Sync) -> Self {
+        self.lease = Some(Box::new(lease));
+        self
+    }
+
+    /// Which account.
+    pub fn id(&self) -> &AccountId {
+        &self.id
+    }
+
+    /// Its state as loaded.
+    pub fn state(&self) -> &SocialAccount {
+        &self.state
+    }
+
+    /// How many events the state reflects: the version a commit appends after.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The state as loaded, for the repository to build on at the commit.
+    pub fn into_state(self) -> SocialAccount {
+        self.state
+    }
+
+    /// Takes the lease back, if it is a `T`.
+    pub fn take_lease<T: Any>(&mut self) -> Option<T> {
+        match self.lease.take()?.downcast::<T>() {
+            Ok(lease) => Some(*lease),
+            Err(other) => {
+                self.lease = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Debug for LoadedAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedAccount")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why decided events were not committed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CommitError {
+    /// Another writer committed to the account after it was loaded: nothing was
+    /// written; load it again and decide again.
+    #[error("the account changed since it was loaded")]
+    Conflict,
+    /// The repository failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// The `SocialAccount`s: their event streams, with optimistic concurrency.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AccountRepository: Send + Sync {
+    /// The account `id` as its events leave it (a new, empty account at version 0 when
+    /// it has none).
+    async fn load(&self, id: &AccountId) -> Result<LoadedAccount, PortError>;
+
+    /// Appends `events`, decided on `account`'s state, after its version, in one
+    /// atomic write, each with `metadata`. [`CommitError::Conflict`] when the account
+    /// is no longer at that version.
+    async fn commit(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommitError>;
 }
 
 /// What code2session answered.

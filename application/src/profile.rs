@@ -1,11 +1,10 @@
 //! Steps 6–7: a profile, from the legacy encrypted payload or from the current
 //! `chooseAvatar` + nickname input.
 
-use cqrs_es::{AggregateContext, EventStore};
 use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature, EncryptedPayload};
 use miniauth_domain::{
-    InvalidValue, PayloadError, PersonalField, ProfileSource, SessionProof, SocialAccount,
-    SocialAccountCommand, UnionId,
+    InvalidValue, PayloadError, PersonalField, ProfileSource, SessionProof, SocialAccountCommand,
+    UnionId,
 };
 
 use crate::context::RequestContext;
@@ -86,10 +85,7 @@ fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
     Ok(url.to_owned())
 }
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Records a profile: the encrypted payload is opened under a session key the
     /// account holds, its signature and watermark checked; plain fields are validated.
     pub async fn submit_profile(
@@ -100,8 +96,8 @@ where
         input: ProfileInput,
     ) -> Result<ProfileOutcome, AppError> {
         let opened = self.open_ticket(appid, ticket)?;
-        let mut context = self.load(&opened.account).await?;
-        let state = context.aggregate().clone();
+        let context = self.load(&opened.account).await?;
+        let state = context.state().clone();
         let seq = opened.claims.session_seq;
         let now = self.now();
         let (nickname, avatar_url, unionid, via, proof) = match input {

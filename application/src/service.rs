@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::{AggregateContext, AggregateError, EventStore};
+use cqrs_es::Aggregate;
 use miniauth_domain::{
     AccountError, AccountId, AppId, PayloadError, PersonalField, SessionKey, SessionProof,
     SocialAccount, SocialAccountCommand,
@@ -14,9 +14,10 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessToken, AttemptLimiter, BindingRegistry, Claim, Clock, PersonalDataVault, RefreshToken,
-    RefreshTokenStore, SessionOwner, SessionScope, TicketClaims, TicketCodec, TicketError,
-    TokenIssuer, UsageCounters, UsageKey, UserDirectory, UserRecord, UserStatus, WeChatApi,
+    AccessToken, AccountRepository, AttemptLimiter, BindingRegistry, Claim, Clock, CommitError,
+    LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner, SessionScope,
+    TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey, UserDirectory,
+    UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 
@@ -25,7 +26,7 @@ use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 pub const MAX_COMMIT_ATTEMPTS: usize = 5;
 
 /// The adapters the use cases drive.
-pub struct Ports<ES> {
+pub struct Ports {
     /// WeChat's server API.
     pub wechat: Arc<dyn WeChatApi>,
     /// The business users.
@@ -46,8 +47,8 @@ pub struct Ports<ES> {
     pub limiter: Arc<dyn AttemptLimiter>,
     /// Single-use and few-tries counters, shared across instances.
     pub counters: Arc<dyn UsageCounters>,
-    /// The event store of `SocialAccount`s.
-    pub events: ES,
+    /// The `SocialAccount`s.
+    pub accounts: Arc<dyn AccountRepository>,
 }
 
 /// A ticket handed to the front end (its "bind key").
@@ -81,10 +82,10 @@ pub struct Tokens {
 }
 
 /// The service: every use case of miniauth.
-pub struct MiniAuth<ES> {
+pub struct MiniAuth {
     pub(crate) apps: AppCatalog,
     pub(crate) lifetimes: Lifetimes,
-    pub(crate) ports: Ports<ES>,
+    pub(crate) ports: Ports,
 }
 
 /// How long a session key's count of rejected payloads is kept: longer than WeChat
@@ -98,12 +99,9 @@ pub(crate) struct OpenedTicket<'a> {
     pub account: AccountId,
 }
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Wires the use cases to their ports.
-    pub fn new(ports: Ports<ES>, apps: AppCatalog, lifetimes: Lifetimes) -> Self {
+    pub fn new(ports: Ports, apps: AppCatalog, lifetimes: Lifetimes) -> Self {
         Self {
             apps,
             lifetimes,
@@ -114,11 +112,6 @@ where
     /// The configured apps.
     pub fn apps(&self) -> &AppCatalog {
         &self.apps
-    }
-
-    /// The event store (for adapters that read the log).
-    pub fn event_store(&self) -> &ES {
-        &self.ports.events
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -180,12 +173,8 @@ where
         Ok((issued, claims))
     }
 
-    pub(crate) async fn load(&self, id: &AccountId) -> Result<ES::AC, AppError> {
-        self.ports
-            .events
-            .load_aggregate(id.as_str())
-            .await
-            .map_err(store_error)
+    pub(crate) async fn load(&self, id: &AccountId) -> Result<LoadedAccount, AppError> {
+        Ok(self.ports.accounts.load(id).await?)
     }
 
     /// Decides `commands` on the loaded state and commits their events in one append.
@@ -195,16 +184,16 @@ where
         &self,
         ctx: &RequestContext,
         id: &AccountId,
-        mut context: ES::AC,
+        mut context: LoadedAccount,
         commands: Vec<SocialAccountCommand>,
     ) -> Result<SocialAccount, AppError> {
         let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let mut state = context.aggregate().clone();
+            let mut state = context.state().clone();
             let mut events = Vec::new();
             for command in commands.iter().cloned() {
                 for event in state.decide(command)? {
-                    cqrs_es::Aggregate::apply(&mut state, event.clone());
+                    state.apply(event.clone());
                     events.push(event);
                 }
             }
@@ -225,17 +214,17 @@ where
             // snapshot by applying them to it, exactly once.
             match self
                 .ports
-                .events
+                .accounts
                 .commit(
-                    events,
                     context,
+                    events,
                     ctx.metadata_sealed(self.now(), client_ip.as_ref()),
                 )
                 .await
             {
-                Ok(_) => return Ok(state),
-                Err(AggregateError::AggregateConflict) => context = self.load(id).await?,
-                Err(other) => return Err(store_error(other)),
+                Ok(()) => return Ok(state),
+                Err(CommitError::Conflict) => context = self.load(id).await?,
+                Err(CommitError::Port(error)) => return Err(error.into()),
             }
         }
         Err(AppError::Contention)
@@ -471,19 +460,5 @@ pub(crate) fn ensure_active(user: &UserRecord) -> Result<(), AppError> {
     match user.status {
         UserStatus::Active => Ok(()),
         UserStatus::Disabled => Err(AppError::UserDisabled),
-    }
-}
-
-pub(crate) fn store_error(error: AggregateError<AccountError>) -> AppError {
-    match error {
-        AggregateError::UserError(e) => AppError::Account(e),
-        AggregateError::AggregateConflict => AppError::Contention,
-        AggregateError::DatabaseConnectionError(e) => {
-            tracing::error!(error = %e, "event store unreachable");
-            AppError::Unavailable("the event store".into())
-        }
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            AppError::Internal(format!("event store: {e}"))
-        }
     }
 }

@@ -1,16 +1,12 @@
 //! Administration of business users: disabling one ends every session they hold.
 
-use cqrs_es::EventStore;
-use miniauth_domain::{SocialAccount, UserId};
+use miniauth_domain::UserId;
 
 use crate::error::AppError;
 use crate::ports::{SessionScope, UserRecord, UserStatus};
 use crate::service::MiniAuth;
 
-impl<ES> MiniAuth<ES>
-where
-    ES: EventStore<SocialAccount>,
-{
+impl MiniAuth {
     /// Disables a user: no login, binding or refresh from now on, and every session
     /// they hold ends (refresh tokens stop refreshing, access tokens stop working
     /// here). Disabling a disabled user is harmless and revokes again.

@@ -15,20 +15,17 @@ use miniauth_http::{
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
 };
-use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
+use miniauth_store::{PasswordCost, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
 use crate::audit::StoreAuditLog;
 use crate::config::{Config, ResolvedApp, Secret};
 
-/// The use cases over the real adapters.
-pub type Service = MiniAuth<AccountEventStore>;
-
 /// Everything `serve` runs.
 pub struct Built {
     /// The use cases.
-    pub service: Arc<Service>,
+    pub service: Arc<MiniAuth>,
     /// The store (for subcommands that read it directly).
     pub store: Store,
     /// The HTTP API.
@@ -136,7 +133,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
             clock: Arc::new(SystemClock),
             limiter: Arc::new(limiter),
             counters: Arc::new(store.usage_counters()),
-            events: store.event_store(),
+            accounts: Arc::new(store.event_store()),
         },
         catalog,
         lifetimes,

@@ -9,10 +9,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use cqrs_es::EventStore;
 use miniauth_application::ports::PortError;
 use miniauth_application::AppError;
-use miniauth_domain::{AppId, InvalidValue, OpenId, SocialAccount, UserId};
+use miniauth_domain::{AppId, InvalidValue, OpenId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -192,7 +191,7 @@ fn port(error: PortError) -> ApiError {
     ApiError::App(AppError::from(error))
 }
 
-fn audit_log<ES>(state: &ApiState<ES>) -> Result<&dyn AuditLog, ApiError> {
+fn audit_log(state: &ApiState) -> Result<&dyn AuditLog, ApiError> {
     state
         .audit
         .as_deref()
@@ -240,14 +239,11 @@ fn path_error() -> ApiError {
         (status = 404, description = "No event for this account", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn history<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn history(
+    State(state): State<ApiState>,
     _admin: Admin,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<HistoryResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<HistoryResponse>, ApiError> {
     let Path((appid, openid)) = path.map_err(|_| path_error())?;
     let (appid, openid) = account_path(&appid, &openid)?;
     let events = audit_log(&state)?
@@ -278,15 +274,12 @@ where
         (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn user_bindings<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn user_bindings(
+    State(state): State<ApiState>,
     _admin: Admin,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     params: Params,
-) -> Result<Json<UserBindingsResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<UserBindingsResponse>, ApiError> {
     let Path(user) = path.map_err(|_| path_error())?;
     let user = user
         .parse::<i64>()
@@ -326,14 +319,11 @@ fn as_of(params: &Params) -> Result<DateTime<Utc>, ApiError> {
         (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn app_bindings<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn app_bindings(
+    State(state): State<ApiState>,
     _admin: Admin,
     params: Params,
-) -> Result<Json<AppBindingsResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<AppBindingsResponse>, ApiError> {
     let appid = AppId::parse(params.get("appid")).map_err(invalid)?;
     let as_of = as_of(&params)?;
     let bindings = audit_log(&state)?
@@ -362,14 +352,11 @@ where
         (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn events<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn events(
+    State(state): State<ApiState>,
     _admin: Admin,
     params: Params,
-) -> Result<Response, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Response, ApiError> {
     let after = match params.optional("after") {
         None => 0,
         Some(text) => text
@@ -424,15 +411,12 @@ pub fn json_lines(events: &[ExportedEvent]) -> String {
         (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn erase<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn erase(
+    State(state): State<ApiState>,
     origin: Origin,
     _admin: Admin,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
-) -> Result<StatusCode, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<StatusCode, ApiError> {
     let Path((appid, openid)) = path.map_err(|_| path_error())?;
     let (appid, openid) = account_path(&appid, &openid)?;
     if state.auth.apps().get(&appid).is_none() {

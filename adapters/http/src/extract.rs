@@ -9,10 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use cqrs_es::EventStore;
 use miniauth_application::ports::TokenSubject;
 use miniauth_application::RequestContext;
-use miniauth_domain::SocialAccount;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, RequestError};
@@ -279,15 +277,12 @@ impl Bearer {
     }
 }
 
-impl<ES> FromRequestParts<ApiState<ES>> for Bearer
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+impl FromRequestParts<ApiState> for Bearer {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &ApiState<ES>,
+        state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         match authorization(&parts.headers, "Bearer") {
             None => Err(RequestError::access_token_missing().into()),
@@ -302,15 +297,12 @@ where
 /// A request carrying the configured admin token.
 pub(crate) struct Admin;
 
-impl<ES> FromRequestParts<ApiState<ES>> for Admin
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+impl FromRequestParts<ApiState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &ApiState<ES>,
+        state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let Some(expected) = &state.config.admin_token else {
             return Err(admin_disabled().into());

@@ -7,10 +7,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use cqrs_es::EventStore;
 use miniauth_application::ports::Password;
 use miniauth_application::Tokens;
-use miniauth_domain::{PhoneNumber, SocialAccount};
+use miniauth_domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -90,15 +89,12 @@ fn token_data(tokens: Tokens) -> Value {
 }
 
 /// `GET /wx/user/{appid}/login?code=…`.
-pub(crate) async fn login<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn login(
+    State(state): State<ApiState>,
     origin: Origin,
     appid: Result<AppPath, ApiError>,
     params: Result<Params, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (AppPath(appid), params) = (appid?, params?);
@@ -128,15 +124,12 @@ where
 
 /// `GET /wx/user/{appid}/info?socialKey&signature&rawData&encryptedData&iv`; the
 /// current flow's `nickName` + `avatarUrl` are accepted too.
-pub(crate) async fn info<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn info(
+    State(state): State<ApiState>,
     origin: Origin,
     appid: Result<AppPath, ApiError>,
     params: Result<Params, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (AppPath(appid), params) = (appid?, params?);
@@ -162,15 +155,12 @@ where
 
 /// `GET /wx/user/{appid}/phone?socialKey&encryptedData&iv` (or `&code` for the
 /// current phone flow). Binds (or registers, per policy) and answers tokens.
-pub(crate) async fn phone<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn phone(
+    State(state): State<ApiState>,
     origin: Origin,
     appid: Result<AppPath, ApiError>,
     params: Result<Params, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (AppPath(appid), params) = (appid?, params?);
@@ -191,16 +181,13 @@ where
 }
 
 /// `GET /wx/user/{appid}/bind?socialKey` (Bearer): binds to the logged-in user.
-pub(crate) async fn bind<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn bind(
+    State(state): State<ApiState>,
     origin: Origin,
     bearer: Result<Bearer, ApiError>,
     appid: Result<AppPath, ApiError>,
     params: Result<Params, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (bearer, AppPath(appid), params) = (bearer?, appid?, params?);
@@ -216,15 +203,12 @@ where
 }
 
 /// `GET /wx/user/{appid}/unbind` (Bearer): ends this app's binding only.
-pub(crate) async fn unbind<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn unbind(
+    State(state): State<ApiState>,
     origin: Origin,
     bearer: Result<Bearer, ApiError>,
     appid: Result<AppPath, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (bearer, AppPath(appid)) = (bearer?, appid?);
@@ -237,15 +221,12 @@ where
 }
 
 /// `POST /oauth/token` (form): `social`, `password` or `refresh_token` grants.
-pub(crate) async fn token<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn token(
+    State(state): State<ApiState>,
     origin: Origin,
     headers: HeaderMap,
     fields: Result<JsonOrForm, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let credentials = basic_credentials(&headers);
@@ -288,14 +269,11 @@ pub(crate) struct LogoutBody {
 }
 
 /// `POST /oauth/logout` (Bearer + `{"refreshToken"}`).
-pub(crate) async fn logout<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn logout(
+    State(state): State<ApiState>,
     bearer: Result<Bearer, ApiError>,
     body: Result<JsonBody<LogoutBody>, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let (bearer, JsonBody(body)) = (bearer?, body?);
@@ -307,13 +285,10 @@ where
 }
 
 /// `GET /system/account/user/info` (Bearer).
-pub(crate) async fn user_info<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn user_info(
+    State(state): State<ApiState>,
     bearer: Result<Bearer, ApiError>,
-) -> Envelope
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Envelope {
     answer(
         async {
             let me = state.auth.me(&bearer?.0).await?;

@@ -40,8 +40,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use cqrs_es::EventStore;
-use miniauth_domain::SocialAccount;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -146,79 +144,62 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The GitEgg routes of one prefix (`""` or `/extension`).
-fn gitegg_wx_routes<ES>() -> Router<ApiState<ES>>
-where
-    ES: EventStore<SocialAccount> + 'static,
-    ES::AC: Send,
-{
+fn gitegg_wx_routes() -> Router<ApiState> {
     Router::new()
-        .route("/wx/user/{appid}/login", get(gitegg::login::<ES>))
-        .route("/wx/user/{appid}/info", get(gitegg::info::<ES>))
-        .route("/wx/user/{appid}/phone", get(gitegg::phone::<ES>))
-        .route("/wx/user/{appid}/bind", get(gitegg::bind::<ES>))
-        .route("/wx/user/{appid}/unbind", get(gitegg::unbind::<ES>))
+        .route("/wx/user/{appid}/login", get(gitegg::login))
+        .route("/wx/user/{appid}/info", get(gitegg::info))
+        .route("/wx/user/{appid}/phone", get(gitegg::phone))
+        .route("/wx/user/{appid}/bind", get(gitegg::bind))
+        .route("/wx/user/{appid}/unbind", get(gitegg::unbind))
 }
 
 /// Every route of both APIs and operations, with the hardening layers (body limit,
 /// timeout, request id, span, metrics, one log line per request).
-///
-/// `ES::AC: Send`: the handlers hold the loaded aggregate context across awaits, and
-/// axum needs their futures to be `Send` (the contexts of cqrs-es' stores are).
-pub fn router<ES>(state: ApiState<ES>) -> Router
-where
-    ES: EventStore<SocialAccount> + 'static,
-    ES::AC: Send,
-{
+pub fn router(state: ApiState) -> Router {
     let observed = Observed {
         config: Arc::clone(&state.config),
         metrics: Arc::clone(&state.metrics),
     };
     let body_limit = state.config.body_limit_bytes;
     let api = Router::new()
-        .route("/v1/apps/{appid}/sessions", post(v1::create_session::<ES>))
-        .route("/v1/apps/{appid}/profile", post(v1::submit_profile::<ES>))
-        .route("/v1/apps/{appid}/phone", post(v1::verify_phone::<ES>))
+        .route("/v1/apps/{appid}/sessions", post(v1::create_session))
+        .route("/v1/apps/{appid}/profile", post(v1::submit_profile))
+        .route("/v1/apps/{appid}/phone", post(v1::verify_phone))
         .route(
             "/v1/apps/{appid}/binding",
-            post(v1::bind::<ES>).delete(v1::unbind::<ES>),
+            post(v1::bind).delete(v1::unbind),
         )
-        .route("/v1/token", post(v1::token::<ES>))
-        .route("/v1/logout", post(v1::logout::<ES>))
-        .route("/v1/me", get(v1::me::<ES>))
-        .route("/v1/admin/users", post(v1::add_user::<ES>))
-        .route(
-            "/v1/admin/users/{user_id}/disable",
-            post(v1::disable_user::<ES>),
-        )
-        .route(
-            "/v1/admin/users/{user_id}/enable",
-            post(v1::enable_user::<ES>),
-        )
+        .route("/v1/token", post(v1::token))
+        .route("/v1/logout", post(v1::logout))
+        .route("/v1/me", get(v1::me))
+        .route("/v1/admin/users", post(v1::add_user))
+        .route("/v1/admin/users/{user_id}/disable", post(v1::disable_user))
+        .route("/v1/admin/users/{user_id}/enable", post(v1::enable_user))
         .route(
             "/v1/admin/apps/{appid}/accounts/{openid}/history",
-            get(admin::history::<ES>),
+            get(admin::history),
         )
         .route(
             "/v1/admin/apps/{appid}/accounts/{openid}/erase",
-            post(admin::erase::<ES>),
+            post(admin::erase),
         )
         .route(
             "/v1/admin/users/{user_id}/bindings",
-            get(admin::user_bindings::<ES>),
+            get(admin::user_bindings),
         )
-        .route("/v1/admin/bindings", get(admin::app_bindings::<ES>))
-        .route("/v1/admin/events", get(admin::events::<ES>))
+        .route("/v1/admin/bindings", get(admin::app_bindings))
+        .route("/v1/admin/events", get(admin::events))
         .merge(gitegg_wx_routes())
         .nest("/extension", gitegg_wx_routes())
-        .route("/oauth/token", post(gitegg::token::<ES>))
-        .route("/oauth/logout", post(gitegg::logout::<ES>))
-        .route("/system/account/user/info", get(gitegg::user_info::<ES>))
-        .route("/.well-known/jwks.json", get(ops::jwks::<ES>))
+        .route("/oauth/token", post(gitegg::token))
+        .route("/oauth/logout", post(gitegg::logout))
+        .route("/system/account/user/info", get(gitegg::user_info))
+        .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz::<ES>));
+        .route("/readyz", get(ops::readyz));
     let api = if state.config.metrics_listener == MetricsListener::Api {
-        api.route("/metrics", get(ops::metrics::<ES>))
+        api.route("/metrics", get(ops::metrics))
     } else {
         api
     };
@@ -232,13 +213,9 @@ where
 
 /// `/metrics` alone, for a listener of its own (`[server] metrics_listen`): the same
 /// registry as the API's router over `state`, the same access rule.
-pub fn metrics_router<ES>(state: ApiState<ES>) -> Router
-where
-    ES: EventStore<SocialAccount> + 'static,
-    ES::AC: Send,
-{
+pub fn metrics_router(state: ApiState) -> Router {
     Router::new()
-        .route("/metrics", get(ops::metrics::<ES>))
+        .route("/metrics", get(ops::metrics))
         .fallback(fallback)
         .layer(middleware::map_response(harden_headers))
         .with_state(state)

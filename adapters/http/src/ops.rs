@@ -4,8 +4,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cqrs_es::EventStore;
-use miniauth_domain::SocialAccount;
 use serde_json::json;
 
 use crate::config::MetricsAccess;
@@ -19,10 +17,7 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: the readiness check passes (the store is reachable).
-pub(crate) async fn readyz<ES>(State(state): State<ApiState<ES>>) -> Result<Response, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Response, ApiError> {
     match state.readiness.check().await {
         Ok(()) => Ok(Json(json!({ "status": "ready" })).into_response()),
         Err(reason) => {
@@ -33,10 +28,7 @@ where
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
-pub(crate) async fn jwks<ES>(State(state): State<ApiState<ES>>) -> Response
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+pub(crate) async fn jwks(State(state): State<ApiState>) -> Response {
     let mut response = Json(state.jwks.as_ref().clone()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -47,13 +39,10 @@ where
 
 /// `GET /metrics`: Prometheus text; with `metrics_require_admin`, only for the
 /// bearer of the admin token.
-pub(crate) async fn metrics<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn metrics(
+    State(state): State<ApiState>,
     admin: Result<Admin, ApiError>,
-) -> Result<Response, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Response, ApiError> {
     if state.config.metrics_access == MetricsAccess::AdminToken {
         admin?;
     }

@@ -28,8 +28,9 @@ impl Readiness for AlwaysReady {
 }
 
 /// The router's state: the use cases and what the HTTP layer adds around them.
-pub struct ApiState<ES> {
-    pub(crate) auth: Arc<MiniAuth<ES>>,
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) auth: Arc<MiniAuth>,
     pub(crate) jwks: Arc<serde_json::Value>,
     pub(crate) readiness: Arc<dyn Readiness>,
     pub(crate) config: Arc<HttpConfig>,
@@ -37,11 +38,11 @@ pub struct ApiState<ES> {
     pub(crate) audit: Option<Arc<dyn AuditLog>>,
 }
 
-impl<ES> ApiState<ES> {
+impl ApiState {
     /// The state of a router over `auth`, publishing `jwks` at
     /// `/.well-known/jwks.json`, with a fresh metrics registry.
     pub fn new(
-        auth: Arc<MiniAuth<ES>>,
+        auth: Arc<MiniAuth>,
         jwks: Arc<serde_json::Value>,
         readiness: Arc<dyn Readiness>,
         config: HttpConfig,
@@ -71,19 +72,5 @@ impl<ES> ApiState<ES> {
     /// The settings.
     pub fn config(&self) -> &HttpConfig {
         &self.config
-    }
-}
-
-// Not derived: a derive would demand `ES: Clone`, which event stores need not be.
-impl<ES> Clone for ApiState<ES> {
-    fn clone(&self) -> Self {
-        Self {
-            auth: Arc::clone(&self.auth),
-            jwks: Arc::clone(&self.jwks),
-            readiness: Arc::clone(&self.readiness),
-            config: Arc::clone(&self.config),
-            metrics: Arc::clone(&self.metrics),
-            audit: self.audit.clone(),
-        }
     }
 }

@@ -4,10 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cqrs_es::EventStore;
 use miniauth_application::ports::{Password, UserRecord, UserStatus};
 use miniauth_application::{PhoneInput, ProfileInput, Tokens};
-use miniauth_domain::{InvalidValue, PhoneNumber, SocialAccount, TenantId, UserId};
+use miniauth_domain::{InvalidValue, PhoneNumber, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -316,15 +315,12 @@ pub(crate) fn phone_input(
         (status = 503, description = "WeChat unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn create_session<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn create_session(
+    State(state): State<ApiState>,
     origin: Origin,
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<SessionRequest>,
-) -> Result<Json<SessionResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<SessionResponse>, ApiError> {
     let ctx = origin.context(WECHAT_ACTOR);
     let outcome = state.auth.login(&ctx, &appid, &body.code).await;
     state.metrics.record_login(match &outcome {
@@ -355,15 +351,12 @@ where
         (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn submit_profile<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn submit_profile(
+    State(state): State<ApiState>,
     origin: Origin,
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<ProfileRequest>,
-) -> Result<Json<ProfileResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<ProfileResponse>, ApiError> {
     let input = profile_input(
         body.raw_data,
         body.signature,
@@ -396,15 +389,12 @@ where
         (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn verify_phone<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn verify_phone(
+    State(state): State<ApiState>,
     origin: Origin,
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<PhoneRequest>,
-) -> Result<Json<PhoneResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<PhoneResponse>, ApiError> {
     let input = phone_input(body.code, body.encrypted_data, body.iv)?;
     let ctx = origin.context(WECHAT_ACTOR);
     let outcome = state
@@ -430,16 +420,13 @@ where
         (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn bind<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn bind(
+    State(state): State<ApiState>,
     origin: Origin,
     bearer: Bearer,
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<BindingRequest>,
-) -> Result<Json<BindingResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<BindingResponse>, ApiError> {
     let ctx = origin.context(bearer.actor());
     let user = state
         .auth
@@ -461,15 +448,12 @@ where
         (status = 404, description = "Nothing bound in this app, or unknown appid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn unbind<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn unbind(
+    State(state): State<ApiState>,
     origin: Origin,
     bearer: Bearer,
     AppPath(appid): AppPath,
-) -> Result<StatusCode, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<StatusCode, ApiError> {
     let ctx = origin.context(bearer.actor());
     state.auth.unbind(&ctx, &appid, &bearer.0).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -489,14 +473,11 @@ where
         (status = 429, description = "Too many failed password attempts", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn token<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn token(
+    State(state): State<ApiState>,
     origin: Origin,
     JsonOrForm(fields): JsonOrForm,
-) -> Result<Json<TokenResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<TokenResponse>, ApiError> {
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
     let tokens = match field("grant_type") {
         "ticket" => state.auth.grant_ticket(field("ticket")).await?,
@@ -532,14 +513,11 @@ where
         (status = 401, description = "Bad access or refresh token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn logout<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn logout(
+    State(state): State<ApiState>,
     bearer: Bearer,
     JsonBody(body): JsonBody<LogoutRequest>,
-) -> Result<StatusCode, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<StatusCode, ApiError> {
     state.auth.logout(&bearer.0, &body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -555,13 +533,10 @@ where
         (status = 404, description = "User gone", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn me<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn me(
+    State(state): State<ApiState>,
     bearer: Bearer,
-) -> Result<Json<MeResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<MeResponse>, ApiError> {
     let me = state.auth.me(&bearer.0).await?;
     Ok(Json(MeResponse {
         user_id: me.user.id.get(),
@@ -594,14 +569,11 @@ where
         (status = 409, description = "Account or mobile taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn add_user<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn add_user(
+    State(state): State<ApiState>,
     _admin: Admin,
     JsonBody(body): JsonBody<AdminUserRequest>,
-) -> Result<Response, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Response, ApiError> {
     let invalid = |e: InvalidValue| ApiError::App(e.into());
     let tenant = match body.tenant.as_deref() {
         Some(raw) => TenantId::parse(raw).map_err(invalid)?,
@@ -664,14 +636,11 @@ fn user_path(
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn disable_user<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn disable_user(
+    State(state): State<ApiState>,
     _admin: Admin,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<UserResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<UserResponse>, ApiError> {
     let id = user_path(path)?;
     let user = state.auth.disable_user(id).await?;
     tracing::info!(user = %user.id, "admin disabled a user");
@@ -690,14 +659,11 @@ where
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn enable_user<ES>(
-    State(state): State<ApiState<ES>>,
+pub(crate) async fn enable_user(
+    State(state): State<ApiState>,
     _admin: Admin,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<UserResponse>, ApiError>
-where
-    ES: EventStore<SocialAccount> + 'static,
-{
+) -> Result<Json<UserResponse>, ApiError> {
     let id = user_path(path)?;
     let user = state.auth.enable_user(id).await?;
     tracing::info!(user = %user.id, "admin enabled a user");

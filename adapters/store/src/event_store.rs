@@ -1,5 +1,7 @@
 //! The event store of `SocialAccount`s, on sqlx, with a state row per aggregate.
 //!
+//! It is the application's [`AccountRepository`], and a cqrs-es `EventStore` underneath.
+//!
 //! Why not postgres-es / sqlite-es: their snapshot and aggregate modes (cqrs-es 0.5)
 //! apply new events twice when they write the snapshot, and their plain mode replays an
 //! account's whole history on every load. This store keeps their `events` table shape
@@ -21,10 +23,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use miniauth_application::ports::{AccountRepository, CommitError, LoadedAccount, PortError};
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
-use miniauth_domain::{current_version, AccountError, SocialAccount, SocialAccountEvent};
+use miniauth_domain::{
+    current_version, AccountError, AccountId, SocialAccount, SocialAccountEvent,
+};
 use sqlx::types::Json;
 use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -86,13 +92,45 @@ impl AccountContext {
     }
 }
 
+/// What an account loaded through the [`AccountRepository`] port carries to its
+/// commit: what the next event chains to, and this process's turn on the account.
+struct Lease {
+    last_hash: Option<String>,
+    turn: Option<AggregateTurn>,
+}
+
+impl AccountContext {
+    fn into_loaded(self, id: AccountId) -> LoadedAccount {
+        let version = u64::try_from(self.sequence).unwrap_or_default();
+        LoadedAccount::new(id, self.state, version).with_lease(Lease {
+            last_hash: self.last_hash,
+            turn: self._turn,
+        })
+    }
+
+    /// The context of an account this store loaded; `None` for any other.
+    fn from_loaded(mut account: LoadedAccount) -> Option<Self> {
+        let lease = account.take_lease::<Lease>()?;
+        let aggregate_id = account.id().as_str().to_owned();
+        let sequence = i64::try_from(account.version()).ok()?;
+        Some(Self {
+            aggregate_id,
+            state: account.into_state(),
+            sequence,
+            last_hash: lease.last_hash,
+            _turn: lease.turn,
+        })
+    }
+}
+
 impl AggregateContext<SocialAccount> for AccountContext {
     fn aggregate(&mut self) -> &mut SocialAccount {
         &mut self.state
     }
 }
 
-/// `EventStore<SocialAccount>` on SQLite or PostgreSQL. Cheap to clone.
+/// The `SocialAccount`s on SQLite or PostgreSQL: the [`AccountRepository`] the use cases
+/// commit through, and `EventStore<SocialAccount>` underneath. Cheap to clone.
 #[derive(Clone)]
 pub struct AccountEventStore {
     db: Db,
@@ -422,6 +460,43 @@ impl EventStore<SocialAccount> for AccountEventStore {
                 }
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl AccountRepository for AccountEventStore {
+    async fn load(&self, id: &AccountId) -> Result<LoadedAccount, PortError> {
+        let context = self
+            .load_aggregate(id.as_str())
+            .await
+            .map_err(store_port_error)?;
+        Ok(context.into_loaded(id.clone()))
+    }
+
+    async fn commit(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommitError> {
+        let context = AccountContext::from_loaded(account).ok_or_else(|| {
+            PortError::Internal("event store: a commit of an account it did not load".into())
+        })?;
+        match EventStore::commit(self, events, context, metadata).await {
+            Ok(_) => Ok(()),
+            Err(AggregateError::AggregateConflict) => Err(CommitError::Conflict),
+            Err(error) => Err(store_port_error(error).into()),
+        }
+    }
+}
+
+fn store_port_error(error: AggregateError<AccountError>) -> PortError {
+    match error {
+        AggregateError::DatabaseConnectionError(error) => {
+            tracing::error!(%error, "event store unreachable");
+            PortError::Unavailable("the event store".into())
+        }
+        other => PortError::Internal(format!("event store: {other}")),
     }
 }
 

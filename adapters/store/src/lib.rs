@@ -1,8 +1,9 @@
 //! Durable storage for miniauth on SQLite (embedded default) or PostgreSQL (several
 //! instances sharing one database), with one behaviour on both:
 //!
-//! * [`AccountEventStore`]: `EventStore<SocialAccount>` with optimistic concurrency,
-//!   a state row per account written with its events, a global commit order;
+//! * [`AccountEventStore`]: the application's `AccountRepository` (a cqrs-es
+//!   `EventStore<SocialAccount>` underneath) with optimistic concurrency, a state row
+//!   per account written with its events, a global commit order;
 //! * [`ReadModels`]: accounts by (appid, openid), by unionid, a user's bindings —
 //!   caught up from the log at start-up and before each answer;
 //! * the ports [`SqlUserDirectory`], [`SqlBindingRegistry`], [`SqlRefreshTokens`],

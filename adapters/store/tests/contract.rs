@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use miniauth_application::ports::{
-    AccountCreation, BindingRegistry, Claim, ClaimError, NewAccountUser, NewUser, Password,
-    PersonalDataVault, RefreshError, RefreshTokenStore, Registration, SessionOwner, SessionScope,
-    TokenSubject, UserDirectory,
+    AccountCreation, BindingRegistry, Claim, ClaimError, CommitError, LoadedAccount,
+    NewAccountUser, NewUser, Password, PersonalDataVault, PortError, RefreshError,
+    RefreshTokenStore, Registration, SessionOwner, SessionScope, TokenSubject, UserDirectory,
 };
 use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
@@ -45,6 +45,7 @@ macro_rules! contract {
 contract!(
     state_row_equals_replay_after_many_commits,
     concurrent_appends_conflict,
+    the_account_port_applies_events_once_and_refuses_a_stale_version,
     long_history_loads_as_fast_as_a_new_account,
     events_after_reads_the_log_in_commit_order_with_metadata,
     users_are_unique_per_tenant_and_check_passwords,
@@ -226,6 +227,55 @@ async fn concurrent_appends_conflict(backend: Backend) {
             .len(),
         2
     );
+}
+
+/// The port the use cases commit through: the state row is the pre-commit state with
+/// the new events applied exactly once, and a commit after a stale version is a typed
+/// conflict that writes nothing.
+async fn the_account_port_applies_events_once_and_refuses_a_stale_version(backend: Backend) {
+    // Here only: the store is a cqrs-es `EventStore` too, with a `commit` of its own.
+    use miniauth_application::ports::AccountRepository;
+
+    let db = TestDb::new(backend).await;
+    let (first, second) = (db.connect().await, db.connect().await);
+    let (a, b) = (first.event_store(), second.event_store());
+    let id = account("o-port");
+    let new = AccountRepository::load(&a, &id).await.unwrap();
+    assert_eq!(new.version(), 0);
+    AccountRepository::commit(&a, new, vec![session("o-port", 1)], HashMap::new())
+        .await
+        .unwrap();
+
+    let winner = AccountRepository::load(&a, &id).await.unwrap();
+    let loser = AccountRepository::load(&b, &id).await.unwrap();
+    assert_eq!((winner.version(), loser.version()), (1, 1));
+    let metadata = ctx().metadata(Utc::now());
+    AccountRepository::commit(&a, winner, vec![session("o-port", 2)], metadata.clone())
+        .await
+        .unwrap();
+    let lost = AccountRepository::commit(&b, loser, vec![session("o-port", 2)], metadata).await;
+    assert_eq!(lost, Err(CommitError::Conflict));
+
+    let loaded = AccountRepository::load(&b, &id).await.unwrap();
+    let replayed = b.replay(id.as_str()).await.unwrap();
+    assert_eq!(loaded.version(), 2);
+    assert_eq!(*loaded.state(), replayed);
+    assert_eq!(replayed.event_count(), 2);
+    assert_eq!(replayed.latest_session(), 2);
+    let log = b.load_events(id.as_str()).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].metadata["actor"], "test");
+    drop(loaded);
+
+    // Only an account this store loaded carries what its next event chains to.
+    let foreign = LoadedAccount::new(id.clone(), replayed, 2);
+    let refused =
+        AccountRepository::commit(&b, foreign, vec![session("o-port", 3)], HashMap::new()).await;
+    assert!(
+        matches!(refused, Err(CommitError::Port(PortError::Internal(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(b.load_events(id.as_str()).await.unwrap().len(), 2);
 }
 
 async fn long_history_loads_as_fast_as_a_new_account(backend: Backend) {
@@ -931,7 +981,7 @@ async fn key_material_is_shared_between_instances(backend: Backend) {
 }
 
 async fn login(
-    auth: &miniauth_application::MiniAuth<AccountEventStore>,
+    auth: &miniauth_application::MiniAuth,
     code: &str,
 ) -> miniauth_application::LoginOutcome {
     auth.login(&ctx(), support::APPID, code).await.unwrap()
@@ -1057,10 +1107,7 @@ async fn rewind_checkpoint(db: &TestDb) {
 async fn two_instances(
     db: &TestDb,
     policy: RegistrationPolicy,
-) -> (
-    Store,
-    Vec<Arc<miniauth_application::MiniAuth<AccountEventStore>>>,
-) {
+) -> (Store, Vec<Arc<miniauth_application::MiniAuth>>) {
     let (a, b) = (db.connect().await, db.connect().await);
     let wechat = Arc::new(FakeWeChat::default());
     let services = vec![

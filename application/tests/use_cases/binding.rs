@@ -83,7 +83,7 @@ fn password_checks(world: &mut World, password: &'static str, answer: Option<Use
 type UserRecordFn = fn(i64) -> miniauth_application::ports::UserRecord;
 
 async fn bind_with(
-    built: &Built<Store>,
+    built: &Built,
     ticket_seq: u64,
     account_name: &str,
     password: &str,

@@ -1,7 +1,7 @@
 //! The world the use cases run in during these tests: mocked ports where a test wants
 //! to say which calls happen (and which must not), small reversible fakes where it
-//! wants to look at what was sealed or issued, and cqrs-es's real in-memory event
-//! store so every test can read the events that were (or were not) committed.
+//! wants to look at what was sealed or issued, and the application's in-memory account
+//! repository so every test can read the events that were (or were not) committed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use cqrs_es::mem_store::{MemStore, MemStoreAggregateContext};
-use cqrs_es::{AggregateError, EventEnvelope, EventStore};
+use miniauth_application::memory::{InMemoryAccounts, RecordedEvent};
 use miniauth_application::ports::{
-    AccessToken, AccessTokenError, AttemptLimiter, Clock, MockAttemptLimiter, MockBindingRegistry,
-    MockUserDirectory, MockWeChatApi, PersonalDataVault, PortError, RefreshError, RefreshToken,
-    RefreshTokenStore, SessionId, SessionOwner, SessionScope, TicketClaims, TicketCodec,
-    TicketError, TokenIssuer, TokenSubject, UsageCounters, UsageKey, UserRecord, UserStatus,
+    AccessToken, AccessTokenError, AccountRepository, AttemptLimiter, Clock, CommitError,
+    LoadedAccount, MockAttemptLimiter, MockBindingRegistry, MockUserDirectory, MockWeChatApi,
+    PersonalDataVault, PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId,
+    SessionOwner, SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
+    UsageCounters, UsageKey, UserRecord, UserStatus,
 };
 use miniauth_application::{
     AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -27,8 +27,8 @@ use miniauth_domain::crypto::{
 use miniauth_domain::{
     AccountId, AppId, BindMethod, OpenId, PersonalField, PhoneNumber, PhoneSource, PhoneVerified,
     ProfileDecrypted, ProfileSource, SealedDatum, SealedSecret, SealedUnionId, SessionKey,
-    SessionObtained, SocialAccount, SocialAccountEvent, TenantId, UnbindReason, Unbound, UnionId,
-    UserBound, UserId,
+    SessionObtained, SocialAccountEvent, TenantId, UnbindReason, Unbound, UnionId, UserBound,
+    UserId,
 };
 
 /// The app most tests log in to.
@@ -46,7 +46,7 @@ pub const PHONE: &str = "13800138000";
 /// The tenant of both apps.
 pub const TENANT: &str = "acme";
 
-pub type Store = MemStore<SocialAccount>;
+pub type Store = Arc<InMemoryAccounts>;
 
 pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()
@@ -517,21 +517,21 @@ impl World {
 
     /// Commits `events` to `id` as if earlier requests had (the "given").
     pub async fn given(&self, id: &AccountId, events: Vec<SocialAccountEvent>) {
-        let context = self.store.load_aggregate(id.as_str()).await.unwrap();
+        let context = self.store.load(id).await.unwrap();
         self.store
-            .commit(events, context, HashMap::new())
+            .commit(context, events, HashMap::new())
             .await
             .unwrap();
     }
 
     /// The service, over the in-memory store.
-    pub fn build(self) -> Built<Store> {
+    pub fn build(self) -> Built {
         let store = self.store.clone();
         self.build_over(store)
     }
 
-    /// The service, over another event store (that wraps `self.store`).
-    pub fn build_over<ES: EventStore<SocialAccount>>(self, events: ES) -> Built<ES> {
+    /// The service, over another account repository (that wraps `self.store`).
+    pub fn build_over(self, accounts: Arc<dyn AccountRepository>) -> Built {
         let limiter: Arc<dyn AttemptLimiter> = Arc::new(self.limiter);
         let ports = Ports {
             wechat: Arc::new(self.wechat),
@@ -544,7 +544,7 @@ impl World {
             clock: Arc::new(FixedClock),
             limiter,
             counters: self.counters.clone(),
-            events,
+            accounts,
         };
         Built {
             auth: MiniAuth::new(ports, AppCatalog::new(self.apps), Lifetimes::default()),
@@ -557,26 +557,26 @@ impl World {
 }
 
 /// The service and what the tests look at afterwards.
-pub struct Built<ES> {
-    pub auth: MiniAuth<ES>,
+pub struct Built {
+    pub auth: MiniAuth,
     pub store: Store,
     pub vault: Arc<FakeVault>,
     pub refresh: Arc<FakeRefresh>,
     pub counters: Arc<FakeCounters>,
 }
 
-impl<ES> Built<ES> {
+impl Built {
     /// Every event stored for `id`, oldest first.
     pub async fn events(&self, id: &AccountId) -> Vec<SocialAccountEvent> {
         self.envelopes(id)
             .await
             .into_iter()
-            .map(|e| e.payload)
+            .map(|e| e.event)
             .collect()
     }
 
-    pub async fn envelopes(&self, id: &AccountId) -> Vec<EventEnvelope<SocialAccount>> {
-        self.store.load_events(id.as_str()).await.unwrap()
+    pub async fn envelopes(&self, id: &AccountId) -> Vec<RecordedEvent> {
+        self.store.events(id)
     }
 
     /// The events stored for `id` after the first `given` ones.
@@ -707,8 +707,8 @@ pub enum Script {
     Fail,
 }
 
-/// An event store over a `MemStore` that follows a script for its first commits and
-/// commits normally afterwards; counts commit attempts.
+/// An account repository over the in-memory one that follows a script for its first
+/// commits and commits normally afterwards; counts commit attempts.
 pub struct ScriptedStore {
     pub inner: Store,
     pub script: Mutex<VecDeque<Script>>,
@@ -717,7 +717,18 @@ pub struct ScriptedStore {
 }
 
 impl ScriptedStore {
-    pub fn new(inner: Store, script: Vec<Script>) -> Self {
+    pub fn new(inner: Store, script: Vec<Script>) -> Arc<Self> {
+        Arc::new(Self::unscripted(inner, script))
+    }
+
+    pub fn always_conflicting(inner: Store) -> Arc<Self> {
+        Arc::new(Self {
+            always_conflict: true,
+            ..Self::unscripted(inner, vec![])
+        })
+    }
+
+    fn unscripted(inner: Store, script: Vec<Script>) -> Self {
         Self {
             inner,
             script: Mutex::new(script.into()),
@@ -726,59 +737,36 @@ impl ScriptedStore {
         }
     }
 
-    pub fn always_conflicting(inner: Store) -> Self {
-        Self {
-            always_conflict: true,
-            ..Self::new(inner, vec![])
-        }
-    }
-
     pub fn commit_attempts(&self) -> usize {
         self.commits.load(Ordering::SeqCst)
     }
 }
 
-impl EventStore<SocialAccount> for ScriptedStore {
-    type AC = MemStoreAggregateContext<SocialAccount>;
-
-    async fn load_events(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<EventEnvelope<SocialAccount>>, AggregateError<miniauth_domain::AccountError>>
-    {
-        self.inner.load_events(aggregate_id).await
-    }
-
-    async fn load_aggregate(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Self::AC, AggregateError<miniauth_domain::AccountError>> {
-        self.inner.load_aggregate(aggregate_id).await
+#[async_trait]
+impl AccountRepository for ScriptedStore {
+    async fn load(&self, id: &AccountId) -> Result<LoadedAccount, PortError> {
+        self.inner.load(id).await
     }
 
     async fn commit(
         &self,
+        account: LoadedAccount,
         events: Vec<SocialAccountEvent>,
-        context: Self::AC,
         metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<SocialAccount>>, AggregateError<miniauth_domain::AccountError>>
-    {
+    ) -> Result<(), CommitError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         if self.always_conflict {
-            return Err(AggregateError::AggregateConflict);
+            return Err(CommitError::Conflict);
         }
         let next = self.script.lock().unwrap().pop_front();
         match next {
-            None => self.inner.commit(events, context, metadata).await,
-            Some(Script::Conflict) => Err(AggregateError::AggregateConflict),
-            Some(Script::Fail) => Err(AggregateError::DatabaseConnectionError(
-                "connection refused".into(),
-            )),
+            None => self.inner.commit(account, events, metadata).await,
+            Some(Script::Conflict) => Err(CommitError::Conflict),
+            Some(Script::Fail) => Err(PortError::Unavailable("the event store".into()).into()),
             Some(Script::LoseRaceTo(theirs)) => {
-                let id = context.aggregate_id.clone();
-                let current = self.inner.load_aggregate(&id).await?;
-                self.inner.commit(theirs, current, HashMap::new()).await?;
-                Err(AggregateError::AggregateConflict)
+                let current = self.inner.load(account.id()).await?;
+                self.inner.commit(current, theirs, HashMap::new()).await?;
+                Err(CommitError::Conflict)
             }
         }
     }

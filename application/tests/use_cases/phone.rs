@@ -69,7 +69,7 @@ fn nothing_claimed(world: &mut World) {
 }
 
 async fn verify(
-    built: &Built<Store>,
+    built: &Built,
     input: PhoneInput,
 ) -> Result<miniauth_application::PhoneOutcome, AppError> {
     built

@@ -30,11 +30,11 @@ async fn a_login_that_loses_a_race_is_decided_again_on_the_winners_state() {
         world.store.clone(),
         vec![Script::LoseRaceTo(vec![session(1, KEY1)])],
     );
-    let built = world.build_over(store);
+    let built = world.build_over(store.clone());
 
     let outcome = built.auth.login(&ctx(), APP, "code-2").await.unwrap();
 
-    assert_eq!(built.auth.event_store().commit_attempts(), 2);
+    assert_eq!(store.commit_attempts(), 2);
     assert_eq!(read_ticket(&outcome.ticket.token).session_seq, 2);
     let seqs: Vec<(u64, _)> = built
         .events(&account())
@@ -56,11 +56,11 @@ async fn a_conflict_once_is_retried_and_commits_once() {
     let mut world = World::new();
     wechat_answers(&mut world, KEY1);
     let store = ScriptedStore::new(world.store.clone(), vec![Script::Conflict]);
-    let built = world.build_over(store);
+    let built = world.build_over(store.clone());
 
     built.auth.login(&ctx(), APP, "code-1").await.unwrap();
 
-    assert_eq!(built.auth.event_store().commit_attempts(), 2);
+    assert_eq!(store.commit_attempts(), 2);
     assert_eq!(built.events(&account()).await.len(), 1);
 }
 
@@ -69,15 +69,12 @@ async fn endless_conflicts_end_in_contention_after_bounded_attempts() {
     let mut world = World::new();
     wechat_answers(&mut world, KEY1);
     let store = ScriptedStore::always_conflicting(world.store.clone());
-    let built = world.build_over(store);
+    let built = world.build_over(store.clone());
 
     let error = built.auth.login(&ctx(), APP, "code-1").await.unwrap_err();
 
     assert!(matches!(error, AppError::Contention), "{error:?}");
     assert_eq!(code(&error), "concurrent_update");
-    assert_eq!(
-        built.auth.event_store().commit_attempts(),
-        MAX_COMMIT_ATTEMPTS
-    );
+    assert_eq!(store.commit_attempts(), MAX_COMMIT_ATTEMPTS);
     assert!(built.events(&account()).await.is_empty());
 }

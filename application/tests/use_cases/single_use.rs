@@ -22,7 +22,7 @@ fn payload_tries(key: &UsageKey) -> bool {
     matches!(key, UsageKey::PayloadTries(_))
 }
 
-async fn send(built: &Built<Store>, seq: u64, input: PhoneInput) -> AppError {
+async fn send(built: &Built, seq: u64, input: PhoneInput) -> AppError {
     built
         .auth
         .verify_phone(&ctx(), APP, &ticket(APP, seq), input)

@@ -6,7 +6,7 @@ use miniauth_application::ports::{Binding, Password, TokenSubject, WeChatSession
 use miniauth_application::AppError;
 use miniauth_domain::TenantId;
 
-use cqrs_es::EventStore;
+use miniauth_application::ports::AccountRepository;
 
 use crate::harness::*;
 
@@ -127,14 +127,10 @@ async fn tokens_issued_through_an_app_carry_its_tenant_and_name_their_session() 
 
     built.auth.grant_ticket(&ticket(APP, 1)).await.unwrap();
     // A ticket buys tokens once: the second login brings a ticket of its own.
-    let context = built
-        .store
-        .load_aggregate(account().as_str())
-        .await
-        .unwrap();
+    let context = built.store.load(&account()).await.unwrap();
     built
         .store
-        .commit(vec![session(2, KEY2)], context, Default::default())
+        .commit(context, vec![session(2, KEY2)], Default::default())
         .await
         .unwrap();
     built.auth.grant_ticket(&ticket(APP, 2)).await.unwrap();

@@ -1,5 +1,5 @@
 //! The HTTP API driven through the router with `oneshot`, over a real `MiniAuth` on
-//! cqrs-es' in-memory event store and in-memory fakes of the other ports.
+//! the application's in-memory account repository and in-memory fakes of the other ports.
 
 mod admin;
 mod docs;

@@ -1,5 +1,5 @@
-//! In-memory fakes of the ports, a real `MiniAuth` over cqrs-es' `MemStore`, and
-//! helpers to drive the router with `oneshot`.
+//! In-memory fakes of the ports, a real `MiniAuth` over the application's in-memory
+//! account repository, and helpers to drive the router with `oneshot`.
 
 #![allow(dead_code)]
 
@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use cqrs_es::mem_store::MemStore;
+use miniauth_application::memory::InMemoryAccounts;
 use miniauth_application::ports::*;
 use miniauth_application::{
     AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -21,7 +21,7 @@ use miniauth_application::{
 use miniauth_domain::crypto::{Watermark, WatermarkPolicy};
 use miniauth_domain::{
     AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
-    SealedUnionId, SessionKey, SocialAccount, TenantId, UnionId, UserId,
+    SealedUnionId, SessionKey, TenantId, UnionId, UserId,
 };
 use miniauth_http::{AdminToken, ApiState, HttpConfig, Readiness};
 use serde_json::Value;
@@ -699,7 +699,7 @@ fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLo
         clock: Arc::new(SystemClock),
         limiter: Arc::new(FakeLimiter::default()),
         counters: Arc::new(FakeCounters::default()),
-        events: MemStore::<SocialAccount>::default(),
+        accounts: Arc::new(InMemoryAccounts::default()),
     };
     let app = |appid: &str, registration| AppSettings {
         appid: AppId::parse(appid).unwrap(),

@@ -317,7 +317,7 @@ pub fn service(
     events: AccountEventStore,
     wechat: Arc<FakeWeChat>,
     policy: RegistrationPolicy,
-) -> MiniAuth<AccountEventStore> {
+) -> MiniAuth {
     MiniAuth::new(
         Ports {
             wechat,
@@ -330,7 +330,7 @@ pub fn service(
             clock: Arc::new(SystemClock),
             limiter: Arc::new(NoLimit),
             counters: Arc::new(store.usage_counters()),
-            events,
+            accounts: Arc::new(events),
         },
         catalog(policy),
         Lifetimes::default(),

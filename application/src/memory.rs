@@ -1,0 +1,115 @@
+//! An in-memory [`AccountRepository`], for tests of the use cases and of the adapters
+//! that drive them (`test-support` feature).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use miniauth_domain::{AccountId, SocialAccount, SocialAccountEvent};
+
+use crate::ports::{AccountRepository, CommitError, LoadedAccount, PortError};
+
+/// One committed event, as a test reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The event's number within its account, from 1.
+    pub sequence: u64,
+    /// The event.
+    pub event: SocialAccountEvent,
+    /// The metadata it was committed with.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Accounts as event streams in memory, with the optimistic concurrency of a real
+/// store: a commit after a version that is no longer the latest is a conflict.
+#[derive(Debug, Default)]
+pub struct InMemoryAccounts {
+    streams: Mutex<HashMap<AccountId, Vec<RecordedEvent>>>,
+}
+
+impl InMemoryAccounts {
+    /// Every event committed to `id`, oldest first.
+    pub fn events(&self, id: &AccountId) -> Vec<RecordedEvent> {
+        self.streams().get(id).cloned().unwrap_or_default()
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Vec<RecordedEvent>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl AccountRepository for InMemoryAccounts {
+    async fn load(&self, id: &AccountId) -> Result<LoadedAccount, PortError> {
+        let mut state = SocialAccount::default();
+        let events = self.events(id);
+        for recorded in &events {
+            state.apply(recorded.event.clone());
+        }
+        Ok(LoadedAccount::new(id.clone(), state, events.len() as u64))
+    }
+
+    async fn commit(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommitError> {
+        let mut streams = self.streams();
+        let stream = streams.entry(account.id().clone()).or_default();
+        if stream.len() as u64 != account.version() {
+            return Err(CommitError::Conflict);
+        }
+        for event in events {
+            stream.push(RecordedEvent {
+                sequence: stream.len() as u64 + 1,
+                event,
+                metadata: metadata.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use miniauth_domain::{AppId, OpenId, UnbindReason, Unbound, UserId};
+
+    use super::*;
+
+    fn id() -> AccountId {
+        let appid = AppId::parse("wx4f4bc4dec97d474b").unwrap();
+        AccountId::new(&appid, &OpenId::parse("o-memory").unwrap())
+    }
+
+    fn unbound() -> SocialAccountEvent {
+        SocialAccountEvent::Unbound(Unbound {
+            user_id: UserId::new(7).unwrap(),
+            reason: UnbindReason::UserRequest,
+            occurred_at: Utc::now(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_commit_after_a_stale_version_conflicts_and_writes_nothing() {
+        let accounts = InMemoryAccounts::default();
+        let first = accounts.load(&id()).await.unwrap();
+        let second = accounts.load(&id()).await.unwrap();
+        assert_eq!(second.version(), 0);
+
+        accounts
+            .commit(first, vec![unbound(), unbound()], HashMap::new())
+            .await
+            .unwrap();
+        let lost = accounts
+            .commit(second, vec![unbound()], HashMap::new())
+            .await;
+
+        assert_eq!(lost, Err(CommitError::Conflict));
+        let sequences: Vec<u64> = accounts.events(&id()).iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, vec![1, 2]);
+        assert_eq!(accounts.load(&id()).await.unwrap().version(), 2);
+    }
+}
