@@ -459,8 +459,8 @@ async fn rebind_after_unbind(engine: Engine) {
 async fn stale_tickets_buy_no_tokens(engine: Engine) {
     let app = spawn_app(engine).await;
     let (_, tokens, _, wechat) = app.registered_user(APP).await;
-    let old = app.ticket(APP, wechat).await;
-    let newest = app.ticket(APP, wechat).await;
+    let old = app.bind_key(APP, wechat).await;
+    let newest = app.bind_key(APP, wechat).await;
     app.unchanged("a ticket grant with a superseded ticket", || async {
         app.token(&json!({ "grant_type": "ticket", "ticket": old }))
             .await
