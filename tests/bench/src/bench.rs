@@ -1,6 +1,6 @@
-//! `miniauth bench`: load against the machine's ceiling, in one run.
+//! The load: a miniauth against the machine's ceiling, in one run.
 //!
-//! It starts the current build of miniauth as a child process (so its resident memory
+//! It starts a build of miniauth as a child process (so its resident memory
 //! can be read from `/proc/<pid>/status`) on a fresh PostgreSQL database (created on the
 //! server of `--pg-url` and dropped afterwards) or a fresh SQLite file, with the WeChat
 //! simulator in this process (so the simulator's memory is not counted as miniauth's),
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tower::ServiceExt;
 
-use crate::config::Config;
+use miniauth::config::Config;
 
 /// Upper bounds, so that a typo cannot turn the tool into a denial of service.
 const MAX_CLIENTS: usize = 256;
@@ -62,7 +62,7 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// `miniauth bench`: what to run and how hard.
+/// What to run and how hard.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The store of the server under test.
@@ -81,7 +81,7 @@ pub struct BenchArgs {
     /// database on its server and drops it afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub pg_url: String,
-    /// The miniauth binary to start (default: this one, or `miniauth` next to it).
+    /// The miniauth binary to start (default: `miniauth` next to this executable).
     #[arg(long)]
     pub binary: Option<PathBuf>,
     /// The pgbench binary.
@@ -740,8 +740,8 @@ fn progress(args: &BenchArgs, text: &str) {
     }
 }
 
-/// The miniauth binary to start: `--binary`, this executable when it is miniauth, or a
-/// `miniauth` next to it or one directory up (an example lives in `target/*/examples`).
+/// The miniauth binary to start: `--binary`, or the `miniauth` that cargo builds into
+/// the same `target/<profile>` directory as this executable.
 fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         if path.is_file() {
@@ -750,14 +750,10 @@ fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         bail!("--binary {}: no such file", path.display());
     }
     let exe = std::env::current_exe().context("locating this executable")?;
-    if exe.file_stem().is_some_and(|s| s == "miniauth") {
-        return Ok(exe);
-    }
     let dir = exe.parent().context("this executable has no directory")?;
-    for candidate in [dir.join("miniauth"), dir.join("../miniauth")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    let candidate = dir.join(format!("miniauth{}", std::env::consts::EXE_SUFFIX));
+    if candidate.is_file() {
+        return Ok(candidate);
     }
     bail!(
         "no miniauth binary next to {}: build it (cargo build --release -p miniauth) or pass --binary",
@@ -915,7 +911,7 @@ async fn connect_pg(url: &str) -> anyhow::Result<sqlx::PgConnection> {
         .with_context(|| {
             format!(
                 "cannot connect to PostgreSQL at {} (is it running? pass --pg-url, or --store sqlite)",
-                crate::wiring::redact_url(url)
+                miniauth::wiring::redact_url(url)
             )
         })
 }
@@ -1887,7 +1883,7 @@ pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nminiauth bench: {} clients, {} s per scenario, store {:?} (pool {}), {} CPUs ({}), {} MiB",
+        "\nminiauth-bench: {} clients, {} s per scenario, store {:?} (pool {}), {} CPUs ({}), {} MiB",
         report.clients,
         report.duration_secs,
         report.store,
