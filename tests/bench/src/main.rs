@@ -2,6 +2,12 @@
 //! binary. It starts a built `miniauth` as the server under test (docs/benchmarks.md).
 
 mod bench;
+mod clients;
+mod database;
+mod pgbench;
+mod procfs;
+mod report;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
