@@ -1,8 +1,8 @@
-//! The wiring of the `miniauth` binary, as a library so that the end-to-end tests and
-//! the load tool start the very same service in-process.
+//! The wiring of the `miniauth` binary, as a library so that the end-to-end tests start
+//! the very same service in-process, and the load tool reads the same configuration.
 
 pub mod audit;
-pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod logging;
 pub mod wiring;

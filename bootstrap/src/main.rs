@@ -10,7 +10,7 @@ use miniauth_application::RequestContext;
 use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
-use miniauth::{audit, bench, demo, wiring};
+use miniauth::{audit, demo, logging, wiring};
 
 /// WeChat Mini Program login, registration and binding, with an auditable event log.
 #[derive(Debug, Parser)]
@@ -61,8 +61,6 @@ enum Command {
         #[command(subcommand)]
         command: audit::ProjectionsCommand,
     },
-    /// Load-test a miniauth against the ceiling PostgreSQL sets (docs/benchmarks.md).
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,7 +176,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    init_logging(&config);
+    logging::init(&config.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Sim { listen } => {
@@ -298,7 +296,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Projections { command } => audit::projections(&config, command).await,
-        Command::Bench(args) => bench::run(&config, args).await,
     }
 }
 
@@ -392,20 +389,6 @@ fn print_demo_banner(config: &Config, built: &wiring::Built) {
     }
     println!("walk the flow:     miniauth demo   (or: cargo run --release -- demo)");
     println!("configure an app:  miniauth serve --config miniauth.toml (see docs/operations.md)");
-}
-
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MINIAUTH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if config.log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 #[cfg(test)]

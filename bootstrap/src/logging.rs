@@ -1,0 +1,33 @@
+//! The logs: a tracing subscriber on standard error, filtered by `MINIAUTH_LOG` or the
+//! configuration's `log.level`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSection;
+
+/// Installs the subscriber once per process (a second call changes nothing).
+///
+/// Colour only when standard error is a terminal and `NO_COLOR` is unset: a log
+/// redirected to a file or a collector must not carry ANSI escapes.
+pub fn init(log: &LogSection) {
+    let filter =
+        EnvFilter::try_from_env("MINIAUTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour());
+    let _ = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Whether the text logs are coloured. tracing-subscriber colours by default whatever
+/// the writer is, and `with_ansi(true)` would override its `NO_COLOR` check.
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
