@@ -188,22 +188,41 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The GitEgg result code for one of our error codes: the one table of the
-/// GitEgg-compatible API. Codes not named here follow their HTTP status.
-pub fn gitegg_code(code: &str, status: StatusCode) -> u16 {
-    match code {
-        "invalid_credentials" => 419,
-        "user_not_found" => 423,
-        "user_disabled" => 428,
-        "not_bound" => 601,
-        "too_many_logins" => 429,
-        "already_bound_to_other_user" | "user_already_bound_in_app" | "bound_to_other_user" => 603,
-        _ => match status.as_u16() {
-            401 => 401,
-            403 => 403,
-            500..=599 => 500,
-            _ => 410,
-        },
+/// The GitEgg result code of a use case's refusal: the one table of the
+/// GitEgg-compatible API. Variants not named here follow their HTTP status.
+pub fn gitegg_code(error: &AppError) -> u16 {
+    use miniauth_domain::AccountError;
+    match error {
+        AppError::BadCredentials => 419,
+        AppError::UserNotFound => 423,
+        AppError::UserDisabled => 428,
+        AppError::NotBound | AppError::Account(AccountError::NotBound) => 601,
+        AppError::TooManyLogins(_) => 429,
+        AppError::UserAlreadyBoundInApp
+        | AppError::Account(
+            AccountError::AlreadyBoundToOtherUser | AccountError::BoundToOtherUser,
+        ) => 603,
+        other => gitegg_code_of_status(status_of(other.kind()).0),
+    }
+}
+
+/// GitEgg's code for a refusal it has no code of its own for.
+fn gitegg_code_of_status(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        401 => 401,
+        403 => 403,
+        500..=599 => 500,
+        _ => 410,
+    }
+}
+
+impl ApiError {
+    /// The GitEgg envelope code: the use case's by variant, the transport's by status.
+    pub fn gitegg_code(&self) -> u16 {
+        match self {
+            Self::App(e) => gitegg_code(e),
+            Self::Request(e) => gitegg_code_of_status(e.status),
+        }
     }
 }
 
@@ -313,7 +332,7 @@ pub fn error_catalog() -> Vec<ErrorRow> {
         rows.push(ErrorRow {
             code: rendered.code,
             status: rendered.status.as_u16(),
-            gitegg: gitegg_code(rendered.code, rendered.status),
+            gitegg: error.gitegg_code(),
             meaning,
         });
     }
@@ -373,24 +392,32 @@ mod tests {
 
     #[test]
     fn gitegg_codes_follow_the_table() {
+        use miniauth_application::ports::{TicketError, WeChatError};
+        use miniauth_domain::AccountError;
+        assert_eq!(gitegg_code(&AppError::BadCredentials), 419);
+        assert_eq!(gitegg_code(&AppError::NotBound), 601);
+        assert_eq!(gitegg_code(&AccountError::NotBound.into()), 601);
+        assert_eq!(gitegg_code(&AppError::UserAlreadyBoundInApp), 603);
+        assert_eq!(gitegg_code(&AccountError::BoundToOtherUser.into()), 603);
+        assert_eq!(gitegg_code(&TicketError::Expired.into()), 401);
+        assert_eq!(gitegg_code(&AppError::RegistrationClosed), 403);
+        assert_eq!(gitegg_code(&WeChatError::InvalidCode.into()), 410);
         assert_eq!(
-            gitegg_code("invalid_credentials", StatusCode::UNAUTHORIZED),
-            419
-        );
-        assert_eq!(gitegg_code("not_bound", StatusCode::NOT_FOUND), 601);
-        assert_eq!(
-            gitegg_code("user_already_bound_in_app", StatusCode::CONFLICT),
-            603
-        );
-        assert_eq!(gitegg_code("ticket_expired", StatusCode::UNAUTHORIZED), 401);
-        assert_eq!(
-            gitegg_code("registration_closed", StatusCode::FORBIDDEN),
-            403
-        );
-        assert_eq!(gitegg_code("code_invalid", StatusCode::BAD_REQUEST), 410);
-        assert_eq!(
-            gitegg_code("wechat_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            gitegg_code(
+                &WeChatError::Unavailable {
+                    retry_after_secs: 5
+                }
+                .into()
+            ),
             500
+        );
+        assert_eq!(
+            ApiError::Request(RequestError::access_token_missing()).gitegg_code(),
+            401
+        );
+        assert_eq!(
+            ApiError::Request(crate::extract::unsupported_grant_type()).gitegg_code(),
+            410
         );
     }
 

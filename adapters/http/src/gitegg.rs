@@ -13,7 +13,7 @@ use miniauth_domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::{gitegg_code, ApiError};
+use crate::error::ApiError;
 use crate::extract::{
     basic_credentials, client_unauthorized, unsupported_grant_type, AppPath, Bearer, JsonBody,
     JsonOrForm, Origin, Params,
@@ -48,10 +48,11 @@ impl Envelope {
 
 impl From<ApiError> for Envelope {
     fn from(error: ApiError) -> Self {
+        let code = error.gitegg_code();
         let rendered = error.render();
         Self {
             success: false,
-            code: gitegg_code(rendered.code, rendered.status),
+            code,
             msg: rendered.detail,
             data: Value::Null,
         }
