@@ -11,10 +11,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use miniauth_application::ports::TokenSubject;
 use miniauth_application::RequestContext;
+use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::{ApiError, RequestError};
 use crate::state::ApiState;
+use crate::v1::TokenGrant;
 
 /// The request id and client address the middleware attached to the request.
 #[derive(Debug, Clone, Default)]
@@ -144,41 +147,53 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A body sent as JSON or as an HTML form, whichever the content type says; the
-/// fields are read as strings.
-pub(crate) struct JsonOrForm(pub HashMap<String, String>);
+/// The fields of a body sent as JSON or as an HTML form, whichever the content type
+/// says, read as strings (a JSON null is an absent field).
+async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestError> {
+    let media = media_type(req.headers()).unwrap_or_default();
+    if media == FORM {
+        let text = read_text(req).await?;
+        return parse_pairs(&text, "form body");
+    }
+    if !is_json(&media) {
+        return Err(unsupported_media_type(&format!(
+            "application/json or {FORM}"
+        )));
+    }
+    let text = read_text(req).await?;
+    let object: serde_json::Map<String, serde_json::Value> = parse_json(&text)?;
+    let mut fields = HashMap::new();
+    for (name, value) in object {
+        match value {
+            serde_json::Value::String(text) => {
+                fields.insert(name, text);
+            }
+            serde_json::Value::Null => {}
+            _ => {
+                return Err(RequestError::bad_request(
+                    "invalid_body",
+                    format!("`{name}` must be a string"),
+                ))
+            }
+        }
+    }
+    Ok(fields)
+}
 
-impl<S: Send + Sync> FromRequest<S> for JsonOrForm {
+/// The token endpoints' body, as JSON or as a form.
+pub(crate) struct GrantBody(pub TokenGrant);
+
+impl<S: Send + Sync> FromRequest<S> for GrantBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let media = media_type(req.headers()).unwrap_or_default();
-        if media == FORM {
-            let text = read_text(req).await?;
-            return Ok(Self(parse_pairs(&text, "form body")?));
-        }
-        if !is_json(&media) {
-            return Err(unsupported_media_type(&format!("application/json or {FORM}")).into());
-        }
-        let text = read_text(req).await?;
-        let object: serde_json::Map<String, serde_json::Value> = parse_json(&text)?;
-        let mut fields = HashMap::new();
-        for (name, value) in object {
-            match value {
-                serde_json::Value::String(text) => {
-                    fields.insert(name, text);
-                }
-                serde_json::Value::Null => {}
-                _ => {
-                    return Err(RequestError::bad_request(
-                        "invalid_body",
-                        format!("`{name}` must be a string"),
-                    )
-                    .into())
-                }
-            }
-        }
-        Ok(Self(fields))
+        let fields = string_fields(req).await?;
+        // Every field of every grant is a string with a default: only a missing or
+        // unknown `grant_type` fails here.
+        let fields = MapDeserializer::<_, serde::de::value::Error>::new(fields.into_iter());
+        TokenGrant::deserialize(fields)
+            .map(Self)
+            .map_err(|_| unsupported_grant_type().into())
     }
 }
 

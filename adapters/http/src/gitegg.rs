@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::{
-    basic_credentials, client_unauthorized, unsupported_grant_type, AppPath, Bearer, JsonBody,
-    JsonOrForm, Origin, Params,
+    basic_credentials, client_unauthorized, unsupported_grant_type, AppPath, Bearer, GrantBody,
+    JsonBody, Origin, Params,
 };
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
-use crate::v1::{phone_input, profile_input, status_label, WECHAT_ACTOR};
+use crate::v1::{phone_input, profile_input, status_label, TokenGrant, WECHAT_ACTOR};
 
 /// GitEgg's answer to everything.
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,7 +226,7 @@ pub(crate) async fn token(
     State(state): State<ApiState>,
     origin: Origin,
     headers: HeaderMap,
-    fields: Result<JsonOrForm, ApiError>,
+    grant: Result<GrantBody, ApiError>,
 ) -> Envelope {
     answer(
         async {
@@ -237,24 +237,28 @@ pub(crate) async fn token(
             if !state.config.client_allowed(presented) {
                 return Err(client_unauthorized().into());
             }
-            let JsonOrForm(fields) = fields?;
-            let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-            let tokens = match field("grant_type") {
-                "social" => state.auth.grant_ticket(field("social_key")).await?,
-                "password" => {
+            let GrantBody(grant) = grant?;
+            let tokens = match grant {
+                TokenGrant::Social { social_key } => state.auth.grant_ticket(&social_key).await?,
+                TokenGrant::Password {
+                    username, password, ..
+                } => {
                     let ctx = origin.context("anonymous");
                     state
                         .auth
                         .grant_password(
                             &ctx,
                             &state.config.default_tenant,
-                            field("username"),
-                            &Password::new(field("password")),
+                            &username,
+                            &Password::new(password),
                         )
                         .await?
                 }
-                "refresh_token" => state.auth.grant_refresh(field("refresh_token")).await?,
-                _ => return Err(unsupported_grant_type().into()),
+                TokenGrant::RefreshToken { refresh_token } => {
+                    state.auth.grant_refresh(&refresh_token).await?
+                }
+                // v1's ticket grant.
+                TokenGrant::Ticket { .. } => return Err(unsupported_grant_type().into()),
             };
             Ok(token_data(tokens))
         }

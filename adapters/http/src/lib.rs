@@ -100,7 +100,7 @@ pub const REQUEST_ID: &str = "x-request-id";
         v1::PhoneResponse,
         v1::BindingRequest,
         v1::BindingResponse,
-        v1::TokenRequest,
+        v1::TokenGrant,
         v1::LogoutRequest,
         v1::MeResponse,
         v1::BindingView,

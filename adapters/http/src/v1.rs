@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
-use crate::extract::{
-    unsupported_grant_type, Admin, AppPath, Bearer, JsonBody, JsonOrForm, Origin,
-};
+use crate::extract::{unsupported_grant_type, Admin, AppPath, Bearer, GrantBody, JsonBody, Origin};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
 
@@ -144,21 +142,46 @@ pub struct BindingResponse {
     pub user_id: i64,
 }
 
-/// `POST /v1/token`, as JSON or as a form.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct TokenRequest {
-    /// `ticket`, `password` or `refresh_token`.
-    pub grant_type: String,
-    /// For `ticket`: the ticket of a bound identity.
-    pub ticket: Option<String>,
-    /// For `password`: the account name.
-    pub account: Option<String>,
-    /// For `password`: the password.
-    pub password: Option<String>,
-    /// For `password`: the tenant (default: the configured one).
-    pub tenant: Option<String>,
-    /// For `refresh_token`: the refresh token.
-    pub refresh_token: Option<String>,
+/// The body of both token endpoints, `POST /v1/token` and GitEgg's `POST /oauth/token`,
+/// as JSON or as a form: the grant `grant_type` names. A missing or unknown
+/// `grant_type` is answered `unsupported_grant_type`; a missing field is empty, so the
+/// use case says which one is missing.
+// No `Debug`: it carries passwords and tokens.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "grant_type", rename_all = "snake_case")]
+pub enum TokenGrant {
+    /// v1: the ticket of a bound identity buys tokens.
+    Ticket {
+        /// The ticket.
+        #[serde(default)]
+        ticket: String,
+    },
+    /// GitEgg's ticket grant (v1 answers `unsupported_grant_type`).
+    Social {
+        /// The `bindKey` the GitEgg login answered.
+        #[serde(default)]
+        social_key: String,
+    },
+    /// Account and password.
+    Password {
+        /// v1: the account name.
+        #[serde(default)]
+        account: String,
+        /// GitEgg: the account name.
+        #[serde(default)]
+        username: String,
+        /// The password.
+        #[serde(default)]
+        password: String,
+        /// v1: the tenant (default: the configured one).
+        tenant: Option<String>,
+    },
+    /// A refresh token buys new tokens, and is rotated.
+    RefreshToken {
+        /// The refresh token.
+        #[serde(default)]
+        refresh_token: String,
+    },
 }
 
 /// `POST /v1/logout`.
@@ -463,8 +486,8 @@ pub(crate) async fn unbind(
 #[utoipa::path(
     post, path = "/v1/token", tag = "v1",
     request_body(content(
-        (TokenRequest = "application/json"),
-        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenGrant = "application/json"),
+        (TokenGrant = "application/x-www-form-urlencoded"),
     )),
     responses(
         (status = 200, description = "Tokens", body = TokenResponse),
@@ -476,29 +499,30 @@ pub(crate) async fn unbind(
 pub(crate) async fn token(
     State(state): State<ApiState>,
     origin: Origin,
-    JsonOrForm(fields): JsonOrForm,
+    GrantBody(grant): GrantBody,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    let tokens = match field("grant_type") {
-        "ticket" => state.auth.grant_ticket(field("ticket")).await?,
-        "password" => {
-            let tenant = match fields.get("tenant") {
-                Some(raw) => TenantId::parse(raw).map_err(|e| ApiError::App(e.into()))?,
+    let tokens = match grant {
+        TokenGrant::Ticket { ticket } => state.auth.grant_ticket(&ticket).await?,
+        TokenGrant::Password {
+            account,
+            password,
+            tenant,
+            ..
+        } => {
+            let tenant = match tenant {
+                Some(raw) => TenantId::parse(&raw).map_err(|e| ApiError::App(e.into()))?,
                 None => state.config.default_tenant.clone(),
             };
             let ctx = origin.context("anonymous");
             state
                 .auth
-                .grant_password(
-                    &ctx,
-                    &tenant,
-                    field("account"),
-                    &Password::new(field("password")),
-                )
+                .grant_password(&ctx, &tenant, &account, &Password::new(password))
                 .await?
         }
-        "refresh_token" => state.auth.grant_refresh(field("refresh_token")).await?,
-        _ => return Err(unsupported_grant_type().into()),
+        TokenGrant::RefreshToken { refresh_token } => {
+            state.auth.grant_refresh(&refresh_token).await?
+        }
+        TokenGrant::Social { .. } => return Err(unsupported_grant_type().into()),
     };
     Ok(Json(tokens.into()))
 }

@@ -230,6 +230,13 @@ async fn oauth_token_password_refresh_and_client_credentials() {
     h.post_form("/oauth/token", "grant_type=implicit", None)
         .await
         .assert_envelope(410);
+    // v1's grant, and no grant at all, are not GitEgg grants.
+    h.post_form("/oauth/token", "grant_type=ticket&ticket=x", None)
+        .await
+        .assert_envelope(410);
+    h.post_form("/oauth/token", "social_key=x", None)
+        .await
+        .assert_envelope(410);
     h.post_form("/oauth/token", "grant_type=social&social_key=", None)
         .await
         .assert_envelope(410);

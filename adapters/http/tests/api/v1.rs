@@ -494,6 +494,17 @@ async fn token_accepts_forms_and_refuses_bad_grants() {
     h.post_json("/v1/token", json!({ "grant_type": "magic" }), None)
         .await
         .assert_problem(400, "unsupported_grant_type");
+    // GitEgg's grant, and no grant at all, are not v1 grants.
+    h.post_json(
+        "/v1/token",
+        json!({ "grant_type": "social", "social_key": "x" }),
+        None,
+    )
+    .await
+    .assert_problem(400, "unsupported_grant_type");
+    h.post_json("/v1/token", json!({ "ticket": "x" }), None)
+        .await
+        .assert_problem(400, "unsupported_grant_type");
     h.post_json("/v1/token", json!({ "grant_type": 3 }), None)
         .await
         .assert_problem(400, "invalid_body");
