@@ -167,22 +167,6 @@ pub struct AppBindingsResponse {
     pub bindings: Vec<BindingAtView>,
 }
 
-pub(crate) fn audit_unavailable() -> RequestError {
-    RequestError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "audit_unavailable",
-        "this deployment serves no audit log",
-    )
-}
-
-pub(crate) fn account_not_found() -> RequestError {
-    RequestError::new(
-        StatusCode::NOT_FOUND,
-        "account_not_found",
-        "no event was ever recorded for this appid and openid",
-    )
-}
-
 fn invalid(error: InvalidValue) -> ApiError {
     ApiError::App(error.into())
 }
@@ -195,7 +179,7 @@ fn audit_log(state: &ApiState) -> Result<&dyn AuditLog, ApiError> {
     state
         .audit
         .as_deref()
-        .ok_or_else(|| audit_unavailable().into())
+        .ok_or_else(|| RequestError::AuditUnavailable.into())
 }
 
 /// Parses an RFC 3339 instant (`2026-03-01T00:00:00Z`, `2026-03-01T08:00:00+08:00`).
@@ -221,7 +205,7 @@ fn account_path(appid: &str, openid: &str) -> Result<(AppId, OpenId), ApiError> 
 }
 
 fn path_error() -> ApiError {
-    RequestError::bad_request("invalid_path", "the appid in the path is not valid UTF-8").into()
+    RequestError::InvalidPath("appid").into()
 }
 
 /// Every event of one WeChat identity, personal data masked (admin token).
@@ -251,7 +235,7 @@ pub(crate) async fn history(
         .await
         .map_err(port)?;
     if events.is_empty() {
-        return Err(account_not_found().into());
+        return Err(RequestError::AccountNotFound.into());
     }
     Ok(Json(HistoryResponse {
         appid: appid.to_string(),

@@ -13,43 +13,140 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A request refused by the transport before any use case ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub detail: String,
-    pub retry_after: Option<u64>,
+pub(crate) enum RequestError {
+    /// The body is not JSON: the parser's reason.
+    InvalidJson(String),
+    /// The body does not have the expected shape: what is wrong.
+    InvalidBody(String),
+    /// The named part of the request (body, query string) is not UTF-8.
+    InvalidUtf8(String),
+    /// A broken percent escape or a repeated parameter: what is wrong.
+    InvalidQuery(String),
+    /// The named path segment (appid, user id) is not UTF-8.
+    InvalidPath(&'static str),
+    /// The body could not be read.
+    UnreadableBody,
+    /// The body is larger than the configured limit.
+    BodyTooLarge,
+    /// The body is not of the named media type(s).
+    UnsupportedMediaType(String),
+    /// No bearer token was sent.
+    AccessTokenMissing,
+    /// The admin token is missing or wrong.
+    AdminTokenInvalid,
+    /// No admin token is configured.
+    AdminDisabled,
+    /// The OAuth client credentials are missing or wrong.
+    ClientUnauthorized,
+    /// `grant_type` is missing or not a grant of this endpoint.
+    UnsupportedGrantType,
+    /// No route matches the path.
+    RouteNotFound,
+    /// The route does not accept the method.
+    MethodNotAllowed,
+    /// The request took longer than the seconds given.
+    Timeout(u64),
+    /// The store cannot be reached yet.
+    NotReady,
+    /// No event was ever recorded for the account asked about.
+    AccountNotFound,
+    /// This deployment serves no audit log.
+    AuditUnavailable,
 }
 
 impl RequestError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-            retry_after: None,
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_)
+            | Self::InvalidBody(_)
+            | Self::InvalidUtf8(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidPath(_)
+            | Self::UnreadableBody
+            | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::AccessTokenMissing | Self::AdminTokenInvalid | Self::ClientUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::AdminDisabled => StatusCode::FORBIDDEN,
+            Self::RouteNotFound | Self::AccountNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::InvalidUtf8(_) => "invalid_utf8",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::UnreadableBody => "unreadable_body",
+            Self::BodyTooLarge => "body_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::AccessTokenMissing => "access_token_missing",
+            Self::AdminTokenInvalid => "admin_token_invalid",
+            Self::AdminDisabled => "admin_disabled",
+            Self::ClientUnauthorized => "client_unauthorized",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout(_) => "request_timeout",
+            Self::NotReady => "not_ready",
+            Self::AccountNotFound => "account_not_found",
+            Self::AuditUnavailable => "audit_unavailable",
+        }
     }
 
-    pub fn access_token_missing() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "access_token_missing",
-            "send the access token as `Authorization: Bearer <token>`",
-        )
+    /// What went wrong, for a front-end developer.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::InvalidJson(reason) => format!("the body is not valid JSON: {reason}"),
+            Self::InvalidBody(detail) | Self::InvalidQuery(detail) => detail.clone(),
+            Self::InvalidUtf8(what) => format!("the {what} is not valid UTF-8"),
+            Self::InvalidPath(what) => format!("the {what} in the path is not valid UTF-8"),
+            Self::UnreadableBody => "the request body could not be read".to_owned(),
+            Self::BodyTooLarge => "the request body is larger than this server accepts".to_owned(),
+            Self::UnsupportedMediaType(expected) => format!("send the body as {expected}"),
+            Self::AccessTokenMissing => {
+                "send the access token as `Authorization: Bearer <token>`".to_owned()
+            }
+            Self::AdminTokenInvalid => {
+                "send the configured admin token as `Authorization: Bearer <token>`".to_owned()
+            }
+            Self::AdminDisabled => {
+                "the admin API is disabled: no admin token is configured".to_owned()
+            }
+            Self::ClientUnauthorized => {
+                "the OAuth client credentials (HTTP Basic) are missing or wrong".to_owned()
+            }
+            Self::UnsupportedGrantType => {
+                "grant_type must be one of the grants this endpoint lists".to_owned()
+            }
+            Self::RouteNotFound => "no such route".to_owned(),
+            Self::MethodNotAllowed => "this route does not accept this method".to_owned(),
+            Self::Timeout(after_secs) => {
+                format!("the request took longer than {after_secs} s; try again")
+            }
+            Self::NotReady => "the service cannot reach its store yet".to_owned(),
+            Self::AccountNotFound => {
+                "no event was ever recorded for this appid and openid".to_owned()
+            }
+            Self::AuditUnavailable => "this deployment serves no audit log".to_owned(),
+        }
     }
 
-    pub fn timeout(after_secs: u64) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request_timeout",
-                format!("the request took longer than {after_secs} s; try again"),
-            )
+    /// The seconds of the `Retry-After` header, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Timeout(_) => Some(1),
+            Self::NotReady => Some(5),
+            _ => None,
         }
     }
 }
@@ -103,10 +200,10 @@ impl ApiError {
     pub fn render(&self) -> Rendered {
         match self {
             Self::Request(e) => Rendered {
-                status: e.status,
-                code: e.code,
-                detail: e.detail.clone(),
-                retry_after: e.retry_after,
+                status: e.status(),
+                code: e.code(),
+                detail: e.detail(),
+                retry_after: e.retry_after(),
             },
             Self::App(e) => {
                 let (status, retry_after) = status_of(e.kind());
@@ -221,7 +318,7 @@ impl ApiError {
     pub fn gitegg_code(&self) -> u16 {
         match self {
             Self::App(e) => gitegg_code(e),
-            Self::Request(e) => gitegg_code_of_status(e.status),
+            Self::Request(e) => gitegg_code_of_status(e.status()),
         }
     }
 }
@@ -242,81 +339,10 @@ pub struct ErrorRow {
 /// Every error this API answers, with its status and GitEgg code, built from the same
 /// code paths the handlers use (docs/api.md is checked against it by a test).
 pub fn error_catalog() -> Vec<ErrorRow> {
-    use miniauth_application::ports::{AccessTokenError, RefreshError, TicketError, WeChatError};
-    use miniauth_domain::{AccountError, InvalidValue, PayloadError};
-
-    let app_errors: Vec<AppError> = vec![
-        InvalidValue::new("{field}", "{reason}").into(),
-        AppError::UnknownApp,
-        AppError::UnknownTenant,
-        AppError::TenantMismatch,
-        WeChatError::InvalidCode.into(),
-        WeChatError::CodeUsed.into(),
-        WeChatError::CodeAlreadyAnswered.into(),
-        WeChatError::RateLimited.into(),
-        WeChatError::BlockedUser.into(),
-        WeChatError::Unavailable {
-            retry_after_secs: 5,
-        }
-        .into(),
-        WeChatError::BadAppCredentials.into(),
-        WeChatError::IpNotWhitelisted.into(),
-        WeChatError::QuotaExhausted.into(),
-        WeChatError::Unknown {
-            code: 0,
-            message: "{errmsg}".into(),
-        }
-        .into(),
-        TicketError::Missing.into(),
-        TicketError::Malformed.into(),
-        TicketError::Forged.into(),
-        TicketError::Expired.into(),
-        AppError::TicketAppMismatch,
-        PayloadError::NotBase64 { field: "{field}" }.into(),
-        PayloadError::WrongLength {
-            field: "{field}",
-            reason: "{reason}",
-        }
-        .into(),
-        AppError::PayloadRejected,
-        AppError::SessionKeySpent,
-        AppError::LegacyPayloadsDisabled,
-        AppError::TicketAlreadyUsed,
-        AccountError::NoSession.into(),
-        AccountError::TicketUnknownSession.into(),
-        AccountError::TicketSessionSuperseded.into(),
-        AccountError::SessionKeyNotHeld.into(),
-        AccountError::AlreadyBoundToOtherUser.into(),
-        AccountError::BoundToOtherUser.into(),
-        AccountError::SessionForAnotherIdentity.into(),
-        AppError::RegistrationClosed,
-        AppError::PhoneNotRegistered,
-        AppError::UserAlreadyBoundInApp,
-        AppError::AccountTaken,
-        AppError::PhoneTaken,
-        AppError::NotBound,
-        AppError::BadCredentials,
-        AppError::TooManyAttempts(60),
-        AppError::TooManyLogins(60),
-        AppError::Busy(1),
-        AppError::UserDisabled,
-        AppError::UserNotFound,
-        RefreshError::Unknown.into(),
-        RefreshError::Expired.into(),
-        RefreshError::Reused.into(),
-        AccessTokenError::Invalid.into(),
-        AccessTokenError::Expired.into(),
-        AccessTokenError::Revoked.into(),
-        AppError::Contention,
-        AppError::Unavailable("{dependency}".into()),
-        AppError::Internal("{cause, logged only}".into()),
-    ];
-    let mut errors: Vec<ApiError> = app_errors.into_iter().map(ApiError::App).collect();
-    errors.extend(
-        crate::extract::request_error_samples()
-            .into_iter()
-            .map(ApiError::Request),
-    );
+    let errors = app_error_samples()
+        .into_iter()
+        .map(ApiError::App)
+        .chain(request_error_samples().into_iter().map(ApiError::Request));
     let mut rows: Vec<ErrorRow> = Vec::new();
     for error in errors {
         let rendered = quietly(|| error.render());
@@ -337,6 +363,135 @@ pub fn error_catalog() -> Vec<ErrorRow> {
         });
     }
     rows
+}
+
+/// The samples of an enum's variants, in the order given. The patterns are matched
+/// with no wildcard, so a new variant does not compile until it is given its samples
+/// (or `[]`, saying why it never reaches a client).
+macro_rules! every_variant {
+    ($type:ty { $($pattern:pat => [$($sample:expr),* $(,)?]),* $(,)? }) => {{
+        let _every_variant_is_listed = |error: &$type| match error {
+            $($pattern => ()),*
+        };
+        let samples: Vec<$type> = vec![$($($sample.into(),)*)*];
+        samples
+    }};
+}
+
+/// One use-case error of each code, in the order of the table.
+fn app_error_samples() -> Vec<AppError> {
+    use miniauth_application::ports::{AccessTokenError, RefreshError, TicketError, WeChatError};
+    use miniauth_domain::{AccountError, InvalidValue, PayloadError};
+    use AppError as E;
+
+    every_variant!(AppError {
+        E::Invalid(_) => [InvalidValue::new("{field}", "{reason}")],
+        E::UnknownApp => [E::UnknownApp],
+        E::UnknownTenant => [E::UnknownTenant],
+        E::TenantMismatch => [E::TenantMismatch],
+        E::WeChat(WeChatError::InvalidCode) => [WeChatError::InvalidCode],
+        E::WeChat(WeChatError::CodeUsed) => [WeChatError::CodeUsed],
+        E::WeChat(WeChatError::CodeAlreadyAnswered) => [WeChatError::CodeAlreadyAnswered],
+        E::WeChat(WeChatError::RateLimited) => [WeChatError::RateLimited],
+        E::WeChat(WeChatError::BlockedUser) => [WeChatError::BlockedUser],
+        E::WeChat(WeChatError::Unavailable { .. }) => [WeChatError::Unavailable {
+            retry_after_secs: 5,
+        }],
+        E::WeChat(WeChatError::BadAppCredentials) => [WeChatError::BadAppCredentials],
+        E::WeChat(WeChatError::IpNotWhitelisted) => [WeChatError::IpNotWhitelisted],
+        E::WeChat(WeChatError::QuotaExhausted) => [WeChatError::QuotaExhausted],
+        E::WeChat(WeChatError::Unknown { .. }) => [WeChatError::Unknown {
+            code: 0,
+            message: "{errmsg}".into(),
+        }],
+        E::Ticket(TicketError::Missing) => [TicketError::Missing],
+        E::Ticket(TicketError::Malformed) => [TicketError::Malformed],
+        E::Ticket(TicketError::Forged) => [TicketError::Forged],
+        E::Ticket(TicketError::Expired) => [TicketError::Expired],
+        E::TicketAppMismatch => [E::TicketAppMismatch],
+        E::Payload(PayloadError::NotBase64 { .. }) => [PayloadError::NotBase64 { field: "{field}" }],
+        E::Payload(PayloadError::WrongLength { .. }) => [PayloadError::WrongLength {
+            field: "{field}",
+            reason: "{reason}",
+        }],
+        // `From<PayloadError>` answers these as `PayloadRejected`.
+        E::Payload(
+            PayloadError::SessionKeyMismatch
+            | PayloadError::NotJson(_)
+            | PayloadError::WatermarkAppMismatch
+            | PayloadError::WatermarkExpired
+            | PayloadError::SignatureMismatch
+            | PayloadError::OpenIdMismatch,
+        ) => [],
+        E::PayloadRejected => [E::PayloadRejected],
+        E::SessionKeySpent => [E::SessionKeySpent],
+        E::LegacyPayloadsDisabled => [E::LegacyPayloadsDisabled],
+        E::TicketAlreadyUsed => [E::TicketAlreadyUsed],
+        E::Account(AccountError::NoSession) => [AccountError::NoSession],
+        E::Account(AccountError::TicketUnknownSession) => [AccountError::TicketUnknownSession],
+        E::Account(AccountError::TicketSessionSuperseded) => [AccountError::TicketSessionSuperseded],
+        E::Account(AccountError::SessionKeyNotHeld) => [AccountError::SessionKeyNotHeld],
+        E::Account(AccountError::AlreadyBoundToOtherUser) => [AccountError::AlreadyBoundToOtherUser],
+        E::Account(AccountError::BoundToOtherUser) => [AccountError::BoundToOtherUser],
+        E::Account(AccountError::SessionForAnotherIdentity) => [AccountError::SessionForAnotherIdentity],
+        E::RegistrationClosed => [E::RegistrationClosed],
+        E::PhoneNotRegistered => [E::PhoneNotRegistered],
+        E::UserAlreadyBoundInApp => [E::UserAlreadyBoundInApp],
+        E::AccountTaken => [E::AccountTaken],
+        E::PhoneTaken => [E::PhoneTaken],
+        E::NotBound => [E::NotBound],
+        // Shares `not_bound` with the row above, which describes it.
+        E::Account(AccountError::NotBound) => [AccountError::NotBound],
+        E::BadCredentials => [E::BadCredentials],
+        E::TooManyAttempts(_) => [E::TooManyAttempts(60)],
+        E::TooManyLogins(_) => [E::TooManyLogins(60)],
+        E::Busy(_) => [E::Busy(1)],
+        E::UserDisabled => [E::UserDisabled],
+        E::UserNotFound => [E::UserNotFound],
+        E::Refresh(RefreshError::Unknown) => [RefreshError::Unknown],
+        E::Refresh(RefreshError::Expired) => [RefreshError::Expired],
+        E::Refresh(RefreshError::Reused) => [RefreshError::Reused],
+        // `From<RefreshError>` answers this as the port's error.
+        E::Refresh(RefreshError::Port(_)) => [],
+        E::AccessToken(AccessTokenError::Invalid) => [AccessTokenError::Invalid],
+        E::AccessToken(AccessTokenError::Expired) => [AccessTokenError::Expired],
+        E::AccessToken(AccessTokenError::Revoked) => [AccessTokenError::Revoked],
+        E::Contention => [E::Contention],
+        E::Unavailable(_) => [E::Unavailable("{dependency}".into())],
+        E::Internal(_) => [E::Internal("{cause, logged only}".into())],
+    })
+}
+
+/// One transport error of each code, in the order of the table.
+fn request_error_samples() -> Vec<RequestError> {
+    use RequestError as R;
+
+    every_variant!(RequestError {
+        R::InvalidJson(_) => [R::InvalidJson("{reason}".into())],
+        R::InvalidBody(_) => [R::InvalidBody(
+            "the JSON body does not have the expected shape: {reason}".into(),
+        )],
+        R::InvalidUtf8(_) => [R::InvalidUtf8("body or query string".into())],
+        R::InvalidQuery(_) => [R::InvalidQuery(
+            "the query string has an incomplete percent escape or names a parameter twice"
+                .into(),
+        )],
+        R::InvalidPath(_) => [R::InvalidPath("appid")],
+        R::UnreadableBody => [R::UnreadableBody],
+        R::BodyTooLarge => [R::BodyTooLarge],
+        R::UnsupportedMediaType(_) => [R::UnsupportedMediaType("application/json".into())],
+        R::AccessTokenMissing => [R::AccessTokenMissing],
+        R::AdminTokenInvalid => [R::AdminTokenInvalid],
+        R::AdminDisabled => [R::AdminDisabled],
+        R::ClientUnauthorized => [R::ClientUnauthorized],
+        R::UnsupportedGrantType => [R::UnsupportedGrantType],
+        R::RouteNotFound => [R::RouteNotFound],
+        R::MethodNotAllowed => [R::MethodNotAllowed],
+        R::Timeout(_) => [R::Timeout(30)],
+        R::NotReady => [R::NotReady],
+        R::AccountNotFound => [R::AccountNotFound],
+        R::AuditUnavailable => [R::AuditUnavailable],
+    })
 }
 
 /// Runs `f` without emitting its log lines (the catalog renders samples).
@@ -412,11 +567,11 @@ mod tests {
             500
         );
         assert_eq!(
-            ApiError::Request(RequestError::access_token_missing()).gitegg_code(),
+            ApiError::Request(RequestError::AccessTokenMissing).gitegg_code(),
             401
         );
         assert_eq!(
-            ApiError::Request(crate::extract::unsupported_grant_type()).gitegg_code(),
+            ApiError::Request(RequestError::UnsupportedGrantType).gitegg_code(),
             410
         );
     }

@@ -60,13 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AppPath {
         Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(appid)| Self(appid))
-            .map_err(|_| {
-                RequestError::bad_request(
-                    "invalid_path",
-                    "the appid in the path is not valid UTF-8",
-                )
-                .into()
-            })
+            .map_err(|_| RequestError::InvalidPath("appid").into())
     }
 }
 
@@ -83,50 +77,26 @@ fn is_json(media_type: &str) -> bool {
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-fn body_too_large() -> RequestError {
-    RequestError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "the request body is larger than this server accepts",
-    )
-}
-
-fn unsupported_media_type(expected: &str) -> RequestError {
-    RequestError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        format!("send the body as {expected}"),
-    )
-}
-
-fn not_utf8(what: &str) -> RequestError {
-    RequestError::bad_request("invalid_utf8", format!("the {what} is not valid UTF-8"))
-}
-
 /// Reads the whole body within the configured limit, as UTF-8.
 async fn read_text(req: Request) -> Result<String, RequestError> {
     let bytes = Bytes::from_request(req, &()).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
+            RequestError::BodyTooLarge
         } else {
-            RequestError::bad_request("unreadable_body", "the request body could not be read")
+            RequestError::UnreadableBody
         }
     })?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| not_utf8("body"))
+    String::from_utf8(bytes.to_vec()).map_err(|_| RequestError::InvalidUtf8("body".to_owned()))
 }
 
 fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, RequestError> {
     serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => RequestError::bad_request(
-                "invalid_body",
-                format!("the JSON body does not have the expected shape: {e}"),
-            ),
-            _ => RequestError::bad_request(
-                "invalid_json",
-                format!("the body is not valid JSON: {e}"),
-            ),
+            Category::Data => RequestError::InvalidBody(format!(
+                "the JSON body does not have the expected shape: {e}"
+            )),
+            _ => RequestError::InvalidJson(e.to_string()),
         }
     })
 }
@@ -140,7 +110,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         match media_type(req.headers()) {
             Some(media) if is_json(&media) => {}
-            _ => return Err(unsupported_media_type("application/json").into()),
+            _ => {
+                return Err(
+                    RequestError::UnsupportedMediaType("application/json".to_owned()).into(),
+                )
+            }
         }
         let text = read_text(req).await?;
         Ok(Self(parse_json(&text)?))
@@ -156,7 +130,7 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
         return parse_pairs(&text, "form body");
     }
     if !is_json(&media) {
-        return Err(unsupported_media_type(&format!(
+        return Err(RequestError::UnsupportedMediaType(format!(
             "application/json or {FORM}"
         )));
     }
@@ -170,10 +144,9 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
             }
             serde_json::Value::Null => {}
             _ => {
-                return Err(RequestError::bad_request(
-                    "invalid_body",
-                    format!("`{name}` must be a string"),
-                ))
+                return Err(RequestError::InvalidBody(format!(
+                    "`{name}` must be a string"
+                )))
             }
         }
     }
@@ -193,7 +166,7 @@ impl<S: Send + Sync> FromRequest<S> for GrantBody {
         let fields = MapDeserializer::<_, serde::de::value::Error>::new(fields.into_iter());
         TokenGrant::deserialize(fields)
             .map(Self)
-            .map_err(|_| unsupported_grant_type().into())
+            .map_err(|_| RequestError::UnsupportedGrantType.into())
     }
 }
 
@@ -207,10 +180,9 @@ pub(crate) fn parse_pairs(text: &str, what: &str) -> Result<HashMap<String, Stri
         let name = decode_component(name, what)?;
         let value = decode_component(value, what)?;
         if pairs.contains_key(&name) {
-            return Err(RequestError::bad_request(
-                "invalid_query",
-                format!("the {what} names `{name}` more than once"),
-            ));
+            return Err(RequestError::InvalidQuery(format!(
+                "the {what} names `{name}` more than once"
+            )));
         }
         pairs.insert(name, value);
     }
@@ -230,10 +202,9 @@ fn decode_component(raw: &str, what: &str) -> Result<String, RequestError> {
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| {
-                        RequestError::bad_request(
-                            "invalid_query",
-                            format!("the {what} has an incomplete percent escape"),
-                        )
+                        RequestError::InvalidQuery(format!(
+                            "the {what} has an incomplete percent escape"
+                        ))
                     })?;
                 decoded.push(hex);
                 i += 2;
@@ -242,7 +213,7 @@ fn decode_component(raw: &str, what: &str) -> Result<String, RequestError> {
         }
         i += 1;
     }
-    String::from_utf8(decoded).map_err(|_| not_utf8(what))
+    String::from_utf8(decoded).map_err(|_| RequestError::InvalidUtf8(what.to_owned()))
 }
 
 /// The query string's parameters, decoded strictly (see [`parse_pairs`]).
@@ -300,7 +271,7 @@ impl FromRequestParts<ApiState> for Bearer {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         match authorization(&parts.headers, "Bearer") {
-            None => Err(RequestError::access_token_missing().into()),
+            None => Err(RequestError::AccessTokenMissing.into()),
             Some(Err(())) => Err(ApiError::App(
                 miniauth_application::ports::AccessTokenError::Invalid.into(),
             )),
@@ -320,29 +291,13 @@ impl FromRequestParts<ApiState> for Admin {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let Some(expected) = &state.config.admin_token else {
-            return Err(admin_disabled().into());
+            return Err(RequestError::AdminDisabled.into());
         };
         match authorization(&parts.headers, "Bearer") {
             Some(Ok(token)) if expected.matches(token) => Ok(Self),
-            _ => Err(admin_token_invalid().into()),
+            _ => Err(RequestError::AdminTokenInvalid.into()),
         }
     }
-}
-
-fn admin_disabled() -> RequestError {
-    RequestError::new(
-        StatusCode::FORBIDDEN,
-        "admin_disabled",
-        "the admin API is disabled: no admin token is configured",
-    )
-}
-
-fn admin_token_invalid() -> RequestError {
-    RequestError::new(
-        StatusCode::UNAUTHORIZED,
-        "admin_token_invalid",
-        "send the configured admin token as `Authorization: Bearer <token>`",
-    )
 }
 
 /// HTTP Basic credentials, if sent and well formed.
@@ -351,75 +306,6 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((id.to_owned(), secret.to_owned()))
-}
-
-pub(crate) fn client_unauthorized() -> RequestError {
-    RequestError::new(
-        StatusCode::UNAUTHORIZED,
-        "client_unauthorized",
-        "the OAuth client credentials (HTTP Basic) are missing or wrong",
-    )
-}
-
-pub(crate) fn unsupported_grant_type() -> RequestError {
-    RequestError::bad_request(
-        "unsupported_grant_type",
-        "grant_type must be one of the grants this endpoint lists",
-    )
-}
-
-pub(crate) fn route_not_found() -> RequestError {
-    RequestError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
-}
-
-pub(crate) fn method_not_allowed() -> RequestError {
-    RequestError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept this method",
-    )
-}
-
-pub(crate) fn not_ready() -> RequestError {
-    RequestError {
-        retry_after: Some(5),
-        ..RequestError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the service cannot reach its store yet",
-        )
-    }
-}
-
-/// One of each transport error, for the error table.
-pub(crate) fn request_error_samples() -> Vec<RequestError> {
-    vec![
-        RequestError::bad_request("invalid_json", "the body is not valid JSON: {reason}"),
-        RequestError::bad_request(
-            "invalid_body",
-            "the JSON body does not have the expected shape: {reason}",
-        ),
-        not_utf8("body or query string"),
-        RequestError::bad_request(
-            "invalid_query",
-            "the query string has an incomplete percent escape or names a parameter twice",
-        ),
-        RequestError::bad_request("invalid_path", "the appid in the path is not valid UTF-8"),
-        RequestError::bad_request("unreadable_body", "the request body could not be read"),
-        body_too_large(),
-        unsupported_media_type("application/json"),
-        RequestError::access_token_missing(),
-        admin_token_invalid(),
-        admin_disabled(),
-        client_unauthorized(),
-        unsupported_grant_type(),
-        route_not_found(),
-        method_not_allowed(),
-        RequestError::timeout(30),
-        not_ready(),
-        crate::admin::account_not_found(),
-        crate::admin::audit_unavailable(),
-    ]
 }
 
 #[cfg(test)]
@@ -443,11 +329,20 @@ mod tests {
 
     #[test]
     fn pairs_refuse_broken_escapes_bad_utf8_and_duplicates() {
-        assert_eq!(parse_pairs("a=%4", "q").unwrap_err().code, "invalid_query");
-        assert_eq!(parse_pairs("a=%zz", "q").unwrap_err().code, "invalid_query");
-        assert_eq!(parse_pairs("a=%FF", "q").unwrap_err().code, "invalid_utf8");
         assert_eq!(
-            parse_pairs("a=1&a=2", "q").unwrap_err().code,
+            parse_pairs("a=%4", "q").unwrap_err().code(),
+            "invalid_query"
+        );
+        assert_eq!(
+            parse_pairs("a=%zz", "q").unwrap_err().code(),
+            "invalid_query"
+        );
+        assert_eq!(
+            parse_pairs("a=%FF", "q").unwrap_err().code(),
+            "invalid_utf8"
+        );
+        assert_eq!(
+            parse_pairs("a=1&a=2", "q").unwrap_err().code(),
             "invalid_query"
         );
     }

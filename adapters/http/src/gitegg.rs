@@ -13,11 +13,8 @@ use miniauth_domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::extract::{
-    basic_credentials, client_unauthorized, unsupported_grant_type, AppPath, Bearer, GrantBody,
-    JsonBody, Origin, Params,
-};
+use crate::error::{ApiError, RequestError};
+use crate::extract::{basic_credentials, AppPath, Bearer, GrantBody, JsonBody, Origin, Params};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
 use crate::v1::{phone_input, profile_input, status_label, TokenGrant, WECHAT_ACTOR};
@@ -235,7 +232,7 @@ pub(crate) async fn token(
                 .as_ref()
                 .map(|(id, secret)| (id.as_str(), secret.as_str()));
             if !state.config.client_allowed(presented) {
-                return Err(client_unauthorized().into());
+                return Err(RequestError::ClientUnauthorized.into());
             }
             let GrantBody(grant) = grant?;
             let tokens = match grant {
@@ -258,7 +255,7 @@ pub(crate) async fn token(
                     state.auth.grant_refresh(&refresh_token).await?
                 }
                 // v1's ticket grant.
-                TokenGrant::Ticket { .. } => return Err(unsupported_grant_type().into()),
+                TokenGrant::Ticket { .. } => return Err(RequestError::UnsupportedGrantType.into()),
             };
             Ok(token_data(tokens))
         }

@@ -264,11 +264,11 @@ fn error_response(path: &str, error: ApiError) -> Response {
 }
 
 async fn fallback(request: Request) -> Response {
-    error_response(request.uri().path(), extract::route_not_found().into())
+    error_response(request.uri().path(), RequestError::RouteNotFound.into())
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    error_response(request.uri().path(), extract::method_not_allowed().into())
+    error_response(request.uri().path(), RequestError::MethodNotAllowed.into())
 }
 
 #[derive(Clone)]
@@ -320,7 +320,7 @@ async fn observe(State(observed): State<Observed>, mut request: Request, next: N
         .instrument(span.clone())
         .await;
     let mut response = outcome.unwrap_or_else(|_| {
-        let error = RequestError::timeout(limit.as_secs().max(1));
+        let error = RequestError::Timeout(limit.as_secs().max(1));
         error_response(&path, error.into())
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -7,8 +7,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::config::MetricsAccess;
-use crate::error::ApiError;
-use crate::extract::{not_ready, Admin};
+use crate::error::{ApiError, RequestError};
+use crate::extract::Admin;
 use crate::state::ApiState;
 
 /// `GET /healthz`: the process answers.
@@ -22,7 +22,7 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<Response, Ap
         Ok(()) => Ok(Json(json!({ "status": "ready" })).into_response()),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            Err(not_ready().into())
+            Err(RequestError::NotReady.into())
         }
     }
 }

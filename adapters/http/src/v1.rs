@@ -10,8 +10,8 @@ use miniauth_domain::{InvalidValue, PhoneNumber, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
-use crate::extract::{unsupported_grant_type, Admin, AppPath, Bearer, GrantBody, JsonBody, Origin};
+use crate::error::{ApiError, Problem, RequestError};
+use crate::extract::{Admin, AppPath, Bearer, GrantBody, JsonBody, Origin};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
 
@@ -522,7 +522,7 @@ pub(crate) async fn token(
         TokenGrant::RefreshToken { refresh_token } => {
             state.auth.grant_refresh(&refresh_token).await?
         }
-        TokenGrant::Social { .. } => return Err(unsupported_grant_type().into()),
+        TokenGrant::Social { .. } => return Err(RequestError::UnsupportedGrantType.into()),
     };
     Ok(Json(tokens.into()))
 }
@@ -633,12 +633,7 @@ pub(crate) async fn add_user(
 fn user_path(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<UserId, ApiError> {
-    let Path(raw) = path.map_err(|_| {
-        ApiError::from(crate::error::RequestError::bad_request(
-            "invalid_path",
-            "the user id in the path is not valid UTF-8",
-        ))
-    })?;
+    let Path(raw) = path.map_err(|_| ApiError::from(RequestError::InvalidPath("user id")))?;
     raw.parse::<i64>()
         .ok()
         .and_then(|id| UserId::new(id).ok())
