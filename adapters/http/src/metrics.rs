@@ -1,18 +1,30 @@
-//! A small Prometheus registry: request counts by route and status class, a latency
-//! histogram and login outcomes. Route labels are matched route templates, so the
-//! number of series is bounded by the routes, never by client input.
+//! The metrics behind `/metrics`, kept by the `prometheus-client` crate: request counts
+//! by route and status class, a latency histogram and login outcomes. Route labels are
+//! matched route templates, so the number of series is bounded by the routes, never by
+//! client input.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::fmt::{self, Write};
 use std::time::Duration;
+
+use prometheus_client::encoding::{text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// The content type of the OpenMetrics text that [`Metrics::render`] writes.
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of Prometheus' classic text format, which reads the same body: the
+/// OpenMetrics-only lines (`# UNIT`, `# EOF`) are comments to its parsers.
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// How a login ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LoginOutcome {
     /// A bound identity: tokens at once.
     Returning,
@@ -23,6 +35,8 @@ pub enum LoginOutcome {
 }
 
 impl LoginOutcome {
+    const ALL: [Self; 3] = [Self::Returning, Self::Unbound, Self::Failed];
+
     fn label(self) -> &'static str {
         match self {
             Self::Returning => "returning",
@@ -32,14 +46,88 @@ impl LoginOutcome {
     }
 }
 
-/// The counters behind `/metrics`.
-#[derive(Debug, Default)]
+impl EncodeLabelValue for LoginOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(self.label())
+    }
+}
+
+/// A matched route template. The crate writes label values as they are, so the
+/// escaping the text format asks for is done here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Route(String);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LoginLabels {
+    outcome: LoginOutcome,
+}
+
+/// The registry behind `/metrics` and the handles the middleware and the login routes
+/// count with.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
-    logins: [AtomicU64; 3],
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+    logins: Family<LoginLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // Counters are named without `_total`: the encoder appends it to the samples.
+        registry.register(
+            "miniauth_http_requests",
+            "HTTP requests answered, by route, method and status class",
+            requests.clone(),
+        );
+        let latency = Histogram::new(BUCKETS);
+        registry.register_with_unit(
+            "miniauth_http_request_duration",
+            "Time to answer a request",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let logins = Family::<LoginLabels, Counter>::default();
+        // Every outcome is exposed from the start, so a rate over `failed` has a series
+        // before the first failure.
+        for outcome in LoginOutcome::ALL {
+            let _ = logins.get_or_create(&LoginLabels { outcome });
+        }
+        registry.register(
+            "miniauth_logins",
+            "WeChat logins, by outcome",
+            logins.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            logins,
+        }
+    }
 }
 
 fn status_class(status: u16) -> &'static str {
@@ -52,102 +140,43 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A known method, or `other`: a client's invented method must not add series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl Metrics {
     /// Counts one answered request.
     pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let method = match method {
-            "GET" => "GET",
-            "POST" => "POST",
-            "DELETE" => "DELETE",
-            "PUT" => "PUT",
-            "PATCH" => "PATCH",
-            "HEAD" => "HEAD",
-            "OPTIONS" => "OPTIONS",
-            _ => "other",
-        };
-        {
-            let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            *requests
-                .entry((route.to_owned(), method, status_class(status)))
-                .or_default() += 1;
-        }
-        let secs = elapsed.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: Route(route.to_owned()),
+                method: method_label(method),
+                status: status_class(status),
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one login.
     pub fn record_login(&self, outcome: LoginOutcome) {
-        let index = match outcome {
-            LoginOutcome::Returning => 0,
-            LoginOutcome::Unbound => 1,
-            LoginOutcome::Failed => 2,
-        };
-        self.logins[index].fetch_add(1, Ordering::Relaxed);
+        self.logins.get_or_create(&LoginLabels { outcome }).inc();
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The OpenMetrics text exposition, ending with `# EOF`.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP miniauth_http_requests_total HTTP requests answered, by route, method and status class.\n");
-        out.push_str("# TYPE miniauth_http_requests_total counter\n");
-        {
-            let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            for ((route, method, class), count) in requests.iter() {
-                let _ = writeln!(
-                    out,
-                    "miniauth_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{class}\"}} {count}",
-                    escape_label(route)
-                );
-            }
-        }
-        out.push_str("# HELP miniauth_http_request_duration_seconds Time to answer a request.\n");
-        out.push_str("# TYPE miniauth_http_request_duration_seconds histogram\n");
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "miniauth_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "miniauth_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "miniauth_http_request_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "miniauth_http_request_duration_seconds_count {count}");
-        out.push_str("# HELP miniauth_logins_total WeChat logins, by outcome.\n");
-        out.push_str("# TYPE miniauth_logins_total counter\n");
-        for outcome in [
-            LoginOutcome::Returning,
-            LoginOutcome::Unbound,
-            LoginOutcome::Failed,
-        ] {
-            let index = outcome as usize;
-            let _ = writeln!(
-                out,
-                "miniauth_logins_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
-                self.logins[index].load(Ordering::Relaxed)
-            );
-        }
+        // Writing into a String cannot fail, and every label value above encodes.
+        text::encode(&mut out, &self.registry).expect("metrics encode into a String");
         out
     }
 }
@@ -162,6 +191,7 @@ mod tests {
         metrics.record_request("/healthz", "GET", 200, Duration::from_millis(3));
         metrics.record_request("/healthz", "GET", 204, Duration::from_millis(30));
         metrics.record_request("/v1/token", "POST", 401, Duration::from_secs(20));
+        metrics.record_request("/v1/token", "BREW", 500, Duration::from_millis(1));
         metrics.record_login(LoginOutcome::Unbound);
         let text = metrics.render();
         assert!(text.contains(
@@ -170,10 +200,28 @@ mod tests {
         assert!(text.contains(
             "miniauth_http_requests_total{route=\"/v1/token\",method=\"POST\",status=\"4xx\"} 1"
         ));
-        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"0.05\"} 2"));
-        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains(
+            "miniauth_http_requests_total{route=\"/v1/token\",method=\"other\",status=\"5xx\"} 1"
+        ));
+        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"0.05\"} 3"));
+        assert!(text.contains("miniauth_http_request_duration_seconds_bucket{le=\"+Inf\"} 4"));
+        assert!(text.contains("miniauth_http_request_duration_seconds_count 4"));
         assert!(text.contains("miniauth_logins_total{outcome=\"unbound\"} 1"));
         assert!(text.contains("miniauth_logins_total{outcome=\"failed\"} 0"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn route_labels_are_escaped() {
+        let metrics = Metrics::default();
+        metrics.record_request("/a\"b\\c\nd", "GET", 200, Duration::ZERO);
+        assert!(
+            metrics.render().contains(
+                r#"miniauth_http_requests_total{route="/a\"b\\c\nd",method="GET",status="2xx"} 1"#
+            ),
+            "{}",
+            metrics.render()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Operations: health, readiness, metrics, the JWKS and the OpenAPI document.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::config::MetricsAccess;
 use crate::error::{ApiError, RequestError};
 use crate::extract::Admin;
+use crate::metrics::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::state::ApiState;
 
 /// `GET /healthz`: the process answers.
@@ -41,6 +42,7 @@ pub(crate) async fn jwks(State(state): State<ApiState>) -> Response {
 /// bearer of the admin token.
 pub(crate) async fn metrics(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     admin: Result<Admin, ApiError>,
 ) -> Result<Response, ApiError> {
     if state.config.metrics_access == MetricsAccess::AdminToken {
@@ -49,11 +51,27 @@ pub(crate) async fn metrics(
     Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(metrics_content_type(&headers)),
         )],
         state.metrics.render(),
     )
         .into_response())
+}
+
+/// OpenMetrics for a scraper that asks for it (Prometheus does), so it reads the
+/// counters' `# TYPE` lines; the classic text type for everyone else (curl, older
+/// scrapers), whose parsers read the same body.
+fn metrics_content_type(headers: &HeaderMap) -> &'static str {
+    let asks_for_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if asks_for_openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        TEXT_CONTENT_TYPE
+    }
 }
 
 /// `GET /openapi.json`.

@@ -2,7 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
 use serde_json::json;
 
 use crate::support::*;
@@ -67,6 +68,89 @@ async fn metrics_count_requests_by_route_and_logins_by_outcome() {
     );
     // Client input never becomes a label.
     assert!(!text.contains("sam"));
+}
+
+#[tokio::test]
+async fn a_prometheus_scrape_gets_well_formed_openmetrics() {
+    let h = harness();
+    h.login(APP, "sam").await;
+    h.get("/v1/me", None).await;
+    let request = Request::get("/metrics")
+        .header(
+            header::ACCEPT,
+            // What Prometheus sends.
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let scraped = h.send(request).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    assert_eq!(
+        scraped.content_type(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let families = parse_openmetrics(&scraped.text);
+    assert_eq!(
+        families,
+        [
+            ("miniauth_http_requests", "counter"),
+            ("miniauth_http_request_duration_seconds", "histogram"),
+            ("miniauth_logins", "counter"),
+        ]
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+    );
+}
+
+/// Checks what the OpenMetrics text format asks of an exposition and returns its
+/// families and types: a `# HELP` and a `# TYPE` before each family's samples, sample
+/// names that are the family name with its type's suffix, numeric values, label sets
+/// in braces, and `# EOF` as the last line.
+fn parse_openmetrics(text: &str) -> Vec<(String, String)> {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut lines = text.lines().peekable();
+    let mut saw_eof = false;
+    while let Some(line) = lines.next() {
+        assert!(!saw_eof, "a line after # EOF: {line}\n{text}");
+        if line == "# EOF" {
+            saw_eof = true;
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            let kind = lines
+                .next()
+                .and_then(|l| l.strip_prefix(&format!("# TYPE {name} ")))
+                .unwrap_or_else(|| panic!("no # TYPE after the # HELP of {name}\n{text}"));
+            assert!(["counter", "histogram", "gauge"].contains(&kind), "{kind}");
+            families.push((name.to_owned(), kind.to_owned()));
+        } else if line.starts_with("# UNIT ") {
+            let (family, _) = families.last().expect("a # UNIT before any family");
+            assert!(line.starts_with(&format!("# UNIT {family} ")), "{line}");
+        } else {
+            let (family, kind) = families
+                .last()
+                .unwrap_or_else(|| panic!("a sample before any family: {line}"));
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = series.split('{').next().unwrap();
+            let suffixes: &[&str] = match kind.as_str() {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            assert!(
+                suffixes.iter().any(|s| name == format!("{family}{s}")),
+                "{name} is not a sample of the {kind} {family}"
+            );
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                }
+            }
+        }
+    }
+    assert!(saw_eof, "no # EOF\n{text}");
+    families
 }
 
 #[tokio::test]
