@@ -196,12 +196,46 @@ impl Default for StoreSection {
     }
 }
 
+/// Where miniauth calls WeChat: `[wechat] api_base`, written as a URL or `simulator`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum WeChatTarget {
+    /// The in-process simulator (`api_base = "simulator"`).
+    Simulator,
+    /// WeChat's API (or a stand-in) at this http(s) base URL.
+    Api(String),
+}
+
+impl TryFrom<String> for WeChatTarget {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        if text == "simulator" {
+            Ok(Self::Simulator)
+        } else if text.starts_with("http") {
+            Ok(Self::Api(text))
+        } else {
+            Err("must be an http(s) URL or \"simulator\"".into())
+        }
+    }
+}
+
+/// The spelling of the configuration file.
+impl std::fmt::Display for WeChatTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Simulator => f.write_str("simulator"),
+            Self::Api(url) => f.write_str(url),
+        }
+    }
+}
+
 /// `[wechat]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WeChatSection {
-    /// WeChat's API base URL, or `simulator` for the in-process simulator.
-    pub api_base: String,
+    /// WeChat's API base URL, or the in-process simulator.
+    pub api_base: WeChatTarget,
     /// Per-request timeout.
     pub timeout_ms: u64,
     /// Connect timeout.
@@ -213,7 +247,7 @@ pub struct WeChatSection {
 impl Default for WeChatSection {
     fn default() -> Self {
         Self {
-            api_base: "https://api.weixin.qq.com".into(),
+            api_base: WeChatTarget::Api("https://api.weixin.qq.com".into()),
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
             simulator_listen: "127.0.0.1:9100".parse().expect("valid default"),
@@ -224,7 +258,7 @@ impl Default for WeChatSection {
 impl WeChatSection {
     /// Whether WeChat is the in-process simulator.
     pub fn is_simulator(&self) -> bool {
-        self.api_base == "simulator"
+        self.api_base == WeChatTarget::Simulator
     }
 }
 
@@ -292,7 +326,7 @@ pub struct TokensSection {
     /// JWT `aud`.
     pub audience: String,
     /// `EdDSA` (default) or `RS256`.
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     /// PEM file of the RS256 private key (required for RS256).
     pub rs256_key_file: Option<PathBuf>,
 }
@@ -306,10 +340,21 @@ impl Default for TokensSection {
             ticket_ttl_secs: 3_600,
             issuer: "miniauth".into(),
             audience: "miniauth".into(),
-            algorithm: "EdDSA".into(),
+            algorithm: Algorithm::EdDsa,
             rs256_key_file: None,
         }
     }
+}
+
+/// `[tokens] algorithm`: how access tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    /// Ed25519, with a key generated once and kept in the store.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// RSA, with the PEM private key of `tokens.rs256_key_file`.
+    #[serde(rename = "RS256")]
+    Rs256,
 }
 
 /// `[admin]`.
@@ -345,7 +390,7 @@ pub struct CompatClient {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info,miniauth=debug`.
     pub level: String,
 }
@@ -353,10 +398,20 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         Self {
-            format: "text".into(),
+            format: LogFormat::Text,
             level: "info".into(),
         }
     }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line, for a collector.
+    Json,
 }
 
 /// The whole configuration file.
@@ -492,26 +547,10 @@ impl Config {
                 "must be at least tokens.refresh_ttl_secs",
             ));
         }
-        match self.tokens.algorithm.as_str() {
-            "EdDSA" => {}
-            "RS256" if self.tokens.rs256_key_file.is_some() => {}
-            "RS256" => {
-                return Err(ConfigError::new(
-                    "tokens.rs256_key_file",
-                    "RS256 needs a PEM private key file",
-                ))
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "tokens.algorithm",
-                    "must be EdDSA or RS256",
-                ))
-            }
-        }
-        if !self.wechat.is_simulator() && !self.wechat.api_base.starts_with("http") {
+        if self.tokens.algorithm == Algorithm::Rs256 && self.tokens.rs256_key_file.is_none() {
             return Err(ConfigError::new(
-                "wechat.api_base",
-                "must be an http(s) URL or \"simulator\"",
+                "tokens.rs256_key_file",
+                "RS256 needs a PEM private key file",
             ));
         }
         if self.wechat.timeout_ms == 0 {
@@ -530,9 +569,6 @@ impl Config {
             ));
         }
         self.admin_token(env)?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::new("log.format", "must be text or json"));
-        }
         Ok(())
     }
 
@@ -899,6 +935,39 @@ secret_env = "APP_SECRET"
         ] {
             let file = write(&format!("{MINIMAL}{extra}"));
             let err = Config::load_with_env(Some(file.path()), &vars).unwrap_err();
+            assert_eq!(err.key, key, "{extra}");
+        }
+    }
+
+    #[test]
+    fn choices_are_read_into_their_enums_and_refused_by_key() {
+        let file = write(&format!(
+            "{MINIMAL}[wechat]\napi_base = \"http://127.0.0.1:9\"\n[log]\nformat = \"json\"\n"
+        ));
+        let vars = env(&[("APP_SECRET", "x")]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(
+            config.wechat.api_base,
+            WeChatTarget::Api("http://127.0.0.1:9".into())
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.tokens.algorithm, Algorithm::EdDsa);
+        let vars = env(&[
+            ("APP_SECRET", "x"),
+            ("MINIAUTH__WECHAT__API_BASE", "simulator"),
+            ("MINIAUTH__TOKENS__ALGORITHM", "RS256"),
+            ("MINIAUTH__TOKENS__RS256_KEY_FILE", "/etc/miniauth/jwt.pem"),
+        ]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.wechat.api_base, WeChatTarget::Simulator);
+        assert_eq!(config.tokens.algorithm, Algorithm::Rs256);
+        for (extra, key) in [
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[wechat]\napi_base = \"simulatr\"\n", "wechat.api_base"),
+            ("[tokens]\nalgorithm = \"RS256\"\n", "tokens.rs256_key_file"),
+        ] {
+            let file = write(&format!("{MINIMAL}{extra}"));
+            let err = Config::load_with_env(Some(file.path()), &vars[..1]).unwrap_err();
             assert_eq!(err.key, key, "{extra}");
         }
     }
