@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use figment::providers::Serialized;
+use figment::Figment;
 use miniauth_application::ports::{Limit, ThrottleLimits};
 use miniauth_application::RegistrationPolicy;
 use miniauth_domain::{AppId, TenantId};
@@ -196,12 +198,46 @@ impl Default for StoreSection {
     }
 }
 
+/// Where miniauth calls WeChat: `[wechat] api_base`, written as a URL or `simulator`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum WeChatTarget {
+    /// The in-process simulator (`api_base = "simulator"`).
+    Simulator,
+    /// WeChat's API (or a stand-in) at this http(s) base URL.
+    Api(String),
+}
+
+impl TryFrom<String> for WeChatTarget {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        if text == "simulator" {
+            Ok(Self::Simulator)
+        } else if text.starts_with("http") {
+            Ok(Self::Api(text))
+        } else {
+            Err("must be an http(s) URL or \"simulator\"".into())
+        }
+    }
+}
+
+/// The spelling of the configuration file.
+impl std::fmt::Display for WeChatTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Simulator => f.write_str("simulator"),
+            Self::Api(url) => f.write_str(url),
+        }
+    }
+}
+
 /// `[wechat]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WeChatSection {
-    /// WeChat's API base URL, or `simulator` for the in-process simulator.
-    pub api_base: String,
+    /// WeChat's API base URL, or the in-process simulator.
+    pub api_base: WeChatTarget,
     /// Per-request timeout.
     pub timeout_ms: u64,
     /// Connect timeout.
@@ -213,7 +249,7 @@ pub struct WeChatSection {
 impl Default for WeChatSection {
     fn default() -> Self {
         Self {
-            api_base: "https://api.weixin.qq.com".into(),
+            api_base: WeChatTarget::Api("https://api.weixin.qq.com".into()),
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
             simulator_listen: "127.0.0.1:9100".parse().expect("valid default"),
@@ -224,7 +260,7 @@ impl Default for WeChatSection {
 impl WeChatSection {
     /// Whether WeChat is the in-process simulator.
     pub fn is_simulator(&self) -> bool {
-        self.api_base == "simulator"
+        self.api_base == WeChatTarget::Simulator
     }
 }
 
@@ -292,7 +328,7 @@ pub struct TokensSection {
     /// JWT `aud`.
     pub audience: String,
     /// `EdDSA` (default) or `RS256`.
-    pub algorithm: String,
+    pub algorithm: Algorithm,
     /// PEM file of the RS256 private key (required for RS256).
     pub rs256_key_file: Option<PathBuf>,
 }
@@ -306,10 +342,21 @@ impl Default for TokensSection {
             ticket_ttl_secs: 3_600,
             issuer: "miniauth".into(),
             audience: "miniauth".into(),
-            algorithm: "EdDSA".into(),
+            algorithm: Algorithm::EdDsa,
             rs256_key_file: None,
         }
     }
+}
+
+/// `[tokens] algorithm`: how access tokens are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    /// Ed25519, with a key generated once and kept in the store.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    /// RSA, with the PEM private key of `tokens.rs256_key_file`.
+    #[serde(rename = "RS256")]
+    Rs256,
 }
 
 /// `[admin]`.
@@ -345,7 +392,7 @@ pub struct CompatClient {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info,miniauth=debug`.
     pub level: String,
 }
@@ -353,10 +400,20 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         Self {
-            format: "text".into(),
+            format: LogFormat::Text,
             level: "info".into(),
         }
     }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line, for a collector.
+    Json,
 }
 
 /// The whole configuration file.
@@ -416,11 +473,14 @@ impl Config {
     }
 
     /// [`Config::load`] with the environment given explicitly (for tests).
+    ///
+    /// figment layers the overrides on the file; TOML's own deserializer then reads the
+    /// merged table, so an error names the key and reads as it always has.
     pub fn load_with_env(
         path: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut value = match path {
+        let file = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
@@ -431,13 +491,17 @@ impl Config {
             }
             None => demo_table(),
         };
+        let mut layers = Figment::from(Serialized::defaults(by_index(file.into())));
         for (name, raw) in env {
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut value, path, raw)?;
+                layers = layers.merge(Serialized::default(&override_key(path)?, parse_scalar(raw)));
             }
         }
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(value))
-            .map_err(|e| {
+        let merged: toml::Value = layers
+            .extract()
+            .map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+        let mut config: Config =
+            serde_path_to_error::deserialize(as_lists(merged)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::new(error_key(&key, e.inner()), e.inner().message().to_owned())
             })?;
@@ -492,26 +556,10 @@ impl Config {
                 "must be at least tokens.refresh_ttl_secs",
             ));
         }
-        match self.tokens.algorithm.as_str() {
-            "EdDSA" => {}
-            "RS256" if self.tokens.rs256_key_file.is_some() => {}
-            "RS256" => {
-                return Err(ConfigError::new(
-                    "tokens.rs256_key_file",
-                    "RS256 needs a PEM private key file",
-                ))
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "tokens.algorithm",
-                    "must be EdDSA or RS256",
-                ))
-            }
-        }
-        if !self.wechat.is_simulator() && !self.wechat.api_base.starts_with("http") {
+        if self.tokens.algorithm == Algorithm::Rs256 && self.tokens.rs256_key_file.is_none() {
             return Err(ConfigError::new(
-                "wechat.api_base",
-                "must be an http(s) URL or \"simulator\"",
+                "tokens.rs256_key_file",
+                "RS256 needs a PEM private key file",
             ));
         }
         if self.wechat.timeout_ms == 0 {
@@ -530,9 +578,6 @@ impl Config {
             ));
         }
         self.admin_token(env)?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::new("log.format", "must be text or json"));
-        }
         Ok(())
     }
 
@@ -689,54 +734,67 @@ unionid = true
     text.parse().expect("the demo configuration parses")
 }
 
-/// Sets `SECTION__KEY` (or `APPS__0__SECRET`) in the table from an environment value.
-fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+/// The dotted key of an override: `APPS__0__SECRET` → `apps.0.secret`.
+fn override_key(path: &str) -> Result<String, ConfigError> {
     let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-    let dotted = parts.join(".");
     if parts.iter().any(String::is_empty) {
         return Err(ConfigError::new(
             format!("{ENV_PREFIX}{path}"),
             "malformed override name",
         ));
     }
-    let value = parse_scalar(raw);
-    let mut current = table;
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        let next_is_index = parts.get(i + 1).is_some_and(|p| p.parse::<usize>().is_ok());
-        if last {
-            current.insert(part.clone(), value);
-            return Ok(());
+    Ok(parts.join("."))
+}
+
+/// Lists of tables become tables keyed by index, so that figment merges an override of
+/// `apps.0.secret` into the first app instead of replacing the whole list.
+fn by_index(value: toml::Value) -> toml::Value {
+    match value {
+        toml::Value::Table(table) => toml::Value::Table(
+            table
+                .into_iter()
+                .map(|(key, value)| (key, by_index(value)))
+                .collect(),
+        ),
+        toml::Value::Array(items)
+            if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+        {
+            toml::Value::Table(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| (i.to_string(), by_index(item)))
+                    .collect(),
+            )
         }
-        if next_is_index {
-            let index: usize = parts[i + 1].parse().expect("checked");
-            let array = current
-                .entry(part.clone())
-                .or_insert_with(|| toml::Value::Array(vec![]))
-                .as_array_mut()
-                .ok_or_else(|| ConfigError::new(&dotted, "is not a list"))?;
-            while array.len() <= index {
-                array.push(toml::Value::Table(toml::Table::new()));
-            }
-            let rest = parts[i + 2..].join("__");
-            let entry = array[index]
-                .as_table_mut()
-                .ok_or_else(|| ConfigError::new(&dotted, "is not a table"))?;
-            if rest.is_empty() {
-                return Err(ConfigError::new(
-                    &dotted,
-                    "name a key inside the list entry",
-                ));
-            }
-            return apply_override(entry, &rest, raw);
-        }
-        current = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::new(&dotted, "is not a section"))?;
+        other => other,
     }
-    Ok(())
+}
+
+/// The inverse of [`by_index`]: a table keyed by indices is a list again; entries an
+/// override skipped over are empty tables (and then fail on their missing keys).
+fn as_lists(value: toml::Value) -> toml::Value {
+    let toml::Value::Table(table) = value else {
+        return value;
+    };
+    let indices: Option<Vec<usize>> = table.keys().map(|key| key.parse().ok()).collect();
+    match indices {
+        Some(indices) if !indices.is_empty() => {
+            let len = indices.iter().max().map_or(0, |max| max + 1);
+            let mut items = vec![toml::Value::Table(toml::Table::new()); len];
+            for (key, value) in table {
+                let index: usize = key.parse().expect("checked above");
+                items[index] = as_lists(value);
+            }
+            toml::Value::Array(items)
+        }
+        _ => toml::Value::Table(
+            table
+                .into_iter()
+                .map(|(key, value)| (key, as_lists(value)))
+                .collect(),
+        ),
+    }
 }
 
 /// Environment values are text; numbers and booleans are recognised as such.
@@ -901,6 +959,56 @@ secret_env = "APP_SECRET"
             let err = Config::load_with_env(Some(file.path()), &vars).unwrap_err();
             assert_eq!(err.key, key, "{extra}");
         }
+    }
+
+    #[test]
+    fn choices_are_read_into_their_enums_and_refused_by_key() {
+        let file = write(&format!(
+            "{MINIMAL}[wechat]\napi_base = \"http://127.0.0.1:9\"\n[log]\nformat = \"json\"\n"
+        ));
+        let vars = env(&[("APP_SECRET", "x")]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(
+            config.wechat.api_base,
+            WeChatTarget::Api("http://127.0.0.1:9".into())
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.tokens.algorithm, Algorithm::EdDsa);
+        let vars = env(&[
+            ("APP_SECRET", "x"),
+            ("MINIAUTH__WECHAT__API_BASE", "simulator"),
+            ("MINIAUTH__TOKENS__ALGORITHM", "RS256"),
+            ("MINIAUTH__TOKENS__RS256_KEY_FILE", "/etc/miniauth/jwt.pem"),
+        ]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.wechat.api_base, WeChatTarget::Simulator);
+        assert_eq!(config.tokens.algorithm, Algorithm::Rs256);
+        for (extra, key) in [
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[wechat]\napi_base = \"simulatr\"\n", "wechat.api_base"),
+            ("[tokens]\nalgorithm = \"RS256\"\n", "tokens.rs256_key_file"),
+        ] {
+            let file = write(&format!("{MINIMAL}{extra}"));
+            let err = Config::load_with_env(Some(file.path()), &vars[..1]).unwrap_err();
+            assert_eq!(err.key, key, "{extra}");
+        }
+    }
+
+    #[test]
+    fn an_override_changes_one_list_entry_and_leaves_the_others() {
+        let file = write(&format!(
+            "{MINIMAL}\n[[apps]]\nappid = \"wx0000000000000002\"\nsecret = \"y\"\n"
+        ));
+        let vars = env(&[("APP_SECRET", "x"), ("MINIAUTH__APPS__1__TENANT", "second")]);
+        let config = Config::load_with_env(Some(file.path()), &vars).unwrap();
+        assert_eq!(config.apps.len(), 2);
+        assert_eq!(config.apps[0].appid, "wx4f4bc4dec97d474b");
+        assert_eq!(config.apps[0].tenant, "default");
+        assert_eq!(config.apps[1].appid, "wx0000000000000002");
+        assert_eq!(config.apps[1].tenant, "second");
+        let vars = env(&[("APP_SECRET", "x"), ("MINIAUTH__STORE____URL", "x")]);
+        let err = Config::load_with_env(Some(file.path()), &vars).unwrap_err();
+        assert_eq!(err.key, "MINIAUTH__STORE____URL");
     }
 
     #[test]

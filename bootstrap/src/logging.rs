@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogSection;
+use crate::config::{LogFormat, LogSection};
 
 /// Installs the subscriber once per process (a second call changes nothing).
 ///
@@ -18,10 +18,9 @@ pub fn init(log: &LogSection) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour());
-    let _ = if log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 

@@ -39,10 +39,10 @@ enum Command {
     Erase {
         /// The app.
         #[arg(long)]
-        appid: String,
+        appid: AppId,
         /// The WeChat identity.
         #[arg(long)]
-        openid: String,
+        openid: OpenId,
     },
     /// Manage business users.
     Users {
@@ -89,19 +89,19 @@ enum UsersCommand {
         nickname: Option<String>,
         /// The tenant (default: the first app's).
         #[arg(long)]
-        tenant: Option<String>,
+        tenant: Option<TenantId>,
     },
     /// Disable a user: no more logins, and every session they hold ends.
     Disable {
         /// The user's id.
         #[arg(long)]
-        user_id: i64,
+        user_id: UserId,
     },
     /// Enable a disabled user again (their ended sessions stay ended).
     Enable {
         /// The user's id.
         #[arg(long)]
-        user_id: i64,
+        user_id: UserId,
     },
 }
 
@@ -199,10 +199,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Erase { appid, openid } => {
-            let appid =
-                AppId::parse(&appid).map_err(|e| anyhow::anyhow!("--appid: {}", e.reason))?;
-            let openid =
-                OpenId::parse(&openid).map_err(|e| anyhow::anyhow!("--openid: {}", e.reason))?;
             let built = wiring::build(&config, Some(ephemeral())).await?;
             built
                 .service
@@ -235,9 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let password = source.read(std::io::stdin().lock())?;
             let built = wiring::build(&config, Some(ephemeral())).await?;
             let tenant = match tenant {
-                Some(t) => {
-                    TenantId::parse(&t).map_err(|e| anyhow::anyhow!("--tenant: {}", e.reason))?
-                }
+                Some(tenant) => tenant,
                 None => built
                     .service
                     .apps()
@@ -268,12 +262,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users {
             command: UsersCommand::Disable { user_id },
         } => {
-            let id =
-                UserId::new(user_id).map_err(|e| anyhow::anyhow!("--user-id: {}", e.reason))?;
             let built = wiring::build(&config, Some(ephemeral())).await?;
             let user = built
                 .service
-                .disable_user(id)
+                .disable_user(user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("disabled user {}; their sessions are revoked", user.id);
@@ -282,12 +274,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users {
             command: UsersCommand::Enable { user_id },
         } => {
-            let id =
-                UserId::new(user_id).map_err(|e| anyhow::anyhow!("--user-id: {}", e.reason))?;
             let built = wiring::build(&config, Some(ephemeral())).await?;
             let user = built
                 .service
-                .enable_user(id)
+                .enable_user(user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("enabled user {}", user.id);

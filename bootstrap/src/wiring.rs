@@ -20,7 +20,7 @@ use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
 use crate::audit::StoreAuditLog;
-use crate::config::{Config, ResolvedApp, Secret};
+use crate::config::{Algorithm, Config, ResolvedApp, Secret, WeChatTarget};
 
 /// Everything `serve` runs.
 pub struct Built {
@@ -65,18 +65,16 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     let apps = config.resolve_apps(&env)?;
     let store = open_store(config).await?;
 
-    let simulator = if config.wechat.is_simulator() {
-        let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
-        let running = miniauth_wechat::sim::start(listen, simulator_config(&apps))
-            .await
-            .with_context(|| format!("starting the WeChat simulator on {listen}"))?;
-        Some(running)
-    } else {
-        None
-    };
-    let api_base = match &simulator {
-        Some(running) => running.base_url(),
-        None => config.wechat.api_base.clone(),
+    let (simulator, api_base) = match &config.wechat.api_base {
+        WeChatTarget::Simulator => {
+            let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
+            let running = miniauth_wechat::sim::start(listen, simulator_config(&apps))
+                .await
+                .with_context(|| format!("starting the WeChat simulator on {listen}"))?;
+            let api_base = running.base_url();
+            (Some(running), api_base)
+        }
+        WeChatTarget::Api(url) => (None, url.clone()),
     };
     let wechat = WeChatClient::new(ClientConfig {
         api_base,
@@ -273,8 +271,8 @@ async fn jwt_issuer(config: &Config, store: &Store) -> anyhow::Result<JwtIssuer>
         audience: config.tokens.audience.clone(),
         access_ttl: chrono::Duration::seconds(config.tokens.access_ttl_secs),
     };
-    match config.tokens.algorithm.as_str() {
-        "RS256" => {
+    match config.tokens.algorithm {
+        Algorithm::Rs256 => {
             let path = config
                 .tokens
                 .rs256_key_file
@@ -286,7 +284,7 @@ async fn jwt_issuer(config: &Config, store: &Store) -> anyhow::Result<JwtIssuer>
             JwtIssuer::rs256_pem(&pem, settings)
                 .map_err(|e| anyhow::anyhow!("tokens.rs256_key_file: {e}"))
         }
-        _ => {
+        Algorithm::EdDsa => {
             let der = store
                 .key_material("jwt-ed25519", generate_ed25519_pkcs8)
                 .await

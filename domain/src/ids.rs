@@ -1,6 +1,7 @@
 //! Identifiers that parse at the edge and cannot be invalid past it.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -206,8 +207,16 @@ impl fmt::Debug for OneTimeCode {
     }
 }
 
+// `FromStr` is `parse` under the name the standard library and clap's `value_parser`
+// look for, so a command-line flag is validated exactly like a request field.
 macro_rules! string_conversions {
     ($($ty:ident),*) => {$(
+        impl FromStr for $ty {
+            type Err = InvalidValue;
+            fn from_str(raw: &str) -> Result<Self, Self::Err> {
+                Self::parse(raw)
+            }
+        }
         impl TryFrom<String> for $ty {
             type Error = InvalidValue;
             fn try_from(raw: String) -> Result<Self, Self::Error> {
@@ -232,6 +241,13 @@ macro_rules! string_conversions {
     )*};
 }
 string_conversions!(AppId, OpenId, UnionId, TenantId, AccountId);
+
+impl FromStr for UserId {
+    type Err = InvalidValue;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::parse(raw)
+    }
+}
 
 impl TryFrom<i64> for UserId {
     type Error = InvalidValue;
@@ -269,6 +285,20 @@ mod tests {
         assert!(AppId::parse("xx4f4bc4dec97d474b").is_err());
         assert!(AppId::parse("wx4f4bc4dec97d47-b").is_err());
         assert!(AppId::parse("").is_err());
+    }
+
+    #[test]
+    fn str_parse_validates_like_parse() {
+        assert_eq!(
+            "wx4f4bc4dec97d474b".parse::<AppId>(),
+            AppId::parse("wx4f4bc4dec97d474b")
+        );
+        assert_eq!("nope".parse::<AppId>().unwrap_err().field, "appid");
+        assert_eq!("a b".parse::<OpenId>().unwrap_err().field, "openid");
+        assert_eq!("a b".parse::<TenantId>().unwrap_err().field, "tenant");
+        assert_eq!("42".parse::<UserId>().map(UserId::get), Ok(42));
+        assert_eq!("0".parse::<UserId>().unwrap_err().field, "user_id");
+        assert!("x".parse::<UserId>().is_err());
     }
 
     #[test]

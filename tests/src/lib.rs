@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use miniauth::config::{AppSection, Config, Secret, DEMO_APPID};
+use miniauth::config::{AppSection, Config, Secret, WeChatTarget, DEMO_APPID};
 use miniauth_application::RegistrationPolicy;
 use miniauth_domain::crypto::{encode_base64, encrypt_payload};
 use miniauth_domain::{AppId, SessionKey, UserId};
@@ -642,7 +642,7 @@ async fn start_instance(
     let device = match (&simulator, device) {
         (Some(running), _) => running.device(),
         (None, Some(shared)) => shared,
-        (None, None) => DeviceClient::new(config.wechat.api_base.clone()),
+        (None, None) => DeviceClient::new(config.wechat.api_base.to_string()),
     };
     TestApp {
         address,
@@ -679,7 +679,7 @@ impl TestApp {
     pub async fn another_instance(&self) -> TestApp {
         let mut config = self.config.clone();
         if let Some(running) = &self.simulator {
-            config.wechat.api_base = running.base_url();
+            config.wechat.api_base = WeChatTarget::Api(running.base_url());
         }
         start_instance(
             self.engine,

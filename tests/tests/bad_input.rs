@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use miniauth::config::WeChatTarget;
 use miniauth_domain::crypto::{encode_base64, raw_data_signature};
 use miniauth_e2e::{
     app as app_id, forge, on_both_engines, random_phone, spawn_app, spawn_app_with, Engine, Tokens,
@@ -204,7 +205,10 @@ async fn wechat_high_risk_user(engine: Engine) {
     let fake_server = tokio::spawn(async move {
         let _ = axum::serve(fake, router).await;
     });
-    let app = spawn_app_with(engine, |config| config.wechat.api_base = fake_base).await;
+    let app = spawn_app_with(engine, |config| {
+        config.wechat.api_base = WeChatTarget::Api(fake_base)
+    })
+    .await;
     app.unchanged("a high-risk user (40226)", || async {
         app.login(APP, "0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d")
             .await

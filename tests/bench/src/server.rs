@@ -187,7 +187,7 @@ pub(crate) async fn wait_healthy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use miniauth::config::Config;
+    use miniauth::config::{Config, WeChatTarget};
 
     #[test]
     fn the_server_configuration_loads() {
@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(config.store.url, "sqlite:///tmp/x \"quoted\".db");
         assert_eq!(config.store.max_connections, 7);
         assert_eq!(config.apps[0].appid, BENCH_APPID);
-        assert_eq!(config.wechat.api_base, "http://127.0.0.1:9");
+        assert_eq!(
+            config.wechat.api_base,
+            WeChatTarget::Api("http://127.0.0.1:9".into())
+        );
         assert!(config.server_key(&[]).unwrap().is_some());
         assert!(config.admin_token(&[]).unwrap().is_some());
     }
