@@ -113,3 +113,55 @@ mod tests {
         assert_eq!(accounts.load(&id()).await.unwrap().version(), 2);
     }
 }
+
+/// [`UsageCounters`](crate::ports::UsageCounters) in memory: one process, which is all a
+/// test of the use cases or of the HTTP adapter needs.
+#[derive(Debug, Default)]
+pub struct InMemoryUsageCounters {
+    uses: Mutex<HashMap<crate::ports::UsageKey, u32>>,
+}
+
+impl InMemoryUsageCounters {
+    /// The counts of the keys `kind` selects, in no particular order.
+    pub fn counts(&self, kind: fn(&crate::ports::UsageKey) -> bool) -> Vec<u32> {
+        let uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        uses.iter()
+            .filter(|(k, _)| kind(k))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.uses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+#[async_trait]
+impl crate::ports::UsageCounters for InMemoryUsageCounters {
+    async fn count(
+        &self,
+        key: &crate::ports::UsageKey,
+        _keep_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u32, PortError> {
+        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        let count = uses.entry(key.clone()).or_default();
+        *count += 1;
+        Ok(*count)
+    }
+
+    async fn uncount(&self, key: &crate::ports::UsageKey) -> Result<(), PortError> {
+        let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = uses.get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, _now: chrono::DateTime<chrono::Utc>) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}

@@ -15,7 +15,7 @@ use miniauth_application::ports::{
     LoadedAccount, MockAttemptLimiter, MockBindingRegistry, MockUserDirectory, MockWeChatApi,
     PersonalDataVault, PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId,
     SessionOwner, SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UsageCounters, UsageKey, UserRecord, UserStatus,
+    UserRecord, UserStatus,
 };
 use miniauth_application::{
     AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -417,43 +417,7 @@ impl RefreshTokenStore for FakeRefresh {
     }
 }
 
-/// Shared counters in memory; tests read them to see what was counted.
-#[derive(Default)]
-pub struct FakeCounters {
-    pub uses: Mutex<HashMap<UsageKey, u32>>,
-}
-
-impl FakeCounters {
-    /// The counts of one kind of key, in no particular order.
-    pub fn counts(&self, kind: fn(&UsageKey) -> bool) -> Vec<u32> {
-        let uses = self.uses.lock().unwrap();
-        uses.iter()
-            .filter(|(k, _)| kind(k))
-            .map(|(_, n)| *n)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl UsageCounters for FakeCounters {
-    async fn count(&self, key: &UsageKey, _keep_until: DateTime<Utc>) -> Result<u32, PortError> {
-        let mut uses = self.uses.lock().unwrap();
-        let count = uses.entry(key.clone()).or_default();
-        *count += 1;
-        Ok(*count)
-    }
-
-    async fn uncount(&self, key: &UsageKey) -> Result<(), PortError> {
-        if let Some(count) = self.uses.lock().unwrap().get_mut(key) {
-            *count = count.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    async fn purge(&self, _now: DateTime<Utc>) -> Result<u64, PortError> {
-        Ok(0)
-    }
-}
+pub use miniauth_application::memory::InMemoryUsageCounters as FakeCounters;
 
 pub struct FixedClock;
 

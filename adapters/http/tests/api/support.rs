@@ -614,33 +614,6 @@ impl AttemptLimiter for FakeLimiter {
     }
 }
 
-/// Usage counters in memory (one process: enough for the HTTP tests).
-#[derive(Default)]
-pub struct FakeCounters {
-    uses: Mutex<HashMap<UsageKey, u32>>,
-}
-
-#[async_trait]
-impl UsageCounters for FakeCounters {
-    async fn count(&self, key: &UsageKey, _keep_until: DateTime<Utc>) -> Result<u32, PortError> {
-        let mut uses = self.uses.lock().unwrap();
-        let count = uses.entry(key.clone()).or_default();
-        *count += 1;
-        Ok(*count)
-    }
-
-    async fn uncount(&self, key: &UsageKey) -> Result<(), PortError> {
-        if let Some(count) = self.uses.lock().unwrap().get_mut(key) {
-            *count = count.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    async fn purge(&self, _now: DateTime<Utc>) -> Result<u64, PortError> {
-        Ok(0)
-    }
-}
-
 /// A readiness check the test can flip.
 #[derive(Default)]
 pub struct Switch(pub AtomicBool);
@@ -698,7 +671,7 @@ fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLo
         vault: Arc::new(FakeVault),
         clock: Arc::new(SystemClock),
         limiter: Arc::new(FakeLimiter::default()),
-        counters: Arc::new(FakeCounters::default()),
+        counters: Arc::new(miniauth_application::memory::InMemoryUsageCounters::default()),
         accounts: Arc::new(InMemoryAccounts::default()),
     };
     let app = |appid: &str, registration| AppSettings {
