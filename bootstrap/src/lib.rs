@@ -5,4 +5,5 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod process;
 pub mod wiring;

@@ -28,24 +28,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("miniauth-bench: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("miniauth-bench: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    miniauth::process::run_to_exit("miniauth-bench", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
