@@ -239,13 +239,19 @@ async fn purge_refresh_once(store: &Store) {
 }
 
 /// Forgets single-use and few-tries counters past their keep-until time (used tickets
-/// past their expiry, session keys' rejection counts after 30 days).
+/// past their expiry, session keys' rejection counts after 30 days), and throttle
+/// windows that ended.
 async fn purge_usage_counters_once(store: &Store) {
     use miniauth_application::ports::UsageCounters;
     match store.usage_counters().purge(chrono::Utc::now()).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
         Err(error) => tracing::warn!(%error, "purging usage counters failed; retrying later"),
+    }
+    match store.purge_attempt_counters(chrono::Utc::now()).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "purged ended throttle windows"),
+        Err(error) => tracing::warn!(%error, "purging throttle windows failed; retrying later"),
     }
 }
 

@@ -190,6 +190,15 @@ impl Store {
         SqlAttemptLimiter::new(self.db.clone(), self.keys.clone(), limits)
     }
 
+    /// Forgets the throttles' windows that ended by `now` (see [`SqlAttemptLimiter`]);
+    /// answers how many went.
+    pub async fn purge_attempt_counters(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(limiter::purge(&self.db, now).await?)
+    }
+
     /// The personal-data vault port.
     pub fn vault(&self) -> SqlVault {
         self.vault.clone()

@@ -5,9 +5,6 @@
 //! instance sees the same counts; on SQLite the counts survive a restart. A hit is one
 //! upsert, atomic on both engines.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use miniauth_application::ports::{
@@ -18,16 +15,12 @@ use sqlx::Row;
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, port_error, Db};
 
-/// Expired windows are purged once every this many writes.
-const PURGE_EVERY: u64 = 256;
-
 /// `AttemptLimiter` on the `attempt_counters` table. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlAttemptLimiter {
     db: Db,
     keys: Keys,
     limits: ThrottleLimits,
-    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqlAttemptLimiter {
@@ -46,12 +39,7 @@ struct Counted {
 
 impl SqlAttemptLimiter {
     pub(crate) fn new(db: Db, keys: Keys, limits: ThrottleLimits) -> Self {
-        Self {
-            db,
-            keys,
-            limits,
-            writes: Arc::new(AtomicU64::new(0)),
-        }
+        Self { db, keys, limits }
     }
 
     /// The stored key: a keyed hash, since the key names an account and an address.
@@ -94,17 +82,23 @@ impl SqlAttemptLimiter {
                 hits: row.try_get("hits").map_err(port_error)?,
             }
         });
-        if self.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
-            on_pool!(&self.db.pool, p => {
-                sqlx::query("DELETE FROM attempt_counters WHERE window_ends_at <= $1")
-                    .bind(now_ms)
-                    .execute(p)
-                    .await
-                    .map_err(port_error)?;
-            });
-        }
         Ok(counted)
     }
+}
+
+/// Forgets windows that ended by `now`; answers how many went. `serve` runs it with
+/// its other purges, off the request path.
+pub(crate) async fn purge(db: &Db, now: DateTime<Utc>) -> Result<u64, PortError> {
+    let _turn = db.write_turn().await;
+    let purged = on_pool!(&db.pool, p => {
+        sqlx::query("DELETE FROM attempt_counters WHERE window_ends_at <= $1")
+            .bind(millis(now))
+            .execute(p)
+            .await
+            .map_err(port_error)?
+            .rows_affected()
+    });
+    Ok(purged)
 }
 
 /// Seconds until `ends_at`, rounded up so that a client waiting exactly this long is

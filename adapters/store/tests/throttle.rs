@@ -66,7 +66,45 @@ on_both!(
     hits_are_refused_beyond_the_rate_and_restart_with_a_new_window,
     a_reset_forgets_only_its_key,
     keys_are_stored_hashed,
+    the_purge_forgets_ended_windows_only,
 );
+
+/// The background purge drops windows that ended and keeps the running ones: a window
+/// it kept still refuses.
+async fn the_purge_forgets_ended_windows_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    let limiter = store.attempt_limiter(limits());
+    let login = ThrottleKey::Login(client());
+    limiter.hit(&login, t0()).await.unwrap();
+    limiter.hit(&login, t0()).await.unwrap();
+    limiter
+        .record_failure(&pair("alice"), t0() + Duration::minutes(5))
+        .await
+        .unwrap();
+
+    let purged = store
+        .purge_attempt_counters(t0() + Duration::minutes(2))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        purged, 1,
+        "the login window ended; the password window runs"
+    );
+    assert_eq!(
+        store
+            .purge_attempt_counters(t0() + Duration::minutes(2))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        limiter.hit(&login, t0() + Duration::minutes(2)).await,
+        Ok(()),
+        "a purged window starts afresh"
+    );
+}
 
 async fn failures_refuse_within_the_window_and_the_window_frees_them(backend: Backend) {
     let db = TestDb::new(backend).await;
