@@ -432,19 +432,15 @@ impl MiniAuth {
 /// Names a ticket by what it says (app, identity, session, issue time), hashed: two
 /// spellings of one ticket are one ticket, and the store learns no openid.
 fn ticket_fingerprint(claims: &TicketClaims) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(b"miniauth/ticket-fingerprint/v1\0");
-    for part in [
-        claims.appid.as_str(),
-        claims.openid.as_str(),
-        &claims.session_seq.to_string(),
-        &claims.issued_at.timestamp_micros().to_string(),
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update(b"\0");
-    }
-    hex::encode(hasher.finalize())
+    miniauth_domain::crypto::fingerprint(
+        "miniauth/ticket-fingerprint/v1",
+        &[
+            claims.appid.as_str().as_bytes(),
+            claims.openid.as_str().as_bytes(),
+            claims.session_seq.to_string().as_bytes(),
+            claims.issued_at.timestamp_micros().to_string().as_bytes(),
+        ],
+    )
 }
 
 /// Refuses to let `user` meet an app of another tenant.

@@ -130,6 +130,20 @@ pub fn verify_raw_data_signature(
     }
 }
 
+/// hex(sha256) over a purpose label and parts, each followed by a NUL: a name for a
+/// credential (a session key, a ticket) that reveals nothing of it, for counting its
+/// uses. The label keeps the names of different purposes apart.
+pub fn fingerprint(label: &str, parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(label.as_bytes());
+    hasher.update(b"\0");
+    for part in parts {
+        hasher.update(part);
+        hasher.update(b"\0");
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// hex(HMAC-SHA256(key = the session key's base64 text, message)): the signature of
 /// checksession and resetusersessionkey (message = "").
 pub fn session_hmac(key: &SessionKey, message: &str) -> String {

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 use crate::crypto::decode_base64;
 use crate::error::PayloadError;
 use crate::ids::AccountId;
@@ -58,12 +56,10 @@ impl SessionKey {
     /// name, not per session or ticket. The key is 128 random bits: the digest cannot
     /// be searched back to it.
     pub fn fingerprint(&self, account: &AccountId) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(b"miniauth/session-key-fingerprint/v1\0");
-        hasher.update(account.as_str().as_bytes());
-        hasher.update(b"\0");
-        hasher.update(self.bytes);
-        hex::encode(hasher.finalize())
+        crate::crypto::fingerprint(
+            "miniauth/session-key-fingerprint/v1",
+            &[account.as_str().as_bytes(), &self.bytes],
+        )
     }
 }
 
