@@ -300,8 +300,9 @@ async fn jwt_issuer(config: &Config, store: &Store) -> anyhow::Result<JwtIssuer>
     }
 }
 
-/// The configured admin token; the embedded default generates one into the data
-/// directory (0600) so that `miniauth demo` and `curl` on the same machine can use it.
+/// The configured admin token; the embedded default, and SQLite with an unset
+/// `token_env`, generate one into the data directory (0600) so that `miniauth demo` and
+/// `curl` on the same machine can use it.
 fn admin_token(
     config: &Config,
     env: &[(String, String)],
@@ -311,7 +312,7 @@ fn admin_token(
             .map_err(|e| anyhow::anyhow!("admin.token: {}", e.reason))?;
         return Ok((Some(token), None));
     }
-    if !config.demo {
+    if !config.admin_token_generated(env) {
         return Ok((None, None));
     }
     let path = config.store.data_dir.join("admin.token");

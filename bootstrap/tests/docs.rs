@@ -43,7 +43,7 @@ const DOCS: &[&str] = &[
 #[test]
 fn every_documented_example_runs_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let service = Service::start();
+    let service = Service::start(&root);
     let mut failures = Vec::new();
     let mut ran = 0;
     // `MINIAUTH_DOCS=docs/api.md,…` runs only those (while writing a doc).
@@ -58,7 +58,7 @@ fn every_documented_example_runs_as_written() {
         let text = std::fs::read_to_string(root.join(doc)).expect("reading the doc");
         let steps = steps_of(doc, &text);
         ran += steps.len();
-        failures.extend(service.run_doc(&root, &steps));
+        failures.extend(service.run_doc(&steps));
     }
     assert!(
         ran > 20 || only.is_some(),
@@ -179,8 +179,13 @@ struct Service {
 }
 
 impl Service {
-    fn start() -> Self {
+    fn start(root: &Path) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        // The docs run from the repository's root: its files are where they say.
+        for shared in ["docs", "miniprogram"] {
+            std::os::unix::fs::symlink(root.join(shared), dir.path().join(shared))
+                .expect("linking the repository's files");
+        }
         let log = std::fs::File::create(dir.path().join("service.log")).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_miniauth"))
             .current_dir(dir.path())
@@ -230,13 +235,13 @@ impl Service {
     }
 
     /// Runs one doc's steps in one shell state; answers the failures.
-    fn run_doc(&self, root: &Path, steps: &[Step]) -> Vec<String> {
+    fn run_doc(&self, steps: &[Step]) -> Vec<String> {
         let state = self.dir.path().join("shell.state");
         let _ = std::fs::remove_file(&state);
         std::fs::write(&state, "").expect("shell state");
         let mut failures = Vec::new();
         for step in steps {
-            if let Err(why) = self.run_step(root, &state, step) {
+            if let Err(why) = self.run_step(&state, step) {
                 failures.push(format!(
                     "{}:{}:\n{}  -> {why}",
                     step.doc, step.line, step.script
@@ -246,7 +251,7 @@ impl Service {
         failures
     }
 
-    fn run_step(&self, root: &Path, state: &Path, step: &Step) -> Result<(), String> {
+    fn run_step(&self, state: &Path, step: &Step) -> Result<(), String> {
         let statuses = self.dir.path().join("curl.status");
         std::fs::write(&statuses, "").expect("status file");
         let script = step
@@ -280,7 +285,12 @@ exit $__rc
             .arg(&wrapped)
             .current_dir(self.dir.path())
             .env("PATH", path)
-            .env("MINIAUTH_REPO", root)
+            // The CLI reads the same configuration as the service it talks to.
+            .env("MINIAUTH__SERVER__LISTEN", self.base.trim_start_matches("http://"))
+            .env(
+                "MINIAUTH__WECHAT__SIMULATOR_LISTEN",
+                self.sim.trim_start_matches("http://"),
+            )
             .env_remove("MINIAUTH_CONFIG")
             .stdin(Stdio::null())
             .output()
@@ -337,9 +347,12 @@ impl Drop for Service {
 fn check_json(shown: &str, stdout: &str) -> Result<(), String> {
     let expected: Value =
         serde_json::from_str(shown).map_err(|e| format!("the doc's JSON does not parse: {e}"))?;
-    let actual = serde_json::from_str::<Value>(stdout.trim())
-        .or_else(|_| serde_json::from_str(stdout.trim().lines().last().unwrap_or("")))
-        .map_err(|_| "the answer is not JSON".to_owned())?;
+    // The answer is the last JSON value printed (earlier commands may print theirs).
+    let actual = serde_json::Deserializer::from_str(stdout.trim())
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .last()
+        .ok_or_else(|| "the answer is not JSON".to_owned())?;
     if matches(&expected, &actual) {
         Ok(())
     } else {
