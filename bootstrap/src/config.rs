@@ -51,6 +51,8 @@ pub struct ServerSection {
     pub listen: SocketAddr,
     /// Per-request timeout.
     pub request_timeout_ms: u64,
+    /// Largest request body accepted (413 `body_too_large` above it).
+    pub body_limit_bytes: usize,
     /// How long a client has to send a request's line and headers.
     pub header_read_timeout_ms: u64,
     /// Connections held at once; more wait in the listen backlog.
@@ -69,7 +71,8 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
-            request_timeout_ms: 15_000,
+            request_timeout_ms: miniauth_http::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+            body_limit_bytes: miniauth_http::DEFAULT_BODY_LIMIT_BYTES,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
             trusted_proxies: Vec::new(),
@@ -591,6 +594,12 @@ impl Config {
                 "must be positive",
             ));
         }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
+            return Err(ConfigError::new(
+                "server.body_limit_bytes",
+                "must be 1024 to 16777216 (1 KiB to 16 MiB)",
+            ));
+        }
         if self.server.max_connections == 0 {
             return Err(ConfigError::new(
                 "server.max_connections",
@@ -1014,6 +1023,10 @@ secret_env = "APP_SECRET"
         let vars = env(&[("APP_SECRET", "x")]);
         for (extra, key) in [
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nbody_limit_bytes = 10\n",
+                "server.body_limit_bytes",
+            ),
             (
                 "[server]\nheader_read_timeout_ms = 0\n",
                 "server.header_read_timeout_ms",

@@ -361,7 +361,9 @@ fn print_demo_banner(config: &Config, built: &wiring::Built) {
         println!("  admin      bearer token in {}", path.display());
     }
     println!("walk the flow:     miniauth demo   (or: cargo run --release -- demo)");
-    println!("configure an app:  miniauth serve --config miniauth.toml (see docs/operations.md)");
+    println!(
+        "configure an app:  miniauth serve --config miniauth.toml (see docs/configuration.md)"
+    );
 }
 
 #[cfg(test)]

@@ -145,6 +145,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     let mut http = HttpConfig::new(default_tenant);
     http.admin_token = admin_token;
     http.request_timeout = std::time::Duration::from_millis(config.server.request_timeout_ms);
+    http.body_limit_bytes = config.server.body_limit_bytes;
     http.compat_clients = config
         .compat
         .clients

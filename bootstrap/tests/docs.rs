@@ -286,7 +286,10 @@ exit $__rc
             .current_dir(self.dir.path())
             .env("PATH", path)
             // The CLI reads the same configuration as the service it talks to.
-            .env("MINIAUTH__SERVER__LISTEN", self.base.trim_start_matches("http://"))
+            .env(
+                "MINIAUTH__SERVER__LISTEN",
+                self.base.trim_start_matches("http://"),
+            )
             .env(
                 "MINIAUTH__WECHAT__SIMULATOR_LISTEN",
                 self.sim.trim_start_matches("http://"),

@@ -74,7 +74,11 @@ impl SimConfig {
         Self {
             apps: vec![
                 app(DEMO_APPID, DEMO_SECRET, true),
-                app("wxdemo000000000002", "demo-secret-2-not-for-production", false),
+                app(
+                    "wxdemo000000000002",
+                    "demo-secret-2-not-for-production",
+                    false,
+                ),
             ],
             faults: Faults::none(),
         }
