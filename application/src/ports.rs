@@ -639,6 +639,8 @@ pub enum RefreshError {
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionScope {
+    /// One session: the one an access token names (logout without a refresh token).
+    Session(SessionId),
     /// The sessions of logins through this app (unbind, erasure).
     App(AppId),
     /// Every session of the user (disabled user).

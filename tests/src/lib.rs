@@ -713,6 +713,25 @@ impl TestApp {
         Answer::read(request.send().await.expect("POST")).await
     }
 
+    /// `POST path` with raw bytes, an optional content type and a bearer token.
+    pub async fn post_raw_with_bearer(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        bearer: &str,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(bearer)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        Answer::read(request.send().await.expect("POST")).await
+    }
+
     /// `POST path` with a form body.
     pub async fn post_form(
         &self,

@@ -135,7 +135,11 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
         )));
     }
     let text = read_text(req).await?;
-    let object: serde_json::Map<String, serde_json::Value> = parse_json(&text)?;
+    json_string_fields(&text)
+}
+
+fn json_string_fields(text: &str) -> Result<HashMap<String, String>, RequestError> {
+    let object: serde_json::Map<String, serde_json::Value> = parse_json(text)?;
     let mut fields = HashMap::new();
     for (name, value) in object {
         match value {
@@ -151,6 +155,32 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
         }
     }
     Ok(fields)
+}
+
+/// A body of optional string fields, as JSON or as a form. An empty body is no field
+/// at all, whatever its content type: flyio's WeChat build posts a call without data
+/// as an empty `application/x-www-form-urlencoded` body (GitEgg's `logout()`).
+pub(crate) struct OptionalFields(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let media = media_type(req.headers()).unwrap_or_default();
+        let text = read_text(req).await?;
+        if text.trim().is_empty() {
+            return Ok(Self(HashMap::new()));
+        }
+        if media == FORM {
+            return Ok(Self(parse_pairs(&text, "form body")?));
+        }
+        if !is_json(&media) {
+            return Err(
+                RequestError::UnsupportedMediaType(format!("application/json or {FORM}")).into(),
+            );
+        }
+        Ok(Self(json_string_fields(&text)?))
+    }
 }
 
 /// The token endpoints' body, as JSON or as a form.

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, RequestError};
-use crate::extract::{basic_credentials, AppPath, Bearer, GrantBody, JsonBody, Origin, Params};
+use crate::extract::{
+    basic_credentials, AppPath, Bearer, GrantBody, OptionalFields, Origin, Params,
+};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
 use crate::v1::{phone_input, profile_input, status_label, TokenGrant, WECHAT_ACTOR};
@@ -263,23 +265,22 @@ pub(crate) async fn token(
     )
 }
 
-/// `POST /oauth/logout`'s body.
-#[derive(Debug, Deserialize)]
-pub(crate) struct LogoutBody {
-    #[serde(default, rename = "refreshToken")]
-    refresh_token: String,
-}
-
-/// `POST /oauth/logout` (Bearer + `{"refreshToken"}`).
+/// `POST /oauth/logout` (Bearer). A `refreshToken` in the body (JSON or form) revokes
+/// that token's session; without one (flyio posts no body), the session the access
+/// token belongs to ends.
 pub(crate) async fn logout(
     State(state): State<ApiState>,
     bearer: Result<Bearer, ApiError>,
-    body: Result<JsonBody<LogoutBody>, ApiError>,
+    body: Result<OptionalFields, ApiError>,
 ) -> Envelope {
     answer(
         async {
-            let (bearer, JsonBody(body)) = (bearer?, body?);
-            state.auth.logout(&bearer.0, &body.refresh_token).await?;
+            let (bearer, OptionalFields(fields)) = (bearer?, body?);
+            let refresh_token = fields.get("refreshToken").map(String::as_str);
+            state
+                .auth
+                .logout(&bearer.0, refresh_token.unwrap_or_default())
+                .await?;
             Ok(Value::Null)
         }
         .await,

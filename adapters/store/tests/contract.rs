@@ -759,9 +759,24 @@ async fn sessions_die_by_scope_and_by_absolute_lifetime(backend: Backend) {
     };
     assert!(!tokens.session_live(&other_tenant, now).await.unwrap());
 
+    // One session (logout with the access token alone): only that one, only its user's.
+    let user = UserId::new(5).unwrap();
+    let (second, _) = tokens.issue(&owner(5, Some(appid())), now).await.unwrap();
+    let one = SessionScope::Session(second.session.clone());
+    let stranger = UserId::new(6).unwrap();
+    assert_eq!(
+        tokens.revoke_sessions(stranger, &one, now).await.unwrap(),
+        0
+    );
+    assert!(tokens.session_live(&second, now).await.unwrap());
+    assert_eq!(tokens.revoke_sessions(user, &one, now).await.unwrap(), 1);
+    assert!(!tokens.session_live(&second, now).await.unwrap());
+    for subject in [&in_app, &elsewhere, &by_password, &someone_else] {
+        assert!(tokens.session_live(subject, now).await.unwrap());
+    }
+
     // One app's sessions (unbind, erasure): only the user's, only that app's.
     let scope = SessionScope::App(appid());
-    let user = UserId::new(5).unwrap();
     assert_eq!(tokens.revoke_sessions(user, &scope, now).await.unwrap(), 1);
     assert!(!tokens.session_live(&in_app, now).await.unwrap());
     assert_eq!(

@@ -450,6 +450,7 @@ impl RefreshTokenStore for FakeRefresh {
             let in_scope = match scope {
                 SessionScope::All => true,
                 SessionScope::App(appid) => subject.appid.as_ref() == Some(appid),
+                SessionScope::Session(session) => subject.session == *session,
             };
             if subject.user_id == user && in_scope && !revoked.contains(&subject.session) {
                 revoked.push(subject.session.clone());
