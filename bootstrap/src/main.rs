@@ -19,6 +19,11 @@ struct Cli {
     /// The configuration file (TOML). Without one: the embedded demo default.
     #[arg(long, global = true, env = "MINIAUTH_CONFIG")]
     config: Option<PathBuf>,
+    /// Log at the configured level (`log.level`) also in the tools that do not serve
+    /// (`users`, `erase`, `audit`, `migrate`, `projections`), which otherwise log only
+    /// warnings and errors.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -159,8 +164,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    logging::init(&config.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // A tool run from a shell prints its answer; its log is for when something is off.
+    let quiet = !cli.verbose && !matches!(command, Command::Serve | Command::Sim { .. });
+    logging::init(&config.log, quiet);
+    match command {
         Command::Serve => serve(config).await,
         Command::Sim { listen } => {
             let env: Vec<(String, String)> = std::env::vars().collect();
