@@ -311,7 +311,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    let purge = wiring::spawn_refresh_purge(built.store.clone());
+    let purge = wiring::spawn_refresh_purge(built.store.clone(), built.clock.clone());
     // One shutdown signal for every listener.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = match (config.server.metrics_listen, built.metrics_router.clone()) {

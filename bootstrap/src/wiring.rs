@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
+use miniauth_application::ports::{Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
@@ -28,6 +29,8 @@ pub struct Built {
     pub service: Arc<MiniAuth>,
     /// The store (for subcommands that read it directly).
     pub store: Store,
+    /// The clock the use cases read (and `serve`'s purge).
+    pub clock: Arc<dyn Clock>,
     /// The HTTP API.
     pub router: axum::Router,
     /// `/metrics` alone, when `[server] metrics_listen` serves it on its own listener.
@@ -61,14 +64,62 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Builds the whole service. `simulator_listen` overrides where the in-process
 /// simulator listens (tests and the demo use port 0).
 pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> anyhow::Result<Built> {
+    build_with_clock(config, simulator_listen, Arc::new(SystemClock)).await
+}
+
+/// [`build`] on another clock: tests move a settable one instead of sleeping.
+pub async fn build_with_clock(
+    config: &Config,
+    simulator_listen: Option<SocketAddr>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Built> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let apps = config.resolve_apps(&env)?;
     let store = open_store(config).await?;
+    let (simulator, wechat) = wechat(config, &apps, simulator_listen).await?;
+    let signing = Signing::load(config, &store).await?;
+    let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
+    let (http, admin_token_file) = http_config(config, &apps, &env)?;
+    let state = ApiState::new(
+        service.clone(),
+        Arc::new(signing.tokens.jwks()),
+        Arc::new(StoreReadiness(store.clone())),
+        http,
+    )
+    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
+    let metrics_router = config
+        .server
+        .metrics_listen
+        .map(|_| miniauth_http::metrics_router(state.clone()));
+    Ok(Built {
+        service,
+        router: miniauth_http::router(state),
+        metrics_router,
+        server_limits: ServerLimits {
+            header_read_timeout: std::time::Duration::from_millis(
+                config.server.header_read_timeout_ms,
+            ),
+            max_connections: config.server.max_connections,
+        },
+        store,
+        clock,
+        simulator,
+        admin_token_file,
+    })
+}
+
+/// The WeChat API client, against WeChat or the in-process simulator (started here
+/// when the configuration names it).
+async fn wechat(
+    config: &Config,
+    apps: &[ResolvedApp],
+    simulator_listen: Option<SocketAddr>,
+) -> anyhow::Result<(Option<RunningSimulator>, Arc<dyn WeChatApi>)> {
     let (simulator, api_base) = match &config.wechat.api_base {
         WeChatTarget::Simulator => {
             let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
-            let running = miniauth_wechat::sim::start(listen, simulator_config(&apps))
+            let running = miniauth_wechat::sim::start(listen, simulator_config(apps))
                 .await
                 .with_context(|| format!("starting the WeChat simulator on {listen}"))?;
             let api_base = running.base_url();
@@ -76,7 +127,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         }
         WeChatTarget::Api(url) => (None, url.clone()),
     };
-    let wechat = WeChatClient::new(ClientConfig {
+    let client = WeChatClient::new(ClientConfig {
         api_base,
         timeout: std::time::Duration::from_millis(config.wechat.timeout_ms),
         connect_timeout: std::time::Duration::from_millis(config.wechat.connect_timeout_ms),
@@ -90,19 +141,45 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
             .collect(),
     })
     .context("configuring the WeChat client")?;
+    Ok((simulator, Arc::new(client)))
+}
 
-    // Shared by every instance through the store, so tickets and tokens minted by one
-    // verify on all of them.
-    let ticket_key = store
-        .key_material("ticket-hmac", || random_key_32().to_vec())
-        .await
-        .context("loading the ticket key")?;
-    let ticket_key: [u8; 32] = ticket_key
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the stored ticket key is not 32 bytes"))?;
-    let jwt = jwt_issuer(config, &store).await?;
-    let jwks = jwt.jwks();
+/// The ticket codec and the access-token issuer, with their keys.
+pub struct Signing {
+    /// Signs and verifies tickets.
+    pub tickets: Arc<HmacTicketCodec>,
+    /// Signs and verifies access tokens; publishes the JWKS.
+    pub tokens: Arc<JwtIssuer>,
+}
 
+impl Signing {
+    /// Loads the keys: kept in the store (created on first use) and shared by every
+    /// instance, so tickets and tokens minted by one verify on all of them; an RS256
+    /// key comes from its file.
+    pub async fn load(config: &Config, store: &Store) -> anyhow::Result<Self> {
+        let ticket_key = store
+            .key_material("ticket-hmac", || random_key_32().to_vec())
+            .await
+            .context("loading the ticket key")?;
+        let ticket_key: [u8; 32] = ticket_key
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the stored ticket key is not 32 bytes"))?;
+        Ok(Self {
+            tickets: Arc::new(HmacTicketCodec::new(ticket_key)),
+            tokens: Arc::new(jwt_issuer(config, store).await?),
+        })
+    }
+}
+
+/// The use cases over the store's ports, `signing`, `wechat` and `clock`.
+pub fn service(
+    config: &Config,
+    apps: &[ResolvedApp],
+    store: &Store,
+    signing: &Signing,
+    wechat: Arc<dyn WeChatApi>,
+    clock: Arc<dyn Clock>,
+) -> Arc<MiniAuth> {
     let catalog = AppCatalog::new(apps.iter().map(|app| AppSettings {
         appid: app.appid.clone(),
         tenant: app.tenant.clone(),
@@ -119,25 +196,32 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     // In the database on both engines: shared by every instance on PostgreSQL, kept
     // across restarts on SQLite, one behaviour proven on both.
     let limiter = store.attempt_limiter(config.throttle.limits());
-    let service = Arc::new(MiniAuth::new(
+    Arc::new(MiniAuth::new(
         Ports {
-            wechat: Arc::new(wechat),
+            wechat,
             users: Arc::new(store.users()),
             registry: Arc::new(store.registry()),
-            tickets: Arc::new(HmacTicketCodec::new(ticket_key)),
-            tokens: Arc::new(jwt),
+            tickets: signing.tickets.clone(),
+            tokens: signing.tokens.clone(),
             refresh: Arc::new(store.refresh_tokens()),
             vault: Arc::new(store.vault()),
-            clock: Arc::new(SystemClock),
+            clock,
             limiter: Arc::new(limiter),
             counters: Arc::new(store.usage_counters()),
             accounts: Arc::new(store.event_store()),
         },
         catalog,
         lifetimes,
-    ));
+    ))
+}
 
-    let (admin_token, admin_token_file) = admin_token(config, &env)?;
+/// The HTTP adapter's settings, and where a generated admin token was written.
+fn http_config(
+    config: &Config,
+    apps: &[ResolvedApp],
+    env: &[(String, String)],
+) -> anyhow::Result<(HttpConfig, Option<std::path::PathBuf>)> {
+    let (admin_token, admin_token_file) = admin_token(config, env)?;
     let default_tenant = apps
         .first()
         .map(|app| app.tenant.clone())
@@ -159,31 +243,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     if config.server.metrics_listen.is_some() {
         http.metrics_listener = MetricsListener::Separate;
     }
-    let state = ApiState::new(
-        service.clone(),
-        Arc::new(jwks),
-        Arc::new(StoreReadiness(store.clone())),
-        http,
-    )
-    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
-    let metrics_router = config
-        .server
-        .metrics_listen
-        .map(|_| miniauth_http::metrics_router(state.clone()));
-    Ok(Built {
-        service,
-        router: miniauth_http::router(state),
-        metrics_router,
-        server_limits: ServerLimits {
-            header_read_timeout: std::time::Duration::from_millis(
-                config.server.header_read_timeout_ms,
-            ),
-            max_connections: config.server.max_connections,
-        },
-        store,
-        simulator,
-        admin_token_file,
-    })
+    Ok((http, admin_token_file))
 }
 
 /// How often `serve` purges dead refresh tokens.
@@ -200,20 +260,21 @@ pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
 /// expired usage counters,
 /// once per [`REFRESH_PURGE_INTERVAL`], in bounded batches, until the task is aborted.
 /// Several instances may run it at once: the deletes are idempotent.
-pub fn spawn_refresh_purge(store: Store) -> tokio::task::JoinHandle<()> {
+pub fn spawn_refresh_purge(store: Store, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(REFRESH_PURGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            purge_refresh_once(&store).await;
-            purge_usage_counters_once(&store).await;
+            let now = clock.now();
+            purge_refresh_once(&store, now).await;
+            purge_usage_counters_once(&store, now).await;
         }
     })
 }
 
-async fn purge_refresh_once(store: &Store) {
-    let before = chrono::Utc::now() - REFRESH_PURGE_GRACE;
+async fn purge_refresh_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    let before = now - REFRESH_PURGE_GRACE;
     let (mut tokens, mut families) = (0, 0);
     for _ in 0..REFRESH_PURGE_MAX_BATCHES {
         match store
@@ -242,14 +303,14 @@ async fn purge_refresh_once(store: &Store) {
 /// Forgets single-use and few-tries counters past their keep-until time (used tickets
 /// past their expiry, session keys' rejection counts after 30 days), and throttle
 /// windows that ended.
-async fn purge_usage_counters_once(store: &Store) {
+async fn purge_usage_counters_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
     use miniauth_application::ports::UsageCounters;
-    match store.usage_counters().purge(chrono::Utc::now()).await {
+    match store.usage_counters().purge(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
         Err(error) => tracing::warn!(%error, "purging usage counters failed; retrying later"),
     }
-    match store.purge_attempt_counters(chrono::Utc::now()).await {
+    match store.purge_attempt_counters(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged ended throttle windows"),
         Err(error) => tracing::warn!(%error, "purging throttle windows failed; retrying later"),

@@ -12,6 +12,10 @@
 //! `MINIAUTH_TEST_DATABASE_URL` says otherwise — and fail, saying how to start one,
 //! when none answers. Each test's database is dropped when its [`TestApp`] is.
 
+mod clock;
+
+pub use clock::SettableClock;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use miniauth_application::ports::Password;
 use miniauth_application::Tokens;
 use miniauth_domain::PhoneNumber;
@@ -72,9 +72,9 @@ fn answer(result: Result<Value, ApiError>) -> Envelope {
     }
 }
 
-/// GitEgg's token `data`.
-fn token_data(tokens: Tokens) -> Value {
-    let now = Utc::now().timestamp();
+/// GitEgg's token `data`; `exp` and `refreshExp` count from `now`.
+fn token_data(tokens: Tokens, now: DateTime<Utc>) -> Value {
+    let now = now.timestamp();
     let access_in = tokens.access.expires_in;
     let refresh_in = tokens.refresh.expires_in;
     json!({
@@ -171,7 +171,7 @@ pub(crate) async fn phone(
                 .auth
                 .verify_phone(&ctx, &appid, params.get("socialKey"), input)
                 .await?;
-            let mut data = token_data(outcome.tokens);
+            let mut data = token_data(outcome.tokens, state.auth.now());
             data["userId"] = json!(outcome.user_id.get());
             data["registered"] = json!(outcome.registered);
             Ok(data)
@@ -259,7 +259,7 @@ pub(crate) async fn token(
                 // v1's ticket grant.
                 TokenGrant::Ticket { .. } => return Err(RequestError::UnsupportedGrantType.into()),
             };
-            Ok(token_data(tokens))
+            Ok(token_data(tokens, state.auth.now()))
         }
         .await,
     )
