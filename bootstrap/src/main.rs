@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use miniauth_application::ports::Password;
-use miniauth_application::RequestContext;
+use miniauth_application::{Actor, RequestContext};
 use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let built = wiring::build(&config, Some(ephemeral())).await?;
             built
                 .service
-                .erase(&RequestContext::system("cli"), &appid, &openid)
+                .erase(&RequestContext::system(Actor::Cli), &appid, &openid)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("erased the personal data of {appid}:{openid}; the history stays replayable");

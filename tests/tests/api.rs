@@ -2,6 +2,8 @@
 //! real adapters — the store on in-memory SQLite, the security adapter's tickets,
 //! tokens and keys, a settable clock — with a fake of WeChat's API alone.
 
+#[path = "api/actors.rs"]
+mod actors;
 #[path = "api/admin.rs"]
 mod admin;
 #[path = "api/docs.rs"]
