@@ -1,34 +1,28 @@
-//! A clock the tests move, so that waiting for a ticket or a token to expire takes no
-//! wall-clock time.
+//! A clock the tests move forward, so that waiting for a ticket or a token to expire
+//! takes no wall-clock time.
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::Clock;
 
-/// Stands still where it was set (at creation: the real time) until a test moves it.
-#[derive(Debug)]
-pub struct SettableClock(Mutex<DateTime<Utc>>);
-
-impl Default for SettableClock {
-    fn default() -> Self {
-        Self(Mutex::new(Utc::now()))
-    }
+/// The real time, plus however far a test moved it forward: time still passes (as the
+/// store's own timestamps and WeChat's watermarks expect), and a test skips ahead
+/// instead of sleeping.
+#[derive(Debug, Default)]
+pub struct SettableClock {
+    ahead: Mutex<Duration>,
 }
 
 impl SettableClock {
     /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: chrono::Duration) {
-        *self.time() += by;
-    }
-
-    fn time(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn advance(&self, by: Duration) {
+        *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) += by;
     }
 }
 
 impl Clock for SettableClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.time()
+        Utc::now() + *self.ahead.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
