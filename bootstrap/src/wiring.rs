@@ -80,7 +80,7 @@ pub async fn build_with_clock(
     let signing = Signing::load(config, &store).await?;
     let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
-    let (http, admin_token_file) = http_config(config, &apps, &env)?;
+    let (http, admin_token_file) = http_config(config, service.apps(), &env)?;
     let state = ApiState::new(
         service.clone(),
         Arc::new(signing.tokens.jwks()),
@@ -218,15 +218,12 @@ pub fn service(
 /// The HTTP adapter's settings, and where a generated admin token was written.
 fn http_config(
     config: &Config,
-    apps: &[ResolvedApp],
+    apps: &AppCatalog,
     env: &[(String, String)],
 ) -> anyhow::Result<(HttpConfig, Option<std::path::PathBuf>)> {
     let (admin_token, admin_token_file) = admin_token(config, env)?;
-    let default_tenant = apps
-        .first()
-        .map(|app| app.tenant.clone())
-        .context("no app configured")?;
-    let mut http = HttpConfig::new(default_tenant);
+    let default_tenant = apps.default_tenant().context("no app configured")?;
+    let mut http = HttpConfig::new(default_tenant.clone());
     http.admin_token = admin_token;
     http.request_timeout = std::time::Duration::from_millis(config.server.request_timeout_ms);
     http.body_limit_bytes = config.server.body_limit_bytes;
