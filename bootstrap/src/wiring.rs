@@ -6,12 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
 use miniauth_application::ports::{Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
-    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, Readiness, ServerLimits,
+    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
 };
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
@@ -84,7 +83,7 @@ pub async fn build_with_clock(
     let state = ApiState::new(
         service.clone(),
         Arc::new(signing.tokens.jwks()),
-        Arc::new(StoreReadiness(store.clone())),
+        Arc::new(store.clone()),
         http,
     )
     .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
@@ -429,18 +428,6 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-struct StoreReadiness(Store);
-
-#[async_trait]
-impl Readiness for StoreReadiness {
-    async fn check(&self) -> Result<(), String> {
-        self.0
-            .ping()
-            .await
-            .map_err(|_| "the store does not answer".to_owned())
     }
 }
 

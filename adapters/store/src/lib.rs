@@ -22,6 +22,7 @@ mod db;
 mod event_store;
 mod limiter;
 mod read_models;
+mod readiness;
 mod refresh;
 mod registry;
 mod reseal;

@@ -22,7 +22,7 @@ use miniauth_domain::{
     AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, TenantId, UnionId, UserId,
 };
 use miniauth_e2e::{app_section, SettableClock};
-use miniauth_http::{AdminToken, ApiState, HttpConfig, Readiness};
+use miniauth_http::{AdminToken, ApiState, HttpConfig};
 use miniauth_security::HmacTicketCodec;
 use miniauth_store::Store;
 use serde_json::Value;
