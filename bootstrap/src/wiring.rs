@@ -15,7 +15,7 @@ use miniauth_http::{
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
 };
-use miniauth_store::{PasswordCost, ServerKey, Store, StoreConfig};
+use miniauth_store::{PasswordCost, RefreshPurge, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
@@ -244,10 +244,6 @@ fn http_config(
 
 /// How often `serve` purges dead refresh tokens.
 pub const REFRESH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
-/// Rows deleted per statement of a purge: short transactions, even on a large backlog.
-pub const REFRESH_PURGE_BATCH: u32 = 1000;
-/// Statements per purge at most; a larger backlog is cleared over the next ticks.
-const REFRESH_PURGE_MAX_BATCHES: u32 = 20;
 /// How long an expired or revoked refresh token is kept before it is purged, so that
 /// presenting it still answers `refresh_token_expired` (or `_unknown`) meaningfully.
 pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
@@ -270,29 +266,15 @@ pub fn spawn_refresh_purge(store: Store, clock: Arc<dyn Clock>) -> tokio::task::
 }
 
 async fn purge_refresh_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
-    let before = now - REFRESH_PURGE_GRACE;
-    let (mut tokens, mut families) = (0, 0);
-    for _ in 0..REFRESH_PURGE_MAX_BATCHES {
-        match store
-            .purge_refresh_tokens(before, REFRESH_PURGE_BATCH)
-            .await
-        {
-            Ok(purged) => {
-                tokens += purged.tokens;
-                families += purged.families;
-                let limit = u64::from(REFRESH_PURGE_BATCH);
-                if purged.tokens < limit && purged.families < limit {
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "purging refresh tokens failed; retrying later");
-                break;
-            }
+    match store.purge_refresh_backlog(now - REFRESH_PURGE_GRACE).await {
+        Ok(RefreshPurge {
+            tokens: 0,
+            families: 0,
+        }) => {}
+        Ok(RefreshPurge { tokens, families }) => {
+            tracing::info!(tokens, families, "purged dead refresh tokens");
         }
-    }
-    if tokens + families > 0 {
-        tracing::info!(tokens, families, "purged dead refresh tokens");
+        Err(error) => tracing::warn!(%error, "purging refresh tokens failed; retrying later"),
     }
 }
 
