@@ -59,10 +59,8 @@ impl WeChatApi for FakeWeChat {
                 retry_after_secs: 7,
             }),
             "badsecret" => Err(WeChatError::BadAppCredentials),
-            "slow" => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Err(WeChatError::InvalidCode)
-            }
+            // Never answers: the request's timeout must.
+            "slow" => std::future::pending().await,
             other => {
                 let openid = other.strip_prefix("c_").ok_or(WeChatError::InvalidCode)?;
                 Ok(WeChatSession {
