@@ -13,14 +13,7 @@ async fn events_record_the_actor_of_the_route_that_caused_them() {
     h.register("alice", "13800138000").await;
     // A password user binds a WeChat identity, then unbinds it.
     let erin = h.add_user("erin", "password-1", None).await;
-    let tokens = h
-        .post_json(
-            "/v1/token",
-            json!({ "grant_type": "password", "account": "erin", "password": "password-1" }),
-            None,
-        )
-        .await;
-    let access = tokens.json["access_token"].as_str().unwrap().to_owned();
+    let access = h.password_access("erin", "password-1").await;
     let ticket = h.login(APP, "erin_wx").await["ticket"]
         .as_str()
         .unwrap()

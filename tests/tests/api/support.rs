@@ -423,6 +423,19 @@ impl Harness {
         answer.json["user_id"].as_i64().unwrap()
     }
 
+    /// Logs a password user in through v1; returns the access token.
+    pub async fn password_access(&self, account: &str, password: &str) -> String {
+        let answer = self
+            .post_json(
+                "/v1/token",
+                serde_json::json!({ "grant_type": "password", "account": account, "password": password }),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Registers `openid` through the phone flow; returns the phone answer.
     pub async fn register(&self, openid: &str, phone: &str) -> Value {
         let session = self.login(APP, openid).await;
