@@ -4,7 +4,8 @@
 //! own — SQLite in a temporary directory, or a fresh PostgreSQL database named at random
 //! on the server of `MINIAUTH_TEST_DATABASE_URL` — and the WeChat simulator in-process.
 //! [`TestApp`] then plays the mini program (through the simulator's device API) and the
-//! HTTP client, and looks into the store to check what was (not) written.
+//! HTTP client, and looks into the store to check what was (not) written. Its clock
+//! ([`TestApp::clock`]) is moved forward where a test waits for something to expire.
 //!
 //! Run with `cargo test -p miniauth-e2e`. Each scenario runs on both engines (see
 //! [`on_both_engines!`]); the PostgreSQL variants need a server where the user may
