@@ -29,7 +29,7 @@ mod service;
 pub mod settings;
 mod users;
 
-pub use context::RequestContext;
+pub use context::{Actor, RequestContext};
 pub use error::{AppError, ErrorKind};
 pub use grants::Me;
 pub use login::LoginOutcome;

@@ -780,6 +780,13 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// Whether the service can do its work: what it stores on answers (`/readyz`).
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// `Ok` when ready; otherwise why not (logged, not shown to clients).
+    async fn check(&self) -> Result<(), String>;
+}
+
 /// Where a request comes from, as throttling sees it: an IPv4 address, or the /64
 /// network of an IPv6 address (one subscriber usually holds a whole /64, so keying on
 /// the full address would let them rotate through 2^64 keys).

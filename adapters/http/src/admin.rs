@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use miniauth_application::ports::PortError;
-use miniauth_application::AppError;
+use miniauth_application::{Actor, AppError};
 use miniauth_domain::{AppId, InvalidValue, OpenId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -406,7 +406,7 @@ pub(crate) async fn erase(
     if state.auth.apps().get(&appid).is_none() {
         return Err(AppError::UnknownApp.into());
     }
-    let ctx = origin.context("admin");
+    let ctx = origin.context(Actor::Admin);
     state.auth.erase(&ctx, &appid, &openid).await?;
     tracing::info!(%appid, "admin erased an account's personal data");
     Ok(StatusCode::NO_CONTENT)

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use miniauth_application::ports::TokenSubject;
-use miniauth_application::RequestContext;
+use miniauth_application::{Actor, RequestContext};
 use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -29,10 +29,10 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// The context handed to the use cases.
-    pub fn context(&self, actor: impl Into<String>) -> RequestContext {
+    pub fn context(&self, actor: Actor) -> RequestContext {
         RequestContext {
             request_id: self.request_id.clone(),
-            actor: actor.into(),
+            actor,
             client_ip: self.client_ip,
         }
     }
@@ -288,8 +288,8 @@ pub(crate) struct Bearer(pub TokenSubject);
 
 impl Bearer {
     /// The actor recorded with the events this user's requests cause.
-    pub fn actor(&self) -> String {
-        format!("user:{}", self.0.user_id)
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0.user_id)
     }
 }
 

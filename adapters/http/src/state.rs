@@ -9,12 +9,7 @@ use crate::admin::AuditLog;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 
-/// Whether the service can do its work (`/readyz`); the binary checks the store.
-#[async_trait]
-pub trait Readiness: Send + Sync {
-    /// `Ok` when ready; otherwise why not (logged, not shown to clients).
-    async fn check(&self) -> Result<(), String>;
-}
+pub use miniauth_application::ports::Readiness;
 
 /// A readiness check that always passes, for deployments without a store to ping.
 #[derive(Debug, Clone, Copy, Default)]

@@ -21,7 +21,9 @@ mod crypto;
 mod db;
 mod event_store;
 mod limiter;
+mod purge;
 mod read_models;
+mod readiness;
 mod refresh;
 mod registry;
 mod reseal;
@@ -46,6 +48,7 @@ pub use config::{
 pub use counters::SqlUsageCounters;
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use limiter::SqlAttemptLimiter;
+pub use purge::REFRESH_PURGE_BATCH;
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::{RefreshPurge, SqlRefreshTokens};
 pub use registry::SqlBindingRegistry;

@@ -13,7 +13,7 @@ use miniauth_application::ports::{
     NewAccountUser, NewUser, Password, PersonalDataVault, PortError, RefreshError,
     RefreshTokenStore, Registration, SessionOwner, SessionScope, TokenSubject, UserDirectory,
 };
-use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
+use miniauth_application::{Actor, AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
     AccountId, AppId, BindMethod, OpenId, PersonalField, PhoneNumber, ProfileSource, SealedDatum,
     SealedSecret, SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
@@ -78,7 +78,7 @@ mod audit;
 fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
-        actor: "test".into(),
+        actor: Actor::Cli,
         client_ip: Some("127.0.0.1".parse().unwrap()),
     }
 }
@@ -264,7 +264,7 @@ async fn the_account_port_applies_events_once_and_refuses_a_stale_version(backen
     assert_eq!(replayed.latest_session(), 2);
     let log = b.load_events(id.as_str()).await.unwrap();
     assert_eq!(log.len(), 2);
-    assert_eq!(log[1].metadata["actor"], "test");
+    assert_eq!(log[1].metadata["actor"], "cli");
     drop(loaded);
 
     // Only an account this store loaded carries what its next event chains to.
@@ -340,7 +340,7 @@ async fn events_after_reads_the_log_in_commit_order_with_metadata(backend: Backe
     assert_eq!(all[0].event_type, "SessionObtained");
     assert_eq!(all[0].event_version, "2");
     assert_eq!(all[0].metadata["request_id"], "req-1");
-    assert_eq!(all[0].metadata["actor"], "test");
+    assert_eq!(all[0].metadata["actor"], "cli");
     assert_eq!(all[0].metadata["client_ip"], "127.0.0.1");
     assert!(all[0].metadata.contains_key("recorded_at"));
     let rest = store.events_after(all[0].position, 1).await.unwrap();

@@ -355,7 +355,7 @@ async fn edited_metadata_is_found(backend: Backend) {
         "metadata",
         "o-b",
         3,
-        "\"actor\":\"test\"",
+        "\"actor\":\"cli\"",
         "\"actor\":\"eve\"",
     )
     .await;

@@ -112,14 +112,14 @@ impl AuditLog for FakeAudit {
     }
 }
 
-fn with_fake() -> (crate::support::Harness, Arc<FakeAudit>) {
+async fn with_fake() -> (crate::support::Harness, Arc<FakeAudit>) {
     let fake = Arc::new(FakeAudit::default());
-    (harness_with_audit(fake.clone()), fake)
+    (harness_with_audit(fake.clone()).await, fake)
 }
 
 #[tokio::test]
 async fn audit_routes_need_the_admin_token() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     for uri in [
         format!("/v1/admin/apps/{APP}/accounts/o-alice/history"),
         "/v1/admin/users/42/bindings".to_owned(),
@@ -145,7 +145,7 @@ async fn audit_routes_need_the_admin_token() {
 
 #[tokio::test]
 async fn without_an_audit_log_the_routes_say_so() {
-    let h = harness();
+    let h = harness().await;
     h.get("/v1/admin/users/42/bindings", Some(ADMIN_TOKEN))
         .await
         .assert_problem(501, "audit_unavailable");
@@ -153,7 +153,7 @@ async fn without_an_audit_log_the_routes_say_so() {
 
 #[tokio::test]
 async fn history_answers_the_events_or_not_found() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get(
             &format!("/v1/admin/apps/{APP}/accounts/o-alice/history"),
@@ -184,7 +184,7 @@ async fn history_answers_the_events_or_not_found() {
 
 #[tokio::test]
 async fn bindings_as_of_parse_the_instant_in_any_offset() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get(
             "/v1/admin/users/42/bindings?as_of=2026-03-01T08:00:00%2B08:00",
@@ -227,7 +227,7 @@ async fn bindings_as_of_parse_the_instant_in_any_offset() {
 
 #[tokio::test]
 async fn events_are_json_lines_paged_by_position() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get("/v1/admin/events?after=5&limit=2", Some(ADMIN_TOKEN))
         .await;
@@ -260,7 +260,7 @@ async fn events_are_json_lines_paged_by_position() {
 
 #[tokio::test]
 async fn erase_goes_through_the_use_case() {
-    let (h, _) = with_fake();
+    let (h, _) = with_fake().await;
     h.login(APP, "o-erase").await;
     let erase = |appid: &str| format!("/v1/admin/apps/{appid}/accounts/o-erase/erase");
     let answer = h
