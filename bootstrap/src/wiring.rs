@@ -19,7 +19,6 @@ use miniauth_store::{PasswordCost, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
-use crate::audit::StoreAuditLog;
 use crate::config::{Algorithm, Config, ResolvedApp, Secret, WeChatTarget};
 
 /// Everything `serve` runs.
@@ -164,7 +163,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         Arc::new(StoreReadiness(store.clone())),
         http,
     )
-    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
+    .with_audit(Arc::new(store.clone()));
     let metrics_router = config
         .server
         .metrics_listen

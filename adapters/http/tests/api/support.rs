@@ -655,11 +655,11 @@ pub fn harness_with(config: HttpConfig) -> Harness {
 }
 
 /// A harness whose admin API serves `audit`.
-pub fn harness_with_audit(audit: Arc<dyn miniauth_http::AuditLog>) -> Harness {
+pub fn harness_with_audit(audit: Arc<dyn AuditLog>) -> Harness {
     harness_full(config(), Some(audit))
 }
 
-fn harness_full(config: HttpConfig, audit: Option<Arc<dyn miniauth_http::AuditLog>>) -> Harness {
+fn harness_full(config: HttpConfig, audit: Option<Arc<dyn AuditLog>>) -> Harness {
     let users = Arc::new(FakeUsers::default());
     let ports = Ports {
         wechat: Arc::new(FakeWeChat),
