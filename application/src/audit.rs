@@ -22,7 +22,7 @@ use crate::ports::{AuditLog, Clock, PersonalDataVault, PortError, StoredEvent};
 #[cfg_attr(
     feature = "openapi",
     derive(utoipa::ToSchema),
-    schema(as = HistoryEntryView)
+    schema(as = HistoryEntryView, description = "One event of an account's history; personal data masked or `erased`.")
 )]
 pub struct HistoryEntry {
     /// The global commit order.
@@ -62,23 +62,66 @@ pub struct HistoryEntry {
     pub hash: Option<String>,
 }
 
-/// A binding as it stood at an instant.
+/// A binding as it stood at an instant. It serialises flat: `appid`, `openid`,
+/// `user_id`, `bound_at`, `via` (its OpenAPI schema says so, in [`openapi`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::ToSchema),
-    schema(as = BindingAtView)
-)]
 pub struct BindingAt {
     /// The app.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub appid: AppId,
     /// The WeChat identity.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub openid: OpenId,
     /// The user, since when, how.
     #[serde(flatten)]
     pub span: BindingSpan,
+}
+
+/// The OpenAPI schema of [`BindingAt`], flat as it serialises (a derived schema would
+/// describe the flattened span as a separate object).
+#[cfg(feature = "openapi")]
+mod openapi {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    use super::BindingAt;
+
+    fn field(kind: Type, format: Option<KnownFormat>, description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(kind)
+            .format(format.map(SchemaFormat::KnownFormat))
+            .description(Some(description))
+    }
+
+    impl utoipa::PartialSchema for BindingAt {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .description(Some("A binding as it stood at an instant."))
+                .property("appid", field(Type::String, None, "The app."))
+                .required("appid")
+                .property("openid", field(Type::String, None, "The WeChat identity."))
+                .required("openid")
+                .property(
+                    "user_id",
+                    field(Type::Integer, Some(KnownFormat::Int64), "The user."),
+                )
+                .required("user_id")
+                .property(
+                    "bound_at",
+                    field(Type::String, Some(KnownFormat::DateTime), "Since when."),
+                )
+                .required("bound_at")
+                .property("via", field(Type::String, None, "How it was made."))
+                .required("via")
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for BindingAt {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("BindingAtView")
+        }
+    }
 }
 
 /// Every event of one WeChat identity.
@@ -86,7 +129,7 @@ pub struct BindingAt {
 #[cfg_attr(
     feature = "openapi",
     derive(utoipa::ToSchema),
-    schema(as = HistoryResponse)
+    schema(as = HistoryResponse, description = "`GET /v1/admin/apps/{appid}/accounts/{openid}/history`.")
 )]
 pub struct AccountHistory {
     /// The app.
@@ -104,7 +147,7 @@ pub struct AccountHistory {
 #[cfg_attr(
     feature = "openapi",
     derive(utoipa::ToSchema),
-    schema(as = UserBindingsResponse)
+    schema(as = UserBindingsResponse, description = "`GET /v1/admin/users/{user_id}/bindings`.")
 )]
 pub struct UserBindings {
     /// The user.
@@ -121,7 +164,7 @@ pub struct UserBindings {
 #[cfg_attr(
     feature = "openapi",
     derive(utoipa::ToSchema),
-    schema(as = AppBindingsResponse)
+    schema(as = AppBindingsResponse, description = "`GET /v1/admin/bindings`.")
 )]
 pub struct AppBindings {
     /// The app.

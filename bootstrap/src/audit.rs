@@ -644,7 +644,7 @@ mod tests {
             ),
             (&["history", "--appid", "nope", "--openid", "o"], "--appid"),
         ] {
-            let error = parse(bad).err().expect("refused").to_string();
+            let error = parse(bad).expect_err("refused").to_string();
             assert!(error.contains(flag), "{error}");
         }
     }

@@ -110,7 +110,14 @@ impl ChainLink<'_> {
 /// One event exactly as stored: what exports carry (an auditor can recompute its chain
 /// hash from it) and what the tamper checks read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ExportedEvent))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        as = ExportedEvent,
+        description = "One event exactly as stored (one line of an export)."
+    )
+)]
 pub struct LoggedEvent {
     /// The global commit order.
     pub position: i64,
@@ -181,22 +188,18 @@ pub fn cumulative_hash(previous: &str, position: i64, event_hash: &str) -> Strin
 /// One period during which the account was bound to a user. A binding that still
 /// holds serialises without `unbound_at` and `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BindingSpan {
     /// The user.
-    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub user_id: UserId,
-    /// Since when.
+    /// When the binding started.
     pub bound_at: DateTime<Utc>,
     /// How it was made.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub via: BindMethod,
     /// When it ended, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unbound_at: Option<DateTime<Utc>>,
     /// Why it ended, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub reason: Option<UnbindReason>,
 }
 
