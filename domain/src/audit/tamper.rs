@@ -498,3 +498,153 @@ impl<'a> Evidence<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ID: &str = "wx4f4bc4dec97d474b:o1";
+
+    /// A stream of `n` events chained as the event store chains them.
+    fn chained(n: i64) -> Vec<LoggedEvent> {
+        let mut previous = String::new();
+        (1..=n)
+            .map(|sequence| {
+                let mut event = LoggedEvent {
+                    position: sequence * 10,
+                    aggregate_id: ID.into(),
+                    sequence,
+                    event_type: "UserBound".into(),
+                    event_version: "1".into(),
+                    payload: json!({"UserBound": {"user_id": sequence}}),
+                    metadata: json!({"actor": "admin"}),
+                };
+                let metadata = event.metadata_map().unwrap();
+                let hash = event.link(&previous, sequence, &metadata).hash();
+                event.metadata[HASH_KEY] = json!(hash);
+                previous = hash;
+                event
+            })
+            .collect()
+    }
+
+    fn state_of(events: &[LoggedEvent]) -> StreamState {
+        let last = events.last().unwrap();
+        StreamState {
+            last_sequence: last.sequence,
+            last_hash: last.metadata_map().unwrap().get(HASH_KEY).cloned(),
+        }
+    }
+
+    fn kinds(report: &VerifyReport) -> Vec<(FindingKind, Option<i64>)> {
+        report
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.sequence))
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_stream_shows_nothing() {
+        let events = chained(3);
+        let mut report = VerifyReport::default();
+        check_stream(&events, Some(&state_of(&events)), &mut report);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.events, report.chained, report.legacy), (3, 3, 0));
+    }
+
+    #[test]
+    fn edits_gaps_swaps_and_a_lost_tail_are_named() {
+        let events = chained(4);
+        let state = state_of(&events);
+
+        let mut edited = events.clone();
+        edited[1].payload = json!({"UserBound": {"user_id": 99}});
+        let mut report = VerifyReport::default();
+        check_stream(&edited, Some(&state), &mut report);
+        assert_eq!(kinds(&report), [(FindingKind::Edited, Some(2))]);
+
+        let gap: Vec<LoggedEvent> = [&events[0], &events[2], &events[3]]
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut report = VerifyReport::default();
+        check_stream(&gap, Some(&state), &mut report);
+        assert_eq!(kinds(&report)[0], (FindingKind::Deleted, Some(2)));
+
+        let mut swapped = events.clone();
+        swapped.swap(1, 2);
+        (swapped[1].sequence, swapped[2].sequence) = (2, 3);
+        let mut report = VerifyReport::default();
+        check_stream(&swapped, Some(&state), &mut report);
+        assert!(kinds(&report).contains(&(FindingKind::Reordered, Some(2))));
+
+        let mut report = VerifyReport::default();
+        check_stream(&events[..3], Some(&state), &mut report);
+        assert_eq!(kinds(&report), [(FindingKind::TailDeleted, Some(4))]);
+    }
+
+    #[test]
+    fn a_stream_without_events_or_without_a_state_row_is_found() {
+        let events = chained(2);
+        let mut check = LogCheck::new(HashMap::from([
+            (ID.to_owned(), state_of(&events)),
+            ("wx4f4bc4dec97d474b:gone".to_owned(), state_of(&events)),
+        ]));
+        for event in events.clone() {
+            check.push(event);
+        }
+        let report = check.finish();
+        assert_eq!(report.streams, 1);
+        assert_eq!(kinds(&report), [(FindingKind::Deleted, Some(1))]);
+        assert_eq!(
+            report.findings[0].aggregate_id.as_deref(),
+            Some("wx4f4bc4dec97d474b:gone")
+        );
+
+        let mut report = VerifyReport::default();
+        check_stream(&events, None, &mut report);
+        assert_eq!(kinds(&report), [(FindingKind::Inserted, None)]);
+    }
+
+    #[test]
+    fn evidence_matches_its_own_checkpoint_and_not_a_changed_log() {
+        let events = chained(3);
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut evidence = Evidence::new(&[]);
+        events.iter().for_each(|e| evidence.fold(e));
+        let checkpoint = evidence.new_checkpoint(&[], at).unwrap();
+        assert_eq!((checkpoint.position, checkpoint.events), (30, 3));
+        let checkpoints = [checkpoint];
+        assert_eq!(evidence.new_checkpoint(&checkpoints, at), None);
+
+        let mut again = Evidence::new(&checkpoints);
+        events.iter().for_each(|e| again.fold(e));
+        let mut report = VerifyReport::default();
+        again.finish(&mut report);
+        assert!(report.is_clean());
+        assert_eq!(report.checkpoints_checked, 1);
+
+        let mut changed = Evidence::new(&checkpoints);
+        events[..2].iter().for_each(|e| changed.fold(e));
+        let mut report = VerifyReport::default();
+        changed.finish(&mut report);
+        assert_eq!(kinds(&report), [(FindingKind::CheckpointMismatch, None)]);
+    }
+
+    #[test]
+    fn finding_kinds_are_reported_under_their_serialised_names() {
+        for kind in [
+            FindingKind::Edited,
+            FindingKind::Deleted,
+            FindingKind::TailDeleted,
+            FindingKind::Inserted,
+            FindingKind::Reordered,
+            FindingKind::CheckpointMismatch,
+        ] {
+            assert_eq!(json!(kind), json!(kind.as_str()));
+        }
+    }
+}
