@@ -469,6 +469,30 @@ mod tests {
         serde_json::from_slice(&out).unwrap()
     }
 
+    /// The admin API over `built`'s service and store, on a random port: its base URL
+    /// and the server task.
+    async fn admin_api(
+        built: &wiring::Built,
+    ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let mut http = HttpConfig::new(miniauth_domain::TenantId::parse("default").unwrap());
+        http.admin_token = Some(AdminToken::new(ADMIN).unwrap());
+        let state = ApiState::new(
+            built.service.clone(),
+            Arc::new(serde_json::json!({"keys": []})),
+            Arc::new(AlwaysReady),
+            http,
+        )
+        .with_audit(Arc::new(built.store.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(miniauth_http::serve(
+            listener,
+            miniauth_http::router(state),
+            std::future::pending(),
+        ));
+        (base, server)
+    }
+
     #[tokio::test]
     async fn the_cli_and_the_api_answer_alike() {
         let dir = tempfile::tempdir().unwrap();
@@ -483,22 +507,7 @@ mod tests {
         let openid = OpenId::parse("o-audited").unwrap();
         history(&store, &appid, &openid).await;
 
-        let mut http = HttpConfig::new(miniauth_domain::TenantId::parse("default").unwrap());
-        http.admin_token = Some(AdminToken::new(ADMIN).unwrap());
-        let state = ApiState::new(
-            built.service.clone(),
-            Arc::new(serde_json::json!({"keys": []})),
-            Arc::new(AlwaysReady),
-            http,
-        )
-        .with_audit(Arc::new(store.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(miniauth_http::serve(
-            listener,
-            miniauth_http::router(state),
-            std::future::pending(),
-        ));
+        let (base, server) = admin_api(&built).await;
         let client = reqwest::Client::new();
         let get = |path: String| {
             let request = client.get(format!("{base}{path}")).bearer_auth(ADMIN);
