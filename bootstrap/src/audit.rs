@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use miniauth_application::audit::{parse_instant, AccountHistory, BindingAt, HistoryEntry};
 use miniauth_application::Audit;
-use miniauth_domain::audit::VerifyReport;
+use miniauth_domain::audit::{json_lines, VerifyReport};
 use miniauth_domain::{AppId, OpenId, UserId};
 use miniauth_security::SystemClock;
 use miniauth_store::Store;
@@ -186,7 +186,7 @@ async fn export(audit: &Audit, after: i64, out: &mut dyn Write) -> anyhow::Resul
     let mut position = after;
     loop {
         let page = audit.export(position, EXPORT_PAGE).await?;
-        out.write_all(miniauth_http::admin::json_lines(&page).as_bytes())?;
+        out.write_all(json_lines(&page).as_bytes())?;
         match page.last() {
             Some(last) if page.len() == EXPORT_PAGE as usize => position = last.position,
             _ => break,

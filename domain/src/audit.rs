@@ -172,6 +172,17 @@ impl LoggedEvent {
     }
 }
 
+/// Events as JSON lines, one object per event as stored: the export format of the admin
+/// API and of `miniauth audit export`.
+pub fn json_lines(events: &[LoggedEvent]) -> String {
+    let mut out = String::new();
+    for event in events {
+        out.push_str(&serde_json::to_string(event).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
 /// One step of the evidence over the whole log: hex(SHA-256) over the cumulative hash
 /// so far, the event's global position and its chain hash, length-prefixed. Folding
 /// every event in position order from `""` gives the value a checkpoint records.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use miniauth_application::audit::{parse_instant, AccountHistory, AppBindings, UserBindings};
 use miniauth_application::ports::PortError;
 use miniauth_application::{AppError, Audit};
-use miniauth_domain::audit::LoggedEvent;
+use miniauth_domain::audit::{json_lines, LoggedEvent};
 use miniauth_domain::{AppId, InvalidValue, OpenId, UserId};
 
 use crate::error::{ApiError, Problem, RequestError};
@@ -196,16 +196,6 @@ pub(crate) async fn events(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
     Ok(response)
-}
-
-/// Events as JSON lines: the export format of the API and of `miniauth audit export`.
-pub fn json_lines(events: &[LoggedEvent]) -> String {
-    let mut out = String::new();
-    for event in events {
-        out.push_str(&serde_json::to_string(event).unwrap_or_default());
-        out.push('\n');
-    }
-    out
 }
 
 /// Erases a WeChat identity's personal data (crypto-shredding); the history stays
