@@ -7,12 +7,15 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use miniauth_domain::audit::{AuditCheckpoint, LoggedEvent, VerifyReport};
 use miniauth_domain::crypto::Watermark;
 use miniauth_domain::{
     AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
     SealedUnionId, SessionKey, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use thiserror::Error;
+
+use crate::audit::BindingAt;
 
 /// An infrastructure failure behind a port (database down, disk full, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -135,6 +138,59 @@ pub trait AccountRepository: Send + Sync {
         events: Vec<SocialAccountEvent>,
         metadata: HashMap<String, String>,
     ) -> Result<(), CommitError>;
+}
+
+/// One event of an account's stream, decoded, with its place in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The global commit order.
+    pub position: i64,
+    /// `{appid}:{openid}`.
+    pub aggregate_id: String,
+    /// The event's number within its aggregate, from 1.
+    pub sequence: i64,
+    /// The stable event type name.
+    pub event_type: String,
+    /// The schema version of the payload as stored.
+    pub event_version: String,
+    /// The event (already upcast to the current version).
+    pub event: SocialAccountEvent,
+    /// The metadata as stored: read it as [`EventMetadata`](crate::context::EventMetadata).
+    pub metadata: HashMap<String, String>,
+}
+
+/// The event log as auditors read it: facts as recorded, personal data still sealed
+/// (the application's [`Audit`](crate::audit::Audit) opens and masks it).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Every event of `account` in sequence order; empty when it has none.
+    async fn account_events(&self, account: &AccountId) -> Result<Vec<StoredEvent>, PortError>;
+
+    /// The bindings of `user` at `instant`, replayed from the events up to it.
+    async fn bindings_as_of(
+        &self,
+        user: UserId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<BindingAt>, PortError>;
+
+    /// Every binding of `appid` at `instant`, replayed from the events up to it.
+    async fn app_bindings_as_of(
+        &self,
+        appid: &AppId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<BindingAt>, PortError>;
+
+    /// The log after `position` in commit order, at most `limit` events, as stored.
+    async fn export(&self, position: i64, limit: u32) -> Result<Vec<LoggedEvent>, PortError>;
+
+    /// Checks every event against its stream's chain and state row, and the whole log
+    /// against the checkpoints; records a checkpoint at `now` when all is well.
+    async fn verify(&self, now: DateTime<Utc>) -> Result<VerifyReport, PortError>;
+
+    /// Records a checkpoint at `now` over the events committed since the last one;
+    /// `None` when nothing new was committed.
+    async fn checkpoint(&self, now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError>;
 }
 
 /// What code2session answered.

@@ -11,13 +11,14 @@ use miniauth_domain::{
     SocialAccount, SocialAccountCommand,
 };
 
+use crate::audit::Audit;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessToken, AccountRepository, AttemptLimiter, BindingRegistry, Claim, Clock, CommitError,
-    LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner, SessionScope,
-    TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey, UserDirectory,
-    UserRecord, UserStatus, WeChatApi,
+    AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Claim, Clock,
+    CommitError, LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner,
+    SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey,
+    UserDirectory, UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 
@@ -112,6 +113,12 @@ impl MiniAuth {
     /// The configured apps.
     pub fn apps(&self) -> &AppCatalog {
         &self.apps
+    }
+
+    /// The auditors' questions answered from `log`, with this service's vault (to
+    /// mask personal data) and clock.
+    pub fn audit(&self, log: Arc<dyn AuditLog>) -> Audit {
+        Audit::new(log, self.ports.vault.clone(), self.ports.clock.clone())
     }
 
     /// The time on the service's clock: the edge reads it too, so that the times it

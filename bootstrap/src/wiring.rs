@@ -19,7 +19,6 @@ use miniauth_store::{PasswordCost, RefreshPurge, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
-use crate::audit::StoreAuditLog;
 use crate::config::{Algorithm, Config, ResolvedApp, Secret, WeChatTarget};
 
 /// Everything `serve` runs.
@@ -86,7 +85,7 @@ pub async fn build_with_clock(
         Arc::new(store.clone()),
         http,
     )
-    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
+    .with_audit(Arc::new(store.clone()));
     let metrics_router = config
         .server
         .metrics_listen

@@ -37,17 +37,19 @@ use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
 
-pub use audit::{
-    AuditCheckpoint, BindingAt, Finding, FindingKind, HistoryEntry, LoggedEvent, Rebuild,
-    VerifyReport,
-};
+pub use audit::Rebuild;
 pub use config::{
     InvalidServerKey, PasswordConcurrency, PasswordCost, ServerKey, StoreConfig, StoreError,
     DEFAULT_URL,
 };
 pub use counters::SqlUsageCounters;
-pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
+pub use event_store::{AccountContext, AccountEventStore};
 pub use limiter::SqlAttemptLimiter;
+pub use miniauth_application::audit::{BindingAt, HistoryEntry};
+pub use miniauth_application::ports::StoredEvent;
+pub use miniauth_domain::audit::{
+    AuditCheckpoint, Finding, FindingKind, LoggedEvent, VerifyReport,
+};
 pub use purge::REFRESH_PURGE_BATCH;
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::{RefreshPurge, SqlRefreshTokens};

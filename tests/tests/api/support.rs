@@ -188,13 +188,13 @@ pub async fn harness_with(config: HttpConfig) -> Harness {
 }
 
 /// A harness whose admin API serves `audit`.
-pub async fn harness_with_audit(audit: Arc<dyn miniauth_http::AuditLog>) -> Harness {
+pub async fn harness_with_audit(audit: Arc<dyn miniauth_application::ports::AuditLog>) -> Harness {
     harness_full(config(), Some(audit)).await
 }
 
 async fn harness_full(
     config: HttpConfig,
-    audit: Option<Arc<dyn miniauth_http::AuditLog>>,
+    audit: Option<Arc<dyn miniauth_application::ports::AuditLog>>,
 ) -> Harness {
     let service_config = service_config();
     let apps = service_config.resolve_apps(&[]).unwrap();
