@@ -508,9 +508,12 @@ mod tests {
         let mut config = Config::load(None).unwrap();
         config.store.url = format!("sqlite://{}/miniauth.db", dir.path().display());
         config.store.data_dir = dir.path().to_path_buf();
-        let built = wiring::build(&config, Some(([127, 0, 0, 1], 0).into()))
-            .await
-            .unwrap();
+        let built = wiring::build(
+            &config,
+            wiring::SimulatorStart::At(([127, 0, 0, 1], 0).into()),
+        )
+        .await
+        .unwrap();
         let store = built.store.clone();
         let appid = AppId::parse(crate::config::DEMO_APPID).unwrap();
         let openid = OpenId::parse("o-audited").unwrap();

@@ -98,7 +98,7 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
     own.store.data_dir = dir.path().to_owned();
     own.store.url = format!("sqlite://{}", dir.path().join("miniauth.db").display());
     let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut built = wiring::build(&own, Some(ephemeral)).await?;
+    let mut built = wiring::build(&own, wiring::SimulatorStart::At(ephemeral)).await?;
     let listener = tokio::net::TcpListener::bind(ephemeral).await?;
     let server = format!("http://{}", listener.local_addr()?);
     let router = built.router.clone();

@@ -1,0 +1,50 @@
+//! The tools that do not serve: they start no WeChat simulator.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+/// `users add` on the embedded default: the simulator's configured address is taken by
+/// someone else, and the tool neither needs nor tries it.
+#[test]
+fn users_add_and_erase_start_no_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let miniauth = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_miniauth"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("MINIAUTH_CONFIG")
+            .env_remove("MINIAUTH_LOG")
+            .env("MINIAUTH__WECHAT__SIMULATOR_LISTEN", &taken)
+            .env("MINIAUTH_USER_PASSWORD", "correct horse battery")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running miniauth")
+    };
+    // Verbose, so that a simulator's start would be logged.
+    let added = miniauth(&["--verbose", "users", "add", "--account", "tool.user"]);
+    assert!(added.status.success(), "{added:?}");
+    assert!(
+        String::from_utf8_lossy(&added.stdout).contains("added user"),
+        "{added:?}"
+    );
+    let log = String::from_utf8_lossy(&added.stderr);
+    assert!(log.contains("generated a new server key"), "{log}");
+    assert!(!log.contains("simulator"), "a tool started a simulator: {log}");
+
+    // An identity that never logged in: a clear refusal, not a WeChat call.
+    let erased = miniauth(&[
+        "erase",
+        "--appid",
+        "wxdemo000000000001",
+        "--openid",
+        "oNeverLoggedIn",
+    ]);
+    assert_eq!(erased.status.code(), Some(1), "{erased:?}");
+    assert!(
+        String::from_utf8_lossy(&erased.stderr)
+            .contains("no event was ever recorded for this appid and openid"),
+        "{erased:?}"
+    );
+}
