@@ -168,7 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     // A tool run from a shell prints its answer; its log is for when something is off.
     let quiet = !cli.verbose && !matches!(command, Command::Serve | Command::Sim { .. });
-    logging::init(&config.log, quiet);
+    // The demo decides where its log goes: a server it starts logs to a file.
+    if !matches!(command, Command::Demo(_)) {
+        logging::init(&config.log, quiet);
+    }
     match command {
         Command::Serve => serve(config).await,
         Command::Sim { listen } => {
