@@ -474,7 +474,10 @@ mod tests {
 
     async fn cli_json(store: &Store, command: AuditCommand) -> serde_json::Value {
         let mut out = Vec::new();
-        answer(&over(store), command, &mut out).await.unwrap();
+        // As `run` does: the embedded default's app is configured.
+        let demo = AppId::parse(crate::config::DEMO_APPID).unwrap();
+        let audit = over(store).with_apps([demo]);
+        answer(&audit, command, &mut out).await.unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -717,7 +720,7 @@ mod tests {
         let appid = AppId::parse(crate::config::DEMO_APPID).unwrap();
         let openid = OpenId::parse("o-table").unwrap();
         history(&store, &appid, &openid).await;
-        let audit = over(&store);
+        let audit = over(&store).with_apps([appid.clone()]);
         let mut out = Vec::new();
         answer(
             &audit,

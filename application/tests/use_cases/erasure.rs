@@ -92,10 +92,7 @@ async fn erasing_an_identity_that_never_logged_in_is_refused_and_forgets_nothing
         .await
         .unwrap_err();
 
-    assert!(
-        matches!(error, AppError::Account(AccountError::NoSession)),
-        "{error:?}"
-    );
+    assert!(matches!(error, AppError::AccountNotFound), "{error:?}");
     assert!(built.vault.forgotten().is_empty());
     assert!(built.events(&account()).await.is_empty());
 }
