@@ -44,6 +44,7 @@ pub use config::{
     DEFAULT_URL,
 };
 pub use counters::SqlUsageCounters;
+pub use db::{Engine, UnknownEngine};
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use limiter::SqlAttemptLimiter;
 pub use read_models::{AccountView, CatchUp, ReadModels};
@@ -57,15 +58,6 @@ pub use vault::SqlVault;
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
 use crate::refresh::RefreshLifetimes;
-
-/// Which engine a store runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// The embedded default.
-    Sqlite,
-    /// Production and scale-out.
-    Postgres,
-}
 
 /// What an orphan sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,7 +87,7 @@ impl Store {
     /// the migrations, and catches the read models up with the log.
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let db = Db::connect(config).await?;
-        let server_key = db::server_key(config, db.is_postgres())?;
+        let server_key = db::server_key(config, db.engine())?;
         let keys = Keys::new(&server_key);
         let read_models = ReadModels::new(db.clone(), keys.clone());
         let store = Self {
@@ -157,11 +149,7 @@ impl Store {
 
     /// The engine in use.
     pub fn engine(&self) -> Engine {
-        if self.db.is_postgres() {
-            Engine::Postgres
-        } else {
-            Engine::Sqlite
-        }
+        self.db.engine()
     }
 
     /// The event store of `SocialAccount`s.
