@@ -99,6 +99,15 @@ enum Key<'a> {
     Account(&'a str, &'a str),
 }
 
+/// Whether any user answers: each lookup has a statement of its own.
+#[derive(Clone, Copy)]
+enum Lookup<'a> {
+    /// Any user of the tenant.
+    AnyInTenant(&'a TenantId),
+    /// The account name within the tenant.
+    Account(&'a TenantId, &'a str),
+}
+
 /// A user row to insert.
 struct NewRow<'a> {
     tenant: &'a TenantId,
@@ -297,15 +306,21 @@ impl SqlUserDirectory {
         }
     }
 
-    async fn exists(&self, filter: &str, tenant: &str, value: &str) -> Result<bool, PortError> {
+    /// Whether a user answers `lookup`.
+    async fn exists(&self, lookup: Lookup<'_>) -> Result<bool, PortError> {
         on_pool!(&self.db.pool, p => {
-            Ok(sqlx::query(&format!("SELECT 1 AS one FROM users WHERE tenant = $1 AND {filter} = $2"))
-                .bind(tenant)
-                .bind(value)
-                .fetch_optional(p)
-                .await
-                .map_err(port_error)?
-                .is_some())
+            let query = match lookup {
+                Lookup::AnyInTenant(tenant) => {
+                    sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 LIMIT 1")
+                        .bind(tenant.as_str())
+                }
+                Lookup::Account(tenant, account) => {
+                    sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 AND account = $2")
+                        .bind(tenant.as_str())
+                        .bind(account)
+                }
+            };
+            Ok(query.fetch_optional(p).await.map_err(port_error)?.is_some())
         })
     }
 
@@ -465,8 +480,8 @@ impl UserDirectory for SqlUserDirectory {
     }
 
     async fn create_account(&self, user: NewAccountUser) -> Result<AccountCreation, PortError> {
-        let tenant = user.tenant.as_str();
-        if self.exists("account", tenant, &user.account).await? {
+        let taken = Lookup::Account(&user.tenant, &user.account);
+        if self.exists(taken).await? {
             return Ok(AccountCreation::AccountTaken);
         }
         let hash = self.hash_password(&user.password).await?;
@@ -490,9 +505,7 @@ impl UserDirectory for SqlUserDirectory {
                 .ok_or_else(|| PortError::Internal("created user vanished".into()))?,
             )),
             // Which key was it? Ask, rather than parse engine-specific messages.
-            Err(_) if self.exists("account", tenant, &user.account).await? => {
-                Ok(AccountCreation::AccountTaken)
-            }
+            Err(_) if self.exists(taken).await? => Ok(AccountCreation::AccountTaken),
             Err(_) => Ok(AccountCreation::PhoneTaken),
         }
     }
@@ -541,14 +554,7 @@ impl UserDirectory for SqlUserDirectory {
     }
 
     async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError> {
-        on_pool!(&self.db.pool, p => {
-            Ok(sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 LIMIT 1")
-                .bind(tenant.as_str())
-                .fetch_optional(p)
-                .await
-                .map_err(port_error)?
-                .is_some())
-        })
+        self.exists(Lookup::AnyInTenant(tenant)).await
     }
 
     async fn erase_registered(&self, id: UserId) -> Result<bool, PortError> {
