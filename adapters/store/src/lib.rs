@@ -19,6 +19,7 @@ mod config;
 mod counters;
 mod crypto;
 mod db;
+mod decode;
 mod event_store;
 mod limiter;
 mod read_models;
@@ -45,6 +46,7 @@ pub use config::{
 };
 pub use counters::SqlUsageCounters;
 pub use db::{Engine, UnknownEngine};
+pub use decode::UndecodableEvent;
 pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
 pub use limiter::SqlAttemptLimiter;
 pub use read_models::{AccountView, CatchUp, ReadModels};
@@ -57,6 +59,7 @@ pub use vault::SqlVault;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
+use crate::decode::EventDecoder;
 use crate::refresh::RefreshLifetimes;
 
 /// What an orphan sweep removed.
@@ -89,9 +92,10 @@ impl Store {
         let db = Db::connect(config).await?;
         let server_key = db::server_key(config, db.engine())?;
         let keys = Keys::new(&server_key);
-        let read_models = ReadModels::new(db.clone(), keys.clone());
+        let decoder = EventDecoder::new(&keys);
+        let read_models = ReadModels::new(db.clone(), keys.clone(), decoder.clone());
         let store = Self {
-            events: AccountEventStore::new(db.clone(), keys.clone(), read_models.clone()),
+            events: AccountEventStore::new(db.clone(), decoder, read_models.clone()),
             users: SqlUserDirectory::new(
                 db.clone(),
                 keys.clone(),
@@ -114,7 +118,10 @@ impl Store {
             db,
         };
         store.migrate().await?;
-        store.catch_up().await?;
+        // An event the read models cannot decode (logged) does not keep the store
+        // closed: the tools that read the log as stored still work, and every question
+        // to the read models fails until an upcaster reads it.
+        store.read_models.follow().await?;
         Ok(store)
     }
 

@@ -59,6 +59,7 @@ contract!(
     vault_seals_and_forgets,
     key_material_is_shared_between_instances,
     read_models_catch_up_after_a_crash,
+    an_undecodable_event_stops_the_catch_up,
     race_two_users_bind_one_identity,
     race_one_user_binds_two_identities,
     race_registrations_for_one_phone,
@@ -1066,41 +1067,87 @@ async fn read_models_catch_up_after_a_crash(engine: Engine) {
     assert_eq!(late.map(|v| v.latest_session), Some(1));
 }
 
-/// How many rows `table` holds, read behind the store's back.
-async fn row_count(db: &TestDb, table: &str) -> i64 {
-    let sql = format!("SELECT COUNT(*) FROM {table}");
+/// An event no upcaster makes readable is not skipped: the catch-up projects what comes
+/// before it, stops there with an error naming it, and stops there again next time.
+async fn an_undecodable_event_stops_the_catch_up(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let store = db.connect().await;
+    let es = store.event_store().without_projection();
+    run(&es, &account("o-before"), obtain("o-before")).await;
+    let before: i64 = scalar(&db, "SELECT MAX(position) FROM events").await;
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata) VALUES ('SocialAccount', '{}', 1, \
+             'SessionObtained', '2', '{{\"SessionObtained\":{{\"appid\":7}}}}', '{{}}')",
+            account("o-broken")
+        ),
+    )
+    .await;
+    let broken: i64 = scalar(&db, "SELECT MAX(position) FROM events").await;
+    run(&es, &account("o-after"), obtain("o-after")).await;
+
+    for _ in 0..2 {
+        let error = store.catch_up().await.expect_err("an undecodable event");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("position {broken}")) && message.contains("SessionObtained"),
+            "the error names the event: {message}"
+        );
+        let checkpoint: i64 = scalar(&db, "SELECT position FROM projection_checkpoints").await;
+        assert_eq!(
+            checkpoint, before,
+            "the checkpoint stops before the broken event"
+        );
+        assert_eq!(
+            row_count(&db, "account_view").await,
+            1,
+            "only o-before is projected"
+        );
+    }
+    assert!(store.read_models().lag().await.unwrap() > 0);
+    assert!(
+        store
+            .account(&appid(), &OpenId::parse("o-after").unwrap())
+            .await
+            .is_err(),
+        "a question the read model cannot catch up on fails instead of answering stale"
+    );
+    // The store still opens (its tools read the log as stored), and stops there again.
+    let reopened = db.connect().await;
+    assert!(reopened.catch_up().await.is_err());
+    let checkpoint: i64 = scalar(&db, "SELECT position FROM projection_checkpoints").await;
+    assert_eq!(checkpoint, before);
+}
+
+/// One `i64` read behind the store's back.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
     match db.engine {
         Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
         Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
     }
 }
 
+/// How many rows `table` holds, read behind the store's back.
+async fn row_count(db: &TestDb, table: &str) -> i64 {
+    scalar(db, &format!("SELECT COUNT(*) FROM {table}")).await
+}
+
 /// Sets the read models' checkpoint back to the start of the log, behind the store's
 /// back.
 async fn rewind_checkpoint(db: &TestDb) {
-    const SQL: &str = "UPDATE projection_checkpoints SET position = 0";
-    match db.engine {
-        Engine::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
-            sqlx::query(SQL).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Engine::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
-            sqlx::query(SQL).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
+    execute(db, "UPDATE projection_checkpoints SET position = 0").await;
 }
 
 /// Two instances over one database, as in production.
@@ -1754,6 +1801,7 @@ async fn texts(db: &TestDb, query: &str) -> Vec<Option<String>> {
     }
 }
 
+/// Runs one statement behind the store's back.
 async fn execute(db: &TestDb, statement: &str) {
     match db.engine {
         Engine::Sqlite => {

@@ -1,0 +1,144 @@
+//! The one way a stored event becomes a typed [`SocialAccountEvent`], for every reader
+//! of the log: loading an account, exports, audits and the read models. Today's version
+//! is decoded straight from the stored JSON; an older one goes through the one list of
+//! upcasters ([`crate::upcast`]) first. An event that does not decode even then is an
+//! error that names its place in the log — never skipped, or a bug would silently
+//! become lost data.
+
+use std::sync::Arc;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::Aggregate;
+use miniauth_domain::{current_version, SocialAccount, SocialAccountEvent};
+use serde_json::value::RawValue;
+use sqlx::types::Json;
+use sqlx::Row;
+
+use crate::crypto::Keys;
+
+/// The columns [`read_encoded`] reads, for a `SELECT` of the `events` table.
+pub(crate) const ENCODED_COLUMNS: &str =
+    "position, aggregate_id, sequence, event_type, event_version, payload";
+
+/// A stored event whose payload is still the JSON text it was stored as.
+pub(crate) struct EncodedEvent {
+    pub(crate) position: i64,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) event_type: String,
+    pub(crate) event_version: String,
+    pub(crate) payload: Box<RawValue>,
+}
+
+/// A decoded event with its place in the log.
+pub(crate) struct DecodedEvent {
+    pub(crate) position: i64,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) event_type: String,
+    /// The version it was read as: today's, once upcast.
+    pub(crate) event_version: String,
+    pub(crate) event: SocialAccountEvent,
+}
+
+/// An event of the log that no upcaster makes readable as a [`SocialAccountEvent`].
+/// Its source is serde's reason; payloads hold personal data only sealed, so the reason
+/// can be logged.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the event at log position {position} ({event_type} version {event_version}) cannot be decoded"
+)]
+pub struct UndecodableEvent {
+    /// Its global commit position.
+    pub position: i64,
+    /// Its stored type.
+    pub event_type: String,
+    /// Its stored version.
+    pub event_version: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+/// Decodes stored events through the one list of upcasters. Cheap to clone; the event
+/// store and the read models share one.
+#[derive(Clone)]
+pub(crate) struct EventDecoder {
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+}
+
+impl EventDecoder {
+    pub(crate) fn new(keys: &Keys) -> Self {
+        Self {
+            upcasters: Arc::new(crate::upcast::upcasters(keys)),
+        }
+    }
+
+    /// The typed event of `stored`, or why not.
+    pub(crate) fn decode(&self, stored: EncodedEvent) -> Result<DecodedEvent, UndecodableEvent> {
+        let EncodedEvent {
+            position,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload,
+        } = stored;
+        let undecodable = |source| UndecodableEvent {
+            position,
+            event_type: event_type.clone(),
+            event_version: event_version.clone(),
+            source,
+        };
+        let (event, read_as) = if event_version == current_version(&event_type) {
+            // Today's events decode straight into the typed event.
+            let event = serde_json::from_str(payload.get()).map_err(undecodable)?;
+            (event, event_version.clone())
+        } else {
+            let payload = serde_json::from_str(payload.get()).map_err(undecodable)?;
+            // Upcasters rewrite the payload and its version; the metadata is read as
+            // stored, so they are not given it.
+            let upcast = crate::upcast::upcast(
+                &self.upcasters,
+                SerializedEvent::new(
+                    aggregate_id.clone(),
+                    usize::try_from(sequence).unwrap_or_default(),
+                    SocialAccount::TYPE.to_owned(),
+                    event_type.clone(),
+                    event_version.clone(),
+                    payload,
+                    serde_json::Value::Null,
+                ),
+            );
+            let event = serde_json::from_value(upcast.payload).map_err(undecodable)?;
+            (event, upcast.event_version)
+        };
+        Ok(DecodedEvent {
+            position,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version: read_as,
+            event,
+        })
+    }
+}
+
+/// Reads the [`ENCODED_COLUMNS`] of an `events` row.
+pub(crate) fn read_encoded<R>(row: &R) -> Result<EncodedEvent, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Json<Box<RawValue>>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Json(payload) = row.try_get::<Json<Box<RawValue>>, _>("payload")?;
+    Ok(EncodedEvent {
+        position: row.try_get("position")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload,
+    })
+}
