@@ -103,13 +103,16 @@ struct ViewRow {
     erased: bool,
     last_sequence: i64,
     last_position: i64,
-    /// Users whose binding ended in this batch (their registry claim is released
-    /// unless the account is bound to them again by the end of it).
+    /// Users whose binding ended in this batch, with the log position of the
+    /// `Unbound` (their registry claim is released unless the account is bound to them
+    /// again by the end of it, or the claim was made after that position).
     released: BTreeMap<i64, i64>,
     bound_in_batch: bool,
     /// When the binding the batch projected was made (Unix ms): a claim the
     /// projection repairs is dated by the event, not by when it ran.
     bound_at: i64,
+    /// The log position of that binding's `UserBound`.
+    bound_position: i64,
 }
 
 impl ReadModels {
@@ -449,6 +452,7 @@ async fn read_views(
                         released: BTreeMap::new(),
                         bound_in_batch: false,
                         bound_at: 0,
+                        bound_position: 0,
                     },
                 );
             }
@@ -465,7 +469,7 @@ fn project(views: &mut BTreeMap<String, ViewRow>, event: DecodedEvent) {
     if event.sequence <= view.last_sequence {
         return; // Already projected.
     }
-    apply(view, event.event);
+    apply(view, event.event, event.position);
     view.last_sequence = event.sequence;
     view.last_position = event.position;
 }
@@ -506,9 +510,10 @@ async fn write_views(tx: &mut Tx, views: &BTreeMap<String, ViewRow>) -> Result<(
 }
 
 /// The registry follows the log: a binding the log holds is claimed (a claim another
-/// user holds is left alone), a binding the log ended is released — unless the claim is
-/// younger than the unbind: a rebind claimed it again and its event is not projected
-/// yet.
+/// user holds is left alone), a binding the log ended is released — unless the claim
+/// was made after the `Unbound` was committed (its `claimed_after` is at or past the
+/// event's position): a rebind claimed it again and its event is not projected yet.
+/// Positions order them, whatever the clocks of the instances say.
 async fn repair_registry(
     tx: &mut Tx,
     views: &BTreeMap<String, ViewRow>,
@@ -518,16 +523,16 @@ async fn repair_registry(
             .released
             .iter()
             .filter(|(user, _)| Some(**user) != view.bound_user);
-        for (user, unbound_at) in ended {
+        for (user, unbound_position) in ended {
             on_tx!(tx, t => {
                 sqlx::query(
                     "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
-                     AND claimed_at <= $4",
+                     AND claimed_after < $4",
                 )
                 .bind(&view.appid)
                 .bind(&view.openid)
                 .bind(user)
-                .bind(unbound_at)
+                .bind(unbound_position)
                 .execute(&mut **t)
                 .await?;
             });
@@ -535,13 +540,15 @@ async fn repair_registry(
         if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
             let inserted = on_tx!(tx, t => {
                 sqlx::query(
-                    "INSERT INTO bindings (appid, openid, user_id, claimed_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 )
                 .bind(&view.appid)
                 .bind(&view.openid)
                 .bind(user)
                 .bind(view.bound_at)
+                // As if claimed just before its event, as a bind does.
+                .bind(view.bound_position - 1)
                 .execute(&mut **t)
                 .await?
                 .rows_affected()
@@ -614,11 +621,12 @@ impl ViewRow {
             released: BTreeMap::new(),
             bound_in_batch: false,
             bound_at: 0,
+            bound_position: 0,
         }
     }
 }
 
-fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
+fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
     use SocialAccountEvent as E;
     match event {
         E::SessionObtained(e) => {
@@ -640,10 +648,11 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
             view.bound_user = Some(e.user_id.get());
             view.bound_in_batch = true;
             view.bound_at = millis(e.occurred_at);
+            view.bound_position = position;
         }
         E::Unbound(e) => {
             view.bound_user = None;
-            view.released.insert(e.user_id.get(), millis(e.occurred_at));
+            view.released.insert(e.user_id.get(), position);
         }
         E::PersonalDataErased(_) => {
             view.unionid_hash = None;

@@ -555,34 +555,43 @@ async fn registry_claims_are_unique_both_ways(engine: Engine) {
 }
 
 /// Bound, unbound, then claimed again by a rebind whose event is not committed yet:
-/// the projection of the Unbound must not release the younger claim.
+/// the projection of the Unbound must not release the younger claim. A claim whose
+/// release a crash lost is released by it. Log positions order them, not clocks.
 async fn a_lagging_projection_keeps_a_rebind_claim(engine: Engine) {
     let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let es = store.event_store().without_projection();
     let registry = store.registry();
-    let id = account("o-rebind");
-    let (openid, user) = (OpenId::parse("o-rebind").unwrap(), UserId::new(7).unwrap());
-    run(&es, &id, obtain("o-rebind")).await;
-    registry.claim(&appid(), &openid, user).await.unwrap();
-    let bind = SocialAccountCommand::Bind {
-        proof: miniauth_domain::SessionProof::ticket(1),
-        user_id: user,
-        via: miniauth_domain::BindMethod::CurrentUser,
-        at: Utc::now(),
-    };
-    run(&es, &id, bind).await;
-    let unbind = SocialAccountCommand::Unbind {
-        user_id: user,
-        reason: miniauth_domain::UnbindReason::UserRequest,
-        at: Utc::now(),
-    };
-    run(&es, &id, unbind).await;
-    registry.release(&appid(), &openid, user).await.unwrap();
-    // Claims are dated in milliseconds: make the rebind's claim strictly younger.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (user, other) = (UserId::new(7).unwrap(), UserId::new(8).unwrap());
+    // Unbound by an instance whose clock runs an hour ahead of the registry's.
+    let ahead = Utc::now() + Duration::hours(1);
+    let (rebound, lost) = (
+        OpenId::parse("o-rebind").unwrap(),
+        OpenId::parse("o-lost").unwrap(),
+    );
+    for (openid, user) in [(&rebound, user), (&lost, other)] {
+        let id = AccountId::new(&appid(), openid);
+        run(&es, &id, obtain(openid.as_str())).await;
+        registry.claim(&appid(), openid, user).await.unwrap();
+        let bind = SocialAccountCommand::Bind {
+            proof: miniauth_domain::SessionProof::ticket(1),
+            user_id: user,
+            via: miniauth_domain::BindMethod::CurrentUser,
+            at: Utc::now(),
+        };
+        run(&es, &id, bind).await;
+        let unbind = SocialAccountCommand::Unbind {
+            user_id: user,
+            reason: miniauth_domain::UnbindReason::UserRequest,
+            at: ahead,
+        };
+        run(&es, &id, unbind).await;
+    }
+    // o-lost: the process died before the release. o-rebind: released, then claimed
+    // again at once, in the same millisecond as its Unbound at the latest.
+    registry.release(&appid(), &rebound, user).await.unwrap();
     assert_eq!(
-        registry.claim(&appid(), &openid, user).await.unwrap(),
+        registry.claim(&appid(), &rebound, user).await.unwrap(),
         Claim::New
     );
 
@@ -590,8 +599,13 @@ async fn a_lagging_projection_keeps_a_rebind_claim(engine: Engine) {
 
     assert_eq!(
         registry.identity_of(&appid(), user).await.unwrap(),
-        Some(openid),
+        Some(rebound),
         "the projection of the earlier Unbound released the rebind's claim"
+    );
+    assert_eq!(
+        registry.identity_of(&appid(), other).await.unwrap(),
+        None,
+        "the claim whose release was lost is released by the projection"
     );
 }
 
