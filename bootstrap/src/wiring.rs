@@ -53,7 +53,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         password_cost: PasswordCost::default(),
         password_concurrency: config.throttle.password_concurrency(),
     };
-    Store::connect(&store_config)
+    Store::connect(&store_config, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&config.store.url)))
 }

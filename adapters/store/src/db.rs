@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use miniauth_application::ports::PortError;
+use miniauth_application::ports::{Clock, PortError};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -146,10 +146,12 @@ impl Tx {
     }
 }
 
-/// A connected database.
+/// A connected database, and the clock that dates what the store writes.
 #[derive(Clone)]
 pub(crate) struct Db {
     pub(crate) pool: Pool,
+    /// The application's clock, so that tests can move the store's time too.
+    clock: Arc<dyn Clock>,
     /// SQLite has one writer at a time; taking turns in-process avoids its
     /// lock-upgrade failures (SQLITE_BUSY) when a transaction reads before it writes.
     writer: Arc<Mutex<()>>,
@@ -159,7 +161,10 @@ pub(crate) struct Db {
 pub(crate) struct WriteTurn(#[allow(dead_code)] Option<OwnedMutexGuard<()>>);
 
 impl Db {
-    pub(crate) async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(
+        config: &StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
         let url = config.url.trim();
         let max = config.max_connections.max(1);
         let pool = match Engine::of_url(url) {
@@ -210,6 +215,7 @@ impl Db {
         };
         Ok(Self {
             pool,
+            clock,
             writer: Arc::new(Mutex::new(())),
         })
     }
@@ -246,6 +252,11 @@ impl Db {
 
     pub(crate) fn engine(&self) -> Engine {
         self.pool.engine()
+    }
+
+    /// The time, by the application's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     pub(crate) fn is_postgres(&self) -> bool {

@@ -356,7 +356,7 @@ impl AccountEventStore {
             .bind(&context.aggregate_id)
             .bind(context.sequence + events.len() as i64)
             .bind(Json(&state))
-            .bind(millis(chrono::Utc::now()))
+            .bind(millis(self.db.now()))
             .bind(hashes.last())
             .execute(&mut *tx)
             .await?;

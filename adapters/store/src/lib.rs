@@ -30,8 +30,10 @@ mod upcast;
 mod users;
 mod vault;
 
+use std::sync::Arc;
+
 use chrono::Duration;
-use miniauth_application::ports::{Binding, ThrottleLimits};
+use miniauth_application::ports::{Binding, Clock, ThrottleLimits};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
@@ -87,9 +89,11 @@ pub struct Store {
 
 impl Store {
     /// Connects (creating the SQLite file and its directory when missing), applies
-    /// the migrations, and catches the read models up with the log.
-    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
-        let db = Db::connect(config).await?;
+    /// the migrations, and catches the read models up with the log. What the store
+    /// dates (claims, users, keys, state rows, sweeps) it dates by `clock`: the
+    /// application's, so that tests can move it.
+    pub async fn connect(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let db = Db::connect(config, clock).await?;
         let server_key = db::server_key(config, db.engine())?;
         let keys = Keys::new(&server_key);
         let decoder = EventDecoder::new(&keys);
@@ -277,7 +281,7 @@ impl Store {
                 )
                 .bind(name)
                 .bind(&sealed)
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .execute(p)
                 .await?;
             });
@@ -313,7 +317,7 @@ impl Store {
     /// registered from a phone that never got bound (and have no password).
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<Sweep, StoreError> {
         self.catch_up().await?;
-        let cutoff = millis(chrono::Utc::now() - older_than);
+        let cutoff = millis(self.db.now() - older_than);
         let _turn = self.db.write_turn().await;
         let (claims, users) = on_pool!(&self.db.pool, p => {
             let claims = sqlx::query(

@@ -59,7 +59,7 @@ impl BindingRegistry for SqlBindingRegistry {
                     .bind(appid.as_str())
                     .bind(openid.as_str())
                     .bind(user.get())
-                    .bind(millis(chrono::Utc::now()))
+                    .bind(millis(self.db.now()))
                     .execute(p)
                     .await
                     .map(|r| r.rows_affected())

@@ -280,7 +280,7 @@ impl SqlUserDirectory {
                 .bind(mobile_hash)
                 .bind(password_hash)
                 .bind(origin)
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|r| r.try_get::<i64, _>("id"))?;

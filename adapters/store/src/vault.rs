@@ -111,7 +111,7 @@ impl SqlVault {
                 .bind(account.as_str())
                 .bind(&key_id)
                 .bind(Self::seal_data_key(&self.keys, account, &key))
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .execute(p)
                 .await
                 .map_err(port_error)?;

@@ -27,6 +27,8 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// A database of its own for one test, removed when dropped.
 pub struct TestDb {
     pub config: StoreConfig,
+    /// The clock every store of this database runs on (see [`TestClock`]).
+    pub clock: Arc<TestClock>,
     pub engine: Engine,
     pub dir: PathBuf,
     pg: Option<(String, String)>,
@@ -62,6 +64,7 @@ impl TestDb {
                 },
                 engine,
                 dir,
+                clock: Arc::default(),
                 pg: None,
             },
             Engine::Postgres => {
@@ -99,6 +102,7 @@ impl TestDb {
                     },
                     engine,
                     dir,
+                    clock: Arc::default(),
                     pg: Some((admin, name)),
                 }
             }
@@ -106,7 +110,7 @@ impl TestDb {
     }
 
     pub async fn connect(&self) -> Store {
-        Store::connect(&self.config)
+        Store::connect(&self.config, self.clock.clone())
             .await
             .expect("connect the store")
     }
@@ -280,6 +284,26 @@ impl TokenIssuer for PlainTokens {
 }
 
 pub struct SystemClock;
+
+/// The wall clock, moved forward by what a test asks for: the store's time, so that a
+/// test ages rows instead of sleeping.
+#[derive(Default)]
+pub struct TestClock {
+    ahead: std::sync::Mutex<Duration>,
+}
+
+impl TestClock {
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        *self.ahead.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.ahead.lock().unwrap()
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
