@@ -30,17 +30,6 @@ pub(crate) struct EncodedEvent {
     pub(crate) payload: Box<RawValue>,
 }
 
-/// A decoded event with its place in the log.
-pub(crate) struct DecodedEvent {
-    pub(crate) position: i64,
-    pub(crate) aggregate_id: String,
-    pub(crate) sequence: i64,
-    pub(crate) event_type: String,
-    /// The version it was read as: today's, once upcast.
-    pub(crate) event_version: String,
-    pub(crate) event: SocialAccountEvent,
-}
-
 /// An event of the log that no upcaster makes readable as a [`SocialAccountEvent`].
 /// Its source is serde's reason; payloads hold personal data only sealed, so the reason
 /// can be logged.
@@ -73,8 +62,12 @@ impl EventDecoder {
         }
     }
 
-    /// The typed event of `stored`, or why not.
-    pub(crate) fn decode(&self, stored: EncodedEvent) -> Result<DecodedEvent, UndecodableEvent> {
+    /// The typed event of `stored`, with the version it was read as (today's, once
+    /// upcast), or why not.
+    pub(crate) fn decode(
+        &self,
+        stored: &EncodedEvent,
+    ) -> Result<(SocialAccountEvent, String), UndecodableEvent> {
         let EncodedEvent {
             position,
             aggregate_id,
@@ -84,15 +77,15 @@ impl EventDecoder {
             payload,
         } = stored;
         let undecodable = |source| UndecodableEvent {
-            position,
+            position: *position,
             event_type: event_type.clone(),
             event_version: event_version.clone(),
             source,
         };
-        let (event, read_as) = if event_version == current_version(&event_type) {
+        if *event_version == current_version(event_type) {
             // Today's events decode straight into the typed event.
             let event = serde_json::from_str(payload.get()).map_err(undecodable)?;
-            (event, event_version.clone())
+            Ok((event, event_version.clone()))
         } else {
             let payload = serde_json::from_str(payload.get()).map_err(undecodable)?;
             // Upcasters rewrite the payload and its version; the metadata is read as
@@ -101,7 +94,7 @@ impl EventDecoder {
                 &self.upcasters,
                 SerializedEvent::new(
                     aggregate_id.clone(),
-                    usize::try_from(sequence).unwrap_or_default(),
+                    usize::try_from(*sequence).unwrap_or_default(),
                     SocialAccount::TYPE.to_owned(),
                     event_type.clone(),
                     event_version.clone(),
@@ -110,16 +103,8 @@ impl EventDecoder {
                 ),
             );
             let event = serde_json::from_value(upcast.payload).map_err(undecodable)?;
-            (event, upcast.event_version)
-        };
-        Ok(DecodedEvent {
-            position,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version: read_as,
-            event,
-        })
+            Ok((event, upcast.event_version))
+        }
     }
 }
 

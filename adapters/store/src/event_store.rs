@@ -36,7 +36,7 @@ use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::db::{is_unique_violation, millis, on_pool, Db};
-use crate::decode::{read_encoded, DecodedEvent, EventDecoder, ENCODED_COLUMNS};
+use crate::decode::{read_encoded, EventDecoder, ENCODED_COLUMNS};
 use crate::read_models::ReadModels;
 
 /// How long a command waits for its turn on an account before it goes ahead
@@ -224,22 +224,15 @@ impl AccountEventStore {
         let Json(metadata) = row
             .try_get::<Json<HashMap<String, String>>, _>("metadata")
             .map_err(db_error)?;
-        let DecodedEvent {
-            position,
-            aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            event,
-        } = self
+        let (event, event_version) = self
             .decoder
-            .decode(encoded)
+            .decode(&encoded)
             .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
         Ok(StoredEvent {
-            position,
-            aggregate_id,
-            sequence,
-            event_type,
+            position: encoded.position,
+            aggregate_id: encoded.aggregate_id,
+            sequence: encoded.sequence,
+            event_type: encoded.event_type,
             event_version,
             event,
             metadata,

@@ -21,9 +21,7 @@ use sqlx::Row;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, on_tx, port_error, Db, Tx};
-use crate::decode::{
-    read_encoded, DecodedEvent, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS,
-};
+use crate::decode::{read_encoded, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS};
 use crate::vault::UNIONID_LOOKUP;
 
 /// Events per catch-up transaction.
@@ -256,7 +254,7 @@ impl ReadModels {
         let stored = events_after(&mut tx, checkpoint).await?;
         let read = stored.len() as u64;
         let (events, stopped_at) = self.decode_in_order(stored);
-        let position = events.last().map_or(checkpoint, |e| e.position);
+        let position = events.last().map_or(checkpoint, |(e, _)| e.position);
         let mut views = read_views(&mut tx, &events).await?;
         for event in events {
             project(&mut views, event);
@@ -285,11 +283,14 @@ impl ReadModels {
     fn decode_in_order(
         &self,
         stored: Vec<EncodedEvent>,
-    ) -> (Vec<DecodedEvent>, Option<UndecodableEvent>) {
+    ) -> (
+        Vec<(EncodedEvent, SocialAccountEvent)>,
+        Option<UndecodableEvent>,
+    ) {
         let mut events = Vec::with_capacity(stored.len());
         for encoded in stored {
-            match self.decoder.decode(encoded) {
-                Ok(event) => events.push(event),
+            match self.decoder.decode(&encoded) {
+                Ok((event, _)) => events.push((encoded, event)),
                 Err(error) => return (events, Some(error)),
             }
         }
@@ -414,12 +415,12 @@ async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>,
 /// accounts, not one each.
 async fn read_views(
     tx: &mut Tx,
-    events: &[DecodedEvent],
+    events: &[(EncodedEvent, SocialAccountEvent)],
 ) -> Result<BTreeMap<String, ViewRow>, sqlx::Error> {
     let mut views = BTreeMap::new();
     let ids: Vec<&str> = events
         .iter()
-        .map(|e| e.aggregate_id.as_str())
+        .map(|(e, _)| e.aggregate_id.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -462,16 +463,19 @@ async fn read_views(
 }
 
 /// Applies one event to its account's view, unless the view already reflects it.
-fn project(views: &mut BTreeMap<String, ViewRow>, event: DecodedEvent) {
+fn project(
+    views: &mut BTreeMap<String, ViewRow>,
+    (stored, event): (EncodedEvent, SocialAccountEvent),
+) {
     let view = views
-        .entry(event.aggregate_id)
+        .entry(stored.aggregate_id)
         .or_insert_with_key(|id| ViewRow::new(id));
-    if event.sequence <= view.last_sequence {
+    if stored.sequence <= view.last_sequence {
         return; // Already projected.
     }
-    apply(view, event.event, event.position);
-    view.last_sequence = event.sequence;
-    view.last_position = event.position;
+    apply(view, event, stored.position);
+    view.last_sequence = stored.sequence;
+    view.last_position = stored.position;
 }
 
 /// Upserts the views, one multi-row statement per [`VIEW_CHUNK`] accounts.
