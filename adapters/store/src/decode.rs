@@ -10,15 +10,15 @@ use std::sync::Arc;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use miniauth_domain::{current_version, SocialAccount, SocialAccountEvent};
-use serde_json::value::RawValue;
-use sqlx::types::Json;
 use sqlx::Row;
 
 use crate::crypto::Keys;
 
-/// The columns [`read_encoded`] reads, for a `SELECT` of the `events` table.
-pub(crate) const ENCODED_COLUMNS: &str =
-    "position, aggregate_id, sequence, event_type, event_version, payload";
+/// The columns [`read_encoded`] reads, for a `SELECT` of the `events` table. The
+/// payload is read as the text it is stored as (on PostgreSQL a `json` column, whose
+/// text cast is its text), so that it is parsed once, straight into the event.
+pub(crate) const ENCODED_COLUMNS: &str = "position, aggregate_id, sequence, event_type, \
+     event_version, CAST(payload AS TEXT) AS payload";
 
 /// A stored event whose payload is still the JSON text it was stored as.
 pub(crate) struct EncodedEvent {
@@ -27,7 +27,7 @@ pub(crate) struct EncodedEvent {
     pub(crate) sequence: i64,
     pub(crate) event_type: String,
     pub(crate) event_version: String,
-    pub(crate) payload: Box<RawValue>,
+    pub(crate) payload: String,
 }
 
 /// An event of the log that no upcaster makes readable as a [`SocialAccountEvent`].
@@ -84,10 +84,10 @@ impl EventDecoder {
         };
         if *event_version == current_version(event_type) {
             // Today's events decode straight into the typed event.
-            let event = serde_json::from_str(payload.get()).map_err(undecodable)?;
+            let event = serde_json::from_str(payload).map_err(undecodable)?;
             Ok((event, event_version.clone()))
         } else {
-            let payload = serde_json::from_str(payload.get()).map_err(undecodable)?;
+            let payload = serde_json::from_str(payload).map_err(undecodable)?;
             // Upcasters rewrite the payload and its version; the metadata is read as
             // stored, so they are not given it.
             let upcast = crate::upcast::upcast(
@@ -115,15 +115,13 @@ where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Json<Box<RawValue>>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let Json(payload) = row.try_get::<Json<Box<RawValue>>, _>("payload")?;
     Ok(EncodedEvent {
         position: row.try_get("position")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload,
+        payload: row.try_get("payload")?,
     })
 }

@@ -215,8 +215,6 @@ impl AccountEventStore {
         for<'a> &'a str: sqlx::ColumnIndex<R>,
         i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
         String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        Json<Box<serde_json::value::RawValue>>:
-            for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
         Json<HashMap<String, String>>:
             for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     {
