@@ -14,10 +14,10 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessToken, AccountRepository, AttemptLimiter, BindingRegistry, Claim, Clock, CommitError,
-    LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner, SessionScope,
-    TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey, UserDirectory,
-    UserRecord, UserStatus, WeChatApi,
+    AccessToken, AccountRepository, AttemptLimiter, BindingRegistry, Chain, Claim, Clock,
+    CommitError, LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner,
+    SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey,
+    UserDirectory, UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
 
@@ -423,7 +423,7 @@ impl MiniAuth {
                 .release(&id.appid(), &id.openid(), user)
                 .await
             {
-                tracing::warn!(%error, account = %id, "could not release a binding claim");
+                tracing::warn!(error = %Chain(&error), account = %id, "could not release a binding claim");
             }
         }
     }

@@ -162,7 +162,7 @@ impl StoreAuditLog {
 fn port_error(error: StoreError) -> PortError {
     match error {
         StoreError::Port(e) => e,
-        other => PortError::Internal(other.to_string()),
+        other => PortError::Internal(other.to_string().into()),
     }
 }
 

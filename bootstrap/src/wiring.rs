@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
+use miniauth_application::ports::Chain;
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
@@ -228,7 +229,7 @@ async fn purge_refresh_once(store: &Store) {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "purging refresh tokens failed; retrying later");
+                tracing::warn!(error = %Chain(&error), "purging refresh tokens failed; retrying later");
                 break;
             }
         }
@@ -246,12 +247,16 @@ async fn purge_usage_counters_once(store: &Store) {
     match store.usage_counters().purge(chrono::Utc::now()).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
-        Err(error) => tracing::warn!(%error, "purging usage counters failed; retrying later"),
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging usage counters failed; retrying later")
+        }
     }
     match store.purge_attempt_counters(chrono::Utc::now()).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged ended throttle windows"),
-        Err(error) => tracing::warn!(%error, "purging throttle windows failed; retrying later"),
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging throttle windows failed; retrying later")
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use miniauth_application::ports::{Clock, PortError};
+use miniauth_application::ports::{Chain, Clock, PortError};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -350,10 +350,10 @@ fn key_file(path: &PathBuf) -> Result<ServerKey, StoreError> {
 /// stays generic.
 pub(crate) fn port_error(error: sqlx::Error) -> PortError {
     if is_unavailable(&error) {
-        tracing::error!(%error, "database unreachable");
-        PortError::Unavailable("the database".into())
+        tracing::error!(error = %Chain(&error), "database unreachable");
+        PortError::unavailable("the database", error)
     } else {
-        PortError::Internal(format!("database: {error}"))
+        PortError::internal("database", error)
     }
 }
 

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
-use miniauth_application::ports::{AccountRepository, CommitError, LoadedAccount, PortError};
+use miniauth_application::ports::{
+    AccountRepository, Chain, CommitError, LoadedAccount, PortError,
+};
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
 use miniauth_domain::{
     current_version, AccountError, AccountId, SocialAccount, SocialAccountEvent,
@@ -479,10 +481,10 @@ impl AccountRepository for AccountEventStore {
 fn store_port_error(error: AggregateError<AccountError>) -> PortError {
     match error {
         AggregateError::DatabaseConnectionError(error) => {
-            tracing::error!(%error, "event store unreachable");
-            PortError::Unavailable("the event store".into())
+            tracing::error!(error = %Chain(&*error), "event store unreachable");
+            PortError::unavailable("the event store", error)
         }
-        other => PortError::Internal(format!("event store: {other}")),
+        other => PortError::internal("event store", other),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cqrs_es::Aggregate;
-use miniauth_application::ports::{Binding, PortError};
+use miniauth_application::ports::{Binding, Chain, PortError};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{
     AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
@@ -138,7 +138,7 @@ impl ReadModels {
             loop {
                 this.background.pending.store(false, Ordering::SeqCst);
                 if let Err(error) = this.catch_up().await {
-                    tracing::warn!(%error, "read models lag behind the log; the next catch-up will repair them");
+                    tracing::warn!(error = %Chain(&error), "read models lag behind the log; the next catch-up will repair them");
                 }
                 this.background.running.store(false, Ordering::SeqCst);
                 let again = this.background.pending.load(Ordering::SeqCst)
@@ -268,7 +268,7 @@ impl ReadModels {
                 position = event.position,
                 event_type = %event.event_type,
                 event_version = %event.event_version,
-                error = event as &dyn std::error::Error,
+                error = %Chain(event),
                 "the read models stop before an event they cannot decode"
             );
         }
@@ -567,7 +567,7 @@ async fn repair_registry(
 
 /// The error of a catch-up that stopped before `event`.
 fn undecodable(event: UndecodableEvent) -> PortError {
-    PortError::Internal(format!("read models: {event}"))
+    PortError::internal("read models", event)
 }
 
 const VIEW_SELECT: &str =
@@ -584,7 +584,8 @@ where
     Option<String>: for<'r> sqlx::Decode<'r, R::Database>,
     Option<i64>: for<'r> sqlx::Decode<'r, R::Database>,
 {
-    let bad = |what: &str| PortError::Internal(format!("account_view holds an invalid {what}"));
+    let bad =
+        |what: &str| PortError::Internal(format!("account_view holds an invalid {what}").into());
     let get_err = |e: sqlx::Error| port_error(e);
     let appid: String = row.try_get("appid").map_err(get_err)?;
     let openid: String = row.try_get("openid").map_err(get_err)?;

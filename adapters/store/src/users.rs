@@ -173,10 +173,12 @@ impl SqlUserDirectory {
             .map(|s| {
                 let name = column.legacy_purpose();
                 open_column(&self.keys, column, id, &s)
-                    .map_err(|e| PortError::Internal(format!("users.{name}: {e}")))
+                    .map_err(|e| PortError::internal(format!("users.{name}"), e))
                     .and_then(|b| {
-                        String::from_utf8(b)
-                            .map_err(|_| PortError::Internal(format!("users.{name}: not UTF-8")))
+                        String::from_utf8(b).map_err(|e| {
+                            // Not `e`: it holds the opened bytes.
+                            PortError::internal(format!("users.{name}: not UTF-8"), e.utf8_error())
+                        })
                     })
             })
             .transpose()
@@ -334,10 +336,10 @@ impl SqlUserDirectory {
             argon2
                 .hash_password(password.expose().as_bytes(), &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| PortError::Internal(format!("argon2: {e}")))
+                .map_err(|e| PortError::internal("argon2", e.to_string()))
         })
         .await
-        .map_err(|e| PortError::Internal(format!("argon2 task: {e}")))?
+        .map_err(|e| PortError::internal("argon2 task", e))?
     }
 
     async fn verify_password(
@@ -366,14 +368,14 @@ impl SqlUserDirectory {
                 None => (dummy, false),
             };
             let parsed = PasswordHash::new(&hash)
-                .map_err(|e| PortError::Internal(format!("stored password hash: {e}")))?;
+                .map_err(|e| PortError::internal("stored password hash", e.to_string()))?;
             let ok = argon2
                 .verify_password(password.expose().as_bytes(), &parsed)
                 .is_ok();
             Ok(ok && known)
         })
         .await
-        .map_err(|e| PortError::Internal(format!("argon2 task: {e}")))?
+        .map_err(|e| PortError::internal("argon2 task", e))?
     }
 }
 

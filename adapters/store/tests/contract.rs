@@ -1104,7 +1104,7 @@ async fn an_undecodable_event_stops_the_catch_up(engine: Engine) {
 
     for _ in 0..2 {
         let error = store.catch_up().await.expect_err("an undecodable event");
-        let message = error.to_string();
+        let message = miniauth_application::ports::Chain(&error).to_string();
         assert!(
             message.contains(&format!("position {broken}")) && message.contains("SessionObtained"),
             "the error names the event: {message}"

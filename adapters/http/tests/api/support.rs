@@ -524,7 +524,7 @@ impl PersonalDataVault for FakeVault {
         sealed: &SealedSecret,
     ) -> Result<SessionKey, PortError> {
         let text = sealed.as_sealed_text().trim_start_matches("s:");
-        SessionKey::parse(text).map_err(|e| PortError::Internal(e.to_string()))
+        SessionKey::parse(text).map_err(|e| PortError::Internal(e.to_string().into()))
     }
 
     async fn seal_personal(
