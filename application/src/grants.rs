@@ -6,7 +6,8 @@ use miniauth_domain::{AccountId, InvalidValue, PhoneNumber, SessionProof, Tenant
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessTokenError, AccountCreation, Binding, NewAccountUser, Password, TokenSubject, UserRecord,
+    AccessTokenError, AccountCreation, Binding, NewAccountUser, Password, SessionScope,
+    TokenSubject, UserRecord,
 };
 use crate::service::{ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::limits;
@@ -79,7 +80,8 @@ impl MiniAuth {
         })
     }
 
-    /// Revokes the caller's refresh token (and its family).
+    /// Revokes the caller's refresh token (and its family); without one, the session
+    /// the access token belongs to.
     pub async fn logout(
         &self,
         subject: &TokenSubject,
@@ -87,9 +89,13 @@ impl MiniAuth {
     ) -> Result<(), AppError> {
         let refresh_token = refresh_token.trim();
         if refresh_token.is_empty() {
-            return Err(
-                miniauth_domain::InvalidValue::new("refresh_token", "is missing or empty").into(),
-            );
+            // The access token alone (GitEgg's front end posts no body): its session ends.
+            self.revoke_sessions(
+                subject.user_id,
+                SessionScope::Session(subject.session.clone()),
+            )
+            .await?;
+            return Ok(());
         }
         self.ports
             .refresh

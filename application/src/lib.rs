@@ -12,7 +12,9 @@
 //! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
 //! | erasure | [`MiniAuth::erase`] |
 //! | disable, enable a user | [`MiniAuth::disable_user`], [`MiniAuth::enable_user`] |
+//! | history, bindings at an instant, export, verification of the log | [`Audit`] ([`MiniAuth::audit`]) |
 
+pub mod audit;
 mod binding;
 pub mod context;
 mod erasure;
@@ -29,7 +31,8 @@ mod service;
 pub mod settings;
 mod users;
 
-pub use context::RequestContext;
+pub use audit::Audit;
+pub use context::{Actor, EventMetadata, RequestContext};
 pub use error::{AppError, ErrorKind};
 pub use grants::Me;
 pub use login::LoginOutcome;

@@ -7,12 +7,15 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use miniauth_domain::audit::{AuditCheckpoint, LoggedEvent, VerifyReport};
 use miniauth_domain::crypto::Watermark;
 use miniauth_domain::{
     AccountId, AppId, OneTimeCode, OpenId, PersonalField, PhoneNumber, SealedDatum, SealedSecret,
     SealedUnionId, SessionKey, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use thiserror::Error;
+
+use crate::audit::BindingAt;
 
 /// An infrastructure failure behind a port (database down, disk full, ...). Its
 /// [`source`](std::error::Error::source) is the adapter's own error when it kept one
@@ -268,6 +271,59 @@ pub trait AccountRepository: Send + Sync {
         events: Vec<SocialAccountEvent>,
         metadata: HashMap<String, String>,
     ) -> Result<(), CommitError>;
+}
+
+/// One event of an account's stream, decoded, with its place in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The global commit order.
+    pub position: i64,
+    /// `{appid}:{openid}`.
+    pub aggregate_id: String,
+    /// The event's number within its aggregate, from 1.
+    pub sequence: i64,
+    /// The stable event type name.
+    pub event_type: String,
+    /// The schema version of the payload as stored.
+    pub event_version: String,
+    /// The event (already upcast to the current version).
+    pub event: SocialAccountEvent,
+    /// The metadata as stored: read it as [`EventMetadata`](crate::context::EventMetadata).
+    pub metadata: HashMap<String, String>,
+}
+
+/// The event log as auditors read it: facts as recorded, personal data still sealed
+/// (the application's [`Audit`](crate::audit::Audit) opens and masks it).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Every event of `account` in sequence order; empty when it has none.
+    async fn account_events(&self, account: &AccountId) -> Result<Vec<StoredEvent>, PortError>;
+
+    /// The bindings of `user` at `instant`, replayed from the events up to it.
+    async fn bindings_as_of(
+        &self,
+        user: UserId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<BindingAt>, PortError>;
+
+    /// Every binding of `appid` at `instant`, replayed from the events up to it.
+    async fn app_bindings_as_of(
+        &self,
+        appid: &AppId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<BindingAt>, PortError>;
+
+    /// The log after `position` in commit order, at most `limit` events, as stored.
+    async fn export(&self, position: i64, limit: u32) -> Result<Vec<LoggedEvent>, PortError>;
+
+    /// Checks every event against its stream's chain and state row, and the whole log
+    /// against the checkpoints; records a checkpoint at `now` when all is well.
+    async fn verify(&self, now: DateTime<Utc>) -> Result<VerifyReport, PortError>;
+
+    /// Records a checkpoint at `now` over the events committed since the last one;
+    /// `None` when nothing new was committed.
+    async fn checkpoint(&self, now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError>;
 }
 
 /// What code2session answered.
@@ -772,6 +828,8 @@ pub enum RefreshError {
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionScope {
+    /// One session: the one an access token names (logout without a refresh token).
+    Session(SessionId),
     /// The sessions of logins through this app (unbind, erasure).
     App(AppId),
     /// Every session of the user (disabled user).
@@ -909,6 +967,13 @@ pub trait UsageCounters: Send + Sync {
 pub trait Clock: Send + Sync {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// Whether the service can do its work: what it stores on answers (`/readyz`).
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// `Ok` when ready; otherwise why not (logged, not shown to clients).
+    async fn check(&self) -> Result<(), String>;
 }
 
 /// Where a request comes from, as throttling sees it: an IPv4 address, or the /64

@@ -11,10 +11,11 @@ use miniauth_domain::{
     SocialAccount, SocialAccountCommand,
 };
 
+use crate::audit::Audit;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessToken, AccountRepository, AttemptLimiter, BindingRegistry, Chain, Claim, Clock,
+    AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Chain, Claim, Clock,
     CommitError, LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner,
     SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey,
     UserDirectory, UserRecord, UserStatus, WeChatApi,
@@ -114,7 +115,15 @@ impl MiniAuth {
         &self.apps
     }
 
-    pub(crate) fn now(&self) -> DateTime<Utc> {
+    /// The auditors' questions answered from `log`, with this service's vault (to
+    /// mask personal data) and clock.
+    pub fn audit(&self, log: Arc<dyn AuditLog>) -> Audit {
+        Audit::new(log, self.ports.vault.clone(), self.ports.clock.clone())
+    }
+
+    /// The time on the service's clock: the edge reads it too, so that the times it
+    /// answers agree with the ones the use cases decided on.
+    pub fn now(&self) -> DateTime<Utc> {
         self.ports.clock.now()
     }
 

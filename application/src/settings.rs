@@ -44,14 +44,30 @@ pub struct AppSettings {
 #[derive(Debug, Clone, Default)]
 pub struct AppCatalog {
     apps: HashMap<AppId, AppSettings>,
+    default_tenant: Option<TenantId>,
 }
 
 impl AppCatalog {
-    /// A catalog of these apps.
+    /// A catalog of these apps, the first one's tenant the default.
     pub fn new(apps: impl IntoIterator<Item = AppSettings>) -> Self {
+        let mut default_tenant = None;
+        let apps = apps
+            .into_iter()
+            .inspect(|a| {
+                default_tenant.get_or_insert_with(|| a.tenant.clone());
+            })
+            .map(|a| (a.appid.clone(), a))
+            .collect();
         Self {
-            apps: apps.into_iter().map(|a| (a.appid.clone(), a)).collect(),
+            apps,
+            default_tenant,
         }
+    }
+
+    /// The first configured app's tenant: where a password user is looked for, or
+    /// added, when no tenant is named. `None` without apps.
+    pub fn default_tenant(&self) -> Option<&TenantId> {
+        self.default_tenant.as_ref()
     }
 
     /// The settings of `appid`, if it is configured.
@@ -105,4 +121,30 @@ pub mod limits {
     pub const ACCOUNT_CHARS: usize = 64;
     /// Longest password accepted, in bytes (argon2 cost is bounded).
     pub const PASSWORD_BYTES: usize = 256;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(appid: &str, tenant: &str) -> AppSettings {
+        AppSettings {
+            appid: AppId::parse(appid).unwrap(),
+            tenant: TenantId::parse(tenant).unwrap(),
+            registration: RegistrationPolicy::Auto,
+            watermark: WatermarkPolicy::default(),
+            legacy_payloads: true,
+            payload_rejections_per_key: DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+        }
+    }
+
+    #[test]
+    fn the_default_tenant_is_the_first_apps_whatever_the_lookup_order() {
+        let apps: Vec<AppSettings> = (0..16)
+            .map(|i| app(&format!("wx{i:016}"), &format!("tenant{i}")))
+            .collect();
+        let catalog = AppCatalog::new(apps);
+        assert_eq!(catalog.default_tenant().unwrap().as_str(), "tenant0");
+        assert_eq!(AppCatalog::default().default_tenant(), None);
+    }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 pub const ENV_PREFIX: &str = "MINIAUTH__";
 
 /// The appid of the demo app that the embedded default serves with the simulator.
-pub const DEMO_APPID: &str = "wxdemo000000000001";
+pub const DEMO_APPID: &str = miniauth_wechat::sim::DEMO_APPID;
 
 /// A secret from the file or the environment: the application's one secret type.
 pub use miniauth_application::Secret;
@@ -51,6 +51,8 @@ pub struct ServerSection {
     pub listen: SocketAddr,
     /// Per-request timeout.
     pub request_timeout_ms: u64,
+    /// Largest request body accepted (413 `body_too_large` above it).
+    pub body_limit_bytes: usize,
     /// How long a client has to send a request's line and headers.
     pub header_read_timeout_ms: u64,
     /// Connections held at once; more wait in the listen backlog.
@@ -69,7 +71,8 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
-            request_timeout_ms: 15_000,
+            request_timeout_ms: miniauth_http::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+            body_limit_bytes: miniauth_http::DEFAULT_BODY_LIMIT_BYTES,
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
             trusted_proxies: Vec::new(),
@@ -571,7 +574,10 @@ impl Config {
             .validate()
             .map_err(|reason| ConfigError::new("throttle", reason))?;
         self.server_key(env)?;
-        if self.server.metrics_require_admin && self.admin_token(env)?.is_none() && !self.demo {
+        if self.server.metrics_require_admin
+            && self.admin_token(env)?.is_none()
+            && !self.admin_token_generated(env)
+        {
             return Err(ConfigError::new(
                 "server.metrics_require_admin",
                 "needs an admin token ([admin] token or token_env)",
@@ -586,6 +592,12 @@ impl Config {
             return Err(ConfigError::new(
                 "server.header_read_timeout_ms",
                 "must be positive",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
+            return Err(ConfigError::new(
+                "server.body_limit_bytes",
+                "must be 1024 to 16777216 (1 KiB to 16 MiB)",
             ));
         }
         if self.server.max_connections == 0 {
@@ -661,6 +673,14 @@ impl Config {
     /// The server key's 32 bytes, if configured.
     pub fn server_key(&self, env: &[(String, String)]) -> Result<Option<[u8; 32]>, ConfigError> {
         let key = "store.server_key";
+        if self.generated_here(
+            self.store.server_key.as_ref(),
+            self.store.server_key_env.as_deref(),
+            env,
+        ) {
+            // The store generates it under data_dir, as for the embedded default.
+            return Ok(None);
+        }
         let Some(secret) = secret_from(
             self.store.server_key.as_ref(),
             self.store.server_key_env.as_deref(),
@@ -680,8 +700,39 @@ impl Config {
         Ok(Some(bytes))
     }
 
+    /// Whether the admin token is generated into `data_dir/admin.token`: the embedded
+    /// default, or SQLite with a `token_env` that is not set.
+    pub fn admin_token_generated(&self, env: &[(String, String)]) -> bool {
+        self.demo
+            || self.generated_here(
+                self.admin.token.as_ref(),
+                self.admin.token_env.as_deref(),
+                env,
+            )
+    }
+
+    /// A secret named only by an environment variable that is not set, on SQLite: it is
+    /// generated under `data_dir` (a single box needs no secret store). PostgreSQL,
+    /// shared by several instances, still requires the variable.
+    fn generated_here(
+        &self,
+        inline: Option<&Secret>,
+        env_name: Option<&str>,
+        env: &[(String, String)],
+    ) -> bool {
+        let unset = |name: &str| !env.iter().any(|(k, _)| k == name);
+        inline.is_none() && env_name.is_some_and(unset) && self.store.url.starts_with("sqlite:")
+    }
+
     /// The admin token, if configured.
     pub fn admin_token(&self, env: &[(String, String)]) -> Result<Option<Secret>, ConfigError> {
+        if self.generated_here(
+            self.admin.token.as_ref(),
+            self.admin.token_env.as_deref(),
+            env,
+        ) {
+            return Ok(None);
+        }
         let token = secret_from(
             self.admin.token.as_ref(),
             self.admin.token_env.as_deref(),
@@ -718,6 +769,7 @@ fn secret_from(
 
 /// The embedded default: SQLite under ./data, the simulator in-process, one demo app.
 fn demo_table() -> toml::Table {
+    use miniauth_wechat::sim::DEMO_SECRET;
     let text = format!(
         r#"
 [wechat]
@@ -725,7 +777,7 @@ api_base = "simulator"
 
 [[apps]]
 appid = "{DEMO_APPID}"
-secret = "demo-secret-not-for-production"
+secret = "{DEMO_SECRET}"
 tenant = "default"
 registration = "auto"
 unionid = true
@@ -905,7 +957,6 @@ secret_env = "APP_SECRET"
     fn the_documented_example_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/miniauth.example.toml");
         let vars = env(&[
-            ("WX_APP_SECRET", "secret"),
             (
                 "MINIAUTH_SERVER_KEY",
                 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
@@ -916,6 +967,33 @@ secret_env = "APP_SECRET"
         assert!(!config.demo);
         assert_eq!(config.apps[0].registration, RegistrationPolicy::Auto);
         assert!(config.server_key(&vars).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_documented_example_starts_as_it_is_on_sqlite_and_postgres_requires_its_secrets() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/miniauth.example.toml");
+        // No variable set: on SQLite the server key and the admin token are generated.
+        let config = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert!(config.server_key(&[]).unwrap().is_none());
+        assert!(config.admin_token(&[]).unwrap().is_none());
+        assert!(config.admin_token_generated(&[]));
+        // A variable that is set is used.
+        let vars = env(&[("MINIAUTH_ADMIN_TOKEN", "0123456789abcdef0123")]);
+        assert!(config.admin_token(&vars).unwrap().is_some());
+        assert!(!config.admin_token_generated(&vars));
+        // PostgreSQL: several instances must share them, so the variables are required.
+        let vars = env(&[("MINIAUTH__STORE__URL", "postgres://miniauth@db/miniauth")]);
+        let err = Config::load_with_env(Some(&path), &vars).unwrap_err();
+        assert_eq!(err.key, "store.server_key", "{err}");
+        let vars = env(&[
+            ("MINIAUTH__STORE__URL", "postgres://miniauth@db/miniauth"),
+            (
+                "MINIAUTH_SERVER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ]);
+        let err = Config::load_with_env(Some(&path), &vars).unwrap_err();
+        assert_eq!(err.key, "admin.token", "{err}");
     }
 
     #[test]
@@ -945,6 +1023,10 @@ secret_env = "APP_SECRET"
         let vars = env(&[("APP_SECRET", "x")]);
         for (extra, key) in [
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nbody_limit_bytes = 10\n",
+                "server.body_limit_bytes",
+            ),
             (
                 "[server]\nheader_read_timeout_ms = 0\n",
                 "server.header_read_timeout_ms",

@@ -126,6 +126,18 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
     })
 }
 
+/// A WeChat user of the simulator whom the phone flow registered.
+struct Registered {
+    wechat: u64,
+    user_id: Value,
+}
+
+/// A password user who bound a WeChat identity.
+struct PasswordUser {
+    wechat: u64,
+    access: String,
+}
+
 struct Demo<'a> {
     http: &'a reqwest::Client,
     target: &'a Target,
@@ -197,7 +209,20 @@ impl Demo<'_> {
         .await
     }
 
+    /// The flow, step by step: each scene checks what docs/api.md promises.
     async fn walk(&self) -> anyhow::Result<()> {
+        let alice = self.new_user_registers_by_phone().await?;
+        let refresh = self.returning_user_logs_in_at_once(alice.wechat).await?;
+        let bob = self.password_user_binds().await?;
+        self.user_unbinds(&bob).await?;
+        self.refresh_rotates_and_reuse_revokes(&refresh).await?;
+        self.logout_ends_the_refresh_token(alice.wechat).await?;
+        show("alice", &alice.user_id);
+        Ok(())
+    }
+
+    /// Steps 1–3: login, profile, phone; policy `auto` registers her.
+    async fn new_user_registers_by_phone(&self) -> anyhow::Result<Registered> {
         let appid = &self.target.appid;
         let device = &self.target.device;
         let phone = format!("139{:08}", rand::thread_rng().gen_range(0..100_000_000u32));
@@ -257,8 +282,14 @@ impl Demo<'_> {
         if registered["registered"] != json!(true) {
             bail!("a new phone under policy auto must register a user");
         }
-        let alice_user = registered["user_id"].clone();
+        Ok(Registered {
+            wechat: alice,
+            user_id: registered["user_id"].clone(),
+        })
+    }
 
+    /// Step 4: a bound user's login answers tokens; returns the refresh token.
+    async fn returning_user_logs_in_at_once(&self, alice: u64) -> anyhow::Result<String> {
         step(4, "she comes back later: one round trip logs her in");
         let again = self.login(alice).await?;
         show("bound", &again["bound"]);
@@ -266,11 +297,16 @@ impl Demo<'_> {
         if again["bound"] != json!(true) || !again["tokens"].is_object() {
             bail!("a returning bound user must get tokens in one round trip");
         }
-        let refresh = again["tokens"]["refresh_token"]
+        Ok(again["tokens"]["refresh_token"]
             .as_str()
             .unwrap_or_default()
-            .to_owned();
+            .to_owned())
+    }
 
+    /// Steps 5–6: an administrator adds Bob, who binds his WeChat identity with
+    /// account + password.
+    async fn password_user_binds(&self) -> anyhow::Result<PasswordUser> {
+        let appid = &self.target.appid;
         step(
             5,
             "an administrator adds a password user: POST /v1/admin/users",
@@ -290,7 +326,9 @@ impl Demo<'_> {
             6,
             "Bob declines the phone and binds with account + password",
         );
-        let bob_wechat = device
+        let bob_wechat = self
+            .target
+            .device
             .create_user(&NewSimUser {
                 nickname: "Bob".into(),
                 avatar_url: String::new(),
@@ -307,7 +345,7 @@ impl Demo<'_> {
                 StatusCode::OK,
             )
             .await?;
-        let bob_access = bob_tokens["access_token"]
+        let access = bob_tokens["access_token"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
@@ -315,7 +353,7 @@ impl Demo<'_> {
             .expect(
                 &format!("/v1/apps/{appid}/binding"),
                 json!({ "ticket": bob_session["ticket"] }),
-                Some(&bob_access),
+                Some(&access),
                 StatusCode::OK,
             )
             .await?;
@@ -323,21 +361,33 @@ impl Demo<'_> {
         if bound["user_id"] != bob["user_id"] {
             bail!("the binding must be Bob's");
         }
+        Ok(PasswordUser {
+            wechat: bob_wechat,
+            access,
+        })
+    }
 
+    /// Step 7: unbinding this app; his next login is not bound.
+    async fn user_unbinds(&self, bob: &PasswordUser) -> anyhow::Result<()> {
+        let appid = &self.target.appid;
         step(7, "Bob unbinds this app: DELETE /v1/apps/{appid}/binding");
         let response = self
             .http
             .delete(self.url(&format!("/v1/apps/{appid}/binding")))
-            .bearer_auth(&bob_access)
+            .bearer_auth(&bob.access)
             .send()
             .await?;
         show("status", response.status());
         if response.status() != StatusCode::NO_CONTENT {
             bail!("unbind answered {}", response.status());
         }
-        let after = self.login(bob_wechat).await?;
+        let after = self.login(bob.wechat).await?;
         show("bound after unbind", &after["bound"]);
+        Ok(())
+    }
 
+    /// Steps 8–9: a refresh rotates the token; replaying the old one revokes the family.
+    async fn refresh_rotates_and_reuse_revokes(&self, refresh: &str) -> anyhow::Result<()> {
         step(
             8,
             "Alice refreshes: POST /v1/token grant_type=refresh_token (rotation)",
@@ -359,30 +409,22 @@ impl Demo<'_> {
             9,
             "someone replays the old refresh token: reuse detected, the family revoked",
         );
-        let (status, problem) = self
-            .post(
-                "/v1/token",
-                json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
-                None,
-            )
-            .await?;
+        let (status, problem) = self.refresh(&json!(refresh)).await?;
         show("status", status);
         show("code", &problem["code"]);
         if status != StatusCode::UNAUTHORIZED || problem["code"] != json!("refresh_token_reused") {
             bail!("reuse must be refused with refresh_token_reused");
         }
-        let (status, _) = self
-            .post(
-                "/v1/token",
-                json!({ "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"] }),
-                None,
-            )
-            .await?;
+        let (status, _) = self.refresh(&rotated["refresh_token"]).await?;
         show("the rotated token after reuse", status);
         if status != StatusCode::UNAUTHORIZED {
             bail!("reuse must revoke the whole family");
         }
+        Ok(())
+    }
 
+    /// Step 10: logout revokes the refresh token.
+    async fn logout_ends_the_refresh_token(&self, alice: u64) -> anyhow::Result<()> {
         step(10, "Alice logs in again and logs out: POST /v1/logout");
         let fresh = self.login(alice).await?;
         let access = fresh["tokens"]["access_token"]
@@ -393,26 +435,29 @@ impl Demo<'_> {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let response = self
-            .http
-            .post(self.url("/v1/logout"))
-            .bearer_auth(&access)
-            .json(&json!({ "refresh_token": refresh }))
-            .send()
-            .await?;
-        show("logout", response.status());
         let (status, _) = self
             .post(
-                "/v1/token",
-                json!({ "grant_type": "refresh_token", "refresh_token": refresh }),
-                None,
+                "/v1/logout",
+                json!({ "refresh_token": refresh }),
+                Some(&access),
             )
             .await?;
+        show("logout", status);
+        let (status, _) = self.refresh(&json!(refresh)).await?;
         show("refresh after logout", status);
         if status != StatusCode::UNAUTHORIZED {
             bail!("a logged-out refresh token must be refused");
         }
-        show("alice", &alice_user);
         Ok(())
+    }
+
+    /// `POST /v1/token grant_type=refresh_token`, whatever it answers.
+    async fn refresh(&self, refresh_token: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.post(
+            "/v1/token",
+            json!({ "grant_type": "refresh_token", "refresh_token": refresh_token }),
+            None,
+        )
+        .await
     }
 }

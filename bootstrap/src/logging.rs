@@ -9,11 +9,14 @@ use crate::config::{LogFormat, LogSection};
 
 /// Installs the subscriber once per process (a second call changes nothing).
 ///
+/// `quiet` (the tools that do not serve, without `--verbose`) logs warnings and errors
+/// only; `MINIAUTH_LOG`, when set, decides in every case.
+///
 /// Colour only when standard error is a terminal and `NO_COLOR` is unset: a log
 /// redirected to a file or a collector must not carry ANSI escapes.
-pub fn init(log: &LogSection) {
-    let filter =
-        EnvFilter::try_from_env("MINIAUTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+pub fn init(log: &LogSection, quiet: bool) {
+    let level = if quiet { "warn" } else { log.level.as_str() };
+    let filter = EnvFilter::try_from_env("MINIAUTH_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use miniauth_application::ports::Password;
-use miniauth_application::RequestContext;
+use miniauth_application::{Actor, RequestContext};
 use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
@@ -19,6 +19,11 @@ struct Cli {
     /// The configuration file (TOML). Without one: the embedded demo default.
     #[arg(long, global = true, env = "MINIAUTH_CONFIG")]
     config: Option<PathBuf>,
+    /// Log at the configured level (`log.level`) also in the tools that do not serve
+    /// (`users`, `erase`, `audit`, `migrate`, `projections`), which otherwise log only
+    /// warnings and errors.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -159,8 +164,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    logging::init(&config.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // A tool run from a shell prints its answer; its log is for when something is off.
+    let quiet = !cli.verbose && !matches!(command, Command::Serve | Command::Sim { .. });
+    logging::init(&config.log, quiet);
+    match command {
         Command::Serve => serve(config).await,
         Command::Sim { listen } => {
             let env: Vec<(String, String)> = std::env::vars().collect();
@@ -185,23 +193,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let built = wiring::build(&config, Some(ephemeral())).await?;
             built
                 .service
-                .erase(&RequestContext::system("cli"), &appid, &openid)
+                .erase(&RequestContext::system(Actor::Cli), &appid, &openid)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("erased the personal data of {appid}:{openid}; the history stays replayable");
             Ok(())
         }
-        Command::Users {
-            command:
-                UsersCommand::Add {
-                    account,
-                    password_stdin,
-                    password,
-                    mobile,
-                    country_code,
-                    nickname,
-                    tenant,
-                },
+        Command::Users { command } => users(&config, command).await,
+        Command::Demo(args) => demo::run(&config, args).await,
+        Command::Audit { command } => audit::run(&config, command).await,
+        Command::Projections { command } => audit::projections(&config, command).await,
+    }
+}
+
+/// `miniauth users …`: the admin API's user management, on the command line.
+async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Add {
+            account,
+            password_stdin,
+            password,
+            mobile,
+            country_code,
+            nickname,
+            tenant,
         } => {
             let source =
                 PasswordSource::choose(password_stdin, std::env::var(PASSWORD_ENV).ok(), password)?;
@@ -212,16 +227,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let password = source.read(std::io::stdin().lock())?;
-            let built = wiring::build(&config, Some(ephemeral())).await?;
+            let built = wiring::build(config, Some(ephemeral())).await?;
             let tenant = match tenant {
                 Some(tenant) => tenant,
                 None => built
                     .service
                     .apps()
-                    .iter()
-                    .next()
+                    .default_tenant()
                     .context("no app configured")?
-                    .tenant
                     .clone(),
             };
             let mobile = mobile
@@ -240,36 +253,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("added user {} ({account}) in tenant {tenant}", user.id);
-            Ok(())
         }
-        Command::Users {
-            command: UsersCommand::Disable { user_id },
-        } => {
-            let built = wiring::build(&config, Some(ephemeral())).await?;
+        UsersCommand::Disable { user_id } => {
+            let built = wiring::build(config, Some(ephemeral())).await?;
             let user = built
                 .service
                 .disable_user(user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("disabled user {}; their sessions are revoked", user.id);
-            Ok(())
         }
-        Command::Users {
-            command: UsersCommand::Enable { user_id },
-        } => {
-            let built = wiring::build(&config, Some(ephemeral())).await?;
+        UsersCommand::Enable { user_id } => {
+            let built = wiring::build(config, Some(ephemeral())).await?;
             let user = built
                 .service
                 .enable_user(user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("enabled user {}", user.id);
-            Ok(())
         }
-        Command::Demo(args) => demo::run(&config, args).await,
-        Command::Audit { command } => audit::run(&config, command).await,
-        Command::Projections { command } => audit::projections(&config, command).await,
     }
+    Ok(())
 }
 
 /// A free port for an in-process simulator a subcommand does not serve.
@@ -303,7 +307,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    let purge = wiring::spawn_refresh_purge(built.store.clone());
+    let purge = wiring::spawn_refresh_purge(built.store.clone(), built.clock.clone());
     // One shutdown signal for every listener.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = match (config.server.metrics_listen, built.metrics_router.clone()) {
@@ -361,7 +365,9 @@ fn print_demo_banner(config: &Config, built: &wiring::Built) {
         println!("  admin      bearer token in {}", path.display());
     }
     println!("walk the flow:     miniauth demo   (or: cargo run --release -- demo)");
-    println!("configure an app:  miniauth serve --config miniauth.toml (see docs/operations.md)");
+    println!(
+        "configure an app:  miniauth serve --config miniauth.toml (see docs/configuration.md)"
+    );
 }
 
 #[cfg(test)]

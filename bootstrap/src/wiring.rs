@@ -6,21 +6,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use async_trait::async_trait;
-use miniauth_application::ports::Chain;
+use miniauth_application::ports::{Chain, Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
-    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, Readiness, ServerLimits,
+    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
 };
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
 };
-use miniauth_store::{PasswordCost, ServerKey, Store, StoreConfig};
+use miniauth_store::{PasswordCost, RefreshPurge, ServerKey, Store, StoreConfig};
 use miniauth_wechat::sim::{RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, WeChatClient};
 
-use crate::audit::StoreAuditLog;
 use crate::config::{Algorithm, Config, ResolvedApp, Secret, WeChatTarget};
 
 /// Everything `serve` runs.
@@ -29,6 +27,8 @@ pub struct Built {
     pub service: Arc<MiniAuth>,
     /// The store (for subcommands that read it directly).
     pub store: Store,
+    /// The clock the use cases read (and `serve`'s purge).
+    pub clock: Arc<dyn Clock>,
     /// The HTTP API.
     pub router: axum::Router,
     /// `/metrics` alone, when `[server] metrics_listen` serves it on its own listener.
@@ -43,6 +43,12 @@ pub struct Built {
 
 /// Opens the store described by the configuration (migrating it).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_store_on(config, Arc::new(SystemClock)).await
+}
+
+/// [`open_store`] on `clock`: the store dates what it writes by the same clock as the
+/// use cases.
+pub async fn open_store_on(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let store_config = StoreConfig {
         url: config.store.url.clone(),
@@ -54,7 +60,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         password_cost: PasswordCost::default(),
         password_concurrency: config.throttle.password_concurrency(),
     };
-    Store::connect(&store_config, Arc::new(SystemClock))
+    Store::connect(&store_config, clock)
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&config.store.url)))
 }
@@ -62,14 +68,62 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Builds the whole service. `simulator_listen` overrides where the in-process
 /// simulator listens (tests and the demo use port 0).
 pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> anyhow::Result<Built> {
+    build_with_clock(config, simulator_listen, Arc::new(SystemClock)).await
+}
+
+/// [`build`] on another clock: tests move a settable one instead of sleeping.
+pub async fn build_with_clock(
+    config: &Config,
+    simulator_listen: Option<SocketAddr>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Built> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let apps = config.resolve_apps(&env)?;
-    let store = open_store(config).await?;
+    let store = open_store_on(config, clock.clone()).await?;
+    let (simulator, wechat) = wechat(config, &apps, simulator_listen).await?;
+    let signing = Signing::load(config, &store).await?;
+    let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
+    let (http, admin_token_file) = http_config(config, service.apps(), &env)?;
+    let state = ApiState::new(
+        service.clone(),
+        Arc::new(signing.tokens.jwks()),
+        Arc::new(store.clone()),
+        http,
+    )
+    .with_audit(Arc::new(store.clone()));
+    let metrics_router = config
+        .server
+        .metrics_listen
+        .map(|_| miniauth_http::metrics_router(state.clone()));
+    Ok(Built {
+        service,
+        router: miniauth_http::router(state),
+        metrics_router,
+        server_limits: ServerLimits {
+            header_read_timeout: std::time::Duration::from_millis(
+                config.server.header_read_timeout_ms,
+            ),
+            max_connections: config.server.max_connections,
+        },
+        store,
+        clock,
+        simulator,
+        admin_token_file,
+    })
+}
+
+/// The WeChat API client, against WeChat or the in-process simulator (started here
+/// when the configuration names it).
+async fn wechat(
+    config: &Config,
+    apps: &[ResolvedApp],
+    simulator_listen: Option<SocketAddr>,
+) -> anyhow::Result<(Option<RunningSimulator>, Arc<dyn WeChatApi>)> {
     let (simulator, api_base) = match &config.wechat.api_base {
         WeChatTarget::Simulator => {
             let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
-            let running = miniauth_wechat::sim::start(listen, simulator_config(&apps))
+            let running = miniauth_wechat::sim::start(listen, simulator_config(apps))
                 .await
                 .with_context(|| format!("starting the WeChat simulator on {listen}"))?;
             let api_base = running.base_url();
@@ -77,7 +131,7 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
         }
         WeChatTarget::Api(url) => (None, url.clone()),
     };
-    let wechat = WeChatClient::new(ClientConfig {
+    let client = WeChatClient::new(ClientConfig {
         api_base,
         timeout: std::time::Duration::from_millis(config.wechat.timeout_ms),
         connect_timeout: std::time::Duration::from_millis(config.wechat.connect_timeout_ms),
@@ -91,19 +145,45 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
             .collect(),
     })
     .context("configuring the WeChat client")?;
+    Ok((simulator, Arc::new(client)))
+}
 
-    // Shared by every instance through the store, so tickets and tokens minted by one
-    // verify on all of them.
-    let ticket_key = store
-        .key_material("ticket-hmac", || random_key_32().to_vec())
-        .await
-        .context("loading the ticket key")?;
-    let ticket_key: [u8; 32] = ticket_key
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the stored ticket key is not 32 bytes"))?;
-    let jwt = jwt_issuer(config, &store).await?;
-    let jwks = jwt.jwks();
+/// The ticket codec and the access-token issuer, with their keys.
+pub struct Signing {
+    /// Signs and verifies tickets.
+    pub tickets: Arc<HmacTicketCodec>,
+    /// Signs and verifies access tokens; publishes the JWKS.
+    pub tokens: Arc<JwtIssuer>,
+}
 
+impl Signing {
+    /// Loads the keys: kept in the store (created on first use) and shared by every
+    /// instance, so tickets and tokens minted by one verify on all of them; an RS256
+    /// key comes from its file.
+    pub async fn load(config: &Config, store: &Store) -> anyhow::Result<Self> {
+        let ticket_key = store
+            .key_material("ticket-hmac", || random_key_32().to_vec())
+            .await
+            .context("loading the ticket key")?;
+        let ticket_key: [u8; 32] = ticket_key
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the stored ticket key is not 32 bytes"))?;
+        Ok(Self {
+            tickets: Arc::new(HmacTicketCodec::new(ticket_key)),
+            tokens: Arc::new(jwt_issuer(config, store).await?),
+        })
+    }
+}
+
+/// The use cases over the store's ports, `signing`, `wechat` and `clock`.
+pub fn service(
+    config: &Config,
+    apps: &[ResolvedApp],
+    store: &Store,
+    signing: &Signing,
+    wechat: Arc<dyn WeChatApi>,
+    clock: Arc<dyn Clock>,
+) -> Arc<MiniAuth> {
     let catalog = AppCatalog::new(apps.iter().map(|app| AppSettings {
         appid: app.appid.clone(),
         tenant: app.tenant.clone(),
@@ -120,32 +200,37 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     // In the database on both engines: shared by every instance on PostgreSQL, kept
     // across restarts on SQLite, one behaviour proven on both.
     let limiter = store.attempt_limiter(config.throttle.limits());
-    let service = Arc::new(MiniAuth::new(
+    Arc::new(MiniAuth::new(
         Ports {
-            wechat: Arc::new(wechat),
+            wechat,
             users: Arc::new(store.users()),
             registry: Arc::new(store.registry()),
-            tickets: Arc::new(HmacTicketCodec::new(ticket_key)),
-            tokens: Arc::new(jwt),
+            tickets: signing.tickets.clone(),
+            tokens: signing.tokens.clone(),
             refresh: Arc::new(store.refresh_tokens()),
             vault: Arc::new(store.vault()),
-            clock: Arc::new(SystemClock),
+            clock,
             limiter: Arc::new(limiter),
             counters: Arc::new(store.usage_counters()),
             accounts: Arc::new(store.event_store()),
         },
         catalog,
         lifetimes,
-    ));
+    ))
+}
 
-    let (admin_token, admin_token_file) = admin_token(config, &env)?;
-    let default_tenant = apps
-        .first()
-        .map(|app| app.tenant.clone())
-        .context("no app configured")?;
-    let mut http = HttpConfig::new(default_tenant);
+/// The HTTP adapter's settings, and where a generated admin token was written.
+fn http_config(
+    config: &Config,
+    apps: &AppCatalog,
+    env: &[(String, String)],
+) -> anyhow::Result<(HttpConfig, Option<std::path::PathBuf>)> {
+    let (admin_token, admin_token_file) = admin_token(config, env)?;
+    let default_tenant = apps.default_tenant().context("no app configured")?;
+    let mut http = HttpConfig::new(default_tenant.clone());
     http.admin_token = admin_token;
     http.request_timeout = std::time::Duration::from_millis(config.server.request_timeout_ms);
+    http.body_limit_bytes = config.server.body_limit_bytes;
     http.compat_clients = config
         .compat
         .clients
@@ -159,39 +244,11 @@ pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> any
     if config.server.metrics_listen.is_some() {
         http.metrics_listener = MetricsListener::Separate;
     }
-    let state = ApiState::new(
-        service.clone(),
-        Arc::new(jwks),
-        Arc::new(StoreReadiness(store.clone())),
-        http,
-    )
-    .with_audit(Arc::new(StoreAuditLog::new(store.clone())));
-    let metrics_router = config
-        .server
-        .metrics_listen
-        .map(|_| miniauth_http::metrics_router(state.clone()));
-    Ok(Built {
-        service,
-        router: miniauth_http::router(state),
-        metrics_router,
-        server_limits: ServerLimits {
-            header_read_timeout: std::time::Duration::from_millis(
-                config.server.header_read_timeout_ms,
-            ),
-            max_connections: config.server.max_connections,
-        },
-        store,
-        simulator,
-        admin_token_file,
-    })
+    Ok((http, admin_token_file))
 }
 
 /// How often `serve` purges dead refresh tokens.
 pub const REFRESH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
-/// Rows deleted per statement of a purge: short transactions, even on a large backlog.
-pub const REFRESH_PURGE_BATCH: u32 = 1000;
-/// Statements per purge at most; a larger backlog is cleared over the next ticks.
-const REFRESH_PURGE_MAX_BATCHES: u32 = 20;
 /// How long an expired or revoked refresh token is kept before it is purged, so that
 /// presenting it still answers `refresh_token_expired` (or `_unknown`) meaningfully.
 pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
@@ -200,58 +257,47 @@ pub const REFRESH_PURGE_GRACE: chrono::Duration = chrono::Duration::days(1);
 /// expired usage counters,
 /// once per [`REFRESH_PURGE_INTERVAL`], in bounded batches, until the task is aborted.
 /// Several instances may run it at once: the deletes are idempotent.
-pub fn spawn_refresh_purge(store: Store) -> tokio::task::JoinHandle<()> {
+pub fn spawn_refresh_purge(store: Store, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(REFRESH_PURGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            purge_refresh_once(&store).await;
-            purge_usage_counters_once(&store).await;
+            let now = clock.now();
+            purge_refresh_once(&store, now).await;
+            purge_usage_counters_once(&store, now).await;
         }
     })
 }
 
-async fn purge_refresh_once(store: &Store) {
-    let before = chrono::Utc::now() - REFRESH_PURGE_GRACE;
-    let (mut tokens, mut families) = (0, 0);
-    for _ in 0..REFRESH_PURGE_MAX_BATCHES {
-        match store
-            .purge_refresh_tokens(before, REFRESH_PURGE_BATCH)
-            .await
-        {
-            Ok(purged) => {
-                tokens += purged.tokens;
-                families += purged.families;
-                let limit = u64::from(REFRESH_PURGE_BATCH);
-                if purged.tokens < limit && purged.families < limit {
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(error = %Chain(&error), "purging refresh tokens failed; retrying later");
-                break;
-            }
+async fn purge_refresh_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    match store.purge_refresh_backlog(now - REFRESH_PURGE_GRACE).await {
+        Ok(RefreshPurge {
+            tokens: 0,
+            families: 0,
+        }) => {}
+        Ok(RefreshPurge { tokens, families }) => {
+            tracing::info!(tokens, families, "purged dead refresh tokens");
         }
-    }
-    if tokens + families > 0 {
-        tracing::info!(tokens, families, "purged dead refresh tokens");
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging refresh tokens failed; retrying later")
+        }
     }
 }
 
 /// Forgets single-use and few-tries counters past their keep-until time (used tickets
 /// past their expiry, session keys' rejection counts after 30 days), and throttle
 /// windows that ended.
-async fn purge_usage_counters_once(store: &Store) {
+async fn purge_usage_counters_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
     use miniauth_application::ports::UsageCounters;
-    match store.usage_counters().purge(chrono::Utc::now()).await {
+    match store.usage_counters().purge(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
         Err(error) => {
             tracing::warn!(error = %Chain(&error), "purging usage counters failed; retrying later")
         }
     }
-    match store.purge_attempt_counters(chrono::Utc::now()).await {
+    match store.purge_attempt_counters(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged ended throttle windows"),
         Err(error) => {
@@ -305,8 +351,9 @@ async fn jwt_issuer(config: &Config, store: &Store) -> anyhow::Result<JwtIssuer>
     }
 }
 
-/// The configured admin token; the embedded default generates one into the data
-/// directory (0600) so that `miniauth demo` and `curl` on the same machine can use it.
+/// The configured admin token; the embedded default, and SQLite with an unset
+/// `token_env`, generate one into the data directory (0600) so that `miniauth demo` and
+/// `curl` on the same machine can use it.
 fn admin_token(
     config: &Config,
     env: &[(String, String)],
@@ -316,7 +363,7 @@ fn admin_token(
             .map_err(|e| anyhow::anyhow!("admin.token: {}", e.reason))?;
         return Ok((Some(token), None));
     }
-    if !config.demo {
+    if !config.admin_token_generated(env) {
         return Ok((None, None));
     }
     let path = config.store.data_dir.join("admin.token");
@@ -374,18 +421,6 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-struct StoreReadiness(Store);
-
-#[async_trait]
-impl Readiness for StoreReadiness {
-    async fn check(&self) -> Result<(), String> {
-        self.0
-            .ping()
-            .await
-            .map_err(|_| "the store does not answer".to_owned())
     }
 }
 

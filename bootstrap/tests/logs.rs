@@ -50,3 +50,37 @@ fn logs_redirected_from_a_terminal_carry_no_colour() {
         "an ANSI escape in a redirected log: {line:?}"
     );
 }
+
+/// The tools that do not serve print their answer and log only warnings and errors;
+/// `--verbose` logs at the configured level.
+#[test]
+fn tools_that_do_not_serve_log_only_warnings_unless_verbose() {
+    let run = |dir: &std::path::Path, verbose: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_miniauth"));
+        if verbose {
+            command.arg("--verbose");
+        }
+        let output = command
+            .args(["audit", "verify"])
+            .current_dir(dir)
+            .env_remove("MINIAUTH_CONFIG")
+            .env_remove("MINIAUTH_LOG")
+            .output()
+            .expect("running miniauth audit verify");
+        assert!(output.status.success(), "{output:?}");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // A new data directory: the server key is generated, which is logged at `info`.
+    let quiet_dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run(quiet_dir.path(), false);
+    assert!(stdout.contains("OK: no event was edited"), "{stdout}");
+    assert_eq!(stderr, "", "a quiet tool logged");
+
+    let verbose_dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run(verbose_dir.path(), true);
+    assert!(stdout.contains("OK: no event was edited"), "{stdout}");
+    assert!(stderr.contains("generated a new server key"), "{stderr}");
+}

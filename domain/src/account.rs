@@ -46,6 +46,10 @@ pub struct SocialAccount {
     /// unbind: erasure decides by it whether that user's copies go too.
     #[serde(default)]
     registered_user: Option<UserId>,
+    /// Whether the newest event is the erasure: nothing was recorded since, so another
+    /// erasure has nothing to erase.
+    #[serde(default)]
+    erased: bool,
     events: u64,
 }
 
@@ -249,6 +253,10 @@ impl SocialAccount {
                 if self.latest_seq == 0 {
                     return Err(AccountError::NoSession);
                 }
+                if self.erased {
+                    // Nothing was recorded since the last erasure (and it unbound).
+                    return Ok(Vec::new());
+                }
                 let mut events = Vec::new();
                 if let Some(user_id) = self.bound_user {
                     events.push(E::Unbound(Unbound {
@@ -288,6 +296,7 @@ impl Aggregate for SocialAccount {
     fn apply(&mut self, event: Self::Event) {
         use SocialAccountEvent as E;
         self.events += 1;
+        self.erased = matches!(event, E::PersonalDataErased(_));
         match event {
             E::SessionObtained(e) => {
                 self.appid = Some(e.appid);

@@ -1,5 +1,8 @@
-//! Pure functions auditors rely on: the tamper-evidence hash chain, and replaying an
-//! account's binding history to any instant.
+//! Pure functions auditors rely on: the tamper-evidence hash chain, the checks of the
+//! log against it ([`tamper`]), and replaying an account's binding history to any
+//! instant.
+
+pub mod tamper;
 
 use std::collections::BTreeMap;
 
@@ -10,6 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::events::{BindMethod, SocialAccountEvent, UnbindReason};
 use crate::ids::UserId;
+
+pub use tamper::{
+    check_stream, AuditCheckpoint, Evidence, Finding, FindingKind, LogCheck, StreamState,
+    VerifyReport,
+};
 
 /// The metadata key holding an event's chain hash.
 pub const HASH_KEY: &str = "hash";
@@ -99,6 +107,82 @@ impl ChainLink<'_> {
     }
 }
 
+/// One event exactly as stored: what exports carry (an auditor can recompute its chain
+/// hash from it) and what the tamper checks read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        as = ExportedEvent,
+        description = "One event exactly as stored (one line of an export)."
+    )
+)]
+pub struct LoggedEvent {
+    /// The global commit order.
+    pub position: i64,
+    /// `{appid}:{openid}`.
+    pub aggregate_id: String,
+    /// The number within the stream.
+    pub sequence: i64,
+    /// The event type.
+    pub event_type: String,
+    /// The schema version as stored.
+    pub event_version: String,
+    /// The payload as stored (personal data sealed).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    /// The metadata as stored, with the chain `hash`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Value,
+}
+
+impl LoggedEvent {
+    /// The metadata as a map of strings; None when it is not one (it was edited).
+    pub fn metadata_map(&self) -> Option<BTreeMap<String, String>> {
+        serde_json::from_value(self.metadata.clone()).ok()
+    }
+
+    /// What this event's hash covers, were it event `sequence` after `previous`.
+    pub fn link<'a>(
+        &'a self,
+        previous: &'a str,
+        sequence: i64,
+        metadata: &'a BTreeMap<String, String>,
+    ) -> ChainLink<'a> {
+        ChainLink {
+            previous,
+            aggregate_id: &self.aggregate_id,
+            sequence: u64::try_from(sequence).unwrap_or_default(),
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            payload: &self.payload,
+            metadata,
+        }
+    }
+
+    /// The hash this event contributes to the evidence over the whole log: its chain
+    /// hash, or for a legacy event a digest of its content.
+    pub fn evidence_hash(&self) -> String {
+        let metadata = self.metadata_map().unwrap_or_default();
+        match metadata.get(HASH_KEY) {
+            Some(hash) => hash.clone(),
+            None => self.link("", self.sequence, &metadata).hash(),
+        }
+    }
+}
+
+/// Events as JSON lines, one object per event as stored: the export format of the admin
+/// API and of `miniauth audit export`.
+pub fn json_lines(events: &[LoggedEvent]) -> String {
+    let mut out = String::new();
+    for event in events {
+        out.push_str(&serde_json::to_string(event).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
 /// One step of the evidence over the whole log: hex(SHA-256) over the cumulative hash
 /// so far, the event's global position and its chain hash, length-prefixed. Folding
 /// every event in position order from `""` gives the value a checkpoint records.
@@ -112,7 +196,8 @@ pub fn cumulative_hash(previous: &str, position: i64, event_hash: &str) -> Strin
     hex::encode(hasher.finalize())
 }
 
-/// One period during which the account was bound to a user.
+/// One period during which the account was bound to a user. A binding that still
+/// holds serialises without `unbound_at` and `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindingSpan {
     /// The user.
@@ -122,8 +207,10 @@ pub struct BindingSpan {
     /// How it was made.
     pub via: BindMethod,
     /// When it ended, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unbound_at: Option<DateTime<Utc>>,
     /// Why it ended, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<UnbindReason>,
 }
 

@@ -178,6 +178,36 @@ impl SocialAccountEvent {
     }
 }
 
+// The snake_case names the enums serialise to, for reports that print them.
+macro_rules! names {
+    ($($ty:ident { $($variant:ident => $name:literal),* $(,)? })*) => {$(
+        impl $ty {
+            /// The name it is stored and reported under.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    )*};
+}
+
+names! {
+    ProfileSource { EncryptedPayload => "encrypted_payload", ClientSupplied => "client_supplied" }
+    PhoneSource { PhoneCode => "phone_code", EncryptedPayload => "encrypted_payload" }
+    BindMethod {
+        PhoneMatch => "phone_match",
+        AutoRegistration => "auto_registration",
+        PasswordLogin => "password_login",
+        CurrentUser => "current_user",
+    }
+    UnbindReason {
+        UserRequest => "user_request",
+        Administrator => "administrator",
+        Erasure => "erasure",
+    }
+}
+
 /// The version events of `event_type` are written with today.
 pub fn current_version(event_type: &str) -> &'static str {
     match event_type {
@@ -216,5 +246,40 @@ mod tests {
         assert_eq!(event.event_version(), "1");
         let back: SocialAccountEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn reported_names_are_the_stored_names() {
+        fn stored(value: impl Serialize) -> String {
+            serde_json::to_value(value)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        for via in [
+            ProfileSource::EncryptedPayload,
+            ProfileSource::ClientSupplied,
+        ] {
+            assert_eq!(via.as_str(), stored(via));
+        }
+        for via in [PhoneSource::PhoneCode, PhoneSource::EncryptedPayload] {
+            assert_eq!(via.as_str(), stored(via));
+        }
+        for via in [
+            BindMethod::PhoneMatch,
+            BindMethod::AutoRegistration,
+            BindMethod::PasswordLogin,
+            BindMethod::CurrentUser,
+        ] {
+            assert_eq!(via.as_str(), stored(via));
+        }
+        for reason in [
+            UnbindReason::UserRequest,
+            UnbindReason::Administrator,
+            UnbindReason::Erasure,
+        ] {
+            assert_eq!(reason.as_str(), stored(reason));
+        }
     }
 }

@@ -363,6 +363,26 @@ fn erasure_unbinds_and_forgets_personal_data() {
 }
 
 #[test]
+fn erasing_again_records_nothing_until_something_new_is_recorded() {
+    let erased = SocialAccountEvent::PersonalDataErased(PersonalDataErased {
+        occurred_at: at(400),
+    });
+    account()
+        .given(vec![session(1), phone_verified(), erased.clone()])
+        .when(SocialAccountCommand::ErasePersonalData { at: at(500) })
+        .then_expect_events(vec![]);
+    // A login after the erasure records new personal data: that is erased again.
+    account()
+        .given(vec![session(1), erased, session(2)])
+        .when(SocialAccountCommand::ErasePersonalData { at: at(500) })
+        .then_expect_events(vec![SocialAccountEvent::PersonalDataErased(
+            PersonalDataErased {
+                occurred_at: at(500),
+            },
+        )]);
+}
+
+#[test]
 fn the_state_remembers_the_user_it_registered_and_forgets_the_unionid_on_erasure() {
     let profile = SocialAccountEvent::ProfileDecrypted(ProfileDecrypted {
         nickname: datum("Band"),

@@ -46,7 +46,7 @@ function freePort() {
 
 /**
  * Starts `miniauth serve` on a fresh SQLite database with the simulator.
- * @param {{tokens?: object, registration?: string}} [options]
+ * @param {{tokens?: object, registration?: string, extraConfig?: string}} [options]
  */
 export async function startService(options = {}) {
   const bin = ensureBinary();
@@ -77,6 +77,7 @@ logins_per_client = 100000
 ${tokens}
 [log]
 level = "warn"
+${options.extraConfig || ''}
 `;
   const configPath = join(dir, 'miniauth.toml');
   writeFileSync(configPath, config);

@@ -4,13 +4,18 @@
 //! own — SQLite in a temporary directory, or a fresh PostgreSQL database named at random
 //! on the server of `MINIAUTH_TEST_DATABASE_URL` — and the WeChat simulator in-process.
 //! [`TestApp`] then plays the mini program (through the simulator's device API) and the
-//! HTTP client, and looks into the store to check what was (not) written.
+//! HTTP client, and looks into the store to check what was (not) written. Its clock
+//! ([`TestApp::clock`]) is moved forward where a test waits for something to expire.
 //!
 //! Run with `cargo test -p miniauth-e2e`. Each scenario runs on both engines (see
 //! [`on_both_engines!`]); the PostgreSQL variants need a server where the user may
 //! `CREATE DATABASE` — `postgres://postgres@127.0.0.1:5432/postgres` unless
 //! `MINIAUTH_TEST_DATABASE_URL` says otherwise — and fail, saying how to start one,
 //! when none answers. Each test's database is dropped when its [`TestApp`] is.
+
+mod clock;
+
+pub use clock::SettableClock;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -507,6 +512,9 @@ pub struct TestApp {
     pub engine: Engine,
     /// The in-process simulator (None when WeChat is a fake of the test).
     pub simulator: Option<RunningSimulator>,
+    /// The service's clock: move it forward instead of sleeping (shared by every
+    /// instance of the test).
+    pub clock: Arc<SettableClock>,
     peek: Peek,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -580,19 +588,27 @@ pub async fn spawn_app_with(engine: Engine, customize: impl FnOnce(&mut Config))
         app_section(CLOSED_APP, RegistrationPolicy::Closed),
     ]);
     customize(&mut config);
-    start_instance(engine, config, Arc::new(db), None).await
+    start_instance(
+        engine,
+        config,
+        Arc::new(db),
+        None,
+        Arc::new(SettableClock::default()),
+    )
+    .await
 }
 
-/// Builds and serves one instance of the service on `config`; `device` names the
-/// simulator of another instance to share (else the configuration decides).
+/// Builds and serves one instance of the service on `config` and `clock`; `device`
+/// names the simulator of another instance to share (else the configuration decides).
 async fn start_instance(
     engine: Engine,
     config: Config,
     db: Arc<TestDb>,
     device: Option<DeviceClient>,
+    clock: Arc<SettableClock>,
 ) -> TestApp {
     let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut built = miniauth::wiring::build(&config, Some(ephemeral))
+    let mut built = miniauth::wiring::build_with_clock(&config, Some(ephemeral), clock.clone())
         .await
         .unwrap_or_else(|e| panic!("building the service: {e:#}"));
     let listener = tokio::net::TcpListener::bind(ephemeral)
@@ -654,6 +670,7 @@ async fn start_instance(
         client: reqwest::Client::new(),
         engine,
         simulator,
+        clock,
         peek: Peek::connect(&db.url).await,
         server,
         shutdown: Some(tx),
@@ -680,6 +697,7 @@ impl TestApp {
             config,
             self.db.clone(),
             Some(self.device.clone()),
+            self.clock.clone(),
         )
         .await
     }
@@ -704,6 +722,25 @@ impl TestApp {
             .post(self.url(path))
             .header("content-type", content_type)
             .body(body);
+        Answer::read(request.send().await.expect("POST")).await
+    }
+
+    /// `POST path` with raw bytes, an optional content type and a bearer token.
+    pub async fn post_raw_with_bearer(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        bearer: &str,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(bearer)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
         Answer::read(request.send().await.expect("POST")).await
     }
 

@@ -2,8 +2,7 @@
 //! its 4xx (or 503) and stable `code`, and leaves no event, user, binding, refresh token,
 //! data key or account behind. On both engines.
 
-use std::time::Duration;
-
+use chrono::Duration;
 use miniauth::config::WeChatTarget;
 use miniauth_domain::crypto::{encode_base64, raw_data_signature};
 use miniauth_e2e::{
@@ -325,7 +324,7 @@ async fn expired_tickets_and_refresh_tokens(engine: Engine) {
     let (_, account, password) = app.password_user(None).await;
     let tokens = app.password_tokens(&account, &password).await;
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.clock.advance(Duration::milliseconds(1200));
     app.unchanged("an expired ticket", || async {
         app.profile(
             APP,

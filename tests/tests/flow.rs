@@ -20,6 +20,7 @@ on_both_engines!(
     rebind_after_unbind,
     stale_tickets_buy_no_tokens,
     logout_revokes_only_own_tokens,
+    logout_without_a_refresh_token_ends_the_access_tokens_session,
 );
 
 async fn new_user_by_phone_code_then_returning_in_one_round_trip(engine: Engine) {
@@ -499,4 +500,27 @@ async fn logout_revokes_only_own_tokens(engine: Engine) {
     app.me(&bob.refresh)
         .await
         .problem(401, "access_token_invalid");
+}
+
+/// `POST /v1/logout` with `{}`: the session the access token names ends, and only it.
+async fn logout_without_a_refresh_token_ends_the_access_tokens_session(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (_, phone, _, wechat) = app.registered_user(APP).await;
+    // A second session of the same user: the returning login answers tokens at once.
+    let code = app.wx_login(APP, wechat).await;
+    let again = app.login(APP, &code).await;
+    let tablet = Tokens::from_v1(&again.ok(200)["tokens"]);
+
+    let answer = app
+        .post_json("/v1/logout", &json!({}), Some(&phone.access))
+        .await;
+    assert_eq!(answer.status.as_u16(), 204, "{}", answer.text);
+    app.me(&phone.access)
+        .await
+        .problem(401, "access_token_revoked");
+    app.refresh(&phone.refresh)
+        .await
+        .problem(401, "refresh_token_unknown");
+    app.me(&tablet.access).await.ok(200);
+    app.refresh(&tablet.refresh).await.ok(200);
 }

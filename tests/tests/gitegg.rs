@@ -9,8 +9,60 @@ use serde_json::{json, Value};
 
 on_both_engines!(
     gitegg_whole_flow_under_both_prefixes,
-    gitegg_client_credentials
+    gitegg_client_credentials,
+    gitegg_logout_without_a_body_ends_the_tokens_session,
 );
+
+/// GitEgg's front end logs out with `fly.post('/oauth/logout')`: no data, which flyio's
+/// WeChat build sends as an empty form body. The session of the access token ends,
+/// and only that one.
+async fn gitegg_logout_without_a_body_ends_the_tokens_session(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (_, account, password) = app.password_user(None).await;
+    let login = || async {
+        let answer = app
+            .oauth_token(&[
+                ("grant_type", "password"),
+                ("username", &account),
+                ("password", &password),
+            ])
+            .await;
+        let data = answer.envelope_ok().clone();
+        (
+            data["token"].as_str().unwrap().to_owned(),
+            data["refreshToken"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (phone_access, phone_refresh) = login().await;
+    let (tablet_access, tablet_refresh) = login().await;
+
+    let logout = app
+        .post_form("/oauth/logout", &[], Some(&phone_access))
+        .await;
+    logout.envelope_ok();
+    // That session is over: its access token on miniauth's routes, its refresh token.
+    app.user_info(&phone_access).await.envelope_err(401);
+    app.oauth_token(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &phone_refresh),
+    ])
+    .await
+    .envelope_err(401);
+    // The user's other session lives on.
+    app.user_info(&tablet_access).await.envelope_ok();
+    app.oauth_token(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &tablet_refresh),
+    ])
+    .await
+    .envelope_ok();
+    // No body and no content type at all, as another client may send: the same.
+    let answer = app
+        .post_raw_with_bearer("/oauth/logout", None, Vec::new(), &tablet_access)
+        .await;
+    answer.envelope_ok();
+    app.user_info(&tablet_access).await.envelope_err(401);
+}
 
 /// The masked form of a mainland number.
 fn masked(phone: &str) -> String {

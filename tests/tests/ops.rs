@@ -9,7 +9,22 @@ on_both_engines!(
     operations_routes,
     access_tokens_verify_against_the_jwks,
     admin_api,
+    the_body_limit_is_configurable,
 );
+
+/// `[server] body_limit_bytes` is what the service enforces.
+async fn the_body_limit_is_configurable(engine: Engine) {
+    let app = spawn_app_with(engine, |config| config.server.body_limit_bytes = 4096).await;
+    let sessions = format!("/v1/apps/{APP}/sessions");
+    let over = json!({ "code": "a".repeat(5000) });
+    app.post_json(&sessions, &over, None)
+        .await
+        .problem(413, "body_too_large");
+    // Under the limit, the body is read and the code judged on its own.
+    let under = json!({ "code": "a".repeat(3000) });
+    let answer = app.post_json(&sessions, &under, None).await;
+    assert_ne!(answer.status.as_u16(), 413, "{:?}", answer.body);
+}
 
 async fn operations_routes(engine: Engine) {
     let app = spawn_app(engine).await;

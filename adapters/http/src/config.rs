@@ -13,7 +13,7 @@ use crate::client_ip::TrustedProxies;
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// The default time a request may take before it is answered with `request_timeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Shortest admin token accepted: anything shorter is guessable.
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
@@ -101,7 +101,7 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// Defaults: no admin routes, 64 KiB bodies, 30 s timeout, no client check, no
+    /// Defaults: no admin routes, 64 KiB bodies, 15 s timeout, no client check, no
     /// trusted proxy, `/metrics` open on the API's listener.
     pub fn new(default_tenant: TenantId) -> Self {
         Self {

@@ -443,8 +443,8 @@ fn app_error_samples() -> Vec<AppError> {
         // Shares `not_bound` with the row above, which describes it.
         E::Account(AccountError::NotBound) => [AccountError::NotBound],
         E::BadCredentials => [E::BadCredentials],
-        E::TooManyAttempts(_) => [E::TooManyAttempts(60)],
-        E::TooManyLogins(_) => [E::TooManyLogins(60)],
+        E::TooManyAttempts(_) => [E::TooManyAttempts(SAMPLE_RETRY_SECS)],
+        E::TooManyLogins(_) => [E::TooManyLogins(SAMPLE_RETRY_SECS)],
         E::Busy(_) => [E::Busy(1)],
         E::UserDisabled => [E::UserDisabled],
         E::UserNotFound => [E::UserNotFound],
@@ -461,6 +461,10 @@ fn app_error_samples() -> Vec<AppError> {
         E::Internal(_) => [E::Internal("{cause, logged only}".into())],
     })
 }
+
+/// The seconds of the sample throttling errors: the table shows them as `N` (the
+/// service says how long is left of the window, the `Retry-After` header too).
+const SAMPLE_RETRY_SECS: u64 = 4242;
 
 /// One transport error of each code, in the order of the table.
 fn request_error_samples() -> Vec<RequestError> {
@@ -487,7 +491,7 @@ fn request_error_samples() -> Vec<RequestError> {
         R::UnsupportedGrantType => [R::UnsupportedGrantType],
         R::RouteNotFound => [R::RouteNotFound],
         R::MethodNotAllowed => [R::MethodNotAllowed],
-        R::Timeout(_) => [R::Timeout(30)],
+        R::Timeout(_) => [R::Timeout(crate::DEFAULT_REQUEST_TIMEOUT.as_secs())],
         R::NotReady => [R::NotReady],
         R::AccountNotFound => [R::AccountNotFound],
         R::AuditUnavailable => [R::AuditUnavailable],
@@ -510,7 +514,9 @@ pub fn error_table_markdown() -> String {
             row.code,
             row.status,
             row.gitegg,
-            row.meaning.replace('|', "\\|")
+            row.meaning
+                .replace(&format!("{SAMPLE_RETRY_SECS} s"), "N s (`Retry-After`)")
+                .replace('|', "\\|")
         ));
     }
     table

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use miniauth_application::ports::TokenSubject;
-use miniauth_application::RequestContext;
+use miniauth_application::{Actor, RequestContext};
 use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -29,10 +29,10 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// The context handed to the use cases.
-    pub fn context(&self, actor: impl Into<String>) -> RequestContext {
+    pub fn context(&self, actor: Actor) -> RequestContext {
         RequestContext {
             request_id: self.request_id.clone(),
-            actor: actor.into(),
+            actor,
             client_ip: self.client_ip,
         }
     }
@@ -135,7 +135,11 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
         )));
     }
     let text = read_text(req).await?;
-    let object: serde_json::Map<String, serde_json::Value> = parse_json(&text)?;
+    json_string_fields(&text)
+}
+
+fn json_string_fields(text: &str) -> Result<HashMap<String, String>, RequestError> {
+    let object: serde_json::Map<String, serde_json::Value> = parse_json(text)?;
     let mut fields = HashMap::new();
     for (name, value) in object {
         match value {
@@ -151,6 +155,32 @@ async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestE
         }
     }
     Ok(fields)
+}
+
+/// A body of optional string fields, as JSON or as a form. An empty body is no field
+/// at all, whatever its content type: flyio's WeChat build posts a call without data
+/// as an empty `application/x-www-form-urlencoded` body (GitEgg's `logout()`).
+pub(crate) struct OptionalFields(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let media = media_type(req.headers()).unwrap_or_default();
+        let text = read_text(req).await?;
+        if text.trim().is_empty() {
+            return Ok(Self(HashMap::new()));
+        }
+        if media == FORM {
+            return Ok(Self(parse_pairs(&text, "form body")?));
+        }
+        if !is_json(&media) {
+            return Err(
+                RequestError::UnsupportedMediaType(format!("application/json or {FORM}")).into(),
+            );
+        }
+        Ok(Self(json_string_fields(&text)?))
+    }
 }
 
 /// The token endpoints' body, as JSON or as a form.
@@ -258,8 +288,8 @@ pub(crate) struct Bearer(pub TokenSubject);
 
 impl Bearer {
     /// The actor recorded with the events this user's requests cause.
-    pub fn actor(&self) -> String {
-        format!("user:{}", self.0.user_id)
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0.user_id)
     }
 }
 

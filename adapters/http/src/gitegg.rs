@@ -6,18 +6,20 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use miniauth_application::ports::Password;
-use miniauth_application::Tokens;
+use miniauth_application::{Actor, Tokens};
 use miniauth_domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, RequestError};
-use crate::extract::{basic_credentials, AppPath, Bearer, GrantBody, JsonBody, Origin, Params};
+use crate::extract::{
+    basic_credentials, AppPath, Bearer, GrantBody, OptionalFields, Origin, Params,
+};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
-use crate::v1::{phone_input, profile_input, status_label, TokenGrant, WECHAT_ACTOR};
+use crate::v1::{phone_input, profile_input, status_label, TokenGrant};
 
 /// GitEgg's answer to everything.
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,9 +72,9 @@ fn answer(result: Result<Value, ApiError>) -> Envelope {
     }
 }
 
-/// GitEgg's token `data`.
-fn token_data(tokens: Tokens) -> Value {
-    let now = Utc::now().timestamp();
+/// GitEgg's token `data`; `exp` and `refreshExp` count from `now`.
+fn token_data(tokens: Tokens, now: DateTime<Utc>) -> Value {
+    let now = now.timestamp();
     let access_in = tokens.access.expires_in;
     let refresh_in = tokens.refresh.expires_in;
     json!({
@@ -96,7 +98,7 @@ pub(crate) async fn login(
     answer(
         async {
             let (AppPath(appid), params) = (appid?, params?);
-            let ctx = origin.context(WECHAT_ACTOR);
+            let ctx = origin.context(Actor::MiniProgram);
             // GitEgg's front end buys tokens with the bind key in a second call.
             let outcome = state
                 .auth
@@ -140,7 +142,7 @@ pub(crate) async fn info(
                 owned("nickName"),
                 owned("avatarUrl"),
             )?;
-            let ctx = origin.context(WECHAT_ACTOR);
+            let ctx = origin.context(Actor::MiniProgram);
             let outcome = state
                 .auth
                 .submit_profile(&ctx, &appid, params.get("socialKey"), input)
@@ -164,12 +166,12 @@ pub(crate) async fn phone(
             let (AppPath(appid), params) = (appid?, params?);
             let owned = |name: &str| params.optional(name).map(str::to_owned);
             let input = phone_input(owned("code"), owned("encryptedData"), owned("iv"))?;
-            let ctx = origin.context(WECHAT_ACTOR);
+            let ctx = origin.context(Actor::MiniProgram);
             let outcome = state
                 .auth
                 .verify_phone(&ctx, &appid, params.get("socialKey"), input)
                 .await?;
-            let mut data = token_data(outcome.tokens);
+            let mut data = token_data(outcome.tokens, state.auth.now());
             data["userId"] = json!(outcome.user_id.get());
             data["registered"] = json!(outcome.registered);
             Ok(data)
@@ -240,7 +242,7 @@ pub(crate) async fn token(
                 TokenGrant::Password {
                     username, password, ..
                 } => {
-                    let ctx = origin.context("anonymous");
+                    let ctx = origin.context(Actor::Anonymous);
                     state
                         .auth
                         .grant_password(
@@ -257,29 +259,28 @@ pub(crate) async fn token(
                 // v1's ticket grant.
                 TokenGrant::Ticket { .. } => return Err(RequestError::UnsupportedGrantType.into()),
             };
-            Ok(token_data(tokens))
+            Ok(token_data(tokens, state.auth.now()))
         }
         .await,
     )
 }
 
-/// `POST /oauth/logout`'s body.
-#[derive(Debug, Deserialize)]
-pub(crate) struct LogoutBody {
-    #[serde(default, rename = "refreshToken")]
-    refresh_token: String,
-}
-
-/// `POST /oauth/logout` (Bearer + `{"refreshToken"}`).
+/// `POST /oauth/logout` (Bearer). A `refreshToken` in the body (JSON or form) revokes
+/// that token's session; without one (flyio posts no body), the session the access
+/// token belongs to ends.
 pub(crate) async fn logout(
     State(state): State<ApiState>,
     bearer: Result<Bearer, ApiError>,
-    body: Result<JsonBody<LogoutBody>, ApiError>,
+    body: Result<OptionalFields, ApiError>,
 ) -> Envelope {
     answer(
         async {
-            let (bearer, JsonBody(body)) = (bearer?, body?);
-            state.auth.logout(&bearer.0, &body.refresh_token).await?;
+            let (bearer, OptionalFields(fields)) = (bearer?, body?);
+            let refresh_token = fields.get("refreshToken").map(String::as_str);
+            state
+                .auth
+                .logout(&bearer.0, refresh_token.unwrap_or_default())
+                .await?;
             Ok(Value::Null)
         }
         .await,

@@ -44,10 +44,6 @@ use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub use admin::{
-    AppBindingsResponse, AuditLog, BindingAtView, ExportedEvent, HistoryEntryView, HistoryResponse,
-    UserBindingsResponse,
-};
 pub use client_ip::{BadProxyEntry, TrustedProxies};
 pub use config::{
     AdminToken, HttpConfig, MetricsAccess, MetricsListener, Secret, DEFAULT_BODY_LIMIT_BYTES,
@@ -106,12 +102,12 @@ pub const REQUEST_ID: &str = "x-request-id";
         v1::BindingView,
         v1::AdminUserRequest,
         v1::UserResponse,
-        admin::HistoryResponse,
-        admin::HistoryEntryView,
-        admin::UserBindingsResponse,
-        admin::AppBindingsResponse,
-        admin::BindingAtView,
-        admin::ExportedEvent,
+        miniauth_application::audit::AccountHistory,
+        miniauth_application::audit::HistoryEntry,
+        miniauth_application::audit::UserBindings,
+        miniauth_application::audit::AppBindings,
+        miniauth_application::audit::BindingAt,
+        miniauth_domain::audit::LoggedEvent,
         Problem,
     )),
     modifiers(&BearerSchemes),

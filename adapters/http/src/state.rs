@@ -2,19 +2,13 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use miniauth_application::MiniAuth;
-
-use crate::admin::AuditLog;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
+use async_trait::async_trait;
+use miniauth_application::ports::AuditLog;
+use miniauth_application::{Audit, MiniAuth};
 
-/// Whether the service can do its work (`/readyz`); the binary checks the store.
-#[async_trait]
-pub trait Readiness: Send + Sync {
-    /// `Ok` when ready; otherwise why not (logged, not shown to clients).
-    async fn check(&self) -> Result<(), String>;
-}
+pub use miniauth_application::ports::Readiness;
 
 /// A readiness check that always passes, for deployments without a store to ping.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,7 +29,7 @@ pub struct ApiState {
     pub(crate) readiness: Arc<dyn Readiness>,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) audit: Option<Arc<dyn AuditLog>>,
+    pub(crate) audit: Option<Arc<Audit>>,
 }
 
 impl ApiState {
@@ -57,10 +51,11 @@ impl ApiState {
         }
     }
 
-    /// The same state serving the audit routes of the admin API from `audit`
-    /// (without it they answer 501 `audit_unavailable`).
-    pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
-        self.audit = Some(audit);
+    /// The same state serving the audit routes of the admin API from the event log
+    /// `log`, through the application's [`Audit`] (without it they answer 501
+    /// `audit_unavailable`).
+    pub fn with_audit(mut self, log: Arc<dyn AuditLog>) -> Self {
+        self.audit = Some(Arc::new(self.auth.audit(log)));
         self
     }
 

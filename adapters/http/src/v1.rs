@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use miniauth_application::ports::{Password, UserRecord, UserStatus};
-use miniauth_application::{PhoneInput, ProfileInput, Tokens};
+use miniauth_application::{Actor, PhoneInput, ProfileInput, Tokens};
 use miniauth_domain::{InvalidValue, PhoneNumber, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,10 +14,6 @@ use crate::error::{ApiError, Problem, RequestError};
 use crate::extract::{Admin, AppPath, Bearer, GrantBody, JsonBody, Origin};
 use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
-
-/// The actor of requests that come from a mini program before anyone is known:
-/// the openid is learned only inside the use case.
-pub(crate) const WECHAT_ACTOR: &str = "wechat";
 
 /// `POST /v1/apps/{appid}/sessions`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -344,7 +340,7 @@ pub(crate) async fn create_session(
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<SessionRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let ctx = origin.context(WECHAT_ACTOR);
+    let ctx = origin.context(Actor::MiniProgram);
     let outcome = state.auth.login(&ctx, &appid, &body.code).await;
     state.metrics.record_login(match &outcome {
         Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
@@ -388,7 +384,7 @@ pub(crate) async fn submit_profile(
         body.nickname,
         body.avatar_url,
     )?;
-    let ctx = origin.context(WECHAT_ACTOR);
+    let ctx = origin.context(Actor::MiniProgram);
     let outcome = state
         .auth
         .submit_profile(&ctx, &appid, &body.ticket, input)
@@ -419,7 +415,7 @@ pub(crate) async fn verify_phone(
     JsonBody(body): JsonBody<PhoneRequest>,
 ) -> Result<Json<PhoneResponse>, ApiError> {
     let input = phone_input(body.code, body.encrypted_data, body.iv)?;
-    let ctx = origin.context(WECHAT_ACTOR);
+    let ctx = origin.context(Actor::MiniProgram);
     let outcome = state
         .auth
         .verify_phone(&ctx, &appid, &body.ticket, input)
@@ -513,7 +509,7 @@ pub(crate) async fn token(
                 Some(raw) => TenantId::parse(&raw).map_err(|e| ApiError::App(e.into()))?,
                 None => state.config.default_tenant.clone(),
             };
-            let ctx = origin.context("anonymous");
+            let ctx = origin.context(Actor::Anonymous);
             state
                 .auth
                 .grant_password(&ctx, &tenant, &account, &Password::new(password))

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use miniauth_application::ports::{
-    AccountRepository, Chain, CommitError, LoadedAccount, PortError,
+    AccountRepository, Chain, CommitError, LoadedAccount, PortError, StoredEvent,
 };
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
 use miniauth_domain::{
@@ -51,25 +51,6 @@ const TURN_WAIT: Duration = Duration::from_secs(5);
 pub(crate) const APPEND_LOCK: i64 = 0x6d69_6e69_6175_7468; // "miniauth"
 
 type StoreResult<T> = Result<T, AggregateError<AccountError>>;
-
-/// One stored event with its place in the log, for exports and audits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    /// The global commit order.
-    pub position: i64,
-    /// `{appid}:{openid}`.
-    pub aggregate_id: String,
-    /// The event's number within its aggregate, from 1.
-    pub sequence: i64,
-    /// The stable event type name.
-    pub event_type: String,
-    /// The schema version of the payload.
-    pub event_version: String,
-    /// The event (already upcast to the current version).
-    pub event: SocialAccountEvent,
-    /// request_id, actor, client_ip, recorded_at.
-    pub metadata: HashMap<String, String>,
-}
 
 /// A loaded account: its state, the last sequence it reflects, and this process's
 /// turn on it (released when the context is committed or dropped).

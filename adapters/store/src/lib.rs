@@ -22,7 +22,9 @@ mod db;
 mod decode;
 mod event_store;
 mod limiter;
+mod purge;
 mod read_models;
+mod readiness;
 mod refresh;
 mod registry;
 mod reseal;
@@ -38,10 +40,7 @@ use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
 
-pub use audit::{
-    AuditCheckpoint, BindingAt, Finding, FindingKind, HistoryEntry, LoggedEvent, Rebuild,
-    VerifyReport,
-};
+pub use audit::Rebuild;
 pub use config::{
     InvalidServerKey, PasswordConcurrency, PasswordCost, ServerKey, StoreConfig, StoreError,
     DEFAULT_URL,
@@ -49,8 +48,14 @@ pub use config::{
 pub use counters::SqlUsageCounters;
 pub use db::{Engine, UnknownEngine};
 pub use decode::UndecodableEvent;
-pub use event_store::{AccountContext, AccountEventStore, StoredEvent};
+pub use event_store::{AccountContext, AccountEventStore};
 pub use limiter::SqlAttemptLimiter;
+pub use miniauth_application::audit::{BindingAt, HistoryEntry};
+pub use miniauth_application::ports::StoredEvent;
+pub use miniauth_domain::audit::{
+    AuditCheckpoint, Finding, FindingKind, LoggedEvent, VerifyReport,
+};
+pub use purge::REFRESH_PURGE_BATCH;
 pub use read_models::{AccountView, CatchUp, ReadModels};
 pub use refresh::{RefreshPurge, SqlRefreshTokens};
 pub use registry::SqlBindingRegistry;

@@ -358,14 +358,23 @@ impl RefreshTokenStore for SqlRefreshTokens {
         scope: &SessionScope,
         now: DateTime<Utc>,
     ) -> Result<u64, PortError> {
-        let appid = match scope {
-            SessionScope::App(appid) => Some(appid.as_str()),
-            SessionScope::All => None,
+        // One static filter per scope; `$3` is the scope's value. A typed NULL keeps
+        // PostgreSQL's planner sure of the parameter's type.
+        let (families, value) = match scope {
+            SessionScope::Session(session) => (
+                "SELECT family_id FROM refresh_families WHERE user_id = $2 AND family_id = $3",
+                Some(session.as_str()),
+            ),
+            SessionScope::App(appid) => (
+                "SELECT family_id FROM refresh_families WHERE user_id = $2 AND appid = $3",
+                Some(appid.as_str()),
+            ),
+            SessionScope::All => (
+                "SELECT family_id FROM refresh_families \
+                 WHERE user_id = $2 AND CAST($3 AS TEXT) IS NULL",
+                None,
+            ),
         };
-        // `$3 IS NULL` selects every app; a typed NULL keeps PostgreSQL's planner sure
-        // of the parameter's type.
-        let families = "SELECT family_id FROM refresh_families \
-                        WHERE user_id = $2 AND (CAST($3 AS TEXT) IS NULL OR appid = $3)";
         let _turn = self.db.write_turn().await;
         let revoked = on_pool!(&self.db.pool, p => {
             let mut tx = p.begin().await.map_err(port_error)?;
@@ -375,7 +384,7 @@ impl RefreshTokenStore for SqlRefreshTokens {
             ))
             .bind(millis(now))
             .bind(user.get())
-            .bind(appid)
+            .bind(value)
             .execute(&mut *tx)
             .await
             .map_err(port_error)?
@@ -386,7 +395,7 @@ impl RefreshTokenStore for SqlRefreshTokens {
             ))
             .bind(millis(now))
             .bind(user.get())
-            .bind(appid)
+            .bind(value)
             .execute(&mut *tx)
             .await
             .map_err(port_error)?;

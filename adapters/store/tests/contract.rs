@@ -13,7 +13,7 @@ use miniauth_application::ports::{
     NewAccountUser, NewUser, Password, PersonalDataVault, PortError, RefreshError,
     RefreshTokenStore, Registration, SessionOwner, SessionScope, TokenSubject, UserDirectory,
 };
-use miniauth_application::{AppError, PhoneInput, RegistrationPolicy, RequestContext};
+use miniauth_application::{Actor, AppError, PhoneInput, RegistrationPolicy, RequestContext};
 use miniauth_domain::{
     AccountId, AppId, BindMethod, OpenId, PersonalField, PhoneNumber, ProfileSource, SealedDatum,
     SealedSecret, SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
@@ -79,7 +79,7 @@ mod audit;
 fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
-        actor: "test".into(),
+        actor: Actor::Cli,
         client_ip: Some("127.0.0.1".parse().unwrap()),
     }
 }
@@ -265,7 +265,7 @@ async fn the_account_port_applies_events_once_and_refuses_a_stale_version(engine
     assert_eq!(replayed.latest_session(), 2);
     let log = b.load_events(id.as_str()).await.unwrap();
     assert_eq!(log.len(), 2);
-    assert_eq!(log[1].metadata["actor"], "test");
+    assert_eq!(log[1].metadata["actor"], "cli");
     drop(loaded);
 
     // Only an account this store loaded carries what its next event chains to.
@@ -341,7 +341,7 @@ async fn events_after_reads_the_log_in_commit_order_with_metadata(engine: Engine
     assert_eq!(all[0].event_type, "SessionObtained");
     assert_eq!(all[0].event_version, "2");
     assert_eq!(all[0].metadata["request_id"], "req-1");
-    assert_eq!(all[0].metadata["actor"], "test");
+    assert_eq!(all[0].metadata["actor"], "cli");
     assert_eq!(all[0].metadata["client_ip"], "127.0.0.1");
     assert!(all[0].metadata.contains_key("recorded_at"));
     let rest = store.events_after(all[0].position, 1).await.unwrap();
@@ -774,9 +774,24 @@ async fn sessions_die_by_scope_and_by_absolute_lifetime(engine: Engine) {
     };
     assert!(!tokens.session_live(&other_tenant, now).await.unwrap());
 
+    // One session (logout with the access token alone): only that one, only its user's.
+    let user = UserId::new(5).unwrap();
+    let (second, _) = tokens.issue(&owner(5, Some(appid())), now).await.unwrap();
+    let one = SessionScope::Session(second.session.clone());
+    let stranger = UserId::new(6).unwrap();
+    assert_eq!(
+        tokens.revoke_sessions(stranger, &one, now).await.unwrap(),
+        0
+    );
+    assert!(tokens.session_live(&second, now).await.unwrap());
+    assert_eq!(tokens.revoke_sessions(user, &one, now).await.unwrap(), 1);
+    assert!(!tokens.session_live(&second, now).await.unwrap());
+    for subject in [&in_app, &elsewhere, &by_password, &someone_else] {
+        assert!(tokens.session_live(subject, now).await.unwrap());
+    }
+
     // One app's sessions (unbind, erasure): only the user's, only that app's.
     let scope = SessionScope::App(appid());
-    let user = UserId::new(5).unwrap();
     assert_eq!(tokens.revoke_sessions(user, &scope, now).await.unwrap(), 1);
     assert!(!tokens.session_live(&in_app, now).await.unwrap());
     assert_eq!(

@@ -119,7 +119,7 @@ async fn no_secret_in_debug_errors_or_logs() {
         SimConfig::demo()
     );
     assert_hides(&shown, &secrets);
-    assert!(!shown.contains("demo-secret-1"));
+    assert!(!shown.contains(miniauth_wechat::sim::DEMO_SECRET));
     let logs = captured.text();
     assert!(
         logs.contains("WeChat call failed"),

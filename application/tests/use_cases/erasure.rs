@@ -2,7 +2,7 @@
 //! is destroyed and the registry lets the identity go.
 
 use miniauth_application::ports::SessionScope;
-use miniauth_application::{AppError, RequestContext};
+use miniauth_application::{Actor, AppError, RequestContext};
 use miniauth_domain::{
     AccountError, BindMethod, PersonalField, SocialAccountEvent, UnbindReason, UserBound,
 };
@@ -11,7 +11,7 @@ use crate::harness::*;
 
 /// The context of an administrator's request.
 fn admin() -> RequestContext {
-    RequestContext::system("admin")
+    RequestContext::system(Actor::Admin)
 }
 
 #[tokio::test]

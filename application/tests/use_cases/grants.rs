@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use miniauth_application::ports::{
     AccessToken, AccountCreation, Binding, MockRefreshTokenStore, MockTokenIssuer, Password,
-    PortError, RefreshError, RefreshToken, TokenSubject,
+    PortError, RefreshError, RefreshToken, SessionScope, TokenSubject,
 };
 use miniauth_application::AppError;
 use miniauth_domain::{AccountError, TenantId};
@@ -296,7 +296,7 @@ async fn logout_revokes_the_callers_own_refresh_token() {
 }
 
 #[tokio::test]
-async fn logout_with_an_unknown_or_missing_token_is_refused() {
+async fn logout_with_an_unknown_token_is_refused() {
     let mut refresh = MockRefreshTokenStore::new();
     refresh
         .expect_revoke()
@@ -310,13 +310,25 @@ async fn logout_with_an_unknown_or_missing_token_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(code(&error), "refresh_token_unknown");
-    // The empty one never reaches the store (the mock allows one call only).
-    let error = built
-        .auth
-        .logout(&subject(7, TENANT), "")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&error), "invalid_field");
+}
+
+#[tokio::test]
+async fn logout_without_a_refresh_token_ends_the_access_tokens_own_session() {
+    let mut refresh = MockRefreshTokenStore::new();
+    // No refresh token is looked up: the session named by the access token ends.
+    refresh.expect_revoke().never();
+    refresh
+        .expect_revoke_sessions()
+        .withf(|u, scope, at| {
+            u.get() == 7 && *scope == SessionScope::Session(session_id(1)) && *at == now()
+        })
+        .times(2)
+        .returning(|_, _, _| Ok(1));
+    let built = world_with_refresh(refresh, MockTokenIssuer::new()).build();
+
+    for blank in ["", "  "] {
+        built.auth.logout(&subject(7, TENANT), blank).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use miniauth_application::ports::{
     UserRecord, UserStatus,
 };
 use miniauth_application::{
-    AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
+    Actor, AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
     RequestContext,
 };
 use miniauth_domain::crypto::{
@@ -88,7 +88,7 @@ pub fn account_in(app: &str) -> AccountId {
 pub fn ctx() -> RequestContext {
     RequestContext {
         request_id: "req-1".into(),
-        actor: format!("wechat:{OPENID}"),
+        actor: Actor::MiniProgram,
         client_ip: Some("203.0.113.9".parse().unwrap()),
     }
 }

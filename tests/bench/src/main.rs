@@ -34,6 +34,6 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     // The simulator runs in this process: its logs read as the server's would.
-    miniauth::logging::init(&config.log);
+    miniauth::logging::init(&config.log, false);
     bench::run(&config, cli.bench).await
 }

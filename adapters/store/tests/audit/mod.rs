@@ -355,7 +355,7 @@ async fn edited_metadata_is_found(engine: Engine) {
         "metadata",
         "o-b",
         3,
-        "\"actor\":\"test\"",
+        "\"actor\":\"cli\"",
         "\"actor\":\"eve\"",
     )
     .await;

@@ -120,7 +120,8 @@ pub type CallCounts = BTreeMap<Endpoint, u64>;
 pub struct NewSimUser {
     /// The WeChat nickname.
     pub nickname: String,
-    /// The avatar URL.
+    /// The avatar URL; without one, the user has WeChat's grey default avatar (WeChat
+    /// never hands out an empty `avatarUrl` for a user who set none).
     #[serde(default)]
     pub avatar_url: String,
     /// The national phone number bound to the WeChat account, if any.
@@ -130,6 +131,9 @@ pub struct NewSimUser {
     #[serde(default = "default_country_code")]
     pub country_code: String,
 }
+
+/// The avatar of a simulated user who set none.
+pub const DEFAULT_AVATAR_URL: &str = "https://thirdwx.qlogo.cn/mmopen/vi_32/default/132";
 
 fn default_country_code() -> String {
     "86".to_owned()

@@ -55,9 +55,16 @@ pub struct SimConfig {
     pub faults: Faults,
 }
 
+/// The demo app of the simulator and of miniauth's embedded default: one demo world in
+/// every doc and example.
+pub const DEMO_APPID: &str = "wxdemo000000000001";
+/// The demo app's secret (a simulator secret: never a real app's).
+pub const DEMO_SECRET: &str = "demo-secret-not-for-production";
+
 impl SimConfig {
-    /// Two demo apps: `wxd000000000000001` (secret `demo-secret-1`, bound to an Open
-    /// Platform account) and `wxd000000000000002` (secret `demo-secret-2`, not bound).
+    /// Two demo apps: [`DEMO_APPID`] (secret [`DEMO_SECRET`], bound to an Open Platform
+    /// account) and `wxdemo000000000002` (secret `demo-secret-2-not-for-production`,
+    /// not bound).
     pub fn demo() -> Self {
         let app = |appid: &str, secret: &str, unionid| SimApp {
             appid: AppId::parse(appid).expect("valid demo appid"),
@@ -66,8 +73,12 @@ impl SimConfig {
         };
         Self {
             apps: vec![
-                app("wxd000000000000001", "demo-secret-1", true),
-                app("wxd000000000000002", "demo-secret-2", false),
+                app(DEMO_APPID, DEMO_SECRET, true),
+                app(
+                    "wxdemo000000000002",
+                    "demo-secret-2-not-for-production",
+                    false,
+                ),
             ],
             faults: Faults::none(),
         }

@@ -438,7 +438,11 @@ impl State {
             id,
             User {
                 nickname: nickname.to_owned(),
-                avatar_url: new.avatar_url,
+                avatar_url: if new.avatar_url.is_empty() {
+                    super::api::DEFAULT_AVATAR_URL.to_owned()
+                } else {
+                    new.avatar_url
+                },
                 phone,
                 unionid: format!("o{}", random_text(27)),
                 apps: HashMap::new(),

@@ -12,7 +12,7 @@ async fn serve_answers_and_stops_on_shutdown() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(miniauth_http::serve(
         listener,
-        harness().router,
+        harness().await.router,
         async move {
             let _ = stopped.await;
         },

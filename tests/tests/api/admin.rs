@@ -1,12 +1,17 @@
 //! The audit routes of the admin API, over a recording fake of the `AuditLog` port.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use miniauth_application::ports::PortError;
-use miniauth_domain::{AppId, OpenId, UserId};
-use miniauth_http::{AuditLog, BindingAtView, ExportedEvent, HistoryEntryView};
+use miniauth_application::audit::BindingAt;
+use miniauth_application::ports::{AuditLog, PersonalDataVault, PortError, StoredEvent};
+use miniauth_domain::audit::{AuditCheckpoint, BindingSpan, LoggedEvent, VerifyReport};
+use miniauth_domain::{
+    AccountId, AppId, BindMethod, PersonalField, PhoneSource, PhoneVerified, SealedDatum,
+    SocialAccountEvent, UserId,
+};
 
 use crate::support::{harness, harness_with_audit, ADMIN_TOKEN, APP, UNKNOWN_APP};
 
@@ -14,29 +19,32 @@ use crate::support::{harness, harness_with_audit, ADMIN_TOKEN, APP, UNKNOWN_APP}
 #[derive(Default)]
 struct FakeAudit {
     asked: Mutex<Vec<String>>,
+    /// Alice's phone, sealed by the harness's vault (set once the harness runs).
+    sealed_phone: Mutex<Option<SealedDatum>>,
 }
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().to_utc()
 }
 
-fn binding(user: i64) -> BindingAtView {
-    BindingAtView {
-        appid: APP.into(),
-        openid: "o-alice".into(),
-        user_id: user,
-        bound_at: at("2026-02-11T09:30:00Z"),
-        via: "phone_match".into(),
+fn binding(user: i64) -> BindingAt {
+    BindingAt {
+        appid: AppId::parse(APP).unwrap(),
+        openid: "o-alice".parse().unwrap(),
+        span: BindingSpan {
+            user_id: UserId::new(user).unwrap(),
+            bound_at: at("2026-02-11T09:30:00Z"),
+            via: BindMethod::PhoneMatch,
+            unbound_at: None,
+            reason: None,
+        },
     }
 }
 
 #[async_trait]
 impl AuditLog for FakeAudit {
-    async fn history(
-        &self,
-        appid: &AppId,
-        openid: &OpenId,
-    ) -> Result<Vec<HistoryEntryView>, PortError> {
+    async fn account_events(&self, account: &AccountId) -> Result<Vec<StoredEvent>, PortError> {
+        let (appid, openid) = (account.appid(), account.openid());
         self.asked
             .lock()
             .unwrap()
@@ -44,24 +52,25 @@ impl AuditLog for FakeAudit {
         if openid.as_str() != "o-alice" {
             return Ok(Vec::new());
         }
-        Ok(vec![HistoryEntryView {
+        let phone = self.sealed_phone.lock().unwrap().clone();
+        let phone = phone.expect("the phone is sealed by the harness's vault");
+        Ok(vec![StoredEvent {
             position: 1,
+            aggregate_id: account.to_string(),
             sequence: 1,
             event_type: "PhoneVerified".into(),
             event_version: "1".into(),
-            occurred_at: at("2026-02-11T09:29:00Z"),
-            via: Some("phone_code".into()),
-            reason: None,
-            user_id: None,
-            session_seq: None,
-            unionid: None,
-            phone: Some("+86 138****8000".into()),
-            nickname: None,
-            actor: Some("wechat".into()),
-            request_id: Some("r1".into()),
-            client_ip: None,
-            recorded_at: None,
-            hash: Some("ab".repeat(32)),
+            event: SocialAccountEvent::PhoneVerified(PhoneVerified {
+                phone,
+                country_code: "86".into(),
+                via: PhoneSource::PhoneCode,
+                occurred_at: at("2026-02-11T09:29:00Z"),
+            }),
+            metadata: HashMap::from([
+                ("actor".to_owned(), "wechat".to_owned()),
+                ("request_id".to_owned(), "r1".to_owned()),
+                ("hash".to_owned(), "ab".repeat(32)),
+            ]),
         }])
     }
 
@@ -69,7 +78,7 @@ impl AuditLog for FakeAudit {
         &self,
         user: UserId,
         instant: DateTime<Utc>,
-    ) -> Result<Vec<BindingAtView>, PortError> {
+    ) -> Result<Vec<BindingAt>, PortError> {
         self.asked
             .lock()
             .unwrap()
@@ -81,7 +90,7 @@ impl AuditLog for FakeAudit {
         &self,
         appid: &AppId,
         instant: DateTime<Utc>,
-    ) -> Result<Vec<BindingAtView>, PortError> {
+    ) -> Result<Vec<BindingAt>, PortError> {
         self.asked
             .lock()
             .unwrap()
@@ -89,17 +98,13 @@ impl AuditLog for FakeAudit {
         Ok(vec![binding(42), binding(43)])
     }
 
-    async fn events_after(
-        &self,
-        position: i64,
-        limit: u32,
-    ) -> Result<Vec<ExportedEvent>, PortError> {
+    async fn export(&self, position: i64, limit: u32) -> Result<Vec<LoggedEvent>, PortError> {
         self.asked
             .lock()
             .unwrap()
             .push(format!("events {position} {limit}"));
         Ok((position + 1..=position + 2)
-            .map(|p| ExportedEvent {
+            .map(|p| LoggedEvent {
                 position: p,
                 aggregate_id: format!("{APP}:o-alice"),
                 sequence: p,
@@ -110,16 +115,33 @@ impl AuditLog for FakeAudit {
             })
             .collect())
     }
+
+    async fn verify(&self, _now: DateTime<Utc>) -> Result<VerifyReport, PortError> {
+        Ok(VerifyReport::default())
+    }
+
+    async fn checkpoint(&self, _now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError> {
+        Ok(None)
+    }
 }
 
-fn with_fake() -> (crate::support::Harness, Arc<FakeAudit>) {
+async fn with_fake() -> (crate::support::Harness, Arc<FakeAudit>) {
     let fake = Arc::new(FakeAudit::default());
-    (harness_with_audit(fake.clone()), fake)
+    let h = harness_with_audit(fake.clone()).await;
+    let alice = AccountId::new(&AppId::parse(APP).unwrap(), &"o-alice".parse().unwrap());
+    let phone = h
+        .store
+        .vault()
+        .seal_personal(&alice, PersonalField::Phone, "13800138000")
+        .await
+        .unwrap();
+    *fake.sealed_phone.lock().unwrap() = Some(phone);
+    (h, fake)
 }
 
 #[tokio::test]
 async fn audit_routes_need_the_admin_token() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     for uri in [
         format!("/v1/admin/apps/{APP}/accounts/o-alice/history"),
         "/v1/admin/users/42/bindings".to_owned(),
@@ -145,7 +167,7 @@ async fn audit_routes_need_the_admin_token() {
 
 #[tokio::test]
 async fn without_an_audit_log_the_routes_say_so() {
-    let h = harness();
+    let h = harness().await;
     h.get("/v1/admin/users/42/bindings", Some(ADMIN_TOKEN))
         .await
         .assert_problem(501, "audit_unavailable");
@@ -153,7 +175,7 @@ async fn without_an_audit_log_the_routes_say_so() {
 
 #[tokio::test]
 async fn history_answers_the_events_or_not_found() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get(
             &format!("/v1/admin/apps/{APP}/accounts/o-alice/history"),
@@ -184,7 +206,7 @@ async fn history_answers_the_events_or_not_found() {
 
 #[tokio::test]
 async fn bindings_as_of_parse_the_instant_in_any_offset() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get(
             "/v1/admin/users/42/bindings?as_of=2026-03-01T08:00:00%2B08:00",
@@ -227,7 +249,7 @@ async fn bindings_as_of_parse_the_instant_in_any_offset() {
 
 #[tokio::test]
 async fn events_are_json_lines_paged_by_position() {
-    let (h, fake) = with_fake();
+    let (h, fake) = with_fake().await;
     let answer = h
         .get("/v1/admin/events?after=5&limit=2", Some(ADMIN_TOKEN))
         .await;
@@ -260,7 +282,7 @@ async fn events_are_json_lines_paged_by_position() {
 
 #[tokio::test]
 async fn erase_goes_through_the_use_case() {
-    let (h, _) = with_fake();
+    let (h, _) = with_fake().await;
     h.login(APP, "o-erase").await;
     let erase = |appid: &str| format!("/v1/admin/apps/{appid}/accounts/o-erase/erase");
     let answer = h

@@ -34,9 +34,10 @@ async fn logs_carry_the_request_id_but_no_codes_tickets_tokens_or_phones() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let h = harness();
+    let h = harness().await;
     let phone = h.register("tess", "13812345678").await;
     let access = phone["tokens"]["access_token"].as_str().unwrap();
+    let refresh = phone["tokens"]["refresh_token"].as_str().unwrap();
     h.get("/v1/me", Some(access)).await;
     h.post_json(
         "/v1/apps/wx4f4bc4dec97d474b/sessions",
@@ -58,9 +59,10 @@ async fn logs_carry_the_request_id_but_no_codes_tickets_tokens_or_phones() {
         "c_tess",
         "p_13812345678",
         "13812345678",
-        "T.wx",
-        "AT.",
-        "RT",
+        // Tickets: `v1.` and base64url of `{"…`.
+        "v1.eyJ",
+        access,
+        refresh,
         "badsecret",
     ] {
         assert!(
