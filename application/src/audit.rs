@@ -6,6 +6,7 @@
 
 pub mod masking;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use miniauth_domain::{AccountId, AppId, InvalidValue, OpenId, SocialAccountEvent
 use serde::Serialize;
 
 use crate::context::EventMetadata;
+use crate::error::AppError;
 use crate::ports::{AuditLog, Clock, PersonalDataVault, PortError, StoredEvent};
 
 /// One event of an account's history, as an auditor reads it: personal data masked or
@@ -196,6 +198,7 @@ pub struct Audit {
     log: Arc<dyn AuditLog>,
     vault: Arc<dyn PersonalDataVault>,
     clock: Arc<dyn Clock>,
+    apps: HashSet<AppId>,
 }
 
 impl Audit {
@@ -206,18 +209,33 @@ impl Audit {
         vault: Arc<dyn PersonalDataVault>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { log, vault, clock }
+        Self {
+            log,
+            vault,
+            clock,
+            apps: HashSet::new(),
+        }
+    }
+
+    /// The apps configured here: an app that is neither configured nor in the log is
+    /// answered `UnknownApp` (a misspelt appid must not read as "no binding").
+    pub fn with_apps(mut self, apps: impl IntoIterator<Item = AppId>) -> Self {
+        self.apps = apps.into_iter().collect();
+        self
     }
 
     /// Every event of (appid, openid) in order, personal data masked or marked erased;
-    /// no event when the account has none.
+    /// `AccountNotFound` when the account has none.
     pub async fn history(
         &self,
         appid: &AppId,
         openid: &OpenId,
-    ) -> Result<AccountHistory, PortError> {
+    ) -> Result<AccountHistory, AppError> {
         let account = AccountId::new(appid, openid);
         let events = self.log.account_events(&account).await?;
+        if events.is_empty() {
+            return Err(AppError::AccountNotFound);
+        }
         Ok(AccountHistory {
             appid: appid.clone(),
             openid: openid.clone(),
@@ -239,17 +257,22 @@ impl Audit {
         })
     }
 
-    /// Every binding of `appid` as it stood at `as_of` (default: now).
+    /// Every binding of `appid` as it stood at `as_of` (default: now); `UnknownApp` for
+    /// an app that is not configured and has no binding in the log.
     pub async fn app_bindings(
         &self,
         appid: &AppId,
         as_of: Option<DateTime<Utc>>,
-    ) -> Result<AppBindings, PortError> {
+    ) -> Result<AppBindings, AppError> {
         let as_of = as_of.unwrap_or_else(|| self.clock.now());
+        let bindings = self.log.app_bindings_as_of(appid, as_of).await?;
+        if bindings.is_empty() && !self.apps.contains(appid) {
+            return Err(AppError::UnknownApp);
+        }
         Ok(AppBindings {
             appid: appid.clone(),
             as_of,
-            bindings: self.log.app_bindings_as_of(appid, as_of).await?,
+            bindings,
         })
     }
 
@@ -264,10 +287,32 @@ impl Audit {
         self.log.verify(self.clock.now()).await
     }
 
-    /// Records a checkpoint over the events committed since the last one.
-    pub async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
-        self.log.checkpoint(self.clock.now()).await
+    /// Records a checkpoint over the events committed since the last one; answers it,
+    /// or the newest one when nothing new was committed (so that what is shipped off
+    /// the box always says where the log stands).
+    pub async fn checkpoint(&self) -> Result<CheckpointAnswer, PortError> {
+        if let Some(new) = self.log.checkpoint(self.clock.now()).await? {
+            return Ok(CheckpointAnswer {
+                recorded: true,
+                checkpoint: Some(new),
+            });
+        }
+        Ok(CheckpointAnswer {
+            recorded: false,
+            checkpoint: self.log.latest_checkpoint().await?,
+        })
     }
+}
+
+/// What `miniauth audit checkpoint` answers: the checkpoint that covers the log now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointAnswer {
+    /// Whether this call recorded it (false: nothing was committed since the newest).
+    pub recorded: bool,
+    /// The checkpoint (`position`, `cumulative`, `events`, `created_at`); none before
+    /// the first event.
+    #[serde(flatten)]
+    pub checkpoint: Option<AuditCheckpoint>,
 }
 
 /// The history of `account` from its events: each one's facts, its personal data

@@ -12,7 +12,8 @@ impl MiniAuth {
     /// Erases the personal data of (appid, openid): ends its binding (reason: erasure),
     /// records the erasure, destroys the data key, ends the sessions its user logged in
     /// to through this app, and clears the copies held by the user this identity
-    /// registered if that user has nothing else. Running it again is harmless.
+    /// registered if that user has nothing else. Running it again records nothing more;
+    /// an identity that never logged in is `AccountNotFound`.
     pub async fn erase(
         &self,
         ctx: &RequestContext,
@@ -21,6 +22,11 @@ impl MiniAuth {
     ) -> Result<(), AppError> {
         let id = AccountId::new(appid, openid);
         let context = self.load(&id).await?;
+        if context.state().latest_session() == 0 {
+            // Nothing was ever recorded: nothing to erase, and a caller who named the
+            // wrong identity must hear so.
+            return Err(AppError::AccountNotFound);
+        }
         let was_bound = context.state().bound_user();
         let registered = context.state().registered_user();
         let command = SocialAccountCommand::ErasePersonalData { at: self.now() };

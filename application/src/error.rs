@@ -110,6 +110,10 @@ pub enum AppError {
     /// The user the token or binding names no longer exists.
     #[error("the user no longer exists")]
     UserNotFound,
+    /// No event was ever recorded for this WeChat identity in this app (the admin
+    /// routes and the CLI name an account that never logged in).
+    #[error("no event was ever recorded for this appid and openid")]
+    AccountNotFound,
     /// A refresh token was refused.
     #[error(transparent)]
     Refresh(RefreshError),
@@ -231,6 +235,7 @@ impl ErrorCode for AppError {
             Self::Busy(_) => "server_busy",
             Self::UserDisabled => "user_disabled",
             Self::UserNotFound => "user_not_found",
+            Self::AccountNotFound => "account_not_found",
             Self::Refresh(e) => match e {
                 RefreshError::Unknown => "refresh_token_unknown",
                 RefreshError::Expired => "refresh_token_expired",
@@ -262,7 +267,7 @@ impl AppError {
             | Self::UnknownTenant => K::BadRequest,
             Self::LegacyPayloadsDisabled => K::Forbidden,
             Self::TicketAlreadyUsed => K::Unauthorized,
-            Self::UnknownApp | Self::UserNotFound => K::NotFound,
+            Self::UnknownApp | Self::UserNotFound | Self::AccountNotFound => K::NotFound,
             Self::WeChat(e) => match e {
                 WeChatError::InvalidCode
                 | WeChatError::CodeUsed

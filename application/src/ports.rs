@@ -324,6 +324,9 @@ pub trait AuditLog: Send + Sync {
     /// Records a checkpoint at `now` over the events committed since the last one;
     /// `None` when nothing new was committed.
     async fn checkpoint(&self, now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError>;
+
+    /// The newest checkpoint recorded, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError>;
 }
 
 /// What code2session answered.

@@ -119,6 +119,7 @@ impl MiniAuth {
     /// mask personal data) and clock.
     pub fn audit(&self, log: Arc<dyn AuditLog>) -> Audit {
         Audit::new(log, self.ports.vault.clone(), self.ports.clock.clone())
+            .with_apps(self.apps.iter().map(|app| app.appid.clone()))
     }
 
     /// The time on the service's clock: the edge reads it too, so that the times it

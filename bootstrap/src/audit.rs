@@ -104,7 +104,9 @@ pub fn over(store: &Store) -> Audit {
 /// Runs one audit command on the store the configuration names.
 pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let store = wiring::open_store(config).await?;
-    let result = answer(&over(&store), command, &mut std::io::stdout().lock()).await;
+    let configured = config.apps.iter().filter_map(|app| app.appid.parse().ok());
+    let audit = over(&store).with_apps(configured);
+    let result = answer(&audit, command, &mut std::io::stdout().lock()).await;
     store.close().await;
     result
 }
@@ -121,11 +123,10 @@ pub async fn answer(
             openid,
             json,
         } => {
+            // No event: `account_not_found`, a non-zero exit, as the API's 404.
             let answer = audit.history(&appid, &openid).await?;
             if json {
                 print_json(out, &answer)?;
-            } else if answer.events.is_empty() {
-                writeln!(out, "no event was ever recorded for {appid}:{openid}")?;
             } else {
                 history_table(out, &answer)?;
             }
@@ -162,18 +163,26 @@ pub async fn answer(
             verdict(out, &report, json)?;
         }
         AuditCommand::Checkpoint { json } => {
-            let checkpoint = audit.checkpoint().await?;
+            let answer = audit.checkpoint().await?;
             if json {
-                print_json(out, &checkpoint)?;
+                print_json(out, &answer)?;
             } else {
-                match checkpoint {
-                    Some(cp) => writeln!(
+                match (answer.recorded, answer.checkpoint) {
+                    (true, Some(cp)) => writeln!(
                         out,
                         "checkpoint at position {} over {} events: {}\nship this line off the box \
                          (see docs/audit.md)",
                         cp.position, cp.events, cp.cumulative
                     )?,
-                    None => writeln!(out, "nothing committed since the last checkpoint")?,
+                    (_, Some(cp)) => writeln!(
+                        out,
+                        "nothing committed since the last checkpoint, at position {} over {} \
+                         events: {}",
+                        cp.position, cp.events, cp.cumulative
+                    )?,
+                    (_, None) => {
+                        writeln!(out, "no event was ever committed: nothing to checkpoint")?
+                    }
                 }
             }
         }
@@ -499,9 +508,12 @@ mod tests {
         let mut config = Config::load(None).unwrap();
         config.store.url = format!("sqlite://{}/miniauth.db", dir.path().display());
         config.store.data_dir = dir.path().to_path_buf();
-        let built = wiring::build(&config, Some(([127, 0, 0, 1], 0).into()))
-            .await
-            .unwrap();
+        let built = wiring::build(
+            &config,
+            wiring::SimulatorStart::At(([127, 0, 0, 1], 0).into()),
+        )
+        .await
+        .unwrap();
         let store = built.store.clone();
         let appid = AppId::parse(crate::config::DEMO_APPID).unwrap();
         let openid = OpenId::parse("o-audited").unwrap();
@@ -745,6 +757,18 @@ mod tests {
             .unwrap();
         let checkpoint: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(checkpoint["events"], 4);
+        assert_eq!(checkpoint["recorded"], true);
+        // Nothing new: still an object, the newest checkpoint, to ship off the box.
+        let mut out = Vec::new();
+        answer(&audit, AuditCommand::Checkpoint { json: true }, &mut out)
+            .await
+            .unwrap();
+        let again: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(again["recorded"], false);
+        assert_eq!(
+            (&again["position"], &again["cumulative"]),
+            (&checkpoint["position"], &checkpoint["cumulative"])
+        );
         rebuild(&store).await.unwrap();
         assert_eq!(
             store

@@ -74,6 +74,7 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
         .map_err(|e| anyhow::anyhow!("apps[0].appid: {}", e.reason))?
         .context("no app configured")?;
     if healthy {
+        crate::logging::init(&config.log, true);
         let sim = args
             .sim
             .unwrap_or_else(|| format!("http://{}", config.wechat.simulator_listen));
@@ -93,12 +94,17 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
         });
     }
     println!("no miniauth answers at {server}: starting one on the embedded default");
+    // Its log goes to a file, so that only the walkthrough is on the terminal.
+    let log = std::env::temp_dir().join(format!("miniauth-demo-{}.log", std::process::id()));
+    crate::logging::init_to_file(&config.log, &log)
+        .with_context(|| format!("creating the demo server's log {}", log.display()))?;
+    println!("its log: {}", log.display());
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut own = Config::load_with_env(None, &[])?;
     own.store.data_dir = dir.path().to_owned();
     own.store.url = format!("sqlite://{}", dir.path().join("miniauth.db").display());
     let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut built = wiring::build(&own, Some(ephemeral)).await?;
+    let mut built = wiring::build(&own, wiring::SimulatorStart::At(ephemeral)).await?;
     let listener = tokio::net::TcpListener::bind(ephemeral).await?;
     let server = format!("http://{}", listener.local_addr()?);
     let router = built.router.clone();

@@ -33,3 +33,21 @@ fn colour() -> bool {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     std::io::stderr().is_terminal() && !no_color
 }
+
+/// Installs the subscriber writing to the file at `path` (created or truncated), at the
+/// configured level, without colour: for a server started by a tool whose own output is
+/// for people (`miniauth demo`).
+pub fn init_to_file(log: &LogSection, path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let filter =
+        EnvFilter::try_from_env("MINIAUTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    Ok(())
+}

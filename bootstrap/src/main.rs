@@ -10,6 +10,7 @@ use miniauth_application::{Actor, RequestContext};
 use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
+use miniauth::wiring::SimulatorStart;
 use miniauth::{audit, demo, logging, wiring};
 
 /// WeChat Mini Program login, registration and binding, with an auditable event log.
@@ -167,7 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     // A tool run from a shell prints its answer; its log is for when something is off.
     let quiet = !cli.verbose && !matches!(command, Command::Serve | Command::Sim { .. });
-    logging::init(&config.log, quiet);
+    // The demo decides where its log goes: a server it starts logs to a file.
+    if !matches!(command, Command::Demo(_)) {
+        logging::init(&config.log, quiet);
+    }
     match command {
         Command::Serve => serve(config).await,
         Command::Sim { listen } => {
@@ -190,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Erase { appid, openid } => {
-            let built = wiring::build(&config, Some(ephemeral())).await?;
+            let built = wiring::build(&config, SimulatorStart::NotStarted).await?;
             built
                 .service
                 .erase(&RequestContext::system(Actor::Cli), &appid, &openid)
@@ -227,7 +231,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 );
             }
             let password = source.read(std::io::stdin().lock())?;
-            let built = wiring::build(config, Some(ephemeral())).await?;
+            let built = wiring::build(config, SimulatorStart::NotStarted).await?;
             let tenant = match tenant {
                 Some(tenant) => tenant,
                 None => built
@@ -255,7 +259,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             println!("added user {} ({account}) in tenant {tenant}", user.id);
         }
         UsersCommand::Disable { user_id } => {
-            let built = wiring::build(config, Some(ephemeral())).await?;
+            let built = wiring::build(config, SimulatorStart::NotStarted).await?;
             let user = built
                 .service
                 .disable_user(user_id)
@@ -264,7 +268,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             println!("disabled user {}; their sessions are revoked", user.id);
         }
         UsersCommand::Enable { user_id } => {
-            let built = wiring::build(config, Some(ephemeral())).await?;
+            let built = wiring::build(config, SimulatorStart::NotStarted).await?;
             let user = built
                 .service
                 .enable_user(user_id)
@@ -276,13 +280,8 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A free port for an in-process simulator a subcommand does not serve.
-fn ephemeral() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let built = wiring::build(&config, None).await?;
+    let built = wiring::build(&config, SimulatorStart::Configured).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;

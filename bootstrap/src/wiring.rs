@@ -65,22 +65,34 @@ pub async fn open_store_on(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
         .with_context(|| format!("opening the store at {}", redact_url(&config.store.url)))
 }
 
-/// Builds the whole service. `simulator_listen` overrides where the in-process
-/// simulator listens (tests and the demo use port 0).
-pub async fn build(config: &Config, simulator_listen: Option<SocketAddr>) -> anyhow::Result<Built> {
-    build_with_clock(config, simulator_listen, Arc::new(SystemClock)).await
+/// Whether and where the in-process WeChat simulator runs, when `[wechat] api_base =
+/// "simulator"` (with a real WeChat URL, none ever does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatorStart {
+    /// On `[wechat] simulator_listen` (`serve`).
+    Configured,
+    /// On this address instead (tests and the demo use port 0).
+    At(SocketAddr),
+    /// Not at all: a tool that never calls WeChat (`users`, `erase`). The client still
+    /// points at the configured address, where nothing answers.
+    NotStarted,
+}
+
+/// Builds the whole service.
+pub async fn build(config: &Config, simulator: SimulatorStart) -> anyhow::Result<Built> {
+    build_with_clock(config, simulator, Arc::new(SystemClock)).await
 }
 
 /// [`build`] on another clock: tests move a settable one instead of sleeping.
 pub async fn build_with_clock(
     config: &Config,
-    simulator_listen: Option<SocketAddr>,
+    simulator: SimulatorStart,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Built> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let apps = config.resolve_apps(&env)?;
     let store = open_store_on(config, clock.clone()).await?;
-    let (simulator, wechat) = wechat(config, &apps, simulator_listen).await?;
+    let (simulator, wechat) = wechat(config, &apps, simulator).await?;
     let signing = Signing::load(config, &store).await?;
     let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
@@ -118,11 +130,17 @@ pub async fn build_with_clock(
 async fn wechat(
     config: &Config,
     apps: &[ResolvedApp],
-    simulator_listen: Option<SocketAddr>,
+    start: SimulatorStart,
 ) -> anyhow::Result<(Option<RunningSimulator>, Arc<dyn WeChatApi>)> {
+    let listen = match start {
+        SimulatorStart::At(listen) => listen,
+        SimulatorStart::Configured | SimulatorStart::NotStarted => config.wechat.simulator_listen,
+    };
     let (simulator, api_base) = match &config.wechat.api_base {
+        WeChatTarget::Simulator if start == SimulatorStart::NotStarted => {
+            (None, format!("http://{listen}"))
+        }
         WeChatTarget::Simulator => {
-            let listen = simulator_listen.unwrap_or(config.wechat.simulator_listen);
             let running = miniauth_wechat::sim::start(listen, simulator_config(apps))
                 .await
                 .with_context(|| format!("starting the WeChat simulator on {listen}"))?;

@@ -608,9 +608,13 @@ async fn start_instance(
     clock: Arc<SettableClock>,
 ) -> TestApp {
     let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut built = miniauth::wiring::build_with_clock(&config, Some(ephemeral), clock.clone())
-        .await
-        .unwrap_or_else(|e| panic!("building the service: {e:#}"));
+    let mut built = miniauth::wiring::build_with_clock(
+        &config,
+        miniauth::wiring::SimulatorStart::At(ephemeral),
+        clock.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("building the service: {e:#}"));
     let listener = tokio::net::TcpListener::bind(ephemeral)
         .await
         .expect("bind port 0");

@@ -73,13 +73,7 @@ pub(crate) async fn history(
 ) -> Result<Json<AccountHistory>, ApiError> {
     let Path((appid, openid)) = path.map_err(|_| path_error())?;
     let (appid, openid) = account_path(&appid, &openid)?;
-    let history = audit(&state)?
-        .history(&appid, &openid)
-        .await
-        .map_err(port)?;
-    if history.events.is_empty() {
-        return Err(RequestError::AccountNotFound.into());
-    }
+    let history = audit(&state)?.history(&appid, &openid).await?;
     Ok(Json(history))
 }
 
@@ -146,10 +140,7 @@ pub(crate) async fn app_bindings(
 ) -> Result<Json<AppBindings>, ApiError> {
     let appid = AppId::parse(params.get("appid")).map_err(invalid)?;
     let as_of = as_of(&params)?;
-    let bindings = audit(&state)?
-        .app_bindings(&appid, as_of)
-        .await
-        .map_err(port)?;
+    let bindings = audit(&state)?.app_bindings(&appid, as_of).await?;
     Ok(Json(bindings))
 }
 

@@ -49,7 +49,6 @@ pub(crate) enum RequestError {
     /// The store cannot be reached yet.
     NotReady,
     /// No event was ever recorded for the account asked about.
-    AccountNotFound,
     /// This deployment serves no audit log.
     AuditUnavailable,
 }
@@ -71,7 +70,7 @@ impl RequestError {
                 StatusCode::UNAUTHORIZED
             }
             Self::AdminDisabled => StatusCode::FORBIDDEN,
-            Self::RouteNotFound | Self::AccountNotFound => StatusCode::NOT_FOUND,
+            Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuditUnavailable => StatusCode::NOT_IMPLEMENTED,
@@ -98,7 +97,6 @@ impl RequestError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Timeout(_) => "request_timeout",
             Self::NotReady => "not_ready",
-            Self::AccountNotFound => "account_not_found",
             Self::AuditUnavailable => "audit_unavailable",
         }
     }
@@ -134,9 +132,6 @@ impl RequestError {
                 format!("the request took longer than {after_secs} s; try again")
             }
             Self::NotReady => "the service cannot reach its store yet".to_owned(),
-            Self::AccountNotFound => {
-                "no event was ever recorded for this appid and openid".to_owned()
-            }
             Self::AuditUnavailable => "this deployment serves no audit log".to_owned(),
         }
     }
@@ -448,6 +443,7 @@ fn app_error_samples() -> Vec<AppError> {
         E::Busy(_) => [E::Busy(1)],
         E::UserDisabled => [E::UserDisabled],
         E::UserNotFound => [E::UserNotFound],
+        E::AccountNotFound => [E::AccountNotFound],
         E::Refresh(RefreshError::Unknown) => [RefreshError::Unknown],
         E::Refresh(RefreshError::Expired) => [RefreshError::Expired],
         E::Refresh(RefreshError::Reused) => [RefreshError::Reused],
@@ -493,7 +489,6 @@ fn request_error_samples() -> Vec<RequestError> {
         R::MethodNotAllowed => [R::MethodNotAllowed],
         R::Timeout(_) => [R::Timeout(crate::DEFAULT_REQUEST_TIMEOUT.as_secs())],
         R::NotReady => [R::NotReady],
-        R::AccountNotFound => [R::AccountNotFound],
         R::AuditUnavailable => [R::AuditUnavailable],
     })
 }

@@ -479,4 +479,8 @@ impl AuditLog for Store {
     async fn checkpoint(&self, now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError> {
         self.checkpoint_at(now).await.map_err(port)
     }
+
+    async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
+        Ok(self.checkpoints().await.map_err(port)?.pop())
+    }
 }

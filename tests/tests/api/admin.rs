@@ -13,7 +13,7 @@ use miniauth_domain::{
     SocialAccountEvent, UserId,
 };
 
-use crate::support::{harness, harness_with_audit, ADMIN_TOKEN, APP, UNKNOWN_APP};
+use crate::support::{harness, harness_with_audit, ADMIN_TOKEN, APP, CLOSED_APP, UNKNOWN_APP};
 
 /// Answers from fixed data and remembers what it was asked.
 #[derive(Default)]
@@ -95,6 +95,9 @@ impl AuditLog for FakeAudit {
             .lock()
             .unwrap()
             .push(format!("app {appid} {}", instant.to_rfc3339()));
+        if appid.as_str() != APP {
+            return Ok(Vec::new());
+        }
         Ok(vec![binding(42), binding(43)])
     }
 
@@ -121,6 +124,10 @@ impl AuditLog for FakeAudit {
     }
 
     async fn checkpoint(&self, _now: DateTime<Utc>) -> Result<Option<AuditCheckpoint>, PortError> {
+        Ok(None)
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
         Ok(None)
     }
 }
@@ -289,11 +296,19 @@ async fn erase_goes_through_the_use_case() {
         .post_json(&erase(APP), serde_json::json!({}), Some(ADMIN_TOKEN))
         .await;
     assert_eq!(answer.status, 204, "{}", answer.text);
-    // Again: harmless.
+    // Again: harmless, and nothing more is recorded.
     let again = h
         .post_json(&erase(APP), serde_json::json!({}), Some(ADMIN_TOKEN))
         .await;
     assert_eq!(again.status, 204, "{}", again.text);
+    let account = AccountId::new(&AppId::parse(APP).unwrap(), &"o-erase".parse().unwrap());
+    let erasures = AuditLog::account_events(&h.store, &account)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.event, SocialAccountEvent::PersonalDataErased(_)))
+        .count();
+    assert_eq!(erasures, 1, "a repeated erasure recorded another event");
     h.post_json(
         &erase(UNKNOWN_APP),
         serde_json::json!({}),
@@ -301,6 +316,36 @@ async fn erase_goes_through_the_use_case() {
     )
     .await
     .assert_problem(404, "unknown_app");
+    // An identity that never logged in: nothing to erase, and no bearer challenge.
+    let never = h
+        .post_json(
+            &format!("/v1/admin/apps/{APP}/accounts/o-never/erase"),
+            serde_json::json!({}),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    never.assert_problem(404, "account_not_found");
+    assert_eq!(never.header("www-authenticate"), None);
+}
+
+#[tokio::test]
+async fn app_bindings_of_an_app_neither_configured_nor_logged_are_not_found() {
+    let (h, _) = with_fake().await;
+    h.get(
+        &format!("/v1/admin/bindings?appid={UNKNOWN_APP}"),
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .assert_problem(404, "unknown_app");
+    // A configured app without a binding yet: an empty answer.
+    let empty = h
+        .get(
+            &format!("/v1/admin/bindings?appid={CLOSED_APP}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+    assert_eq!(empty.json["bindings"], serde_json::json!([]));
 }
 
 #[test]

@@ -530,9 +530,10 @@ async fn scenario() -> Outcome {
     config.server.request_timeout_ms = REQUEST_TIMEOUT_MS;
     config.wechat.timeout_ms = 1_000;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut built = miniauth::wiring::build(&config, Some(loopback))
-        .await
-        .unwrap_or_else(|e| panic!("building the service: {e:#}"));
+    let mut built =
+        miniauth::wiring::build(&config, miniauth::wiring::SimulatorStart::At(loopback))
+            .await
+            .unwrap_or_else(|e| panic!("building the service: {e:#}"));
     let listener = tokio::net::TcpListener::bind(loopback)
         .await
         .expect("bind port 0");
