@@ -24,6 +24,17 @@ use crate::db::{millis, on_pool, on_tx, port_error, Db, Tx};
 use crate::decode::{read_encoded, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS};
 use crate::vault::UNIONID_LOOKUP;
 
+/// A fixed statement selecting account views `WHERE` the literal condition given.
+macro_rules! view_select {
+    ($condition:literal) => {
+        concat!(
+            "SELECT appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
+             latest_session, erased, last_sequence FROM account_view WHERE ",
+            $condition
+        )
+    };
+}
+
 /// Events per catch-up transaction.
 const BATCH: i64 = 5000;
 /// Accounts per multi-row statement (11 parameters each: well under SQLite's 32,766
@@ -305,7 +316,10 @@ impl ReadModels {
     ) -> Result<Option<AccountView>, PortError> {
         self.ensure_current().await?;
         let views = self
-            .views("aggregate_id = $1", &format!("{appid}:{openid}"))
+            .views(
+                view_select!("aggregate_id = $1 ORDER BY aggregate_id"),
+                &format!("{appid}:{openid}"),
+            )
             .await?;
         Ok(views.into_iter().next())
     }
@@ -320,7 +334,12 @@ impl ReadModels {
     ) -> Result<Vec<AccountView>, PortError> {
         self.ensure_current().await?;
         let hash = self.keys.lookup_hash(UNIONID_LOOKUP, unionid.as_str());
-        let views = self.views("unionid_hash = $1", &hash).await?;
+        let views = self
+            .views(
+                view_select!("unionid_hash = $1 ORDER BY aggregate_id"),
+                &hash,
+            )
+            .await?;
         Ok(views
             .into_iter()
             .filter(|v| apps.get(&v.appid).is_some_and(|a| a.tenant == *tenant))
@@ -331,7 +350,7 @@ impl ReadModels {
     pub async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, PortError> {
         self.ensure_current().await?;
         let views = on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!("{VIEW_SELECT} WHERE bound_user = $1 ORDER BY appid"))
+            sqlx::query(view_select!("bound_user = $1 ORDER BY appid"))
                 .bind(user.get())
                 .fetch_all(p)
                 .await
@@ -350,9 +369,14 @@ impl ReadModels {
             .collect())
     }
 
-    async fn views(&self, filter: &str, value: &str) -> Result<Vec<AccountView>, PortError> {
+    /// The views a fixed `statement` ([`view_select!`]) finds for `value`.
+    async fn views(
+        &self,
+        statement: &'static str,
+        value: &str,
+    ) -> Result<Vec<AccountView>, PortError> {
         on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!("{VIEW_SELECT} WHERE {filter} ORDER BY aggregate_id"))
+            sqlx::query(statement)
                 .bind(value)
                 .fetch_all(p)
                 .await
@@ -569,10 +593,6 @@ async fn repair_registry(
 fn undecodable(event: UndecodableEvent) -> PortError {
     PortError::internal("read models", event)
 }
-
-const VIEW_SELECT: &str =
-    "SELECT appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
-     latest_session, erased, last_sequence FROM account_view";
 
 fn view_from_row<R>(row: &R) -> Result<AccountView, PortError>
 where
