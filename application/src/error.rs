@@ -5,7 +5,8 @@ use miniauth_domain::{AccountError, ErrorCode, InvalidValue, PayloadError};
 use thiserror::Error;
 
 use crate::ports::{
-    AccessTokenError, ClaimError, PortError, RefreshError, ThrottleError, TicketError, WeChatError,
+    AccessTokenError, Chain, ClaimError, PortError, RefreshError, ThrottleError, TicketError,
+    WeChatError,
 };
 
 /// What kind of failure an error is, for the transport to choose a status.
@@ -133,11 +134,13 @@ pub enum AppError {
 impl From<PortError> for AppError {
     fn from(error: PortError) -> Self {
         match error {
-            PortError::Unavailable(what) => Self::Unavailable(what),
+            // Clients see what is unavailable, never why.
+            PortError::Unavailable(what) => Self::Unavailable(what.message().to_owned()),
             PortError::Busy {
                 retry_after_secs, ..
             } => Self::Busy(retry_after_secs),
-            PortError::Internal(message) => Self::Internal(message),
+            // For logs only: the whole chain.
+            ref internal @ PortError::Internal(_) => Self::Internal(Chain(internal).to_string()),
         }
     }
 }
@@ -300,5 +303,45 @@ impl AppError {
             Self::Unavailable(_) => K::Unavailable(5),
             Self::Internal(_) => K::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod port_error_tests {
+    use super::*;
+
+    fn boom() -> std::io::Error {
+        std::io::Error::other("connection reset")
+    }
+
+    #[test]
+    fn a_port_error_keeps_its_source_and_its_message() {
+        let internal = PortError::internal("database", boom());
+        assert_eq!(internal.to_string(), "database");
+        assert_eq!(
+            std::error::Error::source(&internal).map(ToString::to_string),
+            Some("connection reset".to_owned())
+        );
+        assert_eq!(Chain(&internal).to_string(), "database: connection reset");
+        // Logs get the whole chain; clients only ever see what is unavailable.
+        assert!(matches!(
+            AppError::from(internal),
+            AppError::Internal(message) if message == "database: connection reset"
+        ));
+        let down = PortError::unavailable("the database", boom());
+        assert_eq!(down.to_string(), "the database is unavailable");
+        assert!(matches!(
+            AppError::from(down),
+            AppError::Unavailable(what) if what == "the database"
+        ));
+        // Without a source, as before.
+        assert_eq!(PortError::Internal("odd".into()).to_string(), "odd");
+        // Debug shows a source's Display, not its Debug (here: the bytes it failed on).
+        let bytes = String::from_utf8(vec![0xff, 0x13, 0x80]).unwrap_err();
+        let debug = format!("{:?}", PortError::internal("users.mobile", bytes));
+        assert!(
+            debug.contains("invalid utf-8") && !debug.contains("255"),
+            "{debug}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{LoadedAccount, NewUser, Registration, UserRecord};
+use crate::ports::{Chain, LoadedAccount, NewUser, Registration, UserRecord};
 use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
 use crate::settings::{AppSettings, RegistrationPolicy};
 
@@ -224,7 +224,7 @@ impl MiniAuth {
 
     async fn discard_registration(&self, user: UserId) {
         if let Err(error) = self.ports.users.discard_unbound(user).await {
-            tracing::warn!(%error, %user, "could not discard a user whose binding failed");
+            tracing::warn!(error = %Chain(&error), %user, "could not discard a user whose binding failed");
         }
     }
 

@@ -17,15 +17,16 @@ use thiserror::Error;
 
 use crate::audit::BindingAt;
 
-/// An infrastructure failure behind a port (database down, disk full, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// An infrastructure failure behind a port (database down, disk full, ...). Its
+/// [`source`](std::error::Error::source) is the adapter's own error when it kept one
+/// (see [`PortError::unavailable`], [`PortError::internal`]); log it with [`Chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortError {
-    /// Temporarily unreachable: the client may retry.
-    #[error("{0} is unavailable")]
-    Unavailable(String),
+    /// Temporarily unreachable: the client may retry. Displayed `{what} is
+    /// unavailable`.
+    Unavailable(Cause),
     /// Overloaded by design: a bounded resource (password hashing) is in use by
     /// others and its queue is full; the client may retry after the seconds given.
-    #[error("{what} is busy; retry in {retry_after_secs} s")]
     Busy {
         /// What is busy, for people.
         what: String,
@@ -33,8 +34,140 @@ pub enum PortError {
         retry_after_secs: u64,
     },
     /// Anything else unexpected; the message is for logs, never for clients.
-    #[error("{0}")]
-    Internal(String),
+    Internal(Cause),
+}
+
+impl PortError {
+    /// `what` is unavailable because of `source` (kept as the error's source).
+    pub fn unavailable(what: impl Into<String>, source: impl Into<BoxedError>) -> Self {
+        Self::Unavailable(Cause::with_source(what, source))
+    }
+
+    /// Something unexpected, said by `message`, because of `source` (kept as the
+    /// error's source).
+    pub fn internal(message: impl Into<String>, source: impl Into<BoxedError>) -> Self {
+        Self::Internal(Cause::with_source(message, source))
+    }
+}
+
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(what) => write!(f, "{what} is unavailable"),
+            Self::Busy {
+                what,
+                retry_after_secs,
+            } => write!(f, "{what} is busy; retry in {retry_after_secs} s"),
+            Self::Internal(message) => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for PortError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable(cause) | Self::Internal(cause) => cause.source(),
+            Self::Busy { .. } => None,
+        }
+    }
+}
+
+/// Any error an adapter keeps as the source of a [`PortError`].
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a [`PortError`] says happened — a message for logs — and the adapter's error
+/// that caused it, if it kept one. Displays the message only (the source is the
+/// error's [`source`](std::error::Error::source)); compared by the message only.
+/// Its `Debug` shows the source's `Display`, not its `Debug`, which may hold data (an
+/// adapter's error can carry the bytes it failed on).
+#[derive(Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// `message`, with no source.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `message`, because of `source`.
+    pub fn with_source(message: impl Into<String>, source: impl Into<BoxedError>) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(std::sync::Arc::from(source.into())),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error that caused it, if kept.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Cause");
+        debug.field("message", &self.message);
+        if let Some(source) = self.source() {
+            debug.field("source", &format_args!("{}", Chain(source)));
+        }
+        debug.finish()
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+/// Displays an error with its sources, `error: cause: root cause`, for logs:
+/// `tracing::error!(error = %Chain(&error), …)` (a plain `%error` shows the first
+/// only).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
 }
 
 /// An account loaded to decide on: its state, the version that state reflects, and

@@ -15,7 +15,7 @@ use crate::audit::Audit;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::ports::{
-    AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Claim, Clock,
+    AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Chain, Claim, Clock,
     CommitError, LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner,
     SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey,
     UserDirectory, UserRecord, UserStatus, WeChatApi,
@@ -433,7 +433,7 @@ impl MiniAuth {
                 .release(&id.appid(), &id.openid(), user)
                 .await
             {
-                tracing::warn!(%error, account = %id, "could not release a binding claim");
+                tracing::warn!(error = %Chain(&error), account = %id, "could not release a binding claim");
             }
         }
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use miniauth_application::ports::{Clock, WeChatApi};
+use miniauth_application::ports::{Chain, Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
@@ -43,6 +43,12 @@ pub struct Built {
 
 /// Opens the store described by the configuration (migrating it).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_store_on(config, Arc::new(SystemClock)).await
+}
+
+/// [`open_store`] on `clock`: the store dates what it writes by the same clock as the
+/// use cases.
+pub async fn open_store_on(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let store_config = StoreConfig {
         url: config.store.url.clone(),
@@ -54,7 +60,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         password_cost: PasswordCost::default(),
         password_concurrency: config.throttle.password_concurrency(),
     };
-    Store::connect(&store_config)
+    Store::connect(&store_config, clock)
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&config.store.url)))
 }
@@ -85,7 +91,7 @@ pub async fn build_with_clock(
 ) -> anyhow::Result<Built> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let apps = config.resolve_apps(&env)?;
-    let store = open_store(config).await?;
+    let store = open_store_on(config, clock.clone()).await?;
     let (simulator, wechat) = wechat(config, &apps, simulator).await?;
     let signing = Signing::load(config, &store).await?;
     let service = service(config, &apps, &store, &signing, wechat, clock.clone());
@@ -291,7 +297,9 @@ async fn purge_refresh_once(store: &Store, now: chrono::DateTime<chrono::Utc>) {
         Ok(RefreshPurge { tokens, families }) => {
             tracing::info!(tokens, families, "purged dead refresh tokens");
         }
-        Err(error) => tracing::warn!(%error, "purging refresh tokens failed; retrying later"),
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging refresh tokens failed; retrying later")
+        }
     }
 }
 
@@ -303,12 +311,16 @@ async fn purge_usage_counters_once(store: &Store, now: chrono::DateTime<chrono::
     match store.usage_counters().purge(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged expired usage counters"),
-        Err(error) => tracing::warn!(%error, "purging usage counters failed; retrying later"),
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging usage counters failed; retrying later")
+        }
     }
     match store.purge_attempt_counters(now).await {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "purged ended throttle windows"),
-        Err(error) => tracing::warn!(%error, "purging throttle windows failed; retrying later"),
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "purging throttle windows failed; retrying later")
+        }
     }
 }
 

@@ -48,14 +48,8 @@ pub const TENANT: &str = "default";
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Which store engine a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// The embedded default.
-    Sqlite,
-    /// Production and scale-out.
-    Postgres,
-}
+/// Which store engine a test runs on: the store's own.
+pub use miniauth_store::Engine;
 
 /// Generates a `sqlite` and a `postgres` test for each named scenario
 /// `async fn name(engine: Engine)`; attributes before a name (`#[ignore = "…"]`) go

@@ -230,7 +230,7 @@ impl TokenIssuer for JwtIssuer {
         let mut header = Header::new(self.jwt_algorithm());
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|error| PortError::Internal(format!("signing an access token: {error}")))?;
+            .map_err(|error| PortError::internal("signing an access token", error))?;
         Ok(AccessToken {
             token,
             expires_in: u64::try_from(ttl).unwrap_or(0),

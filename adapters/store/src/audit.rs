@@ -22,13 +22,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use miniauth_application::audit::{self, BindingAt, HistoryEntry};
-use miniauth_application::ports::{AuditLog, Clock, PortError, StoredEvent};
+use miniauth_application::ports::{AuditLog, PortError, StoredEvent};
 use miniauth_domain::audit::{
     binding_as_of, cumulative_hash, AuditCheckpoint, Evidence, LogCheck, LoggedEvent, StreamState,
     VerifyReport,
 };
 use miniauth_domain::{AccountId, AppId, OpenId, SocialAccount, UserId};
-use miniauth_security::SystemClock;
 use sqlx::Row;
 
 use crate::config::StoreError;
@@ -81,7 +80,7 @@ impl Store {
     /// against the checkpoints; records a new checkpoint when all is well. Reads one
     /// consistent snapshot of the database.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.verify_at(SystemClock.now()).await
+        self.verify_at(self.db.now()).await
     }
 
     /// [`verify`](Self::verify), dating a new checkpoint `now`.
@@ -190,7 +189,7 @@ impl Store {
     /// its cumulative hash without re-reading older events; [`verify`](Self::verify)
     /// checks those). None when nothing new was committed.
     pub async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
-        self.checkpoint_at(SystemClock.now()).await
+        self.checkpoint_at(self.db.now()).await
     }
 
     /// [`checkpoint`](Self::checkpoint), dated `now`.
@@ -439,7 +438,7 @@ enum Filter {
 fn port(error: StoreError) -> PortError {
     match error {
         StoreError::Port(e) => e,
-        other => PortError::Internal(other.to_string()),
+        other => PortError::Internal(other.to_string().into()),
     }
 }
 

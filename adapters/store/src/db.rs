@@ -1,4 +1,4 @@
-//! The two engines behind one handle, and what is shared: connecting, migrations,
+//! The two engines ([`Engine`]) behind one handle, and what is shared: connecting, migrations,
 //! the write lock of the embedded engine, error mapping.
 
 use std::path::{Path, PathBuf};
@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use miniauth_application::ports::PortError;
+use miniauth_application::ports::{Chain, Clock, PortError};
+use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -25,11 +26,78 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// well inside the default request timeout, so an outage is reported, not timed out.
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The engine's pool.
+/// Which engine a store runs on: the one list of engines, for the store, its tests,
+/// the end-to-end tests and the load tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The embedded default.
+    Sqlite,
+    /// Production and scale-out.
+    Postgres,
+}
+
+impl Engine {
+    /// Every engine, the embedded default first.
+    pub const ALL: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
+    /// The engine a store URL names: `sqlite:…`, or `postgres:`/`postgresql:`.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let url = url.trim();
+        if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Engine::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// Its lowercase name (`sqlite`, `postgres`), as command lines and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not an engine's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown store engine {0:?} (sqlite or postgres)")]
+pub struct UnknownEngine(String);
+
+impl FromStr for Engine {
+    type Err = UnknownEngine;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Engine::ALL
+            .into_iter()
+            .find(|engine| engine.name() == name)
+            .ok_or_else(|| UnknownEngine(name.to_owned()))
+    }
+}
+
+/// The engine's pool: one variant per [`Engine`], holding that engine's sqlx pool.
 #[derive(Clone)]
 pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+impl Pool {
+    pub(crate) fn engine(&self) -> Engine {
+        match self {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
+        }
+    }
 }
 
 /// Runs the same code against whichever pool the store has: each arm is compiled for
@@ -44,10 +112,46 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// A connected database.
+/// A transaction on the engine's pool: one variant per [`Engine`], like [`Pool`], so
+/// that the steps of one transaction can be functions of their own.
+pub(crate) enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs the same code on whichever transaction it is (see [`on_pool!`]).
+macro_rules! on_tx {
+    ($tx:expr, $t:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite($t) => $body,
+            $crate::db::Tx::Postgres($t) => $body,
+        }
+    };
+}
+pub(crate) use on_tx;
+
+impl Pool {
+    /// Begins a transaction.
+    pub(crate) async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        on_tx!(self, t => t.commit().await)
+    }
+}
+
+/// A connected database, and the clock that dates what the store writes.
 #[derive(Clone)]
 pub(crate) struct Db {
     pub(crate) pool: Pool,
+    /// The application's clock, so that tests can move the store's time too.
+    clock: Arc<dyn Clock>,
     /// SQLite has one writer at a time; taking turns in-process avoids its
     /// lock-upgrade failures (SQLITE_BUSY) when a transaction reads before it writes.
     writer: Arc<Mutex<()>>,
@@ -57,54 +161,61 @@ pub(crate) struct Db {
 pub(crate) struct WriteTurn(#[allow(dead_code)] Option<OwnedMutexGuard<()>>);
 
 impl Db {
-    pub(crate) async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(
+        config: &StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
         let url = config.url.trim();
         let max = config.max_connections.max(1);
-        let pool = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::BadUrl(e.to_string()))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-                // Deleted rows (an erased data key, cleared user columns) are
-                // overwritten with zeros, not left in free pages of the file.
-                .pragma("secure_delete", "ON");
-            let file = options.get_filename().to_string_lossy().into_owned();
-            let in_memory = file.is_empty() || file == ":memory:" || url.contains("mode=memory");
-            let pool = if in_memory {
-                // Every connection to `sqlite::memory:` is a database of its own: keep
-                // exactly one, forever (tests and throwaway runs).
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
-                create_parent_dir(options.get_filename())?;
-                SqlitePoolOptions::new().max_connections(max)
-            };
-            Pool::Sqlite(
-                pool.acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
-                    .await?,
-            )
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Pool::Postgres(
+        let pool = match Engine::of_url(url) {
+            Some(Engine::Sqlite) => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::BadUrl(e.to_string()))?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+                    // Deleted rows (an erased data key, cleared user columns) are
+                    // overwritten with zeros, not left in free pages of the file.
+                    .pragma("secure_delete", "ON");
+                let file = options.get_filename().to_string_lossy().into_owned();
+                let in_memory =
+                    file.is_empty() || file == ":memory:" || url.contains("mode=memory");
+                let pool = if in_memory {
+                    // Every connection to `sqlite::memory:` is a database of its own: keep
+                    // exactly one, forever (tests and throwaway runs).
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    create_parent_dir(options.get_filename())?;
+                    SqlitePoolOptions::new().max_connections(max)
+                };
+                Pool::Sqlite(
+                    pool.acquire_timeout(Duration::from_secs(30))
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            Some(Engine::Postgres) => Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(max)
                     .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                     .connect(url)
                     .await?,
-            )
-        } else {
-            return Err(StoreError::BadUrl(
-                "must start with sqlite: or postgres://".into(),
-            ));
+            ),
+            None => {
+                return Err(StoreError::BadUrl(
+                    "must start with sqlite: or postgres://".into(),
+                ))
+            }
         };
         Ok(Self {
             pool,
+            clock,
             writer: Arc::new(Mutex::new(())),
         })
     }
@@ -139,8 +250,17 @@ impl Db {
         }
     }
 
+    pub(crate) fn engine(&self) -> Engine {
+        self.pool.engine()
+    }
+
+    /// The time, by the application's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     pub(crate) fn is_postgres(&self) -> bool {
-        matches!(self.pool, Pool::Postgres(_))
+        self.engine() == Engine::Postgres
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
@@ -171,11 +291,11 @@ fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
 
 /// The server key: from configuration, or — for the embedded engine only — generated
 /// once into `<data_dir>/server.key` (mode 0600) and reused.
-pub(crate) fn server_key(config: &StoreConfig, postgres: bool) -> Result<ServerKey, StoreError> {
+pub(crate) fn server_key(config: &StoreConfig, engine: Engine) -> Result<ServerKey, StoreError> {
     if let Some(key) = &config.server_key {
         return Ok(key.clone());
     }
-    if postgres {
+    if engine == Engine::Postgres {
         return Err(StoreError::MissingServerKey);
     }
     key_file(&config.data_dir.join("server.key"))
@@ -230,10 +350,10 @@ fn key_file(path: &PathBuf) -> Result<ServerKey, StoreError> {
 /// stays generic.
 pub(crate) fn port_error(error: sqlx::Error) -> PortError {
     if is_unavailable(&error) {
-        tracing::error!(%error, "database unreachable");
-        PortError::Unavailable("the database".into())
+        tracing::error!(error = %Chain(&error), "database unreachable");
+        PortError::unavailable("the database", error)
     } else {
-        PortError::Internal(format!("database: {error}"))
+        PortError::internal("database", error)
     }
 }
 
@@ -279,5 +399,28 @@ mod unavailable_tests {
             port_error(sqlx::Error::RowNotFound),
             PortError::Internal(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_is_named_by_its_url_and_its_name() {
+        assert_eq!(
+            Engine::of_url("sqlite://data/miniauth.db"),
+            Some(Engine::Sqlite)
+        );
+        assert_eq!(Engine::of_url(" postgres://u@h/db"), Some(Engine::Postgres));
+        assert_eq!(
+            Engine::of_url("postgresql://u@h/db"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(Engine::of_url("mysql://u@h/db"), None);
+        for engine in Engine::ALL {
+            assert_eq!(engine.to_string().parse::<Engine>(), Ok(engine));
+        }
+        assert!("SQLite".parse::<Engine>().is_err());
     }
 }

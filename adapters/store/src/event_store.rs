@@ -15,7 +15,8 @@
 //! * tamper evidence: each event's metadata `hash` chains it to the previous event of
 //!   its stream ([`ChainLink`]); the state row keeps the last hash, so a commit links
 //!   without reading the log (one hash per event, no extra query; see `audit.rs`);
-//! * upcasting of older event versions on every read ([`crate::default_upcasters`]);
+//! * one decoder for every read, the read models' included, with one list of upcasters
+//!   for older event versions ([`crate::default_upcasters`]);
 //! * a per-aggregate turn within the process, so that concurrent commands on one
 //!   account queue instead of burning their bounded retries.
 
@@ -24,10 +25,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use miniauth_application::ports::{
-    AccountRepository, CommitError, LoadedAccount, PortError, StoredEvent,
+    AccountRepository, Chain, CommitError, LoadedAccount, PortError, StoredEvent,
 };
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
 use miniauth_domain::{
@@ -37,8 +37,8 @@ use sqlx::types::Json;
 use sqlx::Row;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::crypto::Keys;
 use crate::db::{is_unique_violation, millis, on_pool, Db};
+use crate::decode::{read_encoded, EventDecoder, ENCODED_COLUMNS};
 use crate::read_models::ReadModels;
 
 /// How long a command waits for its turn on an account before it goes ahead
@@ -118,29 +118,18 @@ impl AggregateContext<SocialAccount> for AccountContext {
 pub struct AccountEventStore {
     db: Db,
     turns: Arc<AggregateTurns>,
-    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
-    keys: Keys,
+    decoder: EventDecoder,
     projection: Option<ReadModels>,
 }
 
 impl AccountEventStore {
-    pub(crate) fn new(db: Db, keys: Keys, projection: ReadModels) -> Self {
+    pub(crate) fn new(db: Db, decoder: EventDecoder, projection: ReadModels) -> Self {
         Self {
             db,
             turns: Arc::new(AggregateTurns::default()),
-            upcasters: Arc::new(crate::upcast::upcasters(&keys)),
-            keys,
+            decoder,
             projection: Some(projection),
         }
-    }
-
-    /// The same store with more upcasters applied, in order, to every event read after
-    /// the [default ones](crate::default_upcasters).
-    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
-        let mut all = crate::upcast::upcasters(&self.keys);
-        all.extend(upcasters);
-        self.upcasters = Arc::new(all);
-        self
     }
 
     /// The same store, but commits do not update the read models afterwards: what a
@@ -153,24 +142,21 @@ impl AccountEventStore {
 
     /// Events after `position` in commit order, at most `limit`, for exports.
     pub async fn events_after(&self, position: i64, limit: u32) -> StoreResult<Vec<StoredEvent>> {
-        let rows = on_pool!(&self.db.pool, p => {
-            sqlx::query(
-                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata FROM events \
-                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3",
-            )
+        on_pool!(&self.db.pool, p => {
+            sqlx::query(&format!(
+                "SELECT {ENCODED_COLUMNS}, metadata FROM events \
+                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3"
+            ))
             .bind(position)
             .bind(SocialAccount::TYPE)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await
             .map_err(db_error)?
-            .into_iter()
-            .map(|row| read_row(&row))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(db_error)
-        })?;
-        rows.into_iter().map(|raw| self.decode(raw)).collect()
+            .iter()
+            .map(|row| self.decode_row(row))
+            .collect()
+        })
     }
 
     /// Replays every event of an account from the log, ignoring its state row.
@@ -187,48 +173,48 @@ impl AccountEventStore {
         aggregate_id: &str,
         after: i64,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let rows = on_pool!(&self.db.pool, p => {
-            sqlx::query(
-                "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata FROM events \
+        on_pool!(&self.db.pool, p => {
+            sqlx::query(&format!(
+                "SELECT {ENCODED_COLUMNS}, metadata FROM events \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
-                 ORDER BY sequence",
-            )
+                 ORDER BY sequence"
+            ))
             .bind(SocialAccount::TYPE)
             .bind(aggregate_id)
             .bind(after)
             .fetch_all(p)
             .await
             .map_err(db_error)?
-            .into_iter()
-            .map(|row| read_row(&row))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(db_error)
-        })?;
-        rows.into_iter().map(|raw| self.decode(raw)).collect()
+            .iter()
+            .map(|row| self.decode_row(row))
+            .collect()
+        })
     }
 
-    pub(crate) fn decode(&self, raw: RawEvent) -> StoreResult<StoredEvent> {
-        let serialized = SerializedEvent::new(
-            raw.aggregate_id,
-            usize::try_from(raw.sequence).unwrap_or_default(),
-            raw.aggregate_type,
-            raw.event_type,
-            raw.event_version,
-            raw.payload,
-            raw.metadata,
-        );
-        let serialized = crate::upcast::upcast(&self.upcasters, serialized);
-        let event: SocialAccountEvent = serde_json::from_value(serialized.payload)
-            .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
-        let metadata: HashMap<String, String> = serde_json::from_value(serialized.metadata)
+    /// An `events` row with its metadata, through the one decoder.
+    fn decode_row<R>(&self, row: &R) -> StoreResult<StoredEvent>
+    where
+        R: Row,
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Json<HashMap<String, String>>:
+            for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let encoded = read_encoded(row).map_err(db_error)?;
+        let Json(metadata) = row
+            .try_get::<Json<HashMap<String, String>>, _>("metadata")
+            .map_err(db_error)?;
+        let (event, event_version) = self
+            .decoder
+            .decode(&encoded)
             .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
         Ok(StoredEvent {
-            position: raw.position,
-            aggregate_id: serialized.aggregate_id,
-            sequence: raw.sequence,
-            event_type: serialized.event_type,
-            event_version: serialized.event_version,
+            position: encoded.position,
+            aggregate_id: encoded.aggregate_id,
+            sequence: encoded.sequence,
+            event_type: encoded.event_type,
+            event_version,
             event,
             metadata,
         })
@@ -344,7 +330,7 @@ impl AccountEventStore {
             .bind(&context.aggregate_id)
             .bind(context.sequence + events.len() as i64)
             .bind(Json(&state))
-            .bind(millis(chrono::Utc::now()))
+            .bind(millis(self.db.now()))
             .bind(hashes.last())
             .execute(&mut *tx)
             .await?;
@@ -476,17 +462,17 @@ impl AccountRepository for AccountEventStore {
 fn store_port_error(error: AggregateError<AccountError>) -> PortError {
     match error {
         AggregateError::DatabaseConnectionError(error) => {
-            tracing::error!(%error, "event store unreachable");
-            PortError::Unavailable("the event store".into())
+            tracing::error!(error = %Chain(&*error), "event store unreachable");
+            PortError::unavailable("the event store", error)
         }
-        other => PortError::Internal(format!("event store: {other}")),
+        other => PortError::internal("event store", other),
     }
 }
 
-/// An event row before decoding.
+/// An event row exactly as stored, for the audit's evidence (readers of events use
+/// [`crate::decode`]).
 pub(crate) struct RawEvent {
     pub(crate) position: i64,
-    pub(crate) aggregate_type: String,
     pub(crate) aggregate_id: String,
     pub(crate) sequence: i64,
     pub(crate) event_type: String,
@@ -507,7 +493,6 @@ where
     let Json(metadata) = row.try_get::<Json<serde_json::Value>, _>("metadata")?;
     Ok(RawEvent {
         position: row.try_get("position")?,
-        aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,

@@ -19,6 +19,7 @@ mod config;
 mod counters;
 mod crypto;
 mod db;
+mod decode;
 mod event_store;
 mod limiter;
 mod purge;
@@ -31,8 +32,10 @@ mod upcast;
 mod users;
 mod vault;
 
+use std::sync::Arc;
+
 use chrono::Duration;
-use miniauth_application::ports::{Binding, ThrottleLimits};
+use miniauth_application::ports::{Binding, Clock, ThrottleLimits};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{AppId, OpenId, TenantId, UnionId, UserId};
 use sqlx::Row;
@@ -43,6 +46,8 @@ pub use config::{
     DEFAULT_URL,
 };
 pub use counters::SqlUsageCounters;
+pub use db::{Engine, UnknownEngine};
+pub use decode::UndecodableEvent;
 pub use event_store::{AccountContext, AccountEventStore};
 pub use limiter::SqlAttemptLimiter;
 pub use miniauth_application::audit::{BindingAt, HistoryEntry};
@@ -61,16 +66,8 @@ pub use vault::SqlVault;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
+use crate::decode::EventDecoder;
 use crate::refresh::RefreshLifetimes;
-
-/// Which engine a store runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// The embedded default.
-    Sqlite,
-    /// Production and scale-out.
-    Postgres,
-}
 
 /// What an orphan sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,14 +94,17 @@ pub struct Store {
 
 impl Store {
     /// Connects (creating the SQLite file and its directory when missing), applies
-    /// the migrations, and catches the read models up with the log.
-    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
-        let db = Db::connect(config).await?;
-        let server_key = db::server_key(config, db.is_postgres())?;
+    /// the migrations, and catches the read models up with the log. What the store
+    /// dates (claims, users, keys, state rows, sweeps) it dates by `clock`: the
+    /// application's, so that tests can move it.
+    pub async fn connect(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let db = Db::connect(config, clock).await?;
+        let server_key = db::server_key(config, db.engine())?;
         let keys = Keys::new(&server_key);
-        let read_models = ReadModels::new(db.clone(), keys.clone());
+        let decoder = EventDecoder::new(&keys);
+        let read_models = ReadModels::new(db.clone(), keys.clone(), decoder.clone());
         let store = Self {
-            events: AccountEventStore::new(db.clone(), keys.clone(), read_models.clone()),
+            events: AccountEventStore::new(db.clone(), decoder, read_models.clone()),
             users: SqlUserDirectory::new(
                 db.clone(),
                 keys.clone(),
@@ -127,7 +127,10 @@ impl Store {
             db,
         };
         store.migrate().await?;
-        store.catch_up().await?;
+        // An event the read models cannot decode (logged) does not keep the store
+        // closed: the tools that read the log as stored still work, and every question
+        // to the read models fails until an upcaster reads it.
+        store.read_models.follow().await?;
         Ok(store)
     }
 
@@ -162,11 +165,7 @@ impl Store {
 
     /// The engine in use.
     pub fn engine(&self) -> Engine {
-        if self.db.is_postgres() {
-            Engine::Postgres
-        } else {
-            Engine::Sqlite
-        }
+        self.db.engine()
     }
 
     /// The event store of `SocialAccount`s.
@@ -287,7 +286,7 @@ impl Store {
                 )
                 .bind(name)
                 .bind(&sealed)
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .execute(p)
                 .await?;
             });
@@ -323,7 +322,7 @@ impl Store {
     /// registered from a phone that never got bound (and have no password).
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<Sweep, StoreError> {
         self.catch_up().await?;
-        let cutoff = millis(chrono::Utc::now() - older_than);
+        let cutoff = millis(self.db.now() - older_than);
         let _turn = self.db.write_turn().await;
         let (claims, users) = on_pool!(&self.db.pool, p => {
             let claims = sqlx::query(

@@ -11,22 +11,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-
 use cqrs_es::Aggregate;
-use miniauth_application::ports::{Binding, PortError};
+use miniauth_application::ports::{Binding, Chain, PortError};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{
-    current_version, AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
+    AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use sqlx::Row;
 
 use crate::crypto::Keys;
-use crate::db::{millis, on_pool, port_error, Db};
+use crate::db::{millis, on_pool, on_tx, port_error, Db, Tx};
+use crate::decode::{read_encoded, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS};
 use crate::vault::UNIONID_LOOKUP;
-use sqlx::types::Json;
 
-/// How many events one catch-up transaction projects.
+/// A fixed statement selecting account views `WHERE` the literal condition given.
+macro_rules! view_select {
+    ($condition:literal) => {
+        concat!(
+            "SELECT appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
+             latest_session, erased, last_sequence FROM account_view WHERE ",
+            $condition
+        )
+    };
+}
+
 /// Events per catch-up transaction.
 const BATCH: i64 = 5000;
 /// Accounts per multi-row statement (11 parameters each: well under SQLite's 32,766
@@ -62,7 +70,7 @@ pub struct AccountView {
 pub struct ReadModels {
     db: Db,
     keys: Keys,
-    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    decoder: EventDecoder,
     background: Arc<Background>,
 }
 
@@ -74,6 +82,16 @@ struct Background {
     pending: AtomicBool,
 }
 
+/// What one catch-up transaction did.
+struct Batch {
+    /// Events read from the log.
+    events: u64,
+    /// The checkpoint afterwards.
+    position: i64,
+    /// The event it stopped before, if it met one it cannot decode.
+    stopped_at: Option<UndecodableEvent>,
+}
+
 /// What a catch-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CatchUp {
@@ -83,7 +101,6 @@ pub struct CatchUp {
     pub position: i64,
 }
 
-#[derive(Clone)]
 struct ViewRow {
     appid: String,
     openid: String,
@@ -95,20 +112,23 @@ struct ViewRow {
     erased: bool,
     last_sequence: i64,
     last_position: i64,
-    /// Users whose binding ended in this batch (their registry claim is released
-    /// unless the account is bound to them again by the end of it).
+    /// Users whose binding ended in this batch, with the log position of the
+    /// `Unbound` (their registry claim is released unless the account is bound to them
+    /// again by the end of it, or the claim was made after that position).
     released: BTreeMap<i64, i64>,
     bound_in_batch: bool,
     /// When the binding the batch projected was made (Unix ms): a claim the
     /// projection repairs is dated by the event, not by when it ran.
     bound_at: i64,
+    /// The log position of that binding's `UserBound`.
+    bound_position: i64,
 }
 
 impl ReadModels {
-    pub(crate) fn new(db: Db, keys: Keys) -> Self {
+    pub(crate) fn new(db: Db, keys: Keys, decoder: EventDecoder) -> Self {
         Self {
             db,
-            upcasters: Arc::new(crate::upcast::upcasters(&keys)),
+            decoder,
             keys,
             background: Arc::default(),
         }
@@ -129,7 +149,7 @@ impl ReadModels {
             loop {
                 this.background.pending.store(false, Ordering::SeqCst);
                 if let Err(error) = this.catch_up().await {
-                    tracing::warn!(%error, "read models lag behind the log; the next catch-up will repair them");
+                    tracing::warn!(error = %Chain(&error), "read models lag behind the log; the next catch-up will repair them");
                 }
                 this.background.running.store(false, Ordering::SeqCst);
                 let again = this.background.pending.load(Ordering::SeqCst)
@@ -142,15 +162,26 @@ impl ReadModels {
     }
 
     /// Projects every event past the checkpoint. Idempotent; safe to run from several
-    /// instances at once (they take turns on the checkpoint row).
+    /// instances at once (they take turns on the checkpoint row). An event it cannot
+    /// decode stops it with an error that names the event (see [`follow`](Self::follow)).
     pub async fn catch_up(&self) -> Result<CatchUp, PortError> {
+        match self.follow().await? {
+            (done, None) => Ok(done),
+            (_, Some(stopped_at)) => Err(undecodable(stopped_at)),
+        }
+    }
+
+    /// Projects every event past the checkpoint up to the first it cannot decode, and
+    /// answers that one: the checkpoint stays before it, so the projection never skips
+    /// an event, and every catch-up stops there again until an upcaster reads it.
+    pub(crate) async fn follow(&self) -> Result<(CatchUp, Option<UndecodableEvent>), PortError> {
         let mut total = CatchUp::default();
         loop {
-            let (events, position) = self.catch_up_batch().await.map_err(port_error)?;
-            total.events += events;
-            total.position = position;
-            if events < BATCH as u64 {
-                return Ok(total);
+            let batch = self.catch_up_batch().await.map_err(port_error)?;
+            total.events += batch.events;
+            total.position = batch.position;
+            if batch.stopped_at.is_some() || batch.events < BATCH as u64 {
+                return Ok((total, batch.stopped_at));
             }
         }
     }
@@ -188,10 +219,13 @@ impl ReadModels {
         let mut done = 0;
         progress(done, total);
         loop {
-            let (events, _) = self.catch_up_batch().await.map_err(port_error)?;
-            done += events;
+            let batch = self.catch_up_batch().await.map_err(port_error)?;
+            if let Some(stopped_at) = batch.stopped_at {
+                return Err(undecodable(stopped_at));
+            }
+            done += batch.events;
             progress(done.min(total), total.max(done));
-            if events < BATCH as u64 {
+            if batch.events < BATCH as u64 {
                 return Ok(done);
             }
         }
@@ -221,199 +255,57 @@ impl ReadModels {
         Ok(())
     }
 
-    async fn catch_up_batch(&self) -> Result<(u64, i64), sqlx::Error> {
+    /// Projects the next events after the checkpoint, at most [`BATCH`], in one
+    /// transaction. An event it cannot decode stops it: what came before is projected,
+    /// the checkpoint stays before that event, and the batch names it (logged here).
+    async fn catch_up_batch(&self) -> Result<Batch, sqlx::Error> {
         let _turn = self.db.write_turn().await;
-        on_pool!(&self.db.pool, p => {
-            let mut tx = p.begin().await?;
-            // Write first: it takes the checkpoint row's lock (PostgreSQL) or the
-            // database's write lock (SQLite) before anything is read, so concurrent
-            // catch-ups take turns instead of projecting the same events.
-            sqlx::query("UPDATE projection_checkpoints SET position = position WHERE name = $1")
-                .bind(CHECKPOINT)
-                .execute(&mut *tx)
-                .await?;
-            let checkpoint: i64 = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
-                .bind(CHECKPOINT)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("position")?;
-            // The projection needs neither metadata nor the aggregate type column.
-            let rows = sqlx::query(
-                "SELECT position, aggregate_id, sequence, event_type, event_version, payload \
-                 FROM events WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3",
-            )
-            .bind(checkpoint)
-            .bind(SocialAccount::TYPE)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            let count = rows.len() as u64;
-            let mut position = checkpoint;
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let event_position: i64 = row.try_get("position")?;
-                position = event_position;
-                let aggregate_id: String = row.try_get("aggregate_id")?;
-                let sequence: i64 = row.try_get("sequence")?;
-                let version: String = row.try_get("event_version")?;
-                let event_type: String = row.try_get("event_type")?;
-                let decoded = if version == current_version(&event_type) {
-                    // Today's events decode straight into the typed event.
-                    row.try_get::<Json<SocialAccountEvent>, _>("payload").map(|Json(e)| e).ok()
-                } else {
-                    // Older versions are read through the same upcasters as the event store.
-                    let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
-                    let serialized = crate::upcast::upcast(
-                        &self.upcasters,
-                        SerializedEvent::new(
-                            aggregate_id.clone(),
-                            0,
-                            SocialAccount::TYPE.to_owned(),
-                            event_type,
-                            version,
-                            payload,
-                            serde_json::Value::Null,
-                        ),
-                    );
-                    serde_json::from_value::<SocialAccountEvent>(serialized.payload).ok()
-                };
-                let Some(event) = decoded else {
-                    tracing::error!(position = event_position, "undecodable event skipped by the projection");
-                    continue;
-                };
-                events.push((event_position, aggregate_id, sequence, event));
-            }
-            // One query for every account the batch touches, instead of one each.
-            let mut touched: BTreeMap<String, ViewRow> = BTreeMap::new();
-            let ids: BTreeSet<&String> = events.iter().map(|(_, id, _, _)| id).collect();
-            for chunk in ids.into_iter().collect::<Vec<_>>().chunks(VIEW_CHUNK) {
-                let mut query = sqlx::QueryBuilder::new(
-                    "SELECT aggregate_id, appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
-                     latest_session, erased, last_sequence, last_position \
-                     FROM account_view WHERE aggregate_id IN (",
-                );
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                query.push(")");
-                for r in query.build().fetch_all(&mut *tx).await? {
-                    touched.insert(
-                        r.try_get("aggregate_id")?,
-                        ViewRow {
-                            appid: r.try_get("appid")?,
-                            openid: r.try_get("openid")?,
-                            unionid_hash: r.try_get("unionid_hash")?,
-                            bound_user: r.try_get("bound_user")?,
-                            has_profile: r.try_get("has_profile")?,
-                            has_phone: r.try_get("has_phone")?,
-                            latest_session: r.try_get("latest_session")?,
-                            erased: r.try_get("erased")?,
-                            last_sequence: r.try_get("last_sequence")?,
-                            last_position: r.try_get("last_position")?,
-                            released: BTreeMap::new(),
-                            bound_in_batch: false,
-                            bound_at: 0,
-                        },
-                    );
-                }
-            }
-            for (event_position, aggregate_id, sequence, event) in events {
-                let view = touched.entry(aggregate_id).or_insert_with_key(|id| {
-                    let (appid, openid) = id.split_once(':').unwrap_or_default();
-                    ViewRow {
-                        appid: appid.to_owned(),
-                        openid: openid.to_owned(),
-                        unionid_hash: None,
-                        bound_user: None,
-                        has_profile: false,
-                        has_phone: false,
-                        latest_session: 0,
-                        erased: false,
-                        last_sequence: 0,
-                        last_position: 0,
-                        released: BTreeMap::new(),
-                        bound_in_batch: false,
-                            bound_at: 0,
-                    }
-                });
-                if sequence <= view.last_sequence {
-                    continue; // Already projected.
-                }
-                apply(view, event);
-                view.last_sequence = sequence;
-                view.last_position = event_position;
-            }
-            let views: Vec<(&String, &ViewRow)> = touched.iter().collect();
-            for chunk in views.chunks(VIEW_CHUNK) {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO account_view (aggregate_id, appid, openid, unionid_hash, bound_user, \
-                     has_profile, has_phone, latest_session, erased, last_sequence, last_position) ",
-                );
-                query.push_values(chunk, |mut row, (aggregate_id, view)| {
-                    row.push_bind(aggregate_id.as_str())
-                        .push_bind(view.appid.as_str())
-                        .push_bind(view.openid.as_str())
-                        .push_bind(view.unionid_hash.as_deref())
-                        .push_bind(view.bound_user)
-                        .push_bind(view.has_profile)
-                        .push_bind(view.has_phone)
-                        .push_bind(view.latest_session)
-                        .push_bind(view.erased)
-                        .push_bind(view.last_sequence)
-                        .push_bind(view.last_position);
-                });
-                query.push(
-                    " ON CONFLICT (aggregate_id) DO UPDATE SET unionid_hash = excluded.unionid_hash, \
-                     bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
-                     has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
-                     erased = excluded.erased, last_sequence = excluded.last_sequence, \
-                     last_position = excluded.last_position",
-                );
-                query.build().execute(&mut *tx).await?;
-            }
-            for (aggregate_id, view) in &touched {
-                // The registry follows the log: a binding the log holds is claimed
-                // (a claim another user holds is left alone and reported), a binding
-                // the log ended is released — unless the claim is younger than the
-                // unbind: a rebind claimed it again and its event is not projected yet.
-                for (user, unbound_at) in view.released.iter().filter(|(u, _)| Some(**u) != view.bound_user) {
-                    sqlx::query(
-                        "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
-                         AND claimed_at <= $4",
-                    )
-                    .bind(&view.appid)
-                    .bind(&view.openid)
-                    .bind(user)
-                    .bind(unbound_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
-                    let inserted = sqlx::query(
-                        "INSERT INTO bindings (appid, openid, user_id, claimed_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&view.appid)
-                    .bind(&view.openid)
-                    .bind(user)
-                    .bind(view.bound_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 1 {
-                        tracing::info!(account = %aggregate_id, user, "registry repaired from the log");
-                    }
-                }
-            }
-            sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
-                .bind(position)
-                .bind(CHECKPOINT)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok((count, position))
+        let mut tx = self.db.pool.begin().await?;
+        let checkpoint = lock_checkpoint(&mut tx).await?;
+        let stored = events_after(&mut tx, checkpoint).await?;
+        let read = stored.len() as u64;
+        let (events, stopped_at) = self.decode_in_order(stored);
+        let position = events.last().map_or(checkpoint, |(e, _)| e.position);
+        let mut views = read_views(&mut tx, &events).await?;
+        for event in events {
+            project(&mut views, event);
+        }
+        write_views(&mut tx, &views).await?;
+        repair_registry(&mut tx, &views).await?;
+        save_checkpoint(&mut tx, position).await?;
+        tx.commit().await?;
+        if let Some(event) = &stopped_at {
+            tracing::error!(
+                position = event.position,
+                event_type = %event.event_type,
+                event_version = %event.event_version,
+                error = %Chain(event),
+                "the read models stop before an event they cannot decode"
+            );
+        }
+        Ok(Batch {
+            events: read,
+            position,
+            stopped_at,
         })
+    }
+
+    /// The events of `stored` up to the first that does not decode, and that one's error.
+    fn decode_in_order(
+        &self,
+        stored: Vec<EncodedEvent>,
+    ) -> (
+        Vec<(EncodedEvent, SocialAccountEvent)>,
+        Option<UndecodableEvent>,
+    ) {
+        let mut events = Vec::with_capacity(stored.len());
+        for encoded in stored {
+            match self.decoder.decode(&encoded) {
+                Ok((event, _)) => events.push((encoded, event)),
+                Err(error) => return (events, Some(error)),
+            }
+        }
+        (events, None)
     }
 
     /// The account of (appid, openid), caught up first.
@@ -424,7 +316,10 @@ impl ReadModels {
     ) -> Result<Option<AccountView>, PortError> {
         self.ensure_current().await?;
         let views = self
-            .views("aggregate_id = $1", &format!("{appid}:{openid}"))
+            .views(
+                view_select!("aggregate_id = $1 ORDER BY aggregate_id"),
+                &format!("{appid}:{openid}"),
+            )
             .await?;
         Ok(views.into_iter().next())
     }
@@ -439,7 +334,12 @@ impl ReadModels {
     ) -> Result<Vec<AccountView>, PortError> {
         self.ensure_current().await?;
         let hash = self.keys.lookup_hash(UNIONID_LOOKUP, unionid.as_str());
-        let views = self.views("unionid_hash = $1", &hash).await?;
+        let views = self
+            .views(
+                view_select!("unionid_hash = $1 ORDER BY aggregate_id"),
+                &hash,
+            )
+            .await?;
         Ok(views
             .into_iter()
             .filter(|v| apps.get(&v.appid).is_some_and(|a| a.tenant == *tenant))
@@ -450,7 +350,7 @@ impl ReadModels {
     pub async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, PortError> {
         self.ensure_current().await?;
         let views = on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!("{VIEW_SELECT} WHERE bound_user = $1 ORDER BY appid"))
+            sqlx::query(view_select!("bound_user = $1 ORDER BY appid"))
                 .bind(user.get())
                 .fetch_all(p)
                 .await
@@ -469,9 +369,14 @@ impl ReadModels {
             .collect())
     }
 
-    async fn views(&self, filter: &str, value: &str) -> Result<Vec<AccountView>, PortError> {
+    /// The views a fixed `statement` ([`view_select!`]) finds for `value`.
+    async fn views(
+        &self,
+        statement: &'static str,
+        value: &str,
+    ) -> Result<Vec<AccountView>, PortError> {
         on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!("{VIEW_SELECT} WHERE {filter} ORDER BY aggregate_id"))
+            sqlx::query(statement)
                 .bind(value)
                 .fetch_all(p)
                 .await
@@ -483,9 +388,211 @@ impl ReadModels {
     }
 }
 
-const VIEW_SELECT: &str =
-    "SELECT appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
-     latest_session, erased, last_sequence FROM account_view";
+/// Takes the checkpoint row first: its lock (PostgreSQL) or the database's write lock
+/// (SQLite) is taken before anything is read, so concurrent catch-ups take turns
+/// instead of projecting the same events. Answers the checkpoint.
+async fn lock_checkpoint(tx: &mut Tx) -> Result<i64, sqlx::Error> {
+    on_tx!(tx, t => {
+        sqlx::query("UPDATE projection_checkpoints SET position = position WHERE name = $1")
+            .bind(CHECKPOINT)
+            .execute(&mut **t)
+            .await?;
+        sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+            .bind(CHECKPOINT)
+            .fetch_one(&mut **t)
+            .await?
+            .try_get("position")
+    })
+}
+
+async fn save_checkpoint(tx: &mut Tx, position: i64) -> Result<(), sqlx::Error> {
+    on_tx!(tx, t => {
+        sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
+            .bind(position)
+            .bind(CHECKPOINT)
+            .execute(&mut **t)
+            .await?;
+    });
+    Ok(())
+}
+
+/// The next [`BATCH`] events after `checkpoint`, in commit order (without metadata: the
+/// projection does not need it).
+async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>, sqlx::Error> {
+    on_tx!(tx, t => {
+        sqlx::query(&format!(
+            "SELECT {ENCODED_COLUMNS} FROM events WHERE position > $1 AND aggregate_type = $2 \
+             ORDER BY position LIMIT $3"
+        ))
+        .bind(checkpoint)
+        .bind(SocialAccount::TYPE)
+        .bind(BATCH)
+        .fetch_all(&mut **t)
+        .await?
+        .iter()
+        .map(read_encoded)
+        .collect()
+    })
+}
+
+/// The stored views of the accounts `events` touch: one query per [`VIEW_CHUNK`]
+/// accounts, not one each.
+async fn read_views(
+    tx: &mut Tx,
+    events: &[(EncodedEvent, SocialAccountEvent)],
+) -> Result<BTreeMap<String, ViewRow>, sqlx::Error> {
+    let mut views = BTreeMap::new();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e.aggregate_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in ids.chunks(VIEW_CHUNK) {
+        on_tx!(tx, t => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT aggregate_id, appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
+                 latest_session, erased, last_sequence, last_position \
+                 FROM account_view WHERE aggregate_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            for r in query.build().fetch_all(&mut **t).await? {
+                views.insert(
+                    r.try_get("aggregate_id")?,
+                    ViewRow {
+                        appid: r.try_get("appid")?,
+                        openid: r.try_get("openid")?,
+                        unionid_hash: r.try_get("unionid_hash")?,
+                        bound_user: r.try_get("bound_user")?,
+                        has_profile: r.try_get("has_profile")?,
+                        has_phone: r.try_get("has_phone")?,
+                        latest_session: r.try_get("latest_session")?,
+                        erased: r.try_get("erased")?,
+                        last_sequence: r.try_get("last_sequence")?,
+                        last_position: r.try_get("last_position")?,
+                        released: BTreeMap::new(),
+                        bound_in_batch: false,
+                        bound_at: 0,
+                        bound_position: 0,
+                    },
+                );
+            }
+        });
+    }
+    Ok(views)
+}
+
+/// Applies one event to its account's view, unless the view already reflects it.
+fn project(
+    views: &mut BTreeMap<String, ViewRow>,
+    (stored, event): (EncodedEvent, SocialAccountEvent),
+) {
+    let view = views
+        .entry(stored.aggregate_id)
+        .or_insert_with_key(|id| ViewRow::new(id));
+    if stored.sequence <= view.last_sequence {
+        return; // Already projected.
+    }
+    apply(view, event, stored.position);
+    view.last_sequence = stored.sequence;
+    view.last_position = stored.position;
+}
+
+/// Upserts the views, one multi-row statement per [`VIEW_CHUNK`] accounts.
+async fn write_views(tx: &mut Tx, views: &BTreeMap<String, ViewRow>) -> Result<(), sqlx::Error> {
+    let views: Vec<(&String, &ViewRow)> = views.iter().collect();
+    for chunk in views.chunks(VIEW_CHUNK) {
+        on_tx!(tx, t => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO account_view (aggregate_id, appid, openid, unionid_hash, bound_user, \
+                 has_profile, has_phone, latest_session, erased, last_sequence, last_position) ",
+            );
+            query.push_values(chunk, |mut row, (aggregate_id, view)| {
+                row.push_bind(aggregate_id.as_str())
+                    .push_bind(view.appid.as_str())
+                    .push_bind(view.openid.as_str())
+                    .push_bind(view.unionid_hash.as_deref())
+                    .push_bind(view.bound_user)
+                    .push_bind(view.has_profile)
+                    .push_bind(view.has_phone)
+                    .push_bind(view.latest_session)
+                    .push_bind(view.erased)
+                    .push_bind(view.last_sequence)
+                    .push_bind(view.last_position);
+            });
+            query.push(
+                " ON CONFLICT (aggregate_id) DO UPDATE SET unionid_hash = excluded.unionid_hash, \
+                 bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
+                 has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
+                 erased = excluded.erased, last_sequence = excluded.last_sequence, \
+                 last_position = excluded.last_position",
+            );
+            query.build().execute(&mut **t).await?;
+        });
+    }
+    Ok(())
+}
+
+/// The registry follows the log: a binding the log holds is claimed (a claim another
+/// user holds is left alone), a binding the log ended is released — unless the claim
+/// was made after the `Unbound` was committed (its `claimed_after` is at or past the
+/// event's position): a rebind claimed it again and its event is not projected yet.
+/// Positions order them, whatever the clocks of the instances say.
+async fn repair_registry(
+    tx: &mut Tx,
+    views: &BTreeMap<String, ViewRow>,
+) -> Result<(), sqlx::Error> {
+    for (aggregate_id, view) in views {
+        let ended = view
+            .released
+            .iter()
+            .filter(|(user, _)| Some(**user) != view.bound_user);
+        for (user, unbound_position) in ended {
+            on_tx!(tx, t => {
+                sqlx::query(
+                    "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
+                     AND claimed_after < $4",
+                )
+                .bind(&view.appid)
+                .bind(&view.openid)
+                .bind(user)
+                .bind(unbound_position)
+                .execute(&mut **t)
+                .await?;
+            });
+        }
+        if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
+            let inserted = on_tx!(tx, t => {
+                sqlx::query(
+                    "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&view.appid)
+                .bind(&view.openid)
+                .bind(user)
+                .bind(view.bound_at)
+                // As if claimed just before its event, as a bind does.
+                .bind(view.bound_position - 1)
+                .execute(&mut **t)
+                .await?
+                .rows_affected()
+            });
+            if inserted == 1 {
+                tracing::info!(account = %aggregate_id, user, "registry repaired from the log");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error of a catch-up that stopped before `event`.
+fn undecodable(event: UndecodableEvent) -> PortError {
+    PortError::internal("read models", event)
+}
 
 fn view_from_row<R>(row: &R) -> Result<AccountView, PortError>
 where
@@ -497,7 +604,8 @@ where
     Option<String>: for<'r> sqlx::Decode<'r, R::Database>,
     Option<i64>: for<'r> sqlx::Decode<'r, R::Database>,
 {
-    let bad = |what: &str| PortError::Internal(format!("account_view holds an invalid {what}"));
+    let bad =
+        |what: &str| PortError::Internal(format!("account_view holds an invalid {what}").into());
     let get_err = |e: sqlx::Error| port_error(e);
     let appid: String = row.try_get("appid").map_err(get_err)?;
     let openid: String = row.try_get("openid").map_err(get_err)?;
@@ -520,7 +628,30 @@ where
     })
 }
 
-fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
+impl ViewRow {
+    /// The view of an account the read model has not seen yet.
+    fn new(aggregate_id: &str) -> Self {
+        let (appid, openid) = aggregate_id.split_once(':').unwrap_or_default();
+        Self {
+            appid: appid.to_owned(),
+            openid: openid.to_owned(),
+            unionid_hash: None,
+            bound_user: None,
+            has_profile: false,
+            has_phone: false,
+            latest_session: 0,
+            erased: false,
+            last_sequence: 0,
+            last_position: 0,
+            released: BTreeMap::new(),
+            bound_in_batch: false,
+            bound_at: 0,
+            bound_position: 0,
+        }
+    }
+}
+
+fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
     use SocialAccountEvent as E;
     match event {
         E::SessionObtained(e) => {
@@ -542,10 +673,11 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent) {
             view.bound_user = Some(e.user_id.get());
             view.bound_in_batch = true;
             view.bound_at = millis(e.occurred_at);
+            view.bound_position = position;
         }
         E::Unbound(e) => {
             view.bound_user = None;
-            view.released.insert(e.user_id.get(), millis(e.occurred_at));
+            view.released.insert(e.user_id.get(), position);
         }
         E::PersonalDataErased(_) => {
             view.unionid_hash = None;

@@ -171,7 +171,7 @@ impl SqlRefreshTokens {
 }
 
 fn subject(row: &TokenRow) -> Result<TokenSubject, PortError> {
-    let bad = |what: &str| PortError::Internal(format!("refresh_tokens.{what}: invalid"));
+    let bad = |what: &str| PortError::Internal(format!("refresh_tokens.{what}: invalid").into());
     Ok(TokenSubject {
         user_id: UserId::new(row.user_id).map_err(|_| bad("user_id"))?,
         tenant: TenantId::parse(&row.tenant).map_err(|_| bad("tenant"))?,

@@ -50,13 +50,16 @@ impl BindingRegistry for SqlBindingRegistry {
             let inserted = {
                 let _turn = self.db.write_turn().await;
                 on_pool!(&self.db.pool, p => {
+                    // The newest log position orders this claim against the
+                    // `Unbound`s the read models project (see `read_models.rs`).
                     sqlx::query(
-                        "INSERT INTO bindings (appid, openid, user_id, claimed_at) VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
+                         VALUES ($1, $2, $3, $4, (SELECT COALESCE(MAX(position), 0) FROM events))",
                     )
                     .bind(appid.as_str())
                     .bind(openid.as_str())
                     .bind(user.get())
-                    .bind(millis(chrono::Utc::now()))
+                    .bind(millis(self.db.now()))
                     .execute(p)
                     .await
                     .map(|r| r.rows_affected())

@@ -1,7 +1,8 @@
-//! Upcasters: how events written by earlier releases are read today. Every read path
-//! (loading an aggregate, exports, audits, the read models) passes stored events
-//! through [`default_upcasters`] before decoding them, so an old row never needs
-//! rewriting — rewriting would break its chain hash.
+//! Upcasters: how events written by earlier releases are read today. This is the one
+//! list: every read path (loading an aggregate, exports, audits, the read models)
+//! decodes through the one decoder (`decode.rs`), which passes an older event through
+//! it, so an old row never needs rewriting — rewriting would break its chain hash. A
+//! new event version adds its upcaster here.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;

@@ -99,6 +99,15 @@ enum Key<'a> {
     Account(&'a str, &'a str),
 }
 
+/// Whether any user answers: each lookup has a statement of its own.
+#[derive(Clone, Copy)]
+enum Lookup<'a> {
+    /// Any user of the tenant.
+    AnyInTenant(&'a TenantId),
+    /// The account name within the tenant.
+    Account(&'a TenantId, &'a str),
+}
+
 /// A user row to insert.
 struct NewRow<'a> {
     tenant: &'a TenantId,
@@ -164,10 +173,12 @@ impl SqlUserDirectory {
             .map(|s| {
                 let name = column.legacy_purpose();
                 open_column(&self.keys, column, id, &s)
-                    .map_err(|e| PortError::Internal(format!("users.{name}: {e}")))
+                    .map_err(|e| PortError::internal(format!("users.{name}"), e))
                     .and_then(|b| {
-                        String::from_utf8(b)
-                            .map_err(|_| PortError::Internal(format!("users.{name}: not UTF-8")))
+                        String::from_utf8(b).map_err(|e| {
+                            // Not `e`: it holds the opened bytes.
+                            PortError::internal(format!("users.{name}: not UTF-8"), e.utf8_error())
+                        })
                     })
             })
             .transpose()
@@ -271,7 +282,7 @@ impl SqlUserDirectory {
                 .bind(mobile_hash)
                 .bind(password_hash)
                 .bind(origin)
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|r| r.try_get::<i64, _>("id"))?;
@@ -297,15 +308,21 @@ impl SqlUserDirectory {
         }
     }
 
-    async fn exists(&self, filter: &str, tenant: &str, value: &str) -> Result<bool, PortError> {
+    /// Whether a user answers `lookup`.
+    async fn exists(&self, lookup: Lookup<'_>) -> Result<bool, PortError> {
         on_pool!(&self.db.pool, p => {
-            Ok(sqlx::query(&format!("SELECT 1 AS one FROM users WHERE tenant = $1 AND {filter} = $2"))
-                .bind(tenant)
-                .bind(value)
-                .fetch_optional(p)
-                .await
-                .map_err(port_error)?
-                .is_some())
+            let query = match lookup {
+                Lookup::AnyInTenant(tenant) => {
+                    sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 LIMIT 1")
+                        .bind(tenant.as_str())
+                }
+                Lookup::Account(tenant, account) => {
+                    sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 AND account = $2")
+                        .bind(tenant.as_str())
+                        .bind(account)
+                }
+            };
+            Ok(query.fetch_optional(p).await.map_err(port_error)?.is_some())
         })
     }
 
@@ -319,10 +336,10 @@ impl SqlUserDirectory {
             argon2
                 .hash_password(password.expose().as_bytes(), &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| PortError::Internal(format!("argon2: {e}")))
+                .map_err(|e| PortError::internal("argon2", e.to_string()))
         })
         .await
-        .map_err(|e| PortError::Internal(format!("argon2 task: {e}")))?
+        .map_err(|e| PortError::internal("argon2 task", e))?
     }
 
     async fn verify_password(
@@ -351,14 +368,14 @@ impl SqlUserDirectory {
                 None => (dummy, false),
             };
             let parsed = PasswordHash::new(&hash)
-                .map_err(|e| PortError::Internal(format!("stored password hash: {e}")))?;
+                .map_err(|e| PortError::internal("stored password hash", e.to_string()))?;
             let ok = argon2
                 .verify_password(password.expose().as_bytes(), &parsed)
                 .is_ok();
             Ok(ok && known)
         })
         .await
-        .map_err(|e| PortError::Internal(format!("argon2 task: {e}")))?
+        .map_err(|e| PortError::internal("argon2 task", e))?
     }
 }
 
@@ -465,8 +482,8 @@ impl UserDirectory for SqlUserDirectory {
     }
 
     async fn create_account(&self, user: NewAccountUser) -> Result<AccountCreation, PortError> {
-        let tenant = user.tenant.as_str();
-        if self.exists("account", tenant, &user.account).await? {
+        let taken = Lookup::Account(&user.tenant, &user.account);
+        if self.exists(taken).await? {
             return Ok(AccountCreation::AccountTaken);
         }
         let hash = self.hash_password(&user.password).await?;
@@ -490,9 +507,7 @@ impl UserDirectory for SqlUserDirectory {
                 .ok_or_else(|| PortError::Internal("created user vanished".into()))?,
             )),
             // Which key was it? Ask, rather than parse engine-specific messages.
-            Err(_) if self.exists("account", tenant, &user.account).await? => {
-                Ok(AccountCreation::AccountTaken)
-            }
+            Err(_) if self.exists(taken).await? => Ok(AccountCreation::AccountTaken),
             Err(_) => Ok(AccountCreation::PhoneTaken),
         }
     }
@@ -541,14 +556,7 @@ impl UserDirectory for SqlUserDirectory {
     }
 
     async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, PortError> {
-        on_pool!(&self.db.pool, p => {
-            Ok(sqlx::query("SELECT 1 AS one FROM users WHERE tenant = $1 LIMIT 1")
-                .bind(tenant.as_str())
-                .fetch_optional(p)
-                .await
-                .map_err(port_error)?
-                .is_some())
-        })
+        self.exists(Lookup::AnyInTenant(tenant)).await
     }
 
     async fn erase_registered(&self, id: UserId) -> Result<bool, PortError> {

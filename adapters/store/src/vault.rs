@@ -65,9 +65,7 @@ impl SqlVault {
                 Legacy::Opens(&legacy),
                 sealed,
             )
-            .map_err(|e| {
-                PortError::Internal(format!("data key of an account: {e} (wrong server key?)"))
-            })?;
+            .map_err(|e| PortError::internal("data key of an account (wrong server key?)", e))?;
         bytes
             .try_into()
             .map_err(|_| PortError::Internal("data key of an account: wrong length".into()))
@@ -111,7 +109,7 @@ impl SqlVault {
                 .bind(account.as_str())
                 .bind(&key_id)
                 .bind(Self::seal_data_key(&self.keys, account, &key))
-                .bind(millis(chrono::Utc::now()))
+                .bind(millis(self.db.now()))
                 .execute(p)
                 .await
                 .map_err(port_error)?;
@@ -149,7 +147,7 @@ impl PersonalDataVault for SqlVault {
                 Legacy::Opens(SESSION_KEY),
                 sealed.as_sealed_text(),
             )
-            .map_err(|e| PortError::Internal(format!("sealed session key: {e}")))?;
+            .map_err(|e| PortError::internal("sealed session key", e))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| PortError::Internal("sealed session key: not UTF-8".into()))?;
         SessionKey::parse(&text)
@@ -204,7 +202,7 @@ impl PersonalDataVault for SqlVault {
                 legacy,
                 &format!("{version}.{body}"),
             )
-            .map_err(|e| PortError::Internal(format!("sealed personal datum: {e}")))?;
+            .map_err(|e| PortError::internal("sealed personal datum", e))?;
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| PortError::Internal("sealed personal datum: not UTF-8".into()))

@@ -19,7 +19,7 @@ use miniauth_domain::{
     SealedSecret, SessionKey, SocialAccountCommand, SocialAccountEvent, TenantId, UserId,
 };
 use miniauth_store::{AccountEventStore, Store, StoreError};
-use support::{appid, service, tenant, Backend, FakeWeChat, TestDb};
+use support::{appid, service, tenant, Engine, FakeWeChat, TestDb};
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -27,7 +27,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
+                    super::$name(super::Engine::Sqlite).await;
                 }
             )*
         }
@@ -35,7 +35,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
+                    super::$name(super::Engine::Postgres).await;
                 }
             )*
         }
@@ -59,6 +59,7 @@ contract!(
     vault_seals_and_forgets,
     key_material_is_shared_between_instances,
     read_models_catch_up_after_a_crash,
+    an_undecodable_event_stops_the_catch_up,
     race_two_users_bind_one_identity,
     race_one_user_binds_two_identities,
     race_registrations_for_one_phone,
@@ -117,8 +118,8 @@ fn obtain(openid: &str) -> SocialAccountCommand {
     }
 }
 
-async fn state_row_equals_replay_after_many_commits(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn state_row_equals_replay_after_many_commits(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let es = store.event_store();
     let id = account("o-many");
@@ -181,8 +182,8 @@ async fn state_row_equals_replay_after_many_commits(backend: Backend) {
     assert_eq!(*reloaded.aggregate(), replayed);
 }
 
-async fn concurrent_appends_conflict(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn concurrent_appends_conflict(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let first = db.connect().await;
     let second = db.connect().await;
     let id = account("o-race");
@@ -232,11 +233,11 @@ async fn concurrent_appends_conflict(backend: Backend) {
 /// The port the use cases commit through: the state row is the pre-commit state with
 /// the new events applied exactly once, and a commit after a stale version is a typed
 /// conflict that writes nothing.
-async fn the_account_port_applies_events_once_and_refuses_a_stale_version(backend: Backend) {
+async fn the_account_port_applies_events_once_and_refuses_a_stale_version(engine: Engine) {
     // Here only: the store is a cqrs-es `EventStore` too, with a `commit` of its own.
     use miniauth_application::ports::AccountRepository;
 
-    let db = TestDb::new(backend).await;
+    let db = TestDb::new(engine).await;
     let (first, second) = (db.connect().await, db.connect().await);
     let (a, b) = (first.event_store(), second.event_store());
     let id = account("o-port");
@@ -278,8 +279,8 @@ async fn the_account_port_applies_events_once_and_refuses_a_stale_version(backen
     assert_eq!(b.load_events(id.as_str()).await.unwrap().len(), 2);
 }
 
-async fn long_history_loads_as_fast_as_a_new_account(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn long_history_loads_as_fast_as_a_new_account(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let es = store.event_store().without_projection();
     let id = account("o-long");
@@ -316,8 +317,8 @@ async fn long_history_loads_as_fast_as_a_new_account(backend: Backend) {
     );
 }
 
-async fn events_after_reads_the_log_in_commit_order_with_metadata(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn events_after_reads_the_log_in_commit_order_with_metadata(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let es = store.event_store();
     run(&es, &account("o-a"), obtain("o-a")).await;
@@ -352,8 +353,8 @@ fn phone(digits: &str) -> PhoneNumber {
     PhoneNumber::new(digits, "86").unwrap()
 }
 
-async fn users_are_unique_per_tenant_and_check_passwords(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn users_are_unique_per_tenant_and_check_passwords(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let users = store.users();
     let Registration::Created(alice) = users
@@ -463,8 +464,8 @@ async fn users_are_unique_per_tenant_and_check_passwords(backend: Backend) {
     );
 }
 
-async fn discard_unbound_keeps_bound_and_password_users(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn discard_unbound_keeps_bound_and_password_users(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let users = store.users();
     let register = |digits: &'static str| {
@@ -513,8 +514,8 @@ async fn discard_unbound_keeps_bound_and_password_users(backend: Backend) {
     assert!(users.get(admin.id).await.unwrap().is_some());
 }
 
-async fn registry_claims_are_unique_both_ways(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn registry_claims_are_unique_both_ways(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let registry = store.registry();
     let (o1, o2) = (OpenId::parse("o-1").unwrap(), OpenId::parse("o-2").unwrap());
@@ -554,34 +555,43 @@ async fn registry_claims_are_unique_both_ways(backend: Backend) {
 }
 
 /// Bound, unbound, then claimed again by a rebind whose event is not committed yet:
-/// the projection of the Unbound must not release the younger claim.
-async fn a_lagging_projection_keeps_a_rebind_claim(backend: Backend) {
-    let db = TestDb::new(backend).await;
+/// the projection of the Unbound must not release the younger claim. A claim whose
+/// release a crash lost is released by it. Log positions order them, not clocks.
+async fn a_lagging_projection_keeps_a_rebind_claim(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let es = store.event_store().without_projection();
     let registry = store.registry();
-    let id = account("o-rebind");
-    let (openid, user) = (OpenId::parse("o-rebind").unwrap(), UserId::new(7).unwrap());
-    run(&es, &id, obtain("o-rebind")).await;
-    registry.claim(&appid(), &openid, user).await.unwrap();
-    let bind = SocialAccountCommand::Bind {
-        proof: miniauth_domain::SessionProof::ticket(1),
-        user_id: user,
-        via: miniauth_domain::BindMethod::CurrentUser,
-        at: Utc::now(),
-    };
-    run(&es, &id, bind).await;
-    let unbind = SocialAccountCommand::Unbind {
-        user_id: user,
-        reason: miniauth_domain::UnbindReason::UserRequest,
-        at: Utc::now(),
-    };
-    run(&es, &id, unbind).await;
-    registry.release(&appid(), &openid, user).await.unwrap();
-    // Claims are dated in milliseconds: make the rebind's claim strictly younger.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (user, other) = (UserId::new(7).unwrap(), UserId::new(8).unwrap());
+    // Unbound by an instance whose clock runs an hour ahead of the registry's.
+    let ahead = Utc::now() + Duration::hours(1);
+    let (rebound, lost) = (
+        OpenId::parse("o-rebind").unwrap(),
+        OpenId::parse("o-lost").unwrap(),
+    );
+    for (openid, user) in [(&rebound, user), (&lost, other)] {
+        let id = AccountId::new(&appid(), openid);
+        run(&es, &id, obtain(openid.as_str())).await;
+        registry.claim(&appid(), openid, user).await.unwrap();
+        let bind = SocialAccountCommand::Bind {
+            proof: miniauth_domain::SessionProof::ticket(1),
+            user_id: user,
+            via: miniauth_domain::BindMethod::CurrentUser,
+            at: Utc::now(),
+        };
+        run(&es, &id, bind).await;
+        let unbind = SocialAccountCommand::Unbind {
+            user_id: user,
+            reason: miniauth_domain::UnbindReason::UserRequest,
+            at: ahead,
+        };
+        run(&es, &id, unbind).await;
+    }
+    // o-lost: the process died before the release. o-rebind: released, then claimed
+    // again at once, in the same millisecond as its Unbound at the latest.
+    registry.release(&appid(), &rebound, user).await.unwrap();
     assert_eq!(
-        registry.claim(&appid(), &openid, user).await.unwrap(),
+        registry.claim(&appid(), &rebound, user).await.unwrap(),
         Claim::New
     );
 
@@ -589,8 +599,13 @@ async fn a_lagging_projection_keeps_a_rebind_claim(backend: Backend) {
 
     assert_eq!(
         registry.identity_of(&appid(), user).await.unwrap(),
-        Some(openid),
+        Some(rebound),
         "the projection of the earlier Unbound released the rebind's claim"
+    );
+    assert_eq!(
+        registry.identity_of(&appid(), other).await.unwrap(),
+        None,
+        "the claim whose release was lost is released by the projection"
     );
 }
 
@@ -604,9 +619,9 @@ fn owner(user: i64, app: Option<AppId>) -> SessionOwner {
 
 /// One use, few tries: fifty concurrent counts on two instances get fifty different
 /// answers; a try given back lowers the count; purge forgets only what expired.
-async fn usage_counters_count_atomically_across_instances(backend: Backend) {
+async fn usage_counters_count_atomically_across_instances(engine: Engine) {
     use miniauth_application::ports::{UsageCounters, UsageKey};
-    let db = TestDb::new(backend).await;
+    let db = TestDb::new(engine).await;
     let (one, two) = (db.connect().await, db.connect().await);
     let now = Utc::now();
     let key = UsageKey::TicketExchanges("f".repeat(64));
@@ -656,8 +671,8 @@ async fn usage_counters_count_atomically_across_instances(backend: Backend) {
     assert_eq!(counters.count(&key, later).await.unwrap(), 51, "kept");
 }
 
-async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn refresh_tokens_rotate_once_and_detect_reuse(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let tokens = store.refresh_tokens();
     let owner = owner(5, Some(appid()));
@@ -731,8 +746,8 @@ async fn refresh_tokens_rotate_once_and_detect_reuse(backend: Backend) {
         .all(|r| matches!(r.as_ref().unwrap(), Ok(_) | Err(RefreshError::Reused))));
 }
 
-async fn sessions_die_by_scope_and_by_absolute_lifetime(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn sessions_die_by_scope_and_by_absolute_lifetime(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let tokens = store.refresh_tokens();
     let now = Utc::now();
@@ -822,8 +837,8 @@ async fn sessions_die_by_scope_and_by_absolute_lifetime(backend: Backend) {
     );
 }
 
-async fn purge_removes_dead_refresh_tokens_only(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn purge_removes_dead_refresh_tokens_only(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let tokens = store.refresh_tokens();
     let now = Utc::now();
@@ -889,8 +904,8 @@ async fn purge_removes_dead_refresh_tokens_only(backend: Backend) {
     );
 }
 
-async fn vault_seals_and_forgets(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn vault_seals_and_forgets(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let vault = store.vault();
     let alice = account("o-alice");
@@ -967,8 +982,8 @@ async fn vault_seals_and_forgets(backend: Backend) {
     );
 }
 
-async fn key_material_is_shared_between_instances(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn key_material_is_shared_between_instances(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let (a, b) = (db.connect().await, db.connect().await);
     let first = a.key_material("jwt", || vec![1, 2, 3]).await.unwrap();
     let second = b
@@ -1002,8 +1017,8 @@ async fn login(
     auth.login(&ctx(), support::APPID, code).await.unwrap()
 }
 
-async fn read_models_catch_up_after_a_crash(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn read_models_catch_up_after_a_crash(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let wechat = Arc::new(FakeWeChat::default());
     // Commits go through the event store only: the projection "crashed" each time.
@@ -1081,41 +1096,87 @@ async fn read_models_catch_up_after_a_crash(backend: Backend) {
     assert_eq!(late.map(|v| v.latest_session), Some(1));
 }
 
-/// How many rows `table` holds, read behind the store's back.
-async fn row_count(db: &TestDb, table: &str) -> i64 {
-    let sql = format!("SELECT COUNT(*) FROM {table}");
-    match db.backend {
-        Backend::Sqlite => {
+/// An event no upcaster makes readable is not skipped: the catch-up projects what comes
+/// before it, stops there with an error naming it, and stops there again next time.
+async fn an_undecodable_event_stops_the_catch_up(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let store = db.connect().await;
+    let es = store.event_store().without_projection();
+    run(&es, &account("o-before"), obtain("o-before")).await;
+    let before: i64 = scalar(&db, "SELECT MAX(position) FROM events").await;
+    execute(
+        &db,
+        &format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata) VALUES ('SocialAccount', '{}', 1, \
+             'SessionObtained', '2', '{{\"SessionObtained\":{{\"appid\":7}}}}', '{{}}')",
+            account("o-broken")
+        ),
+    )
+    .await;
+    let broken: i64 = scalar(&db, "SELECT MAX(position) FROM events").await;
+    run(&es, &account("o-after"), obtain("o-after")).await;
+
+    for _ in 0..2 {
+        let error = store.catch_up().await.expect_err("an undecodable event");
+        let message = miniauth_application::ports::Chain(&error).to_string();
+        assert!(
+            message.contains(&format!("position {broken}")) && message.contains("SessionObtained"),
+            "the error names the event: {message}"
+        );
+        let checkpoint: i64 = scalar(&db, "SELECT position FROM projection_checkpoints").await;
+        assert_eq!(
+            checkpoint, before,
+            "the checkpoint stops before the broken event"
+        );
+        assert_eq!(
+            row_count(&db, "account_view").await,
+            1,
+            "only o-before is projected"
+        );
+    }
+    assert!(store.read_models().lag().await.unwrap() > 0);
+    assert!(
+        store
+            .account(&appid(), &OpenId::parse("o-after").unwrap())
+            .await
+            .is_err(),
+        "a question the read model cannot catch up on fails instead of answering stale"
+    );
+    // The store still opens (its tools read the log as stored), and stops there again.
+    let reopened = db.connect().await;
+    assert!(reopened.catch_up().await.is_err());
+    let checkpoint: i64 = scalar(&db, "SELECT position FROM projection_checkpoints").await;
+    assert_eq!(checkpoint, before);
+}
+
+/// One `i64` read behind the store's back.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    match db.engine {
+        Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
-        Backend::Postgres => {
+        Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
-            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
     }
 }
 
+/// How many rows `table` holds, read behind the store's back.
+async fn row_count(db: &TestDb, table: &str) -> i64 {
+    scalar(db, &format!("SELECT COUNT(*) FROM {table}")).await
+}
+
 /// Sets the read models' checkpoint back to the start of the log, behind the store's
 /// back.
 async fn rewind_checkpoint(db: &TestDb) {
-    const SQL: &str = "UPDATE projection_checkpoints SET position = 0";
-    match db.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
-            sqlx::query(SQL).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
-            sqlx::query(SQL).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
+    execute(db, "UPDATE projection_checkpoints SET position = 0").await;
 }
 
 /// Two instances over one database, as in production.
@@ -1200,8 +1261,8 @@ fn is_conflict(error: &AppError) -> bool {
     matches!(error.kind(), miniauth_application::ErrorKind::Conflict)
 }
 
-async fn race_two_users_bind_one_identity(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn race_two_users_bind_one_identity(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let (store, services) = two_instances(&db, RegistrationPolicy::Auto).await;
     let ticket = login(&services[0], "o-contested").await.ticket.token;
     let mut users = Vec::new();
@@ -1244,8 +1305,8 @@ async fn race_two_users_bind_one_identity(backend: Backend) {
     assert_consistent(&store).await;
 }
 
-async fn race_one_user_binds_two_identities(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn race_one_user_binds_two_identities(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let (store, services) = two_instances(&db, RegistrationPolicy::Auto).await;
     let user = password_user(&store, "solo").await;
     let mut tickets = Vec::new();
@@ -1282,8 +1343,8 @@ async fn race_one_user_binds_two_identities(backend: Backend) {
     assert_consistent(&store).await;
 }
 
-async fn race_registrations_for_one_phone(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn race_registrations_for_one_phone(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let (store, services) = two_instances(&db, RegistrationPolicy::Auto).await;
     let mut tickets = Vec::new();
     for i in 0..50 {
@@ -1341,8 +1402,8 @@ async fn race_registrations_for_one_phone(backend: Backend) {
     assert_consistent(&store).await;
 }
 
-async fn race_fifty_logins_of_one_openid(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn race_fifty_logins_of_one_openid(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let auth = Arc::new(service(
         &store,
@@ -1381,8 +1442,8 @@ async fn race_fifty_logins_of_one_openid(backend: Backend) {
     assert_consistent(&store).await;
 }
 
-async fn no_phone_or_session_key_in_the_database(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn no_phone_or_session_key_in_the_database(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let wechat = Arc::new(FakeWeChat::default());
     let auth = service(
@@ -1431,8 +1492,8 @@ async fn no_phone_or_session_key_in_the_database(backend: Backend) {
 
 /// Every byte of the SQLite files, or every row of every PostgreSQL table as text.
 async fn dump(db: &TestDb, store: &Store) -> String {
-    match db.backend {
-        Backend::Sqlite => {
+    match db.engine {
+        Engine::Sqlite => {
             store.close().await;
             let mut all = Vec::new();
             for entry in std::fs::read_dir(&db.dir).unwrap() {
@@ -1440,7 +1501,7 @@ async fn dump(db: &TestDb, store: &Store) -> String {
             }
             String::from_utf8_lossy(&all).into_owned()
         }
-        Backend::Postgres => {
+        Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
@@ -1462,8 +1523,8 @@ async fn dump(db: &TestDb, store: &Store) -> String {
     }
 }
 
-async fn erasure_keeps_history_replayable(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn erasure_keeps_history_replayable(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let auth = service(
         &store,
@@ -1554,8 +1615,8 @@ async fn erasure_keeps_history_replayable(backend: Backend) {
     assert_consistent(&store).await;
 }
 
-async fn orphan_sweep_removes_unbound_registrations(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn orphan_sweep_removes_unbound_registrations(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let users = store.users();
     // A registration whose process died before the bind: no claim, no event.
@@ -1605,10 +1666,8 @@ async fn orphan_sweep_removes_unbound_registrations(backend: Backend) {
         store.sweep_orphans(Duration::minutes(10)).await.unwrap(),
         miniauth_store::Sweep::default()
     );
-    let swept = store
-        .sweep_orphans(Duration::zero() - Duration::seconds(1))
-        .await
-        .unwrap();
+    db.clock.advance(Duration::minutes(11));
+    let swept = store.sweep_orphans(Duration::minutes(10)).await.unwrap();
     assert_eq!(swept.users_removed, 1);
     assert_eq!(swept.claims_released, 1);
     assert_eq!(users.get(orphan.id).await.unwrap(), None);
@@ -1625,12 +1684,15 @@ async fn orphan_sweep_removes_unbound_registrations(backend: Backend) {
 
 #[tokio::test]
 async fn postgres_without_a_server_key_is_refused_clearly() {
-    let db = TestDb::new(Backend::Postgres).await;
+    let db = TestDb::new(Engine::Postgres).await;
     let config = miniauth_store::StoreConfig {
         server_key: None,
         ..db.config.clone()
     };
-    let error = Store::connect(&config).await.err().expect("refused");
+    let error = Store::connect(&config, db.clock.clone())
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(error, StoreError::MissingServerKey));
     assert!(error.to_string().contains("openssl rand -base64 32"));
 }
@@ -1638,7 +1700,7 @@ async fn postgres_without_a_server_key_is_refused_clearly() {
 #[tokio::test]
 async fn sqlite_generates_its_server_key_once_with_private_permissions() {
     use std::os::unix::fs::PermissionsExt;
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Engine::Sqlite).await;
     let store = db.connect().await;
     let key_file = db.dir.join("server.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
@@ -1665,13 +1727,13 @@ async fn sqlite_generates_its_server_key_once_with_private_permissions() {
 
 #[tokio::test]
 async fn default_sqlite_url_creates_file_and_directory() {
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = TestDb::new(Engine::Sqlite).await;
     let nested = db.dir.join("deeper/still");
     let config = miniauth_store::StoreConfig {
         url: format!("sqlite://{}/miniauth.db", nested.display()),
         ..db.config.clone()
     };
-    let store = Store::connect(&config).await.unwrap();
+    let store = Store::connect(&config, db.clock.clone()).await.unwrap();
     store.ping().await.unwrap();
     assert!(nested.join("miniauth.db").exists());
     assert_eq!(store.engine(), miniauth_store::Engine::Sqlite);
@@ -1685,7 +1747,9 @@ async fn in_memory_sqlite_keeps_one_database() {
         password_cost: miniauth_store::PasswordCost::testing(),
         ..Default::default()
     };
-    let store = Store::connect(&config).await.unwrap();
+    let store = Store::connect(&config, Arc::new(support::TestClock::default()))
+        .await
+        .unwrap();
     let es = store.event_store();
     run(&es, &account("o-mem"), obtain("o-mem")).await;
     run(&es, &account("o-mem"), obtain("o-mem")).await;
@@ -1707,7 +1771,7 @@ async fn bad_urls_and_costs_are_refused_clearly() {
         ..Default::default()
     };
     assert!(matches!(
-        Store::connect(&bad_url).await,
+        Store::connect(&bad_url, Arc::new(support::TestClock::default())).await,
         Err(StoreError::BadUrl(_))
     ));
     let bad_cost = miniauth_store::StoreConfig {
@@ -1721,7 +1785,7 @@ async fn bad_urls_and_costs_are_refused_clearly() {
         ..Default::default()
     };
     assert!(matches!(
-        Store::connect(&bad_cost).await,
+        Store::connect(&bad_cost, Arc::new(support::TestClock::default())).await,
         Err(StoreError::InvalidConfig(_))
     ));
 }
@@ -1753,14 +1817,14 @@ fn user_id(raw: i64) -> UserId {
 }
 
 async fn texts(db: &TestDb, query: &str) -> Vec<Option<String>> {
-    match db.backend {
-        Backend::Sqlite => {
+    match db.engine {
+        Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
             let rows = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
             pool.close().await;
             rows
         }
-        Backend::Postgres => {
+        Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
             let rows = sqlx::query_scalar(query).fetch_all(&pool).await.unwrap();
             pool.close().await;
@@ -1769,14 +1833,15 @@ async fn texts(db: &TestDb, query: &str) -> Vec<Option<String>> {
     }
 }
 
+/// Runs one statement behind the store's back.
 async fn execute(db: &TestDb, statement: &str) {
-    match db.backend {
-        Backend::Sqlite => {
+    match db.engine {
+        Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
             sqlx::query(statement).execute(&pool).await.unwrap();
             pool.close().await;
         }
-        Backend::Postgres => {
+        Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
             sqlx::query(statement).execute(&pool).await.unwrap();
             pool.close().await;
@@ -1786,8 +1851,8 @@ async fn execute(db: &TestDb, statement: &str) {
 
 /// Rows of an earlier release (v1: associated data naming the purpose at most) keep
 /// opening; `migrate` re-seals those outside the log as v2, bound to their owner.
-async fn v1_sealed_rows_keep_opening_and_are_resealed_bound_to_their_owner(backend: Backend) {
-    let mut db = TestDb::new(backend).await;
+async fn v1_sealed_rows_keep_opening_and_are_resealed_bound_to_their_owner(engine: Engine) {
+    let mut db = TestDb::new(engine).await;
     let server = [9u8; 32];
     db.config.server_key = Some(miniauth_store::ServerKey::new(server));
     let store = db.connect().await;
@@ -1897,8 +1962,8 @@ async fn v1_sealed_rows_keep_opening_and_are_resealed_bound_to_their_owner(backe
 
 /// The users table's sealed columns name their row: copied to another user (by SQL,
 /// without the server key), they do not open — nor does a lookup hash moved with them.
-async fn sealed_user_columns_do_not_open_in_another_row(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn sealed_user_columns_do_not_open_in_another_row(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let users = store.users();
     let mut ids = Vec::new();
@@ -1960,10 +2025,10 @@ async fn sealed_user_columns_do_not_open_in_another_row(backend: Backend) {
 /// After an erasure nothing of the person opens with the server key: no data key, the
 /// unionid only as a keyed hash in the log (not in the read model), the client IP
 /// sealed, the user the identity registered cleared; SQLite overwrites what it deletes.
-async fn erasure_leaves_nothing_readable_with_the_server_key(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn erasure_leaves_nothing_readable_with_the_server_key(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
-    if backend == Backend::Sqlite {
+    if engine == Engine::Sqlite {
         assert_eq!(store.secure_delete().await.unwrap(), Some(true));
     }
     let auth = service(

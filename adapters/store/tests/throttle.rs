@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use miniauth_application::ports::{
     AttemptLimiter, ClientNet, Limit, ThrottleError, ThrottleKey, ThrottleLimits,
 };
-use support::{tenant, Backend, TestDb};
+use support::{tenant, Engine, TestDb};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -50,11 +50,11 @@ macro_rules! on_both {
             mod $name {
                 #[tokio::test]
                 async fn sqlite() {
-                    super::$name(super::Backend::Sqlite).await;
+                    super::$name(super::Engine::Sqlite).await;
                 }
                 #[tokio::test]
                 async fn postgres() {
-                    super::$name(super::Backend::Postgres).await;
+                    super::$name(super::Engine::Postgres).await;
                 }
             }
         )*
@@ -71,8 +71,8 @@ on_both!(
 
 /// The background purge drops windows that ended and keeps the running ones: a window
 /// it kept still refuses.
-async fn the_purge_forgets_ended_windows_only(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn the_purge_forgets_ended_windows_only(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let limiter = store.attempt_limiter(limits());
     let login = ThrottleKey::Login(client());
@@ -106,8 +106,8 @@ async fn the_purge_forgets_ended_windows_only(backend: Backend) {
     );
 }
 
-async fn failures_refuse_within_the_window_and_the_window_frees_them(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn failures_refuse_within_the_window_and_the_window_frees_them(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let limiter = db.connect().await.attempt_limiter(limits());
     let alice = pair("alice");
     for i in 0..3 {
@@ -133,8 +133,8 @@ async fn failures_refuse_within_the_window_and_the_window_frees_them(backend: Ba
     assert!(limiter.check(&alice, later).await.is_err());
 }
 
-async fn hits_are_refused_beyond_the_rate_and_restart_with_a_new_window(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn hits_are_refused_beyond_the_rate_and_restart_with_a_new_window(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let limiter = store.attempt_limiter(limits());
     // Another instance on the same database counts with it.
@@ -152,8 +152,8 @@ async fn hits_are_refused_beyond_the_rate_and_restart_with_a_new_window(backend:
     assert!(limiter.hit(&login, next_minute).await.is_err());
 }
 
-async fn a_reset_forgets_only_its_key(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn a_reset_forgets_only_its_key(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let limiter = db.connect().await.attempt_limiter(limits());
     let account = ThrottleKey::Account {
         tenant: tenant(),
@@ -170,8 +170,8 @@ async fn a_reset_forgets_only_its_key(backend: Backend) {
     assert!(limiter.check(&account, t0()).await.is_err());
 }
 
-async fn keys_are_stored_hashed(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn keys_are_stored_hashed(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let limiter = store.attempt_limiter(limits());
     limiter
@@ -179,7 +179,7 @@ async fn keys_are_stored_hashed(backend: Backend) {
         .await
         .unwrap();
     let url = db.config.url.clone();
-    let keys: Vec<String> = if backend == Backend::Sqlite {
+    let keys: Vec<String> = if engine == Engine::Sqlite {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         sqlx::query_scalar("SELECT key_hash FROM attempt_counters")
             .fetch_all(&pool)

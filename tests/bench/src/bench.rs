@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use miniauth_domain::AppId;
+use miniauth_store::Engine;
 use miniauth_wechat::sim::{Faults, RunningSimulator, SimApp, SimConfig};
-use serde::Serialize;
 
 use miniauth::config::Config;
 
@@ -44,22 +44,24 @@ const EVIDENCE_SECS: u64 = 10;
 /// The bench app (`wx` + 16 letters or digits).
 pub(crate) const BENCH_APPID: &str = "wxbench00000000001";
 
-/// The store the server under test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A fresh SQLite file in a temporary directory.
-    Sqlite,
-    /// A fresh database on the PostgreSQL server of `--pg-url`.
-    Postgres,
+/// `--store`: the store's engines, each with what the bench runs it on.
+fn store_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Engine::ALL.map(|engine| {
+        PossibleValue::new(engine.name()).help(match engine {
+            Engine::Sqlite => "A fresh SQLite file in a temporary directory",
+            Engine::Postgres => "A fresh database on the PostgreSQL server of `--pg-url`",
+        })
+    }))
+    .try_map(|name| name.parse::<Engine>())
 }
 
 /// What to run and how hard.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The store of the server under test.
-    #[arg(long, value_enum, default_value = "postgres")]
-    pub store: StoreKind,
+    #[arg(long, value_parser = store_parser(), default_value = "postgres")]
+    pub store: Engine,
     /// Concurrent simulated mini program clients (and pgbench clients).
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
@@ -191,14 +193,14 @@ impl Bench {
         let machine = machine();
         progress(&args, "setting up");
         let (store_url, postgres) = match args.store {
-            StoreKind::Postgres => {
+            Engine::Postgres => {
                 let database = Database::create(&args.pg_url).await?;
                 let info = database.info().await?;
                 let url = database.url.clone();
                 self.database = Some(database);
                 (url, Some(info))
             }
-            StoreKind::Sqlite => (
+            Engine::Sqlite => (
                 format!("sqlite://{}", self.dir.path().join("miniauth.db").display()),
                 None,
             ),
@@ -490,7 +492,7 @@ mod tests {
     fn defaults_are_the_issue_s_load_and_bounds_are_enforced() {
         let a = args();
         assert_eq!(a.clients, 32);
-        assert_eq!(a.store, StoreKind::Postgres);
+        assert_eq!(a.store, Engine::Postgres);
         assert!(validate(&a).is_ok());
         let bad = [
             BenchArgs {

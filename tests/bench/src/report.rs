@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bench::StoreKind;
+use miniauth_store::Engine;
 
 /// The whole report (`--json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
@@ -12,7 +12,7 @@ pub struct Report {
     /// The machine the run was on.
     pub machine: Machine,
     /// The store under test.
-    pub store: StoreKind,
+    pub store: Engine,
     /// Concurrent clients.
     pub clients: usize,
     /// The server's connection pool.
@@ -204,7 +204,7 @@ pub(crate) fn targets(report: &Report) -> Vec<TargetResult> {
         .find(|s| s.name.starts_with("returning"));
     let ceiling = report.pgbench.first();
     out.push(match (returning, ceiling, report.store) {
-        (Some(r), Some(c), StoreKind::Postgres) => TargetResult {
+        (Some(r), Some(c), Engine::Postgres) => TargetResult {
             target: "returning-user login ≥ 0.6 × pgbench one-row INSERT TPS".into(),
             measured: format!(
                 "{:.0}/s vs {:.0} TPS = {:.2}×",
@@ -479,7 +479,7 @@ mod tests {
         };
         let mut report = Report {
             machine: machine(),
-            store: StoreKind::Postgres,
+            store: Engine::Postgres,
             clients: 32,
             pool: 10,
             duration_secs: 1,

@@ -198,9 +198,12 @@ async fn harness_full(
 ) -> Harness {
     let service_config = service_config();
     let apps = service_config.resolve_apps(&[]).unwrap();
-    let store = wiring::open_store(&service_config).await.unwrap();
-    let signing = Signing::load(&service_config, &store).await.unwrap();
+    // The store dates what it writes by the same clock the tests move.
     let clock = Arc::new(SettableClock::default());
+    let store = wiring::open_store_on(&service_config, clock.clone())
+        .await
+        .unwrap();
+    let signing = Signing::load(&service_config, &store).await.unwrap();
     let auth = wiring::service(
         &service_config,
         &apps,

@@ -14,7 +14,7 @@ use miniauth_domain::{
 };
 use miniauth_store::{FindingKind, Store, VerifyReport};
 
-use crate::support::{appid, service, Backend, FakeWeChat, TestDb, APPID};
+use crate::support::{appid, service, Engine, FakeWeChat, TestDb, APPID};
 
 contract!(
     point_in_time_replay_of_bind_unbind_rebind,
@@ -101,8 +101,8 @@ fn openids(bindings: &[miniauth_store::BindingAt]) -> Vec<(String, i64)> {
         .collect()
 }
 
-async fn point_in_time_replay_of_bind_unbind_rebind(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn point_in_time_replay_of_bind_unbind_rebind(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     // o-a: bound to 42 at 10, unbound at 20, bound to 7 at 30.
     // o-b: bound to 42 at 25.
@@ -161,8 +161,8 @@ async fn point_in_time_replay_of_bind_unbind_rebind(backend: Backend) {
     );
 }
 
-async fn history_masks_personal_data_and_shows_erasure(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn history_masks_personal_data_and_shows_erasure(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let auth = service(
         &store,
@@ -237,8 +237,8 @@ async fn history_masks_personal_data_and_shows_erasure(backend: Backend) {
 }
 
 /// Two accounts, four events each, verified once (which records a checkpoint).
-async fn seeded(backend: Backend) -> (TestDb, Store) {
-    let db = TestDb::new(backend).await;
+async fn seeded(engine: Engine) -> (TestDb, Store) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     for openid in ["o-a", "o-b"] {
         login_at(&store, openid, t(0)).await;
@@ -253,13 +253,13 @@ async fn seeded(backend: Backend) -> (TestDb, Store) {
 
 /// Runs one statement behind the store's back.
 async fn sql(db: &TestDb, sqlite: &str, postgres: &str) {
-    match db.backend {
-        Backend::Sqlite => {
+    match db.engine {
+        Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.config.url).await.unwrap();
             sqlx::query(sqlite).execute(&pool).await.unwrap();
             pool.close().await;
         }
-        Backend::Postgres => {
+        Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&db.config.url).await.unwrap();
             sqlx::query(postgres).execute(&pool).await.unwrap();
             pool.close().await;
@@ -304,8 +304,8 @@ fn assert_found(report: &VerifyReport, kind: FindingKind, openid: &str, sequence
         .all(|f| f.aggregate_id.as_deref() != Some(other.as_str())));
 }
 
-async fn clean_log_verifies_and_records_a_checkpoint(backend: Backend) {
-    let (_db, store) = seeded(backend).await;
+async fn clean_log_verifies_and_records_a_checkpoint(engine: Engine) {
+    let (_db, store) = seeded(engine).await;
     let checkpoints = store.checkpoints().await.unwrap();
     assert_eq!(checkpoints.len(), 1);
     assert_eq!(checkpoints[0].events, 8);
@@ -327,8 +327,8 @@ async fn clean_log_verifies_and_records_a_checkpoint(backend: Backend) {
     assert_eq!(last.checkpoints_checked, 2);
 }
 
-async fn edited_payload_is_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn edited_payload_is_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     replace_in(
         &db,
         "payload",
@@ -348,8 +348,8 @@ async fn edited_payload_is_found(backend: Backend) {
     );
 }
 
-async fn edited_metadata_is_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn edited_metadata_is_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     replace_in(
         &db,
         "metadata",
@@ -367,8 +367,8 @@ async fn edited_metadata_is_found(backend: Backend) {
     );
 }
 
-async fn deleted_middle_event_is_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn deleted_middle_event_is_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     let statement = format!(
         "DELETE FROM events WHERE aggregate_id = '{}' AND sequence = 2",
         id("o-a")
@@ -382,8 +382,8 @@ async fn deleted_middle_event_is_found(backend: Backend) {
         .any(|f| f.kind == FindingKind::CheckpointMismatch));
 }
 
-async fn deleted_tail_event_is_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn deleted_tail_event_is_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     let statement = format!(
         "DELETE FROM events WHERE aggregate_id = '{}' AND sequence = 4",
         id("o-b")
@@ -397,8 +397,8 @@ async fn deleted_tail_event_is_found(backend: Backend) {
     );
 }
 
-async fn inserted_event_is_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn inserted_event_is_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     let statement = format!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
          payload, metadata) VALUES ('SocialAccount', '{}', 5, 'Unbound', '1', \
@@ -410,7 +410,7 @@ async fn inserted_event_is_found(backend: Backend) {
     let report = store.verify().await.unwrap();
     assert_found(&report, FindingKind::Inserted, "o-a", 5);
     // Even with a valid chain hash, an event no commit wrote is beyond the state row.
-    let forged_db = seeded(backend).await;
+    let forged_db = seeded(engine).await;
     let (db, store) = (forged_db.0, forged_db.1);
     let last = store
         .history(&appid(), &OpenId::parse("o-a").unwrap())
@@ -441,8 +441,8 @@ async fn inserted_event_is_found(backend: Backend) {
     assert_found(&report, FindingKind::Inserted, "o-a", 5);
 }
 
-async fn reordered_events_are_found(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn reordered_events_are_found(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     let account = id("o-b");
     for (from, to) in [(2, -1), (3, 2), (-1, 3)] {
         let statement = format!(
@@ -464,8 +464,8 @@ async fn reordered_events_are_found(backend: Backend) {
 
 /// Whoever rewrites a stream with recomputed hashes and a matching state row defeats the
 /// chain — not the checkpoint recorded before.
-async fn consistent_rewrite_is_caught_by_the_checkpoint(backend: Backend) {
-    let (db, store) = seeded(backend).await;
+async fn consistent_rewrite_is_caught_by_the_checkpoint(engine: Engine) {
+    let (db, store) = seeded(engine).await;
     let aggregate = id("o-a").to_string();
     let events: Vec<_> = store
         .export(0, 100)
@@ -556,14 +556,14 @@ async fn read_model_rows(db: &TestDb) -> Vec<String> {
             out
         }};
     }
-    match db.backend {
-        Backend::Sqlite => rows!(sqlx::SqlitePool::connect(&db.config.url).await.unwrap()),
-        Backend::Postgres => rows!(sqlx::PgPool::connect(&db.config.url).await.unwrap()),
+    match db.engine {
+        Engine::Sqlite => rows!(sqlx::SqlitePool::connect(&db.config.url).await.unwrap()),
+        Engine::Postgres => rows!(sqlx::PgPool::connect(&db.config.url).await.unwrap()),
     }
 }
 
-async fn rebuilt_read_models_equal_the_ones_before(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn rebuilt_read_models_equal_the_ones_before(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let auth = service(
         &store,
@@ -614,8 +614,8 @@ async fn rebuilt_read_models_equal_the_ones_before(backend: Backend) {
 
 /// A `SessionObtained` as releases before version "1" wrote it: the session number as
 /// `seq`, no `unionid`, no chain hash; and its state row in a shape no longer read.
-async fn version_zero_event_is_upcast_on_every_read_path(backend: Backend) {
-    let db = TestDb::new(backend).await;
+async fn version_zero_event_is_upcast_on_every_read_path(engine: Engine) {
+    let db = TestDb::new(engine).await;
     let store = db.connect().await;
     let aggregate = id("o-old").to_string();
     let payload = format!(

@@ -19,21 +19,17 @@ use miniauth_application::{
 };
 use miniauth_domain::crypto::{encode_base64, Watermark, WatermarkPolicy};
 use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, TenantId, UnionId};
+pub use miniauth_store::Engine;
 use miniauth_store::{AccountEventStore, PasswordCost, ServerKey, Store, StoreConfig};
-
-/// Which engine a contract test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A database of its own for one test, removed when dropped.
 pub struct TestDb {
     pub config: StoreConfig,
-    pub backend: Backend,
+    /// The clock every store of this database runs on (see [`TestClock`]).
+    pub clock: Arc<TestClock>,
+    pub engine: Engine,
     pub dir: PathBuf,
     pg: Option<(String, String)>,
 }
@@ -50,7 +46,7 @@ fn unique_name() -> String {
 }
 
 impl TestDb {
-    pub async fn new(backend: Backend) -> Self {
+    pub async fn new(engine: Engine) -> Self {
         let name = unique_name();
         let dir = std::env::temp_dir().join(&name);
         let base = StoreConfig {
@@ -60,17 +56,18 @@ impl TestDb {
             refresh_ttl: Duration::days(30),
             ..StoreConfig::default()
         };
-        match backend {
-            Backend::Sqlite => Self {
+        match engine {
+            Engine::Sqlite => Self {
                 config: StoreConfig {
                     url: format!("sqlite://{}/miniauth.db", dir.display()),
                     ..base
                 },
-                backend,
+                engine,
                 dir,
+                clock: Arc::default(),
                 pg: None,
             },
-            Backend::Postgres => {
+            Engine::Postgres => {
                 let admin = std::env::var("MINIAUTH_TEST_DATABASE_URL")
                     .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
                 let mut admin_conn = tokio::time::timeout(
@@ -103,8 +100,9 @@ impl TestDb {
                         server_key: Some(ServerKey::generate()),
                         ..base
                     },
-                    backend,
+                    engine,
                     dir,
+                    clock: Arc::default(),
                     pg: Some((admin, name)),
                 }
             }
@@ -112,7 +110,7 @@ impl TestDb {
     }
 
     pub async fn connect(&self) -> Store {
-        Store::connect(&self.config)
+        Store::connect(&self.config, self.clock.clone())
             .await
             .expect("connect the store")
     }
@@ -286,6 +284,26 @@ impl TokenIssuer for PlainTokens {
 }
 
 pub struct SystemClock;
+
+/// The wall clock, moved forward by what a test asks for: the store's time, so that a
+/// test ages rows instead of sleeping.
+#[derive(Default)]
+pub struct TestClock {
+    ahead: std::sync::Mutex<Duration>,
+}
+
+impl TestClock {
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        *self.ahead.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.ahead.lock().unwrap()
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
