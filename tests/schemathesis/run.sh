@@ -10,7 +10,8 @@
 # WeChat simulator) in a temporary directory on free ports, and stops it at the end.
 # Needs python3 with the pinned packages (`pip install schemathesis==4.32.5
 # openapi-spec-validator==0.7.2`) and curl. SCHEMATHESIS_MAX_EXAMPLES and
-# SCHEMATHESIS_SEED override the bounded, reproducible defaults.
+# SCHEMATHESIS_SEED override the bounded, reproducible defaults; SCHEMATHESIS_KEEP=1
+# keeps the temporary directory (the server's log).
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -42,7 +43,11 @@ stop() {
     kill "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then
+    echo "kept: $work (server.log, openapi.json, tickets.dict)"
+  else
+    rm -rf "$work"
+  fi
 }
 trap stop EXIT
 
@@ -80,10 +85,27 @@ MINIAUTH_ACCESS_TOKEN=$(curl -fsS -X POST "$base/v1/token" \
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
 export MINIAUTH_ADMIN_TOKEN MINIAUTH_ACCESS_TOKEN
 
+# Tickets of WeChat users of the demo app, logged in through the simulator, so that the
+# routes that read a ticket reach their use cases (schemathesis.toml: `tickets`).
+json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
+sim=$(sed -n 's/.*the simulator at \(http:[^ ]*\).*/\1/p' server.log | head -n 1)
+appid=wxdemo000000000001
+for i in 1 2 3 4; do
+  user=$(curl -fsS -X POST "$sim/device/users" -H 'Content-Type: application/json' \
+    -d "{\"nickname\":\"Schemathesis $i\",\"phone\":\"1390000990$i\",\"country_code\":\"86\"}" |
+    json_field user_id)
+  code=$(curl -fsS -X POST "$sim/device/users/$user/login" -H 'Content-Type: application/json' \
+    -d "{\"appid\":\"$appid\"}" | json_field code)
+  ticket=$(curl -fsS -X POST "$base/v1/apps/$appid/sessions" -H 'Content-Type: application/json' \
+    -d "{\"code\":\"$code\"}" | json_field ticket)
+  echo "\"$ticket\"" >>tickets.dict
+done
+cp "$here/schemathesis.toml" .
+
 echo "== schemathesis $SCHEMATHESIS_VERSION (at most $MAX_EXAMPLES examples per operation, seed $SEED)"
 started=$(date +%s)
 status=0
-schemathesis --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+schemathesis --config-file schemathesis.toml run "$base/openapi.json" \
   --max-examples "$MAX_EXAMPLES" --seed "$SEED" --no-color || status=$?
 echo "schemathesis took $(($(date +%s) - started)) s"
 if [ "$status" -ne 0 ]; then
