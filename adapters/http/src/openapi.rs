@@ -359,11 +359,16 @@ impl PartialSchema for v1::LogoutRequest {
     fn schema() -> RefOr<Schema> {
         object(
             "`POST /v1/logout`.",
+            vec![],
             vec![(
                 "refresh_token",
-                not_blank("The refresh token to revoke (with its family)."),
+                string(
+                    "The refresh token to revoke (with its family); absent or blank: the \
+                     access token's session ends.",
+                )
+                .build()
+                .into(),
             )],
-            vec![],
         )
         .build()
         .into()

@@ -541,14 +541,14 @@ pub(crate) async fn token(
     Ok(Json(tokens.into()))
 }
 
-/// Revokes the refresh token (and its family).
+/// Revokes the refresh token (and its family); without one, the access token's session.
 #[utoipa::path(
     post, path = "/v1/logout", tag = "v1",
     request_body = LogoutRequest,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 400, description = "Malformed body (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`) or blank refresh token (`invalid_field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Bad access token (`access_token_*`) or refresh token (`refresh_token_*`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
