@@ -745,6 +745,25 @@ fn error_answers(path: &str, method: &str, operation: &Operation) -> Vec<(u16, S
             "This deployment serves no audit log (`audit_unavailable`)".into(),
         ));
     }
+    if path.ends_with("/sessions") || path.ends_with("/phone") {
+        // These ask WeChat (jscode2session, getuserphonenumber).
+        answers.push((429, "WeChat's rate limit (`wechat_rate_limited`)".into()));
+        answers.push((
+            500,
+            "WeChat refused this app or server (`wechat_app_credentials`, \
+             `wechat_ip_not_whitelisted`, `wechat_error`), or an internal error \
+             (`internal_error`)"
+                .into(),
+        ));
+        answers.push((
+            503,
+            "WeChat is unavailable or its quota used up (`wechat_unavailable`, \
+             `wechat_quota_exhausted`), the store is (`service_unavailable`, `server_busy`), \
+             or the request took too long (`request_timeout`); `Retry-After` says when to \
+             try again"
+                .into(),
+        ));
+    }
     answers.push((
         500,
         "An internal error (`internal_error`); the `x-request-id` header identifies it in \

@@ -334,8 +334,6 @@ pub(crate) fn phone_input(
         (status = 404, description = "No app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A concurrent change to the account (`concurrent_update`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "WeChat's rate limit (`wechat_rate_limited`), or too many logins from this address (`too_many_logins`)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "WeChat refused this app or server (`wechat_app_credentials`, `wechat_ip_not_whitelisted`, `wechat_error`), or `internal_error`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "WeChat is unavailable or its quota used up (`wechat_unavailable`, `wechat_quota_exhausted`), or the store (`service_unavailable`, `request_timeout`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create_session(
@@ -413,9 +411,6 @@ pub(crate) async fn submit_profile(
         (status = 403, description = "Refused by the app's registration policy (`registration_closed`, `phone_not_registered`), `legacy_payloads_disabled`, `user_disabled`, `tenant_mismatch` or `wechat_user_blocked`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No app with this appid (`unknown_app`), or the user is gone (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already bound elsewhere (`already_bound_to_other_user`, `user_already_bound_in_app`), `phone_taken` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "WeChat's rate limit (`wechat_rate_limited`)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "WeChat refused this app or server (`wechat_app_credentials`, `wechat_ip_not_whitelisted`, `wechat_error`), or `internal_error`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "WeChat is unavailable or its quota used up (`wechat_unavailable`, `wechat_quota_exhausted`), or the store (`service_unavailable`, `request_timeout`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn verify_phone(
