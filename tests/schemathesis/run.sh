@@ -105,7 +105,8 @@ cp "$here/schemathesis.toml" .
 echo "== schemathesis $SCHEMATHESIS_VERSION (at most $MAX_EXAMPLES examples per operation, seed $SEED)"
 started=$(date +%s)
 status=0
-schemathesis --config-file schemathesis.toml run "$base/openapi.json" \
+# python3 -m: the interpreter whose packages were checked above, whatever is on PATH.
+python3 -m schemathesis.cli --config-file schemathesis.toml run "$base/openapi.json" \
   --max-examples "$MAX_EXAMPLES" --seed "$SEED" --no-color || status=$?
 echo "schemathesis took $(($(date +%s) - started)) s"
 if [ "$status" -ne 0 ]; then
