@@ -789,11 +789,19 @@ fn is_audit_route(path: &str, method: &str) -> bool {
 /// annotation (admin.rs) gives.
 fn route_answers(path: &str, method: &str) -> Vec<(u16, &'static str)> {
     match (method, path) {
+        ("get", "/v1/admin/apps/{appid}/accounts/{openid}/history") => vec![(
+            404,
+            "Nothing was ever recorded for this identity (`account_not_found`)",
+        )],
+        ("get", "/v1/admin/bindings") => vec![(
+            404,
+            "An app neither configured nor in the log (`unknown_app`)",
+        )],
         ("post", "/v1/admin/apps/{appid}/accounts/{openid}/erase") => vec![
             (
-                401,
-                "Missing or wrong admin token (`admin_token_invalid`), or this identity \
-                 never logged in (`no_session`)",
+                404,
+                "No app with this appid (`unknown_app`), or this identity never logged in \
+                 (`account_not_found`)",
             ),
             (
                 409,

@@ -263,6 +263,16 @@ fn openapi_tells_the_truth() {
             &[200, 400, 401, 403, 500, 501, 503],
         ),
         (
+            "/v1/admin/bindings",
+            "get",
+            &[200, 400, 401, 403, 404, 500, 501, 503],
+        ),
+        (
+            "/v1/admin/apps/{appid}/accounts/{openid}/erase",
+            "post",
+            &[204, 400, 401, 403, 404, 409, 500, 503],
+        ),
+        (
             "/v1/admin/apps/{appid}/accounts/{openid}/history",
             "get",
             &[200, 400, 401, 403, 404, 500, 501, 503],
