@@ -1,7 +1,7 @@
 //! miniauth's HTTP API, over the use cases of [`MiniAuth`](miniauth_application::MiniAuth):
 //!
 //! * the v1 API: JSON in snake_case, errors as `application/problem+json` with a stable
-//!   `code` (see docs/api.md), described at `/openapi.json`;
+//!   `code` (see docs/api.md), described at `/openapi.json` ([`openapi()`]);
 //! * the GitEgg-compatible API: the routes existing GitEgg mini program front ends call,
 //!   always HTTP 200 with GitEgg's envelope;
 //! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
@@ -24,6 +24,7 @@ mod error;
 mod extract;
 mod gitegg;
 mod metrics;
+mod openapi;
 mod ops;
 mod server;
 mod state;
@@ -41,8 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
 pub use client_ip::{BadProxyEntry, TrustedProxies};
 pub use config::{
@@ -52,6 +51,7 @@ pub use config::{
 pub use error::{error_catalog, error_table_markdown, gitegg_code, status_of, ErrorRow, Problem};
 pub use gitegg::Envelope;
 pub use metrics::{LoginOutcome, Metrics};
+pub use openapi::openapi;
 pub use server::{serve_with, ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use state::{AlwaysReady, ApiState, Readiness};
 
@@ -60,84 +60,6 @@ use extract::Origin;
 
 /// The header carrying the request id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "miniauth",
-        description = "WeChat Mini Program login, registration and binding. Errors are \
-                       application/problem+json with a stable `code` (see docs/api.md)."
-    ),
-    paths(
-        v1::create_session,
-        v1::submit_profile,
-        v1::verify_phone,
-        v1::bind,
-        v1::unbind,
-        v1::token,
-        v1::logout,
-        v1::me,
-        v1::add_user,
-        v1::disable_user,
-        v1::enable_user,
-        admin::history,
-        admin::user_bindings,
-        admin::app_bindings,
-        admin::events,
-        admin::erase,
-    ),
-    components(schemas(
-        v1::SessionRequest,
-        v1::SessionResponse,
-        v1::TokenResponse,
-        v1::ProfileRequest,
-        v1::ProfileResponse,
-        v1::PhoneRequest,
-        v1::PhoneResponse,
-        v1::BindingRequest,
-        v1::BindingResponse,
-        v1::TokenGrant,
-        v1::LogoutRequest,
-        v1::MeResponse,
-        v1::BindingView,
-        v1::AdminUserRequest,
-        v1::UserResponse,
-        miniauth_application::audit::AccountHistory,
-        miniauth_application::audit::HistoryEntry,
-        miniauth_application::audit::UserBindings,
-        miniauth_application::audit::AppBindings,
-        miniauth_application::audit::BindingAt,
-        miniauth_domain::audit::LoggedEvent,
-        Problem,
-    )),
-    modifiers(&BearerSchemes),
-    tags((name = "v1", description = "The v1 API"))
-)]
-struct ApiDoc;
-
-struct BearerSchemes;
-
-impl Modify for BearerSchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        for (name, format) in [("bearer", "JWT"), ("admin", "opaque admin token")] {
-            components.add_security_scheme(
-                name,
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format(format)
-                        .build(),
-                ),
-            );
-        }
-    }
-}
-
-/// The OpenAPI document of the v1 API, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
-}
 
 /// The GitEgg routes of one prefix (`""` or `/extension`).
 fn gitegg_wx_routes() -> Router<ApiState> {

@@ -1,4 +1,5 @@
-//! The v1 API: JSON in snake_case, errors as `application/problem+json`.
+//! The v1 API: JSON in snake_case, errors as `application/problem+json`. The request
+//! bodies' schemas are written in `openapi.rs`, beside the rules they restate.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use crate::metrics::LoginOutcome;
 use crate::state::ApiState;
 
 /// `POST /v1/apps/{appid}/sessions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct SessionRequest {
     /// The `wx.login` code.
     #[serde(default)]
@@ -70,7 +71,7 @@ pub struct SessionResponse {
 /// `POST /v1/apps/{appid}/profile`: either the legacy encrypted payload
 /// (`raw_data`, `signature`, `encrypted_data`, `iv`) or the current plain fields
 /// (`nickname`, `avatar_url`).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct ProfileRequest {
     /// The ticket from the login.
     #[serde(default)]
@@ -99,7 +100,7 @@ pub struct ProfileResponse {
 }
 
 /// `POST /v1/apps/{appid}/phone`: `code` (current) or `encrypted_data` + `iv` (legacy).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct PhoneRequest {
     /// The ticket from the login.
     #[serde(default)]
@@ -124,7 +125,7 @@ pub struct PhoneResponse {
 }
 
 /// `POST /v1/apps/{appid}/binding`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct BindingRequest {
     /// The ticket of the WeChat identity to bind to the logged-in user.
     #[serde(default)]
@@ -143,7 +144,7 @@ pub struct BindingResponse {
 /// `grant_type` is answered `unsupported_grant_type`; a missing field is empty, so the
 /// use case says which one is missing.
 // No `Debug`: it carries passwords and tokens.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(tag = "grant_type", rename_all = "snake_case")]
 pub enum TokenGrant {
     /// v1: the ticket of a bound identity buys tokens.
@@ -181,7 +182,7 @@ pub enum TokenGrant {
 }
 
 /// `POST /v1/logout`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct LogoutRequest {
     /// The refresh token to revoke (with its family).
     #[serde(default)]
@@ -217,7 +218,7 @@ pub struct MeResponse {
 }
 
 /// `POST /v1/admin/users`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct AdminUserRequest {
     /// The login name, unique per tenant.
     #[serde(default)]
@@ -328,10 +329,11 @@ pub(crate) fn phone_input(
     request_body = SessionRequest,
     responses(
         (status = 200, description = "Logged in", body = SessionResponse),
-        (status = 400, description = "Missing or rejected code, bad body", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "WeChat rate limit", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "WeChat unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body or code (`invalid_field`), or WeChat refused the code (`code_invalid`, `code_used`, `code_already_used`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "WeChat blocked this user (`wechat_user_blocked`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent change to the account (`concurrent_update`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "WeChat's rate limit (`wechat_rate_limited`), or too many logins from this address (`too_many_logins`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create_session(
@@ -365,9 +367,11 @@ pub(crate) async fn create_session(
     request_body = ProfileRequest,
     responses(
         (status = 200, description = "Recorded", body = ProfileResponse),
-        (status = 400, description = "Bad payload, signature or field", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Bad, expired or superseded ticket", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown appid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body or field (`invalid_field`, `ticket_missing`), or a payload rejected (`payload_not_base64`, `payload_wrong_length`, `payload_rejected`, `session_key_spent`, `session_key_not_held`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad, expired or superseded ticket (`ticket_*`, `no_session`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "This app accepts no encrypted payloads (`legacy_payloads_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent change to the account (`concurrent_update`, `session_for_another_identity`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn submit_profile(
@@ -402,10 +406,11 @@ pub(crate) async fn submit_profile(
     request_body = PhoneRequest,
     responses(
         (status = 200, description = "Bound; tokens issued", body = PhoneResponse),
-        (status = 400, description = "Bad code or payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Bad, expired or superseded ticket", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused by the app's registration policy", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, code or field (`invalid_field`, `ticket_missing`), WeChat refused the code (`code_invalid`, `code_used`), or a payload rejected (`payload_*`, `session_key_spent`, `session_key_not_held`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad, expired or superseded ticket (`ticket_*`, `no_session`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by the app's registration policy (`registration_closed`, `phone_not_registered`), `legacy_payloads_disabled`, `user_disabled`, `tenant_mismatch` or `wechat_user_blocked`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No app with this appid (`unknown_app`), or the user is gone (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already bound elsewhere (`already_bound_to_other_user`, `user_already_bound_in_app`), `phone_taken` or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn verify_phone(
@@ -435,8 +440,11 @@ pub(crate) async fn verify_phone(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Bound", body = BindingResponse),
-        (status = 401, description = "Bad access token or ticket", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already bound elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`) or blank ticket (`ticket_missing`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad access token (`access_token_*`) or ticket (`ticket_*`, `no_session`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The user is disabled (`user_disabled`) or of another tenant (`tenant_mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No app with this appid (`unknown_app`), or the user is gone (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already bound elsewhere (`already_bound_to_other_user`, `user_already_bound_in_app`) or `concurrent_update`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn bind(
@@ -463,8 +471,10 @@ pub(crate) async fn bind(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Unbound"),
-        (status = 401, description = "Bad access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Nothing bound in this app, or unknown appid", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad access token (`access_token_*`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The user is of another tenant (`tenant_mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Nothing bound in this app (`not_bound`), or no app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent change to the account (`concurrent_update`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn unbind(
@@ -487,9 +497,12 @@ pub(crate) async fn unbind(
     )),
     responses(
         (status = 200, description = "Tokens", body = TokenResponse),
-        (status = 400, description = "Unsupported grant or missing field", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Bad credentials, ticket or refresh token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed password attempts", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing or unknown grant (`unsupported_grant_type`), malformed body or field (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`, `invalid_field`, `ticket_missing`), or a tenant no app and no user belongs to (`unknown_tenant`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad credentials (`invalid_credentials`), ticket (`ticket_*`, `ticket_already_used`) or refresh token (`refresh_token_*`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The user is disabled (`user_disabled`) or of another tenant (`tenant_mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The ticket's identity is not bound (`not_bound`), its app is gone (`unknown_app`), or the user is (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password attempts (`too_many_attempts`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Busy checking other passwords (`server_busy`), the store unavailable (`service_unavailable`) or `request_timeout`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn token(
@@ -523,14 +536,15 @@ pub(crate) async fn token(
     Ok(Json(tokens.into()))
 }
 
-/// Revokes the refresh token (and its family).
+/// Revokes the refresh token (and its family); without one, the access token's session.
 #[utoipa::path(
     post, path = "/v1/logout", tag = "v1",
     request_body = LogoutRequest,
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "Bad access or refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad access token (`access_token_*`) or refresh token (`refresh_token_*`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn logout(
@@ -548,9 +562,9 @@ pub(crate) async fn logout(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = MeResponse),
-        (status = 401, description = "Bad access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "User disabled", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "User gone", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Bad access token (`access_token_*`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The user is disabled (`user_disabled`) or of another tenant (`tenant_mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The user is gone (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn me(
@@ -583,10 +597,10 @@ pub(crate) async fn me(
     security(("admin" = [])),
     responses(
         (status = 201, description = "Created", body = UserResponse),
-        (status = 400, description = "Bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Admin API disabled", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Account or mobile taken", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body (`invalid_json`, `invalid_body`, `invalid_utf8`, `unreadable_body`) or field (`invalid_field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token (`admin_token_invalid`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The admin API is disabled (`admin_disabled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Account or mobile taken (`account_taken`, `phone_taken`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn add_user(
@@ -646,9 +660,9 @@ fn user_path(
     security(("admin" = [])),
     responses(
         (status = 200, description = "Disabled (again: harmless)", body = UserResponse),
-        (status = 400, description = "Bad user id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The user id is not a positive integer (`invalid_field`, `invalid_path`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token (`admin_token_invalid`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn disable_user(
@@ -669,9 +683,9 @@ pub(crate) async fn disable_user(
     security(("admin" = [])),
     responses(
         (status = 200, description = "Enabled (again: harmless)", body = UserResponse),
-        (status = 400, description = "Bad user id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The user id is not a positive integer (`invalid_field`, `invalid_path`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token (`admin_token_invalid`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user (`user_not_found`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn enable_user(

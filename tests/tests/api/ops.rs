@@ -215,3 +215,117 @@ async fn openapi_describes_every_v1_route() {
     }
     assert!(doc.json["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+/// The document says what the handlers do (tests/schemathesis/run.sh checks it against
+/// a running service): optional parameters optional, bounds as enforced, alternatives
+/// as `oneOf`, every error answer listed, the operational routes included.
+#[test]
+fn openapi_tells_the_truth() {
+    let doc = serde_json::to_value(miniauth_http::openapi()).unwrap();
+    let paths = &doc["paths"];
+    let parameter = |path: &str, name: &str| {
+        paths[path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} of {path}"))
+    };
+    let limit = parameter("/v1/admin/events", "limit");
+    assert_eq!(limit["required"], false);
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 10_000);
+    let after = parameter("/v1/admin/events", "after");
+    assert_eq!(after["required"], false);
+    assert_eq!(after["schema"]["minimum"], 0);
+    let as_of = parameter("/v1/admin/bindings", "as_of");
+    assert_eq!(as_of["required"], false);
+    assert_eq!(as_of["schema"]["format"], "date-time");
+    assert_eq!(
+        parameter("/v1/admin/bindings", "appid")["schema"]["pattern"],
+        "^wx[0-9A-Za-z]{16}$"
+    );
+    assert_eq!(
+        parameter("/v1/admin/users/{user_id}/bindings", "user_id")["schema"]["minimum"],
+        1
+    );
+
+    for (path, method, statuses) in [
+        (
+            "/v1/apps/{appid}/sessions",
+            "post",
+            &[200, 400, 403, 404, 409, 413, 415, 429, 500, 503][..],
+        ),
+        (
+            "/v1/admin/events",
+            "get",
+            &[200, 400, 401, 403, 500, 501, 503],
+        ),
+        (
+            "/v1/admin/bindings",
+            "get",
+            &[200, 400, 401, 403, 404, 500, 501, 503],
+        ),
+        (
+            "/v1/admin/apps/{appid}/accounts/{openid}/erase",
+            "post",
+            &[204, 400, 401, 403, 404, 409, 500, 503],
+        ),
+        (
+            "/v1/admin/apps/{appid}/accounts/{openid}/history",
+            "get",
+            &[200, 400, 401, 403, 404, 500, 501, 503],
+        ),
+        ("/v1/me", "get", &[200, 401, 403, 404, 500, 503]),
+        ("/readyz", "get", &[200, 503]),
+    ] {
+        let responses = paths[path][method]["responses"].as_object().unwrap();
+        let listed: Vec<u16> = responses.keys().map(|k| k.parse().unwrap()).collect();
+        assert_eq!(listed, statuses, "{method} {path}");
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    response["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    assert!(
+        paths["/v1/admin/events"]["get"]["responses"]["501"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("audit_unavailable")
+    );
+
+    let schemas = &doc["components"]["schemas"];
+    let alternatives = |name: &str| schemas[name]["allOf"][1]["oneOf"].as_array().unwrap().len();
+    assert_eq!(alternatives("ProfileRequest"), 2);
+    assert_eq!(alternatives("PhoneRequest"), 2);
+    let grants: Vec<_> = schemas["TokenGrant"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["properties"]["grant_type"]["enum"][0].clone())
+        .collect();
+    assert_eq!(
+        grants,
+        [json!("ticket"), json!("password"), json!("refresh_token")]
+    );
+    assert_eq!(schemas["SessionRequest"]["required"], json!(["code"]));
+
+    for (path, media) in [
+        ("/healthz", "application/json"),
+        ("/readyz", "application/json"),
+        ("/.well-known/jwks.json", "application/json"),
+        ("/openapi.json", "application/json"),
+        ("/metrics", "text/plain"),
+        ("/metrics", "application/openmetrics-text"),
+    ] {
+        assert!(
+            paths[path]["get"]["responses"]["200"]["content"][media].is_object(),
+            "{path} {media}"
+        );
+    }
+}
