@@ -3,9 +3,7 @@
 
 use miniauth_application::ports::SessionScope;
 use miniauth_application::{Actor, AppError, RequestContext};
-use miniauth_domain::{
-    AccountError, BindMethod, PersonalField, SocialAccountEvent, UnbindReason, UserBound,
-};
+use miniauth_domain::{BindMethod, PersonalField, SocialAccountEvent, UnbindReason, UserBound};
 
 use crate::harness::*;
 
