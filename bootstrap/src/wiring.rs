@@ -401,6 +401,16 @@ pub fn read_or_create_secret_file(
         if text.is_empty() {
             bail!("{} is empty", path.display());
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the secret file is readable by others; chmod 600 it"
+                );
+            }
+        }
         return Ok(Secret::new(text));
     }
     if let Some(dir) = path.parent() {
