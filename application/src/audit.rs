@@ -32,7 +32,7 @@ pub struct HistoryEntry {
     /// The number within the account's stream, from 1.
     pub sequence: i64,
     /// The event type (`SessionObtained`, `ProfileDecrypted`, `PhoneVerified`,
-    /// `UserBound`, `Unbound`, `PersonalDataErased`).
+    /// `UserBound`, `Unbound`, `PersonalDataErased`, `LinkDeclined`).
     pub event_type: String,
     /// The schema version as stored.
     pub event_version: String,
@@ -44,6 +44,12 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The user bound or unbound.
     pub user_id: Option<i64>,
+    /// A `unionid_match` binding: the account (`{appid}:{openid}`) it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<String>,
+    /// A declined link: the users the unionid's bindings name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<i64>>,
     /// The session number of a login.
     pub session_seq: Option<u64>,
     /// The Open Platform id learned.
@@ -355,6 +361,8 @@ async fn entry(reveal: &masking::Reveal<'_>, stored: StoredEvent, erased: bool) 
         via: None,
         reason: None,
         user_id: None,
+        linked_from: None,
+        users: None,
         session_seq: None,
         unionid: None,
         phone: None,
@@ -397,11 +405,16 @@ async fn details(
         SocialAccountEvent::UserBound(e) => {
             entry.via = Some(e.via.as_str().to_owned());
             entry.user_id = Some(e.user_id.get());
+            entry.linked_from = e.linked_from.as_ref().map(|a| a.as_str().to_owned());
         }
         SocialAccountEvent::Unbound(e) => {
             entry.reason = Some(e.reason.as_str().to_owned());
             entry.user_id = Some(e.user_id.get());
         }
         SocialAccountEvent::PersonalDataErased(_) => {}
+        SocialAccountEvent::LinkDeclined(e) => {
+            entry.reason = Some("unionid_bound_to_several_users".to_owned());
+            entry.users = Some(e.users.iter().map(|u| u.get()).collect());
+        }
     }
 }

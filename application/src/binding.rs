@@ -38,6 +38,7 @@ impl MiniAuth {
         // whoever holds it after its owner used it.
         self.spend_ticket(&opened.claims).await?;
         let bind = BindRequest {
+            linked_from: None,
             user: user.id,
             proof,
             via: BindMethod::CurrentUser,
@@ -68,6 +69,7 @@ impl MiniAuth {
         ensure_active(&user)?;
         self.spend_ticket(&opened.claims).await?;
         let bind = BindRequest {
+            linked_from: None,
             user: user.id,
             proof,
             via: BindMethod::PasswordLogin,

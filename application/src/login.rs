@@ -2,14 +2,16 @@
 //! returning user — tokens at once.
 
 use miniauth_domain::{
-    AccountId, OneTimeCode, OpenId, PersonalField, SealedUnionId, SocialAccountCommand, UnionId,
-    UserId,
+    AccountId, AppId, BindMethod, OneTimeCode, OpenId, PersonalField, SealedUnionId, SessionProof,
+    SocialAccount, SocialAccountCommand, UnionId, UserId,
 };
 
 use crate::context::RequestContext;
 use crate::error::AppError;
+use crate::phone::BindRequest;
 use crate::ports::ThrottleKey;
 use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
+use crate::settings::AppSettings;
 
 /// What a login answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,10 @@ impl MiniAuth {
             session_key: sealed,
             at: self.now(),
         };
-        let state = self.commit(ctx, &id, context, vec![command]).await?;
+        let mut state = self.commit(ctx, &id, context, vec![command]).await?;
+        if state.bound_user().is_none() && app.link_by_unionid {
+            state = self.link_by_unionid(ctx, app, &id, state).await?;
+        }
         let (ticket, claims) = self.issue_ticket(&app.appid, &state)?;
         let tokens = match state.bound_user() {
             Some(bound) if with_tokens => {
@@ -144,5 +149,82 @@ impl MiniAuth {
             has_phone: state.has_phone(),
             tokens,
         })
+    }
+}
+
+impl MiniAuth {
+    /// Step 6 by unionid: an unbound identity whose unionid is bound, in other apps of
+    /// the same tenant, to exactly one active user of the tenant is bound to that user
+    /// (`UserBound` via `unionid_match`, naming the account it follows). When those
+    /// bindings name several users, nothing is linked and `LinkDeclined` says so in the
+    /// account's history. A link the registry refuses (the user already has another
+    /// identity in this app) leaves the identity unbound, as before.
+    pub(crate) async fn link_by_unionid(
+        &self,
+        ctx: &RequestContext,
+        app: &AppSettings,
+        id: &AccountId,
+        state: SocialAccount,
+    ) -> Result<SocialAccount, AppError> {
+        let Some(hash) = state.unionid().map(|u| u.hash.clone()) else {
+            return Ok(state);
+        };
+        let tenant_apps: Vec<AppId> = self
+            .apps
+            .iter()
+            .filter(|other| other.tenant == app.tenant)
+            .map(|other| other.appid.clone())
+            .collect();
+        let bound = self
+            .ports
+            .registry
+            .bound_by_unionid(&hash, &tenant_apps, id)
+            .await?;
+        let mut users: Vec<UserId> = bound.iter().map(|(_, user)| *user).collect();
+        users.sort();
+        users.dedup();
+        let context = self.load(id).await?;
+        match users.as_slice() {
+            [] => Ok(state),
+            [user] => {
+                let record = match self.active_user(*user).await {
+                    Ok(record) if record.tenant == app.tenant => record,
+                    // A disabled or vanished user is linked to nothing.
+                    _ => return Ok(state),
+                };
+                let linked_from = bound
+                    .iter()
+                    .find(|(_, u)| u == user)
+                    .map(|(account, _)| account.clone());
+                let bind = BindRequest {
+                    user: record.id,
+                    proof: SessionProof::ticket(state.latest_session()),
+                    via: BindMethod::UnionidMatch,
+                    linked_from,
+                };
+                match self
+                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) })
+                    .await
+                {
+                    Ok(linked) => {
+                        tracing::info!(%id, user = %record.id, "linked by unionid");
+                        Ok(linked)
+                    }
+                    Err(AppError::UserAlreadyBoundInApp | AppError::Account(_)) => {
+                        tracing::info!(%id, user = %record.id, "not linked by unionid: the user or the identity is bound otherwise");
+                        Ok(self.load(id).await?.state().clone())
+                    }
+                    Err(other) => Err(other),
+                }
+            }
+            several => {
+                tracing::warn!(%id, users = ?several, "not linked by unionid: its bindings in the tenant name several users");
+                let command = SocialAccountCommand::DeclineLink {
+                    users: several.to_vec(),
+                    at: self.now(),
+                };
+                self.commit(ctx, id, context, vec![command]).await
+            }
+        }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct BindRequest {
     pub user: UserId,
     pub proof: SessionProof,
     pub via: BindMethod,
+    /// For a link by unionid: the account whose binding this one follows.
+    pub linked_from: Option<AccountId>,
 }
 
 /// A phone as the front end sends it. `Debug` shows which kind, not the code or
@@ -151,6 +153,7 @@ impl MiniAuth {
             BindMethod::PhoneMatch
         };
         let bind = BindRequest {
+            linked_from: None,
             user: user.id,
             proof,
             via,
@@ -246,11 +249,19 @@ impl MiniAuth {
             .await?;
         let result = async {
             let mut commands = before.await?;
-            commands.push(SocialAccountCommand::Bind {
-                proof: bind.proof,
-                user_id: bind.user,
-                via: bind.via,
-                at: self.now(),
+            commands.push(match bind.linked_from {
+                Some(linked_from) => SocialAccountCommand::LinkByUnionid {
+                    proof: bind.proof,
+                    user_id: bind.user,
+                    linked_from,
+                    at: self.now(),
+                },
+                None => SocialAccountCommand::Bind {
+                    proof: bind.proof,
+                    user_id: bind.user,
+                    via: bind.via,
+                    at: self.now(),
+                },
             });
             self.commit(ctx, id, context, commands).await
         }

@@ -633,6 +633,15 @@ pub trait BindingRegistry: Send + Sync {
 
     /// Every binding of `user`, in every app.
     async fn bindings_of(&self, user: UserId) -> Result<Vec<Binding>, PortError>;
+
+    /// The bindings, as the log has them, of the accounts in `apps` whose unionid has
+    /// this keyed hash: (account, user) pairs, `except` left out.
+    async fn bound_by_unionid(
+        &self,
+        unionid_hash: &str,
+        apps: &[AppId],
+        except: &AccountId,
+    ) -> Result<Vec<(AccountId, UserId)>, PortError>;
 }
 
 /// What a ticket (the mini program's bind key) says.

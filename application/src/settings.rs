@@ -38,6 +38,9 @@ pub struct AppSettings {
     /// How many legacy payloads one session key may have rejected before it is spent
     /// (see [`DEFAULT_PAYLOAD_REJECTIONS_PER_KEY`]).
     pub payload_rejections_per_key: u32,
+    /// Whether its tenant links a login to the user its unionid is bound to in another
+    /// app of the tenant (`[tenants.<name>] link_by_unionid`).
+    pub link_by_unionid: bool,
 }
 
 /// The apps, by AppID.
@@ -135,6 +138,7 @@ mod tests {
             watermark: WatermarkPolicy::default(),
             legacy_payloads: true,
             payload_rejections_per_key: DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+            link_by_unionid: true,
         }
     }
 

@@ -236,6 +236,17 @@ fn details(e: &HistoryEntry) -> String {
     let labelled = [
         ("user", e.user_id.map(|user| user.to_string())),
         ("via", e.via.clone()),
+        ("linked from", e.linked_from.clone()),
+        (
+            "users",
+            e.users.as_ref().map(|users| {
+                users
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+        ),
         ("reason", e.reason.clone()),
         ("session", e.session_seq.map(|seq| seq.to_string())),
         ("unionid", e.unionid.clone()),

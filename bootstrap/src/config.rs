@@ -419,6 +419,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[tenants.<name>]`: what holds for every app of one tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantSection {
+    /// A login whose unionid is bound, through another app of the tenant, to one user
+    /// is bound to that user too (docs/channels.md).
+    pub link_by_unionid: bool,
+}
+
+impl Default for TenantSection {
+    fn default() -> Self {
+        Self {
+            link_by_unionid: true,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -441,6 +458,8 @@ pub struct Config {
     pub log: LogSection,
     /// `[throttle]`.
     pub throttle: ThrottleSection,
+    /// `[tenants.<name>]`; a tenant without a section has the defaults.
+    pub tenants: std::collections::BTreeMap<String, TenantSection>,
     /// Set when no file was given: the embedded default with the simulator.
     #[serde(skip)]
     pub demo: bool,
@@ -620,6 +639,14 @@ impl Config {
     pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
         TrustedProxies::parse(&self.server.trusted_proxies)
             .map_err(|e| ConfigError::new("server.trusted_proxies", e.to_string()))
+    }
+
+    /// The settings of `tenant` (the defaults when it has no section).
+    pub fn tenant(&self, tenant: &TenantId) -> TenantSection {
+        self.tenants
+            .get(tenant.as_str())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The apps with their secrets read and ids parsed.

@@ -211,6 +211,7 @@ pub fn service(
         },
         legacy_payloads: app.legacy_payloads,
         payload_rejections_per_key: app.payload_rejections_per_key,
+        link_by_unionid: config.tenant(&app.tenant).link_by_unionid,
     }));
     let lifetimes = Lifetimes {
         ticket: chrono::Duration::seconds(config.tokens.ticket_ttl_secs),

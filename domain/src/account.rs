@@ -11,8 +11,8 @@ use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
 use crate::events::BindMethod;
 use crate::events::{
-    PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained, SocialAccountEvent,
-    UnbindReason, Unbound, UserBound,
+    LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained,
+    SocialAccountEvent, UnbindReason, Unbound, UserBound,
 };
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
@@ -232,10 +232,35 @@ impl SocialAccount {
                     None => Ok(vec![E::UserBound(UserBound {
                         user_id,
                         via,
+                        linked_from: None,
                         occurred_at: at,
                     })]),
                 }
             }
+            C::LinkByUnionid {
+                proof,
+                user_id,
+                linked_from,
+                at,
+            } => {
+                self.check_proof(proof)?;
+                match self.bound_user {
+                    Some(bound) if bound == user_id => Ok(vec![]),
+                    Some(_) => Err(AccountError::AlreadyBoundToOtherUser),
+                    None => Ok(vec![E::UserBound(UserBound {
+                        user_id,
+                        via: BindMethod::UnionidMatch,
+                        linked_from: Some(linked_from),
+                        occurred_at: at,
+                    })]),
+                }
+            }
+            // Bound since (a concurrent bind won): nothing was declined.
+            C::DeclineLink { .. } if self.bound_user.is_some() => Ok(vec![]),
+            C::DeclineLink { users, at } => Ok(vec![E::LinkDeclined(LinkDeclined {
+                users,
+                occurred_at: at,
+            })]),
             C::Unbind {
                 user_id,
                 reason,
@@ -328,6 +353,7 @@ impl Aggregate for SocialAccount {
                 self.bound_user = Some(e.user_id);
             }
             E::Unbound(_) => self.bound_user = None,
+            E::LinkDeclined(_) => {}
             E::PersonalDataErased(_) => {
                 self.unionid = None;
                 self.nickname = None;

@@ -273,6 +273,7 @@ mod tests {
         SocialAccountEvent::UserBound(UserBound {
             user_id: UserId::new(user).unwrap(),
             via: BindMethod::PhoneMatch,
+            linked_from: None,
             occurred_at: at(secs),
         })
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
-use crate::ids::{AppId, OpenId, UserId};
+use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
 /// Which session a request speaks for: the ticket's, and, for an encrypted payload,
@@ -89,6 +89,25 @@ pub enum SocialAccountCommand {
         user_id: UserId,
         /// How.
         via: BindMethod,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Bind the identity to the user its unionid is bound to in another app of the same
+    /// tenant (`linked_from`), right after a login.
+    LinkByUnionid {
+        /// The login's session.
+        proof: SessionProof,
+        /// The user.
+        user_id: UserId,
+        /// The account whose binding this one follows.
+        linked_from: AccountId,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record that the unionid names several users in the tenant, so no link was made.
+    DeclineLink {
+        /// The users its bindings name.
+        users: Vec<UserId>,
         /// Now.
         at: DateTime<Utc>,
     },

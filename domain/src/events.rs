@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AppId, OpenId, UserId};
+use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
 /// The version of the event types whose shape never changed.
@@ -30,6 +30,9 @@ pub enum SocialAccountEvent {
     Unbound(Unbound),
     /// The account's personal data key was destroyed (crypto-shredding).
     PersonalDataErased(PersonalDataErased),
+    /// The identity's unionid is bound to several users in the tenant: it was linked to
+    /// none of them.
+    LinkDeclined(LinkDeclined),
 }
 
 /// A code2session result.
@@ -109,6 +112,9 @@ pub enum BindMethod {
     PasswordLogin,
     /// The user was already logged in (bearer token) and bound the ticket.
     CurrentUser,
+    /// The identity's unionid is bound, through another app of the same tenant, to
+    /// this user (`linked_from` names that app's account).
+    UnionidMatch,
 }
 
 /// The identity was bound to a user.
@@ -118,6 +124,10 @@ pub struct UserBound {
     pub user_id: UserId,
     /// How.
     pub via: BindMethod,
+    /// For `unionid_match`: the account (another app, same tenant, same unionid) whose
+    /// binding this one follows. Absent otherwise (and in events written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<AccountId>,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
 }
@@ -145,6 +155,16 @@ pub struct Unbound {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// A login's unionid is bound, in other apps of the tenant, to several users: linking
+/// it to one of them would be a guess, so it stays unbound and says why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkDeclined {
+    /// The users the unionid's bindings name.
+    pub users: Vec<UserId>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
 /// The account's data key was destroyed: its sealed personal data reads as erased.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonalDataErased {
@@ -162,6 +182,7 @@ impl SocialAccountEvent {
             Self::UserBound(e) => e.occurred_at,
             Self::Unbound(e) => e.occurred_at,
             Self::PersonalDataErased(e) => e.occurred_at,
+            Self::LinkDeclined(e) => e.occurred_at,
         }
     }
 
@@ -174,6 +195,7 @@ impl SocialAccountEvent {
             Self::UserBound(_) => "UserBound",
             Self::Unbound(_) => "Unbound",
             Self::PersonalDataErased(_) => "PersonalDataErased",
+            Self::LinkDeclined(_) => "LinkDeclined",
         }
     }
 }
@@ -200,6 +222,7 @@ names! {
         AutoRegistration => "auto_registration",
         PasswordLogin => "password_login",
         CurrentUser => "current_user",
+        UnionidMatch => "unionid_match",
     }
     UnbindReason {
         UserRequest => "user_request",
@@ -235,6 +258,7 @@ mod tests {
         let event = SocialAccountEvent::UserBound(UserBound {
             user_id: UserId::new(42).unwrap(),
             via: BindMethod::PhoneMatch,
+            linked_from: None,
             occurred_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
         });
         let json = serde_json::to_value(&event).unwrap();

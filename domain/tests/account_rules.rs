@@ -51,6 +51,7 @@ fn bound(id: i64) -> SocialAccountEvent {
     SocialAccountEvent::UserBound(UserBound {
         user_id: user(id),
         via: BindMethod::PhoneMatch,
+        linked_from: None,
         occurred_at: at(100),
     })
 }
@@ -133,6 +134,7 @@ fn a_ticket_of_the_newest_session_binds() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(42),
             via: BindMethod::PasswordLogin,
+            linked_from: None,
             occurred_at: at(200),
         })]);
 }
@@ -290,6 +292,7 @@ fn unbind_then_rebind_to_another_user() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(7),
             via: BindMethod::PasswordLogin,
+            linked_from: None,
             occurred_at: at(200),
         })]);
 }
@@ -394,6 +397,7 @@ fn the_state_remembers_the_user_it_registered_and_forgets_the_unionid_on_erasure
     let registered = SocialAccountEvent::UserBound(UserBound {
         user_id: user(9),
         via: BindMethod::AutoRegistration,
+        linked_from: None,
         occurred_at: at(70),
     });
     let unbound = SocialAccountEvent::Unbound(Unbound {
@@ -438,4 +442,69 @@ fn state_keeps_only_the_retained_session_keys() {
     assert!(json.contains("sealed-key-10"));
     assert!(!json.contains("sealed-key-1\""));
     assert_eq!(state.event_count(), 10);
+}
+
+#[test]
+fn a_link_by_unionid_binds_and_names_the_account_it_follows() {
+    let source = AccountId::parse("wx00000000000000b2:o-elsewhere").unwrap();
+    account()
+        .given(vec![session(1)])
+        .when(SocialAccountCommand::LinkByUnionid {
+            proof: SessionProof::ticket(1),
+            user_id: user(7),
+            linked_from: source.clone(),
+            at: at(200),
+        })
+        .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
+            user_id: user(7),
+            via: BindMethod::UnionidMatch,
+            linked_from: Some(source.clone()),
+            occurred_at: at(200),
+        })]);
+    // Bound to someone else since: refused; to the same user: nothing new.
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(SocialAccountCommand::LinkByUnionid {
+            proof: SessionProof::ticket(1),
+            user_id: user(7),
+            linked_from: source.clone(),
+            at: at(200),
+        })
+        .then_expect_error(AccountError::AlreadyBoundToOtherUser);
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(SocialAccountCommand::LinkByUnionid {
+            proof: SessionProof::ticket(1),
+            user_id: user(42),
+            linked_from: source,
+            at: at(200),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_declined_link_is_recorded_only_while_unbound() {
+    account()
+        .given(vec![session(1)])
+        .when(SocialAccountCommand::DeclineLink {
+            users: vec![user(3), user(7)],
+            at: at(200),
+        })
+        .then_expect_events(vec![SocialAccountEvent::LinkDeclined(LinkDeclined {
+            users: vec![user(3), user(7)],
+            occurred_at: at(200),
+        })]);
+    account()
+        .given(vec![session(1), bound(42)])
+        .when(SocialAccountCommand::DeclineLink {
+            users: vec![user(3), user(7)],
+            at: at(200),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_user_bound_without_a_source_serialises_as_before() {
+    let json = serde_json::to_value(bound(42)).unwrap();
+    assert!(json["UserBound"].get("linked_from").is_none(), "{json}");
 }

@@ -2,8 +2,8 @@
 
 use miniauth_domain::OpenId;
 use miniauth_e2e::{
-    app as app_id, enc, on_both_engines, random_phone, spawn_app, Engine, Tokens, APP, CLOSED_APP,
-    EXISTING_ONLY_APP, SECOND_APP,
+    app as app_id, enc, on_both_engines, random_phone, spawn_app, spawn_app_with, Engine, Tokens,
+    APP, CLOSED_APP, EXISTING_ONLY_APP, SECOND_APP,
 };
 use serde_json::json;
 
@@ -166,8 +166,19 @@ async fn new_user_by_legacy_encrypted_phone_and_legacy_profile(engine: Engine) {
     assert!(me.body["phone"].as_str().unwrap().ends_with(&phone[7..]));
 }
 
+/// With linking by unionid off: the second app's login is not linked, so its phone step
+/// is what matches the existing user (tests/tests/linking.rs covers the link).
+fn without_linking(config: &mut miniauth::config::Config) {
+    config.tenants.insert(
+        miniauth_e2e::TENANT.to_owned(),
+        miniauth::config::TenantSection {
+            link_by_unionid: false,
+        },
+    );
+}
+
 async fn existing_user_matched_by_phone(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app_with(engine, without_linking).await;
     let phone = random_phone();
     let (existing, account, _) = app.password_user(Some(&phone)).await;
     let wechat = app.wechat_user(Some(&phone)).await;
@@ -268,7 +279,7 @@ async fn phone_declined_then_password_bind(engine: Engine) {
 }
 
 async fn current_user_binds_another_app_and_unbinds_one(engine: Engine) {
-    let app = spawn_app(engine).await;
+    let app = spawn_app_with(engine, without_linking).await;
     let (user, tokens, _, wechat) = app.registered_user(APP).await;
 
     // Logged in, the same person opens the second mini program and binds it.

@@ -112,7 +112,7 @@ impl Store {
                 config.password_concurrency,
             )
             .map_err(StoreError::InvalidConfig)?,
-            registry: SqlBindingRegistry::new(db.clone()),
+            registry: SqlBindingRegistry::new(db.clone(), read_models.clone()),
             refresh: SqlRefreshTokens::new(
                 db.clone(),
                 RefreshLifetimes {

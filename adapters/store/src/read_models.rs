@@ -15,7 +15,7 @@ use cqrs_es::Aggregate;
 use miniauth_application::ports::{Binding, Chain, PortError};
 use miniauth_application::AppCatalog;
 use miniauth_domain::{
-    AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
+    AccountId, AppId, OpenId, SocialAccount, SocialAccountEvent, TenantId, UnionId, UserId,
 };
 use sqlx::Row;
 
@@ -343,6 +343,25 @@ impl ReadModels {
         Ok(views
             .into_iter()
             .filter(|v| apps.get(&v.appid).is_some_and(|a| a.tenant == *tenant))
+            .collect())
+    }
+
+    /// The accounts whose unionid has this keyed hash and that are bound, with their
+    /// users, as the log says (caught up first).
+    pub async fn bound_by_unionid_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Vec<(AccountId, UserId)>, PortError> {
+        self.ensure_current().await?;
+        let views = self
+            .views(
+                view_select!("unionid_hash = $1 ORDER BY aggregate_id"),
+                hash,
+            )
+            .await?;
+        Ok(views
+            .into_iter()
+            .filter_map(|v| Some((AccountId::new(&v.appid, &v.openid), v.bound_user?)))
             .collect())
     }
 
@@ -685,5 +704,7 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
             view.has_phone = false;
             view.erased = true;
         }
+        // A declined link changes no view: the account stays unbound.
+        E::LinkDeclined(_) => {}
     }
 }

@@ -3,20 +3,23 @@
 
 use async_trait::async_trait;
 use miniauth_application::ports::{Binding, BindingRegistry, Claim, ClaimError, PortError};
-use miniauth_domain::{AppId, OpenId, UserId};
+use miniauth_domain::{AccountId, AppId, OpenId, UserId};
 use sqlx::Row;
 
 use crate::db::{is_unique_violation, millis, on_pool, port_error, Db};
+use crate::read_models::ReadModels;
 
 /// `BindingRegistry` on the `bindings` table. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlBindingRegistry {
     db: Db,
+    /// The unionid index: the bindings of an Open Platform identity across apps.
+    read_models: ReadModels,
 }
 
 impl SqlBindingRegistry {
-    pub(crate) fn new(db: Db) -> Self {
-        Self { db }
+    pub(crate) fn new(db: Db, read_models: ReadModels) -> Self {
+        Self { db, read_models }
     }
 
     async fn holder(&self, appid: &AppId, openid: &OpenId) -> Result<Option<i64>, PortError> {
@@ -137,5 +140,20 @@ impl BindingRegistry for SqlBindingRegistry {
                 })
             })
             .collect()
+    }
+
+    async fn bound_by_unionid(
+        &self,
+        unionid_hash: &str,
+        apps: &[AppId],
+        except: &AccountId,
+    ) -> Result<Vec<(AccountId, UserId)>, PortError> {
+        Ok(self
+            .read_models
+            .bound_by_unionid_hash(unionid_hash)
+            .await?
+            .into_iter()
+            .filter(|(account, _)| account != except && apps.contains(&account.appid()))
+            .collect())
     }
 }

@@ -119,6 +119,7 @@ pub fn app_settings(app: &str, registration: RegistrationPolicy) -> AppSettings 
         watermark: WatermarkPolicy::default(),
         legacy_payloads: true,
         payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+        link_by_unionid: true,
     }
 }
 
@@ -463,7 +464,15 @@ impl World {
         Self {
             wechat: MockWeChatApi::new(),
             users: MockUserDirectory::new(),
-            registry: MockBindingRegistry::new(),
+            registry: {
+                // No other app of the tenant knows the identity's unionid, unless a
+                // test says so.
+                let mut registry = MockBindingRegistry::new();
+                registry
+                    .expect_bound_by_unionid()
+                    .returning(|_, _, _| Ok(Vec::new()));
+                registry
+            },
             tickets: Arc::new(FakeTickets),
             tokens: Arc::new(FakeTokens),
             refresh: fake_refresh.clone(),
@@ -586,6 +595,7 @@ pub fn bound(id: i64) -> SocialAccountEvent {
     SocialAccountEvent::UserBound(UserBound {
         user_id: user_id(id),
         via: BindMethod::PhoneMatch,
+        linked_from: None,
         occurred_at: now(),
     })
 }

@@ -160,6 +160,7 @@ pub fn catalog(policy: RegistrationPolicy) -> AppCatalog {
         watermark: WatermarkPolicy::default(),
         legacy_payloads: true,
         payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+        link_by_unionid: true,
     }])
 }
 
