@@ -32,6 +32,7 @@ const DOCS: &[&str] = &[
     "docs/tokens.md",
     "docs/audit.md",
     "docs/simulator.md",
+    "docs/channels.md",
     "docs/configuration.md",
     "docs/operations.md",
     "docs/security.md",
