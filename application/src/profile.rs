@@ -160,6 +160,7 @@ impl MiniAuth {
             Some(unionid) => Some(vault.seal_unionid(account, unionid).await?),
             None => None,
         };
+        let learned = state.unionid().is_none() && unionid.is_some();
         let command = SocialAccountCommand::AcceptProfile {
             proof,
             nickname: vault
@@ -172,8 +173,15 @@ impl MiniAuth {
             via,
             at: now,
         };
-        self.commit(ctx, &opened.account, context, vec![command])
+        let after = self
+            .commit(ctx, &opened.account, context, vec![command])
             .await?;
+        // A unionid learned now links as at a login (docs/channels.md): the next login
+        // of the identity is then a returning user's.
+        if learned && after.bound_user().is_none() && opened.app.link_by_unionid {
+            self.link_by_unionid(ctx, opened.app, &opened.account, after)
+                .await?;
+        }
         Ok(ProfileOutcome {
             nickname,
             avatar_url,

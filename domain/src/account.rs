@@ -141,6 +141,17 @@ impl SocialAccount {
         self.sessions.iter().any(|s| s.seq == seq)
     }
 
+    /// A unionid WeChat reveals must be the one on record, if any (a new one is learned;
+    /// after an erasure none is on record).
+    pub fn check_unionid(&self, unionid: Option<&SealedUnionId>) -> Result<(), AccountError> {
+        match (unionid, &self.unionid) {
+            (Some(new), Some(known)) if new.hash != known.hash => {
+                Err(AccountError::UnionidMismatch)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The session rule: a ticket speaks for its own session while it is the newest;
     /// an older ticket is accepted only with a payload that opened under the ticket's
     /// own (retained) key or under the newest key (the `wx.login` race).
@@ -178,6 +189,7 @@ impl SocialAccount {
                 if !same_identity {
                     return Err(AccountError::SessionForAnotherIdentity);
                 }
+                self.check_unionid(unionid.as_ref())?;
                 Ok(vec![E::SessionObtained(SessionObtained {
                     appid,
                     openid,
@@ -196,6 +208,7 @@ impl SocialAccount {
                 at,
             } => {
                 self.check_proof(proof)?;
+                self.check_unionid(unionid.as_ref())?;
                 Ok(vec![E::ProfileDecrypted(ProfileDecrypted {
                     nickname,
                     avatar_url,

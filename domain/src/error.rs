@@ -110,6 +110,9 @@ pub enum AccountError {
     /// The session obtained is for another WeChat user than the account's.
     #[error("the session belongs to another WeChat user")]
     SessionForAnotherIdentity,
+    /// WeChat names another unionid than the one on record for this identity.
+    #[error("the unionid differs from the one on record for this WeChat identity")]
+    UnionidMismatch,
 }
 
 impl ErrorCode for AccountError {
@@ -123,6 +126,7 @@ impl ErrorCode for AccountError {
             Self::NotBound => "not_bound",
             Self::BoundToOtherUser => "bound_to_other_user",
             Self::SessionForAnotherIdentity => "session_for_another_identity",
+            Self::UnionidMismatch => "unionid_mismatch",
         }
     }
 }

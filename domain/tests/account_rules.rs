@@ -508,3 +508,57 @@ fn a_user_bound_without_a_source_serialises_as_before() {
     let json = serde_json::to_value(bound(42)).unwrap();
     assert!(json["UserBound"].get("linked_from").is_none(), "{json}");
 }
+
+#[test]
+fn a_unionid_that_contradicts_the_one_on_record_is_refused() {
+    let known = SealedUnionId {
+        hash: "hash-of-the-first".into(),
+        sealed: None,
+    };
+    let other = SealedUnionId {
+        hash: "hash-of-another".into(),
+        sealed: None,
+    };
+    let mut first = session(1);
+    if let SocialAccountEvent::SessionObtained(e) = &mut first {
+        e.unionid = Some(known.clone());
+    }
+    let login = |unionid: Option<SealedUnionId>| SocialAccountCommand::ObtainSession {
+        appid: appid(),
+        openid: openid(),
+        unionid,
+        session_key: sealed_key(2),
+        at: at(300),
+    };
+    account()
+        .given(vec![first.clone()])
+        .when(login(Some(other.clone())))
+        .then_expect_error(AccountError::UnionidMismatch);
+    // The same one, or none at all, is a login like any other.
+    for unionid in [Some(known.clone()), None] {
+        let mut state = SocialAccount::default();
+        cqrs_es::Aggregate::apply(&mut state, first.clone());
+        assert!(state.decide(login(unionid)).is_ok());
+    }
+    // A profile payload naming another one: refused too.
+    account()
+        .given(vec![first.clone()])
+        .when(SocialAccountCommand::AcceptProfile {
+            proof: SessionProof::ticket(1),
+            nickname: datum("n"),
+            avatar_url: datum("http://a"),
+            unionid: Some(other.clone()),
+            via: ProfileSource::EncryptedPayload,
+            at: at(300),
+        })
+        .then_expect_error(AccountError::UnionidMismatch);
+    // After an erasure none is on record: a new one is learned.
+    let erased = SocialAccountEvent::PersonalDataErased(PersonalDataErased {
+        occurred_at: at(200),
+    });
+    let mut state = SocialAccount::default();
+    for event in [first, erased] {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    assert!(state.decide(login(Some(other))).is_ok());
+}

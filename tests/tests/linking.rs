@@ -8,7 +8,7 @@ use miniauth_e2e::{
     app_section, enc, on_both_engines, spawn_app, spawn_app_with, Engine, Tokens, APP, CLOSED_APP,
     SECOND_APP, TENANT,
 };
-use miniauth_wechat::sim::Endpoint;
+use miniauth_wechat::sim::{AppRegistration, Endpoint};
 use serde_json::{json, Value};
 
 on_both_engines!(
@@ -16,6 +16,7 @@ on_both_engines!(
     bindings_naming_two_users_link_nothing_and_say_so,
     no_link_across_tenants,
     no_link_when_the_tenant_turns_it_off,
+    a_unionid_learned_later_links_then,
 );
 
 /// The admin history of (appid, openid).
@@ -184,4 +185,41 @@ async fn no_link_when_the_tenant_turns_it_off(engine: Engine) {
     let code = app.wx_login(SECOND_APP, wechat).await;
     let body = app.login(SECOND_APP, &code).await.ok(200).clone();
     assert_eq!(body["bound"], json!(false), "{body}");
+}
+
+/// The second app joins the Open Platform account only later: its first login carries
+/// no unionid (nothing to link), a later one does, and links then. (A unionid that
+/// contradicts the one on record is refused: domain/tests/account_rules.rs.)
+async fn a_unionid_learned_later_links_then(engine: Engine) {
+    let app = spawn_app_with(engine, |config| {
+        for section in &mut config.apps {
+            if section.appid == SECOND_APP {
+                section.unionid = false;
+            }
+        }
+    })
+    .await;
+    let (user, _, _, wechat) = app.registered_user(APP).await;
+    let code = app.wx_login(SECOND_APP, wechat).await;
+    let first = app.login(SECOND_APP, &code).await.ok(200).clone();
+    assert_eq!(first["bound"], json!(false), "no unionid yet: {first}");
+
+    // WeChat now sends the unionid with the second app's logins.
+    app.device
+        .register_app(&AppRegistration {
+            appid: SECOND_APP.to_owned(),
+            secret: format!("secret-of-{SECOND_APP}"),
+            unionid: true,
+        })
+        .await
+        .unwrap();
+    let code = app.wx_login(SECOND_APP, wechat).await;
+    let later = app.login(SECOND_APP, &code).await.ok(200).clone();
+    assert_eq!(
+        later["bound"],
+        json!(true),
+        "learned now, linked now: {later}"
+    );
+    let tokens = Tokens::from_v1(&later["tokens"]);
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
 }

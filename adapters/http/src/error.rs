@@ -429,6 +429,7 @@ fn app_error_samples() -> Vec<AppError> {
         E::Account(AccountError::AlreadyBoundToOtherUser) => [AccountError::AlreadyBoundToOtherUser],
         E::Account(AccountError::BoundToOtherUser) => [AccountError::BoundToOtherUser],
         E::Account(AccountError::SessionForAnotherIdentity) => [AccountError::SessionForAnotherIdentity],
+        E::Account(AccountError::UnionidMismatch) => [AccountError::UnionidMismatch],
         E::RegistrationClosed => [E::RegistrationClosed],
         E::PhoneNotRegistered => [E::PhoneNotRegistered],
         E::UserAlreadyBoundInApp => [E::UserAlreadyBoundInApp],
