@@ -5,8 +5,8 @@
 use miniauth::config::TenantSection;
 use miniauth_application::RegistrationPolicy;
 use miniauth_e2e::{
-    app_section, enc, on_both_engines, spawn_app, spawn_app_with, Engine, Tokens, APP, CLOSED_APP,
-    SECOND_APP, TENANT,
+    app_section, enc, on_both_engines, random_phone, spawn_app, spawn_app_with, Engine, Tokens,
+    APP, CLOSED_APP, SECOND_APP, TENANT,
 };
 use miniauth_wechat::sim::{AppRegistration, Endpoint};
 use serde_json::{json, Value};
@@ -17,6 +17,7 @@ on_both_engines!(
     no_link_across_tenants,
     no_link_when_the_tenant_turns_it_off,
     a_unionid_learned_later_links_then,
+    fifty_concurrent_first_logins_of_one_person_in_two_apps_end_with_one_user,
 );
 
 /// The admin history of (appid, openid).
@@ -222,4 +223,52 @@ async fn a_unionid_learned_later_links_then(engine: Engine) {
     );
     let tokens = Tokens::from_v1(&later["tokens"]);
     assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+}
+
+/// One person opens both mini programs over and over at once (25 flows each: login,
+/// phone button): logins race, tickets are superseded, phone steps race, links race.
+/// Whatever each answer says, the person ends as exactly one user, bound in both apps.
+async fn fifty_concurrent_first_logins_of_one_person_in_two_apps_end_with_one_user(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let phone = random_phone();
+    let wechat = app.wechat_user(Some(&phone)).await;
+    let before = app.snapshot().await;
+    let flows = (0..50).map(|n| {
+        let app = &app;
+        let appid = if n % 2 == 0 { APP } else { SECOND_APP };
+        async move {
+            let code = app.wx_login(appid, wechat).await;
+            let login = app.login(appid, &code).await;
+            if login.status.as_u16() != 200 {
+                return None;
+            }
+            if login.body["bound"] == json!(true) {
+                let tokens = Tokens::from_v1(&login.body["tokens"]);
+                return Some(app.me(&tokens.access).await.body["user_id"].clone());
+            }
+            let ticket = login.body["ticket"].as_str()?.to_owned();
+            let code = app.phone_code(appid, wechat).await;
+            let answer = app
+                .phone(appid, &json!({ "ticket": ticket, "code": code }))
+                .await;
+            (answer.status.as_u16() == 200).then(|| answer.body["user_id"].clone())
+        }
+    });
+    let users: Vec<Value> = futures::future::join_all(flows)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(!users.is_empty(), "no flow succeeded");
+    assert!(users.iter().all(|u| *u == users[0]), "{users:?}");
+    let after = app.snapshot().await;
+    assert_eq!(after.users, before.users + 1, "one person, one user");
+    // Bound in both apps: a last login in each answers tokens for that user.
+    for appid in [APP, SECOND_APP] {
+        let code = app.wx_login(appid, wechat).await;
+        let body = app.login(appid, &code).await.ok(200).clone();
+        assert_eq!(body["bound"], json!(true), "{appid}: {body}");
+        let tokens = Tokens::from_v1(&body["tokens"]);
+        assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], users[0]);
+    }
 }
