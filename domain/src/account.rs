@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,29 @@ impl SocialAccount {
         self.sessions.iter().any(|s| s.seq == seq)
     }
 
+    /// The binding rule, however it was asked for: the session must be the request's,
+    /// binding the bound user again changes nothing, another user is refused.
+    fn bind(
+        &self,
+        proof: SessionProof,
+        user_id: UserId,
+        via: BindMethod,
+        linked_from: Option<AccountId>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SocialAccountEvent>, AccountError> {
+        self.check_proof(proof)?;
+        match self.bound_user {
+            Some(bound) if bound == user_id => Ok(vec![]),
+            Some(_) => Err(AccountError::AlreadyBoundToOtherUser),
+            None => Ok(vec![SocialAccountEvent::UserBound(UserBound {
+                user_id,
+                via,
+                linked_from,
+                occurred_at: at,
+            })]),
+        }
+    }
+
     /// A unionid WeChat reveals must be the one on record, if any (a new one is learned;
     /// after an erasure none is on record).
     pub fn check_unionid(&self, unionid: Option<&SealedUnionId>) -> Result<(), AccountError> {
@@ -237,37 +261,19 @@ impl SocialAccount {
                 user_id,
                 via,
                 at,
-            } => {
-                self.check_proof(proof)?;
-                match self.bound_user {
-                    Some(bound) if bound == user_id => Ok(vec![]),
-                    Some(_) => Err(AccountError::AlreadyBoundToOtherUser),
-                    None => Ok(vec![E::UserBound(UserBound {
-                        user_id,
-                        via,
-                        linked_from: None,
-                        occurred_at: at,
-                    })]),
-                }
-            }
+            } => self.bind(proof, user_id, via, None, at),
             C::LinkByUnionid {
                 proof,
                 user_id,
                 linked_from,
                 at,
-            } => {
-                self.check_proof(proof)?;
-                match self.bound_user {
-                    Some(bound) if bound == user_id => Ok(vec![]),
-                    Some(_) => Err(AccountError::AlreadyBoundToOtherUser),
-                    None => Ok(vec![E::UserBound(UserBound {
-                        user_id,
-                        via: BindMethod::UnionidMatch,
-                        linked_from: Some(linked_from),
-                        occurred_at: at,
-                    })]),
-                }
-            }
+            } => self.bind(
+                proof,
+                user_id,
+                BindMethod::UnionidMatch,
+                Some(linked_from),
+                at,
+            ),
             // Bound since (a concurrent bind won): nothing was declined.
             C::DeclineLink { .. } if self.bound_user.is_some() => Ok(vec![]),
             C::DeclineLink { users, at } => Ok(vec![E::LinkDeclined(LinkDeclined {
