@@ -51,6 +51,10 @@ pub struct SocialAccount {
     /// erasure has nothing to erase.
     #[serde(default)]
     erased: bool,
+    /// The users of the newest declined link, until a binding: a login that would decline
+    /// the same again records nothing new.
+    #[serde(default)]
+    declined: Vec<UserId>,
     events: u64,
 }
 
@@ -274,8 +278,10 @@ impl SocialAccount {
                 Some(linked_from),
                 at,
             ),
-            // Bound since (a concurrent bind won): nothing was declined.
+            // Bound since (a concurrent bind won): nothing was declined. Declined for the
+            // same users already: the history says so once, not at every login.
             C::DeclineLink { .. } if self.bound_user.is_some() => Ok(vec![]),
+            C::DeclineLink { users, .. } if users == self.declined => Ok(vec![]),
             C::DeclineLink { users, at } => Ok(vec![E::LinkDeclined(LinkDeclined {
                 users,
                 occurred_at: at,
@@ -366,13 +372,14 @@ impl Aggregate for SocialAccount {
             }
             E::PhoneVerified(e) => self.phone = Some((e.phone, e.country_code)),
             E::UserBound(e) => {
+                self.declined.clear();
                 if e.via == BindMethod::AutoRegistration {
                     self.registered_user = Some(e.user_id);
                 }
                 self.bound_user = Some(e.user_id);
             }
             E::Unbound(_) => self.bound_user = None,
-            E::LinkDeclined(_) => {}
+            E::LinkDeclined(e) => self.declined = e.users,
             E::PersonalDataErased(_) => {
                 self.unionid = None;
                 self.nickname = None;

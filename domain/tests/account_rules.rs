@@ -562,3 +562,29 @@ fn a_unionid_that_contradicts_the_one_on_record_is_refused() {
     }
     assert!(state.decide(login(Some(other))).is_ok());
 }
+
+#[test]
+fn the_same_declined_link_is_recorded_once() {
+    let declined = SocialAccountEvent::LinkDeclined(LinkDeclined {
+        users: vec![user(3), user(7)],
+        occurred_at: at(200),
+    });
+    account()
+        .given(vec![session(1), declined.clone(), session(2)])
+        .when(SocialAccountCommand::DeclineLink {
+            users: vec![user(3), user(7)],
+            at: at(300),
+        })
+        .then_expect_events(vec![]);
+    // Another set of users is news.
+    account()
+        .given(vec![session(1), declined, session(2)])
+        .when(SocialAccountCommand::DeclineLink {
+            users: vec![user(3), user(7), user(9)],
+            at: at(300),
+        })
+        .then_expect_events(vec![SocialAccountEvent::LinkDeclined(LinkDeclined {
+            users: vec![user(3), user(7), user(9)],
+            occurred_at: at(300),
+        })]);
+}

@@ -156,6 +156,21 @@ async fn bindings_naming_two_users_link_nothing_and_say_so(engine: Engine) {
     let mut users = vec![one, two];
     users.sort();
     assert_eq!(declined["users"], json!(users));
+
+    // Logging in again declines the same: the history says it once.
+    let code = app.wx_login(CLOSED_APP, wechat).await;
+    assert_eq!(
+        app.login(CLOSED_APP, &code).await.ok(200)["bound"],
+        json!(false)
+    );
+    let events = history(&app, CLOSED_APP, &account[CLOSED_APP.len() + 1..]).await;
+    let declines = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "LinkDeclined")
+        .count();
+    assert_eq!(declines, 1, "{events}");
 }
 
 async fn no_link_across_tenants(engine: Engine) {
