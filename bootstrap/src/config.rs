@@ -794,9 +794,10 @@ fn secret_from(
     }
 }
 
-/// The embedded default: SQLite under ./data, the simulator in-process, one demo app.
+/// The embedded default: SQLite under ./data, the simulator in-process, two demo apps of
+/// one Open Platform account.
 fn demo_table() -> toml::Table {
-    use miniauth_wechat::sim::DEMO_SECRET;
+    use miniauth_wechat::sim::{DEMO_SECOND_APPID, DEMO_SECOND_SECRET, DEMO_SECRET};
     let text = format!(
         r#"
 [wechat]
@@ -805,6 +806,15 @@ api_base = "simulator"
 [[apps]]
 appid = "{DEMO_APPID}"
 secret = "{DEMO_SECRET}"
+tenant = "default"
+registration = "auto"
+unionid = true
+
+# A second mini program of the same Open Platform account and tenant: a person bound in
+# the first is logged in here at once (docs/channels.md).
+[[apps]]
+appid = "{DEMO_SECOND_APPID}"
+secret = "{DEMO_SECOND_SECRET}"
 tenant = "default"
 registration = "auto"
 unionid = true

@@ -33,6 +33,8 @@ struct Target {
     device: DeviceClient,
     admin_token: String,
     appid: AppId,
+    /// Another app of the first app's tenant, if one is configured: the linking scene.
+    second_appid: Option<AppId>,
     /// Keeps a self-started service alive for the demo's duration.
     _own: Option<OwnService>,
 }
@@ -73,6 +75,17 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("apps[0].appid: {}", e.reason))?
         .context("no app configured")?;
+    let second_appid = config
+        .apps
+        .iter()
+        .skip(1)
+        .find(|other| {
+            config
+                .apps
+                .first()
+                .is_some_and(|first| first.tenant == other.tenant)
+        })
+        .and_then(|other| AppId::parse(&other.appid).ok());
     if healthy {
         crate::logging::init(&config.log, true);
         let sim = args
@@ -90,6 +103,7 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
             device: DeviceClient::new(sim),
             admin_token,
             appid,
+            second_appid,
             _own: None,
         });
     }
@@ -124,6 +138,9 @@ async fn target(config: &Config, args: DemoArgs) -> anyhow::Result<Target> {
         device: simulator.device(),
         admin_token,
         appid: AppId::parse(crate::config::DEMO_APPID).expect("valid demo appid"),
+        second_appid: Some(
+            AppId::parse(miniauth_wechat::sim::DEMO_SECOND_APPID).expect("valid demo appid"),
+        ),
         _own: Some(OwnService {
             _dir: dir,
             _simulator: Some(simulator),
@@ -186,6 +203,23 @@ impl Demo<'_> {
         Ok((status, body))
     }
 
+    /// `GET path` with a bearer token, expecting 200.
+    async fn get(&self, path: &str, bearer: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.target.server))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        if status != StatusCode::OK {
+            bail!("GET {path}: expected 200 OK, got {status}: {body}");
+        }
+        Ok(body)
+    }
+
     async fn expect(
         &self,
         path: &str,
@@ -223,7 +257,40 @@ impl Demo<'_> {
         self.user_unbinds(&bob).await?;
         self.refresh_rotates_and_reuse_revokes(&refresh).await?;
         self.logout_ends_the_refresh_token(alice.wechat).await?;
+        self.second_app_knows_her_at_once(&alice).await?;
         show("alice", &alice.user_id);
+        Ok(())
+    }
+
+    /// Step 11: the same person opens another mini program of the tenant (the same
+    /// Open Platform account): her unionid links her there at once (docs/channels.md).
+    async fn second_app_knows_her_at_once(&self, alice: &Registered) -> anyhow::Result<()> {
+        let Some(second) = &self.target.second_appid else {
+            println!("\n(one app of this tenant is configured: the linking step is skipped)");
+            return Ok(());
+        };
+        step(
+            11,
+            "she opens the shop's second mini program: one round trip, the same user (linked by unionid)",
+        );
+        let code = self.target.device.login(second, alice.wechat).await?;
+        let answer = self
+            .expect(
+                &format!("/v1/apps/{second}/sessions"),
+                json!({ "code": code }),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        show("bound", &answer["bound"]);
+        let access = answer["tokens"]["access_token"]
+            .as_str()
+            .unwrap_or_default();
+        let me = self.get("/v1/me", access).await?;
+        show("user_id", &me["user_id"]);
+        if answer["bound"] != json!(true) || me["user_id"] != alice.user_id {
+            bail!("a person bound in one app of the tenant must be linked in another at once");
+        }
         Ok(())
     }
 

@@ -359,7 +359,11 @@ fn print_demo_banner(config: &Config, built: &wiring::Built) {
             sim.base_url()
         );
     }
-    println!("  demo app   {} (registration: auto)", config::DEMO_APPID);
+    println!(
+        "  demo apps  {} and {} (registration: auto; one Open Platform account)",
+        config::DEMO_APPID,
+        miniauth_wechat::sim::DEMO_SECOND_APPID
+    );
     if let Some(path) = &built.admin_token_file {
         println!("  admin      bearer token in {}", path.display());
     }

@@ -60,11 +60,15 @@ pub struct SimConfig {
 pub const DEMO_APPID: &str = "wxdemo000000000001";
 /// The demo app's secret (a simulator secret: never a real app's).
 pub const DEMO_SECRET: &str = "demo-secret-not-for-production";
+/// The second demo app: the same Open Platform account (unionid) and tenant as the first.
+pub const DEMO_SECOND_APPID: &str = "wxdemo000000000002";
+/// The second demo app's secret.
+pub const DEMO_SECOND_SECRET: &str = "demo-secret-2-not-for-production";
 
 impl SimConfig {
-    /// Two demo apps: [`DEMO_APPID`] (secret [`DEMO_SECRET`], bound to an Open Platform
-    /// account) and `wxdemo000000000002` (secret `demo-secret-2-not-for-production`,
-    /// not bound).
+    /// Two demo apps of one Open Platform account (one unionid per person in both):
+    /// [`DEMO_APPID`] (secret [`DEMO_SECRET`]) and [`DEMO_SECOND_APPID`] (secret
+    /// [`DEMO_SECOND_SECRET`]).
     pub fn demo() -> Self {
         let app = |appid: &str, secret: &str, unionid| SimApp {
             appid: AppId::parse(appid).expect("valid demo appid"),
@@ -74,11 +78,7 @@ impl SimConfig {
         Self {
             apps: vec![
                 app(DEMO_APPID, DEMO_SECRET, true),
-                app(
-                    "wxdemo000000000002",
-                    "demo-secret-2-not-for-production",
-                    false,
-                ),
+                app(DEMO_SECOND_APPID, DEMO_SECOND_SECRET, true),
             ],
             faults: Faults::none(),
         }
