@@ -200,11 +200,11 @@ impl Service {
             .expect("starting miniauth");
         let stdout = child.stdout.take().expect("piped standard output");
         let (lines, received) = std::sync::mpsc::channel();
+        // Drain the service's standard output for its whole life: a pipe closed after the
+        // banner was read would make its next `println!` fail (EPIPE) and end it.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
+                let _ = lines.send(line);
             }
         });
         let (mut base, mut sim) = (None, None);
@@ -229,10 +229,13 @@ impl Service {
         }
     }
 
+    /// A panic's message (if the service died) and the log's last lines.
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        let panics = lines.iter().filter(|l| l.contains("panicked")).copied();
+        let tail = lines[lines.len().saturating_sub(20)..].iter().copied();
+        panics.chain(tail).collect::<Vec<_>>().join("\n")
     }
 
     /// Runs one doc's steps in one shell state; answers the failures.
