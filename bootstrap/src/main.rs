@@ -286,9 +286,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    println!("miniauth listening on http://{addr}");
+    say(&format!("miniauth listening on http://{addr}"));
     if config.demo {
-        print_demo_banner(&config, &built);
+        say(&demo_banner(&config, &built));
     }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -314,10 +314,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let metrics_listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("server.metrics_listen: cannot listen on {listen}"))?;
-            println!(
+            say(&format!(
                 "metrics on http://{}/metrics",
                 metrics_listener.local_addr()?
-            );
+            ));
             let mut stopped = stopped.clone();
             Some(tokio::spawn(miniauth_http::serve_with(
                 metrics_listener,
@@ -346,31 +346,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_demo_banner(config: &Config, built: &wiring::Built) {
-    println!("demo mode: no configuration file, so miniauth runs its embedded default:");
-    println!(
-        "  store      {} (under {})",
-        config.store.url,
-        config.store.data_dir.display()
-    );
+/// Tells the operator something on standard output. A server must not end because
+/// whoever started it closed that pipe (`println!` would panic on EPIPE).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+fn demo_banner(config: &Config, built: &wiring::Built) -> String {
+    let mut lines = vec![
+        "demo mode: no configuration file, so miniauth runs its embedded default:".to_owned(),
+        format!(
+            "  store      {} (under {})",
+            config.store.url,
+            config.store.data_dir.display()
+        ),
+    ];
     if let Some(sim) = &built.simulator {
-        println!(
+        lines.push(format!(
             "  WeChat     the simulator at {} (device API: docs/simulator.md)",
             sim.base_url()
-        );
+        ));
     }
-    println!(
+    lines.push(format!(
         "  demo apps  {} and {} (registration: auto; one Open Platform account)",
         config::DEMO_APPID,
         miniauth_wechat::sim::DEMO_SECOND_APPID
-    );
+    ));
     if let Some(path) = &built.admin_token_file {
-        println!("  admin      bearer token in {}", path.display());
+        lines.push(format!("  admin      bearer token in {}", path.display()));
     }
-    println!("walk the flow:     miniauth demo   (or: cargo run --release -- demo)");
-    println!(
+    lines.push("walk the flow:     miniauth demo   (or: cargo run --release -- demo)".to_owned());
+    lines.push(
         "configure an app:  miniauth serve --config miniauth.toml (see docs/configuration.md)"
+            .to_owned(),
     );
+    lines.join("\n")
 }
 
 #[cfg(test)]

@@ -86,3 +86,51 @@ fn a_stand_alone_demo_prints_its_walkthrough_and_names_its_servers_log() {
     assert!(!stdout.contains(" INFO "), "{stdout}");
     let _ = std::fs::remove_file(log);
 }
+
+/// A server whose standard output is closed as it starts (a supervisor that stopped
+/// reading) keeps serving: its banner is not worth dying for.
+#[test]
+fn serve_keeps_serving_when_its_standard_output_is_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_miniauth"))
+        .current_dir(dir.path())
+        .env_remove("MINIAUTH_CONFIG")
+        .env("MINIAUTH_LOG", "warn")
+        .env("MINIAUTH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINIAUTH__WECHAT__SIMULATOR_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting miniauth");
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut answered = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ =
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = stream.read_to_string(&mut answered);
+            if answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Still alive a moment later (the banner was written by then).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answered.starts_with("HTTP/1.1 200"),
+        "no answer: {answered:?}"
+    );
+    assert!(alive, "the server ended");
+}
