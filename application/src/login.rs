@@ -183,7 +183,7 @@ impl MiniAuth {
         let mut users: Vec<UserId> = bound.iter().map(|(_, user)| *user).collect();
         users.sort();
         users.dedup();
-        let context = self.load(id).await?;
+        // The account is loaded again only when something is to be written.
         match users.as_slice() {
             [] => Ok(state),
             [user] => {
@@ -202,6 +202,7 @@ impl MiniAuth {
                     via: BindMethod::UnionidMatch,
                     linked_from,
                 };
+                let context = self.load(id).await?;
                 match self
                     .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) })
                     .await
@@ -223,6 +224,7 @@ impl MiniAuth {
                     users: several.to_vec(),
                     at: self.now(),
                 };
+                let context = self.load(id).await?;
                 self.commit(ctx, id, context, vec![command]).await
             }
         }

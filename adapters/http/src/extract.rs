@@ -124,18 +124,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// The fields of a body sent as JSON or as an HTML form, whichever the content type
 /// says, read as strings (a JSON null is an absent field).
 async fn string_fields(req: Request) -> Result<HashMap<String, String>, RequestError> {
-    let media = media_type(req.headers()).unwrap_or_default();
-    if media == FORM {
-        let text = read_text(req).await?;
-        return parse_pairs(&text, "form body");
-    }
-    if !is_json(&media) {
-        return Err(RequestError::UnsupportedMediaType(format!(
-            "application/json or {FORM}"
-        )));
-    }
+    // The media type is judged before the body is read.
+    let media = fields_media(req.headers())?;
     let text = read_text(req).await?;
-    json_string_fields(&text)
+    fields_of(media, &text)
+}
+
+/// The kind of a string-field body: a form, or JSON; anything else is refused.
+fn fields_media(headers: &HeaderMap) -> Result<FieldsMedia, RequestError> {
+    match media_type(headers).unwrap_or_default() {
+        media if media == FORM => Ok(FieldsMedia::Form),
+        media if is_json(&media) => Ok(FieldsMedia::Json),
+        _ => Err(RequestError::UnsupportedMediaType(format!(
+            "application/json or {FORM}"
+        ))),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum FieldsMedia {
+    Form,
+    Json,
+}
+
+fn fields_of(media: FieldsMedia, text: &str) -> Result<HashMap<String, String>, RequestError> {
+    match media {
+        FieldsMedia::Form => parse_pairs(text, "form body"),
+        FieldsMedia::Json => json_string_fields(text),
+    }
 }
 
 fn json_string_fields(text: &str) -> Result<HashMap<String, String>, RequestError> {
@@ -166,20 +182,12 @@ impl<S: Send + Sync> FromRequest<S> for OptionalFields {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let media = media_type(req.headers()).unwrap_or_default();
+        let media = fields_media(req.headers());
         let text = read_text(req).await?;
         if text.trim().is_empty() {
             return Ok(Self(HashMap::new()));
         }
-        if media == FORM {
-            return Ok(Self(parse_pairs(&text, "form body")?));
-        }
-        if !is_json(&media) {
-            return Err(
-                RequestError::UnsupportedMediaType(format!("application/json or {FORM}")).into(),
-            );
-        }
-        Ok(Self(json_string_fields(&text)?))
+        Ok(Self(fields_of(media?, &text)?))
     }
 }
 
