@@ -11,7 +11,9 @@
 //!   the context's pre-commit state with the new events applied exactly once;
 //! * optimistic concurrency on (aggregate_type, aggregate_id, sequence): a concurrent
 //!   append fails on the unique key and answers `AggregateConflict`;
-//! * a global `position` in commit order, for catch-up and exports;
+//! * a global `position`, for catch-up and exports: commit order on SQLite (one
+//!   writer), and on PostgreSQL an order derived from the writing transaction that
+//!   readers follow below the safe horizon ([`crate::log`]) — appends do not take turns;
 //! * tamper evidence: each event's metadata `hash` chains it to the previous event of
 //!   its stream ([`ChainLink`]); the state row keeps the last hash, so a commit links
 //!   without reading the log (one hash per event, no extra query; see `audit.rs`);
@@ -34,21 +36,17 @@ use miniauth_domain::{
     current_version, AccountError, AccountId, SocialAccount, SocialAccountEvent,
 };
 use sqlx::types::Json;
-use sqlx::Row;
+use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::db::{is_unique_violation, millis, on_pool, Db};
+use crate::db::{is_unique_violation, millis, on_pool, Db, Pool};
 use crate::decode::{read_encoded, EventDecoder, ENCODED_COLUMNS};
+use crate::log::{position_of, select_after, settle, EVENTS_PER_TRANSACTION};
 use crate::read_models::ReadModels;
 
 /// How long a command waits for its turn on an account before it goes ahead
 /// optimistically (the unique key still protects the log).
 const TURN_WAIT: Duration = Duration::from_secs(5);
-
-/// A PostgreSQL advisory lock id taken by every append: appends take turns, so the
-/// `position` order is the commit order and a reader never sees a later position
-/// before an earlier one commits.
-pub(crate) const APPEND_LOCK: i64 = 0x6d69_6e69_6175_7468; // "miniauth"
 
 type StoreResult<T> = Result<T, AggregateError<AccountError>>;
 
@@ -140,15 +138,15 @@ impl AccountEventStore {
         self
     }
 
-    /// Events after `position` in commit order, at most `limit`, for exports.
+    /// Events after `position` in log order, at most `limit`, for exports: only those
+    /// below the safe horizon ([`crate::log`]), so that a position once answered is final.
     pub async fn events_after(&self, position: i64, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        settle(&self.db.pool).await.map_err(db_error)?;
+        let statement = select_after(self.db.engine(), &format!("{ENCODED_COLUMNS}, metadata"));
         on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!(
-                "SELECT {ENCODED_COLUMNS}, metadata FROM events \
-                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3"
-            ))
-            .bind(position)
+            sqlx::query(&statement)
             .bind(SocialAccount::TYPE)
+            .bind(position)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await
@@ -292,51 +290,131 @@ impl AccountEventStore {
         }
         let state =
             serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let postgres = self.db.is_postgres();
-        let _turn = self.db.write_turn().await;
-        on_pool!(&self.db.pool, p => {
-            let mut tx = p.begin().await?;
-            if postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(APPEND_LOCK)
+        if events.len() as i64 >= EVENTS_PER_TRANSACTION {
+            return Err(sqlx::Error::Protocol(format!(
+                "an append of {} events: at most {} per transaction",
+                events.len(),
+                EVENTS_PER_TRANSACTION - 1
+            )));
+        }
+        let rows = Rows {
+            aggregate_id: &context.aggregate_id,
+            first: context.sequence + 1,
+            events,
+            payloads: &payloads,
+            metadatas: &metadatas,
+            state: &state,
+            last_hash: hashes.last(),
+            updated_at: millis(self.db.now()),
+        };
+        match &self.db.pool {
+            // One statement, one round trip, one transaction: the events and the state
+            // row. No lock: positions come from the writing transaction (`crate::log`),
+            // the stream's unique key orders one account's appends.
+            Pool::Postgres(p) => rows.postgres().build().execute(p).await.map(drop)?,
+            // One writer at a time (the process's write turn, then SQLite's lock), so
+            // positions are the commit order.
+            Pool::Sqlite(p) => {
+                let _turn = self.db.write_turn().await;
+                let mut tx = p.begin().await?;
+                for (i, ((event, payload), metadata)) in
+                    events.iter().zip(&payloads).zip(&metadatas).enumerate()
+                {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                         event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(SocialAccount::TYPE)
+                    .bind(&context.aggregate_id)
+                    .bind(rows.first + i as i64)
+                    .bind(event.type_name())
+                    .bind(current_version(event.type_name()))
+                    .bind(Json(payload))
+                    .bind(Json(metadata))
                     .execute(&mut *tx)
                     .await?;
-            }
-            for (i, ((event, payload), metadata)) in
-                events.iter().zip(&payloads).zip(&metadatas).enumerate()
-            {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)\
+                     {SNAPSHOT_UPSERT}"
+                ))
                 .bind(SocialAccount::TYPE)
                 .bind(&context.aggregate_id)
-                .bind(context.sequence + 1 + i as i64)
-                .bind(event.type_name())
-                .bind(current_version(event.type_name()))
-                .bind(Json(payload))
-                .bind(Json(metadata))
+                .bind(rows.last_sequence())
+                .bind(Json(&state))
+                .bind(rows.updated_at)
+                .bind(rows.last_hash)
                 .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
             }
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, \
-                 updated_at, last_hash) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
-                 last_sequence = excluded.last_sequence, payload = excluded.payload, \
-                 updated_at = excluded.updated_at, last_hash = excluded.last_hash",
-            )
-            .bind(SocialAccount::TYPE)
-            .bind(&context.aggregate_id)
-            .bind(context.sequence + events.len() as i64)
-            .bind(Json(&state))
-            .bind(millis(self.db.now()))
-            .bind(hashes.last())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        })?;
+        }
         Ok(hashes)
+    }
+}
+
+/// The state row's columns, for `INSERT INTO snapshots`.
+const SNAPSHOT_COLUMNS: &str = "(aggregate_type, aggregate_id, last_sequence, payload, \
+     updated_at, last_hash)";
+/// What makes that insert an upsert.
+const SNAPSHOT_UPSERT: &str = " ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+     last_sequence = excluded.last_sequence, payload = excluded.payload, \
+     updated_at = excluded.updated_at, last_hash = excluded.last_hash";
+
+/// What one append writes: its events and the account's state row.
+struct Rows<'a> {
+    aggregate_id: &'a str,
+    first: i64,
+    events: &'a [SocialAccountEvent],
+    payloads: &'a [serde_json::Value],
+    metadatas: &'a [serde_json::Value],
+    state: &'a serde_json::Value,
+    last_hash: Option<&'a String>,
+    updated_at: i64,
+}
+
+impl<'a> Rows<'a> {
+    fn last_sequence(&self) -> i64 {
+        self.first + self.events.len() as i64 - 1
+    }
+
+    /// One PostgreSQL statement writing the events (positions from this transaction,
+    /// [`crate::log::position_of`]) and the state row.
+    fn postgres(&self) -> QueryBuilder<'a, Postgres> {
+        let mut query = QueryBuilder::new(
+            "WITH appended AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, \
+             event_type, event_version, payload, metadata, position) ",
+        );
+        let rows = self
+            .events
+            .iter()
+            .zip(self.payloads)
+            .zip(self.metadatas)
+            .enumerate();
+        let (aggregate_id, first) = (self.aggregate_id, self.first);
+        query.push_values(rows, |mut row, (i, ((event, payload), metadata))| {
+            row.push_bind(SocialAccount::TYPE)
+                .push_bind(aggregate_id)
+                .push_bind(first + i as i64)
+                .push_bind(event.type_name())
+                .push_bind(current_version(event.type_name()))
+                .push_bind(Json(payload))
+                .push_bind(Json(metadata))
+                .push(position_of(i));
+        });
+        query.push(format!(
+            ") INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ("
+        ));
+        query
+            .separated(", ")
+            .push_bind(SocialAccount::TYPE)
+            .push_bind(self.aggregate_id)
+            .push_bind(self.last_sequence())
+            .push_bind(Json(self.state))
+            .push_bind(self.updated_at)
+            .push_bind(self.last_hash);
+        query.push(")").push(SNAPSHOT_UPSERT);
+        query
     }
 }
 

@@ -22,6 +22,7 @@ mod db;
 mod decode;
 mod event_store;
 mod limiter;
+mod log;
 mod purge;
 mod read_models;
 mod readiness;
@@ -321,7 +322,14 @@ impl Store {
     /// than `older_than`: registry claims the log never confirmed, and users
     /// registered from a phone that never got bound (and have no password).
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<Sweep, StoreError> {
-        self.catch_up().await?;
+        // Every event committed before now must be projected: a claim whose binding
+        // is committed but not yet readable (a transaction in flight holds the log's
+        // horizon back) is no orphan.
+        if !self.read_models.ensure_current().await? {
+            return Err(StoreError::EventLog(
+                "a transaction in flight holds the event log's horizon back; the sweep waits for the next run".into(),
+            ));
+        }
         let cutoff = millis(self.db.now() - older_than);
         let _turn = self.db.write_turn().await;
         let (claims, users) = on_pool!(&self.db.pool, p => {
