@@ -10,7 +10,7 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
 use crate::ports::ThrottleKey;
-use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
+use crate::service::{ensure_same_tenant, session_owner, IssuedTicket, MiniAuth, Tokens};
 use crate::settings::AppSettings;
 
 /// What a login answers.
@@ -99,6 +99,12 @@ impl MiniAuth {
             }
             None => None,
         };
+        // A returning user's login session starts in the same durable write as the
+        // session's event (one commit), once every check above has passed.
+        let owner = match &user {
+            Some(user) if with_tokens => Some(session_owner(user, Some(app))?),
+            _ => None,
+        };
         let command = SocialAccountCommand::ObtainSession {
             appid: app.appid.clone(),
             openid: session.openid.clone(),
@@ -106,13 +112,19 @@ impl MiniAuth {
             session_key: sealed,
             at: self.now(),
         };
-        let mut state = self.commit(ctx, &id, context, vec![command]).await?;
+        let (mut state, started) = self
+            .commit_with(ctx, &id, context, vec![command], owner.as_ref())
+            .await?;
         if state.bound_user().is_none() && app.link_by_unionid {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
         }
         let (ticket, claims) = self.issue_ticket(&app.appid, &state)?;
-        let tokens = match state.bound_user() {
-            Some(bound) if with_tokens => {
+        let tokens = match (state.bound_user(), started) {
+            (Some(bound), Some(started)) if started.0.user_id == bound => {
+                self.spend_ticket(&claims).await?;
+                Some(self.tokens_of(started)?)
+            }
+            (Some(bound), _) if with_tokens => {
                 let user = match user {
                     Some(user) if user.id == bound => user,
                     _ => self.active_user(bound).await?,
@@ -204,10 +216,10 @@ impl MiniAuth {
                 };
                 let context = self.load(id).await?;
                 match self
-                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) })
+                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) }, None)
                     .await
                 {
-                    Ok(linked) => {
+                    Ok((linked, _)) => {
                         tracing::info!(%id, user = %record.id, "linked by unionid");
                         Ok(linked)
                     }

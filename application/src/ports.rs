@@ -271,6 +271,19 @@ pub trait AccountRepository: Send + Sync {
         events: Vec<SocialAccountEvent>,
         metadata: HashMap<String, String>,
     ) -> Result<(), CommitError>;
+
+    /// [`commit`](Self::commit), and in the same atomic, durable write starts a login
+    /// session for `owner` exactly as [`RefreshTokenStore::issue`] does (its family and
+    /// first refresh token): a login that answers tokens costs one commit, and a crash
+    /// leaves both or neither. Answers what `issue` answers.
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError>;
 }
 
 /// One event of an account's stream, decoded, with its place in the log.

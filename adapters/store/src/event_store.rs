@@ -27,9 +27,11 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use miniauth_application::ports::{
-    AccountRepository, Chain, CommitError, LoadedAccount, PortError, StoredEvent,
+    AccountRepository, Chain, CommitError, LoadedAccount, PortError, RefreshToken, SessionOwner,
+    StoredEvent, TokenSubject,
 };
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
 use miniauth_domain::{
@@ -43,6 +45,7 @@ use crate::db::{is_unique_violation, millis, on_pool, Db, Pool};
 use crate::decode::{read_encoded, EventDecoder, ENCODED_COLUMNS};
 use crate::log::{position_of, select_after, settle, EVENTS_PER_TRANSACTION};
 use crate::read_models::ReadModels;
+use crate::refresh::{NewSession, SqlRefreshTokens};
 
 /// How long a command waits for its turn on an account before it goes ahead
 /// optimistically (the unique key still protects the log).
@@ -118,15 +121,23 @@ pub struct AccountEventStore {
     turns: Arc<AggregateTurns>,
     decoder: EventDecoder,
     projection: Option<ReadModels>,
+    /// The login sessions started with a commit.
+    sessions: SqlRefreshTokens,
 }
 
 impl AccountEventStore {
-    pub(crate) fn new(db: Db, decoder: EventDecoder, projection: ReadModels) -> Self {
+    pub(crate) fn new(
+        db: Db,
+        decoder: EventDecoder,
+        projection: ReadModels,
+        sessions: SqlRefreshTokens,
+    ) -> Self {
         Self {
             db,
             turns: Arc::new(AggregateTurns::default()),
             decoder,
             projection: Some(projection),
+            sessions,
         }
     }
 
@@ -259,6 +270,7 @@ impl AccountEventStore {
         events: &[SocialAccountEvent],
         new_state: &SocialAccount,
         metadata: &BTreeMap<String, String>,
+        session: Option<&NewSession>,
     ) -> Result<Vec<String>, sqlx::Error> {
         let payloads = events
             .iter()
@@ -311,7 +323,7 @@ impl AccountEventStore {
             // One statement, one round trip, one transaction: the events and the state
             // row. No lock: positions come from the writing transaction (`crate::log`),
             // the stream's unique key orders one account's appends.
-            Pool::Postgres(p) => rows.postgres().build().execute(p).await.map(drop)?,
+            Pool::Postgres(p) => rows.postgres(session).build().execute(p).await.map(drop)?,
             // One writer at a time (the process's write turn, then SQLite's lock), so
             // positions are the commit order.
             Pool::Sqlite(p) => {
@@ -346,6 +358,9 @@ impl AccountEventStore {
                 .bind(rows.last_hash)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(session) = session {
+                    session.write_sqlite(&mut tx).await?;
+                }
                 tx.commit().await?;
             }
         }
@@ -379,8 +394,8 @@ impl<'a> Rows<'a> {
     }
 
     /// One PostgreSQL statement writing the events (positions from this transaction,
-    /// [`crate::log::position_of`]) and the state row.
-    fn postgres(&self) -> QueryBuilder<'a, Postgres> {
+    /// [`crate::log::position_of`]), the state row, and the login session if any.
+    fn postgres(&self, session: Option<&NewSession>) -> QueryBuilder<'a, Postgres> {
         let mut query = QueryBuilder::new(
             "WITH appended AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, \
              event_type, event_version, payload, metadata, position) ",
@@ -402,8 +417,13 @@ impl<'a> Rows<'a> {
                 .push_bind(Json(metadata))
                 .push(position_of(i));
         });
+        query.push("), ");
+        if let Some(session) = session {
+            session.push_postgres(&mut query);
+            query.push(", ");
+        }
         query.push(format!(
-            ") INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ("
+            "upserted AS (INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ("
         ));
         query
             .separated(", ")
@@ -413,7 +433,7 @@ impl<'a> Rows<'a> {
             .push_bind(Json(self.state))
             .push_bind(self.updated_at)
             .push_bind(self.last_hash);
-        query.push(")").push(SNAPSHOT_UPSERT);
+        query.push(")").push(SNAPSHOT_UPSERT).push(") SELECT 1");
         query
     }
 }
@@ -461,8 +481,21 @@ impl EventStore<SocialAccount> for AccountEventStore {
     async fn commit(
         &self,
         events: Vec<SocialAccountEvent>,
+        context: AccountContext,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
+        self.commit_events(events, context, metadata, None).await
+    }
+}
+
+impl AccountEventStore {
+    /// [`EventStore::commit`], starting `session` in the same transaction if given.
+    async fn commit_events(
+        &self,
+        events: Vec<SocialAccountEvent>,
         mut context: AccountContext,
         metadata: HashMap<String, String>,
+        session: Option<&NewSession>,
     ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -477,7 +510,10 @@ impl EventStore<SocialAccount> for AccountEventStore {
             .filter(|(k, _)| k.as_str() != HASH_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let hashes = match self.append(&context, &events, &new_state, &chained).await {
+        let hashes = match self
+            .append(&context, &events, &new_state, &chained, session)
+            .await
+        {
             Ok(hashes) => hashes,
             Err(error) if is_unique_violation(&error) => {
                 return Err(AggregateError::AggregateConflict)
@@ -531,6 +567,34 @@ impl AccountRepository for AccountEventStore {
         })?;
         match EventStore::commit(self, events, context, metadata).await {
             Ok(_) => Ok(()),
+            Err(AggregateError::AggregateConflict) => Err(CommitError::Conflict),
+            Err(error) => Err(store_port_error(error).into()),
+        }
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        if events.is_empty() {
+            return Err(PortError::Internal(
+                "event store: a login session is started with events, not alone".into(),
+            )
+            .into());
+        }
+        let context = AccountContext::from_loaded(account).ok_or_else(|| {
+            PortError::Internal("event store: a commit of an account it did not load".into())
+        })?;
+        let session = self.sessions.new_session(owner, now);
+        match self
+            .commit_events(events, context, metadata, Some(&session))
+            .await
+        {
+            Ok(_) => Ok(session.started()?),
             Err(AggregateError::AggregateConflict) => Err(CommitError::Conflict),
             Err(error) => Err(store_port_error(error).into()),
         }

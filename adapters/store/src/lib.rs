@@ -104,8 +104,20 @@ impl Store {
         let keys = Keys::new(&server_key);
         let decoder = EventDecoder::new(&keys);
         let read_models = ReadModels::new(db.clone(), keys.clone(), decoder.clone());
+        let refresh = SqlRefreshTokens::new(
+            db.clone(),
+            RefreshLifetimes {
+                ttl: config.refresh_ttl,
+                max_lifetime: config.refresh_max_lifetime,
+            },
+        );
         let store = Self {
-            events: AccountEventStore::new(db.clone(), decoder, read_models.clone()),
+            events: AccountEventStore::new(
+                db.clone(),
+                decoder,
+                read_models.clone(),
+                refresh.clone(),
+            ),
             users: SqlUserDirectory::new(
                 db.clone(),
                 keys.clone(),
@@ -114,13 +126,7 @@ impl Store {
             )
             .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone(), read_models.clone()),
-            refresh: SqlRefreshTokens::new(
-                db.clone(),
-                RefreshLifetimes {
-                    ttl: config.refresh_ttl,
-                    max_lifetime: config.refresh_max_lifetime,
-                },
-            ),
+            refresh,
             vault: SqlVault::new(db.clone(), keys.clone()),
             counters: SqlUsageCounters::new(db.clone()),
             read_models,

@@ -505,6 +505,7 @@ impl World {
 
     /// The service, over another account repository (that wraps `self.store`).
     pub fn build_over(self, accounts: Arc<dyn AccountRepository>) -> Built {
+        self.store.start_sessions_with(self.refresh.clone());
         let limiter: Arc<dyn AttemptLimiter> = Arc::new(self.limiter);
         let ports = Ports {
             wechat: Arc::new(self.wechat),
@@ -743,5 +744,17 @@ impl AccountRepository for ScriptedStore {
                 Err(CommitError::Conflict)
             }
         }
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        self.commit(account, events, metadata).await?;
+        Ok(self.inner.start_session(owner, now).await?)
     }
 }
