@@ -2,14 +2,15 @@
 //! returning user — tokens at once.
 
 use miniauth_domain::{
-    AccountId, AppId, BindMethod, OneTimeCode, OpenId, PersonalField, SealedUnionId, SessionProof,
-    SocialAccount, SocialAccountCommand, UnionId, UserId,
+    AccountId, AppId, BindMethod, OneTimeCode, OpenId, PersonalField, ProfileSource, SealedUnionId,
+    SessionKey, SessionProof, SocialAccount, SocialAccountCommand, UnionId, UserId,
 };
 
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::ThrottleKey;
+use crate::ports::{SnsUserInfo, ThrottleKey};
+use crate::profile::ProfileFields;
 use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
 use crate::settings::AppSettings;
 
@@ -75,16 +76,27 @@ impl MiniAuth {
                 .await
                 .map_err(|e| AppError::throttled(e, AppError::TooManyLogins))?;
         }
-        let session = self.ports.wechat.code_to_session(&app.appid, &code).await?;
+        let session = self.exchange_code(app, &code).await?;
         let id = AccountId::new(&app.appid, &session.openid);
-        let sealed = self
-            .ports
-            .vault
-            .seal_secret(&id, &session.session_key)
-            .await?;
         let unionid = match &session.unionid {
             Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
             None => None,
+        };
+        let command = match &session.credential {
+            Credential::SessionKey(key) => SocialAccountCommand::ObtainSession {
+                appid: app.appid.clone(),
+                openid: session.openid.clone(),
+                unionid,
+                session_key: self.ports.vault.seal_secret(&id, key).await?,
+                at: self.now(),
+            },
+            Credential::OAuth(_) => SocialAccountCommand::ObtainOAuthSession {
+                appid: app.appid.clone(),
+                openid: session.openid.clone(),
+                unionid,
+                channel: app.kind,
+                at: self.now(),
+            },
         };
         let context = self.load(&id).await?;
         // A returning user must not have been disabled; check before writing anything.
@@ -99,14 +111,13 @@ impl MiniAuth {
             }
             None => None,
         };
-        let command = SocialAccountCommand::ObtainSession {
-            appid: app.appid.clone(),
-            openid: session.openid.clone(),
-            unionid,
-            session_key: sealed,
-            at: self.now(),
-        };
+        let has_profile = context.state().has_profile();
         let mut state = self.commit(ctx, &id, context, vec![command]).await?;
+        if let Credential::OAuth(Some(profile)) = &session.credential {
+            if !has_profile {
+                state = self.record_userinfo(ctx, &id, profile, state).await;
+            }
+        }
         if state.bound_user().is_none() && app.link_by_unionid {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
         }
@@ -152,7 +163,109 @@ impl MiniAuth {
     }
 }
 
+/// What a login code was exchanged for, whatever the app's kind.
+struct Exchanged {
+    openid: OpenId,
+    unionid: Option<UnionId>,
+    credential: Credential,
+}
+
+/// A mini program's session key, or an OAuth login's profile (when its scope reads one
+/// and WeChat answered it). The OAuth access token itself is dropped here: nothing
+/// keeps it.
+enum Credential {
+    SessionKey(SessionKey),
+    OAuth(Option<SnsUserInfo>),
+}
+
 impl MiniAuth {
+    /// Exchanges a login code at the endpoint of the app's kind: code2session for a mini
+    /// program, the OAuth code exchange (then `/sns/userinfo`, when the scope allows)
+    /// for the others. A snapshot-page user is refused before anything is written.
+    async fn exchange_code(
+        &self,
+        app: &AppSettings,
+        code: &OneTimeCode,
+    ) -> Result<Exchanged, AppError> {
+        let wechat = &self.ports.wechat;
+        if app.kind.has_session_key() {
+            let session = wechat.code_to_session(&app.appid, code).await?;
+            return Ok(Exchanged {
+                openid: session.openid,
+                unionid: session.unionid,
+                credential: Credential::SessionKey(session.session_key),
+            });
+        }
+        let grant = wechat.oauth_access_token(&app.appid, code).await?;
+        if grant.snapshot_user {
+            tracing::info!(appid = %app.appid, "refused a snapshot-page user (is_snapshotuser = 1)");
+            return Err(AppError::SnapshotUser);
+        }
+        let profile = if grant.reads_userinfo() {
+            match wechat
+                .sns_userinfo(&grant.access_token, &grant.openid)
+                .await
+            {
+                Ok(profile) if profile.openid == grant.openid => Some(profile),
+                Ok(_) => {
+                    tracing::warn!(appid = %app.appid, "WeChat's userinfo names another openid than the login; ignored");
+                    None
+                }
+                // The profile is a courtesy: the login stands without it.
+                Err(error) => {
+                    tracing::warn!(appid = %app.appid, %error, "WeChat's userinfo failed; logging in without the profile");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let unionid = grant
+            .unionid
+            .or_else(|| profile.as_ref().and_then(|p| p.unionid.clone()));
+        Ok(Exchanged {
+            openid: grant.openid,
+            unionid,
+            credential: Credential::OAuth(profile),
+        })
+    }
+
+    /// Records WeChat's userinfo as the account's profile. A profile WeChat sent in a
+    /// shape miniauth does not accept (or a failure to record it) is logged and
+    /// skipped: the login stands without it.
+    async fn record_userinfo(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        profile: &SnsUserInfo,
+        state: SocialAccount,
+    ) -> SocialAccount {
+        let recorded = async {
+            let nickname = crate::profile::check_nickname(&profile.nickname)?;
+            let avatar_url = if profile.avatar_url.is_empty() {
+                String::new()
+            } else {
+                crate::profile::check_avatar_url(&profile.avatar_url)?
+            };
+            let fields = ProfileFields {
+                nickname: &nickname,
+                avatar_url: &avatar_url,
+                unionid: None,
+                via: ProfileSource::SnsUserinfo,
+            };
+            let context = self.load(id).await?;
+            let proof = SessionProof::ticket(context.state().latest_session());
+            self.record_profile(ctx, id, context, proof, fields).await
+        };
+        match recorded.await {
+            Ok(after) => after,
+            Err(error) => {
+                tracing::warn!(%id, %error, "WeChat's userinfo was not recorded as the profile");
+                state
+            }
+        }
+    }
+
     /// Step 6 by unionid: an unbound identity whose unionid is bound, in other apps of
     /// the same tenant, to exactly one active user of the tenant is bound to that user
     /// (`UserBound` via `unionid_match`, naming the account it follows). When those
