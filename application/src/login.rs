@@ -9,7 +9,7 @@ use miniauth_domain::{
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::{SnsUserInfo, ThrottleKey};
+use crate::ports::{OAuthGrant, SnsUserInfo, ThrottleKey};
 use crate::profile::ProfileFields;
 use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
 use crate::settings::AppSettings;
@@ -78,7 +78,28 @@ impl MiniAuth {
         }
         let session = self.exchange_code(app, &code).await?;
         let id = AccountId::new(&app.appid, &session.openid);
-        let unionid = match &session.unionid {
+        let context = self.load(&id).await?;
+        // A returning user must not have been disabled; check before writing anything.
+        let bound_before = context.state().bound_user();
+        // So must it be of the app's tenant (a binding across tenants made before
+        // tenants were checked everywhere logs nobody in).
+        let user = match bound_before {
+            Some(user_id) => {
+                let user = self.active_user(user_id).await?;
+                ensure_same_tenant(&user, app)?;
+                Some(user)
+            }
+            None => None,
+        };
+        // WeChat's userinfo is asked once, while the account has no profile.
+        let profile = match &session.credential {
+            Credential::OAuth(grant) if !context.state().has_profile() => {
+                self.userinfo(app, grant).await
+            }
+            _ => None,
+        };
+        let learned = profile.as_ref().and_then(|p| p.unionid.clone());
+        let unionid = match session.unionid.as_ref().or(learned.as_ref()) {
             Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
             None => None,
         };
@@ -98,25 +119,9 @@ impl MiniAuth {
                 at: self.now(),
             },
         };
-        let context = self.load(&id).await?;
-        // A returning user must not have been disabled; check before writing anything.
-        let bound_before = context.state().bound_user();
-        // So must it be of the app's tenant (a binding across tenants made before
-        // tenants were checked everywhere logs nobody in).
-        let user = match bound_before {
-            Some(user_id) => {
-                let user = self.active_user(user_id).await?;
-                ensure_same_tenant(&user, app)?;
-                Some(user)
-            }
-            None => None,
-        };
-        let has_profile = context.state().has_profile();
         let mut state = self.commit(ctx, &id, context, vec![command]).await?;
-        if let Credential::OAuth(Some(profile)) = &session.credential {
-            if !has_profile {
-                state = self.record_userinfo(ctx, &id, profile, state).await;
-            }
+        if let Some(profile) = &profile {
+            state = self.record_userinfo(ctx, &id, profile, state).await;
         }
         if state.bound_user().is_none() && app.link_by_unionid {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
@@ -135,7 +140,7 @@ impl MiniAuth {
         };
         // WeChat sends the unionid with every login of an app bound to an Open Platform
         // account; an older one is read back from the log while it is not erased.
-        let unionid = match (session.unionid, state.unionid()) {
+        let unionid = match (session.unionid.or(learned), state.unionid()) {
             (Some(fresh), _) => Some(fresh),
             (
                 None,
@@ -170,18 +175,17 @@ struct Exchanged {
     credential: Credential,
 }
 
-/// A mini program's session key, or an OAuth login's profile (when its scope reads one
-/// and WeChat answered it). The OAuth access token itself is dropped here: nothing
-/// keeps it.
+/// A mini program's session key, or an OAuth login's grant. The grant's access token
+/// reads the profile at most once and is dropped with the request: nothing keeps it.
 enum Credential {
     SessionKey(SessionKey),
-    OAuth(Option<SnsUserInfo>),
+    OAuth(OAuthGrant),
 }
 
 impl MiniAuth {
     /// Exchanges a login code at the endpoint of the app's kind: code2session for a mini
-    /// program, the OAuth code exchange (then `/sns/userinfo`, when the scope allows)
-    /// for the others. A snapshot-page user is refused before anything is written.
+    /// program, the OAuth code exchange for the others. A snapshot-page user is refused
+    /// before anything is written.
     async fn exchange_code(
         &self,
         app: &AppSettings,
@@ -201,33 +205,34 @@ impl MiniAuth {
             tracing::info!(appid = %app.appid, "refused a snapshot-page user (is_snapshotuser = 1)");
             return Err(AppError::SnapshotUser);
         }
-        let profile = if grant.reads_userinfo() {
-            match wechat
-                .sns_userinfo(&grant.access_token, &grant.openid)
-                .await
-            {
-                Ok(profile) if profile.openid == grant.openid => Some(profile),
-                Ok(_) => {
-                    tracing::warn!(appid = %app.appid, "WeChat's userinfo names another openid than the login; ignored");
-                    None
-                }
-                // The profile is a courtesy: the login stands without it.
-                Err(error) => {
-                    tracing::warn!(appid = %app.appid, %error, "WeChat's userinfo failed; logging in without the profile");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let unionid = grant
-            .unionid
-            .or_else(|| profile.as_ref().and_then(|p| p.unionid.clone()));
         Ok(Exchanged {
-            openid: grant.openid,
-            unionid,
-            credential: Credential::OAuth(profile),
+            openid: grant.openid.clone(),
+            unionid: grant.unionid.clone(),
+            credential: Credential::OAuth(grant),
         })
+    }
+
+    /// WeChat's userinfo of an OAuth login, when its scope reads one. The profile is a
+    /// courtesy: a failure is logged and the login stands without it.
+    async fn userinfo(&self, app: &AppSettings, grant: &OAuthGrant) -> Option<SnsUserInfo> {
+        if !grant.reads_userinfo() {
+            return None;
+        }
+        let wechat = &self.ports.wechat;
+        match wechat
+            .sns_userinfo(&grant.access_token, &grant.openid)
+            .await
+        {
+            Ok(profile) if profile.openid == grant.openid => Some(profile),
+            Ok(_) => {
+                tracing::warn!(appid = %app.appid, "WeChat's userinfo names another openid than the login; ignored");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(appid = %app.appid, %error, "WeChat's userinfo failed; logging in without the profile");
+                None
+            }
+        }
     }
 
     /// Records WeChat's userinfo as the account's profile. A profile WeChat sent in a
