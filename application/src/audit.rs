@@ -38,7 +38,8 @@ pub struct HistoryEntry {
     pub event_version: String,
     /// When it happened (RFC 3339).
     pub occurred_at: DateTime<Utc>,
-    /// How: bind method, phone source or profile source.
+    /// How: a login's channel (`mini_program`, `official_account`, `website`,
+    /// `mobile_app`), the bind method, the phone source or the profile source.
     pub via: Option<String>,
     /// Why a binding ended.
     pub reason: Option<String>,
@@ -386,6 +387,7 @@ async fn details(
 ) {
     match event {
         SocialAccountEvent::SessionObtained(e) => {
+            entry.via = Some(e.channel.as_str().to_owned());
             entry.session_seq = Some(e.session_seq);
             if let Some(unionid) = &e.unionid {
                 entry.unionid = Some(reveal.unionid(unionid, erased).await);

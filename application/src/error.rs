@@ -68,6 +68,14 @@ pub enum AppError {
     /// The app does not accept legacy encrypted payloads.
     #[error("this app does not accept encrypted payloads; send the phone button's code or the profile fields")]
     LegacyPayloadsDisabled,
+    /// WeChat says the login is a snapshot-page user (`is_snapshotuser = 1`): a
+    /// virtual identity that is never bound or registered.
+    #[error("this WeChat user views a snapshot page in Moments: open the page itself to log in")]
+    SnapshotUser,
+    /// The route needs a session key (a phone, a profile payload) and the app is not
+    /// a mini program.
+    #[error("this app is not a mini program: it has no session key, so it takes no phone or profile; those come from a mini program")]
+    ChannelUnsupported,
     /// The ticket was already exchanged for tokens.
     #[error("this ticket was already exchanged for tokens; log in again")]
     TicketAlreadyUsed,
@@ -221,6 +229,8 @@ impl ErrorCode for AppError {
             Self::PayloadRejected => "payload_rejected",
             Self::SessionKeySpent => "session_key_spent",
             Self::LegacyPayloadsDisabled => "legacy_payloads_disabled",
+            Self::SnapshotUser => "snapshot_user",
+            Self::ChannelUnsupported => "channel_unsupported",
             Self::TicketAlreadyUsed => "ticket_already_used",
             Self::Account(e) => e.code(),
             Self::RegistrationClosed => "registration_closed",
@@ -265,7 +275,8 @@ impl AppError {
             | Self::SessionKeySpent
             | Self::Ticket(TicketError::Missing)
             | Self::UnknownTenant => K::BadRequest,
-            Self::LegacyPayloadsDisabled => K::Forbidden,
+            Self::LegacyPayloadsDisabled | Self::SnapshotUser => K::Forbidden,
+            Self::ChannelUnsupported => K::BadRequest,
             Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound | Self::AccountNotFound => K::NotFound,
             Self::WeChat(e) => match e {

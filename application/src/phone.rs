@@ -73,6 +73,7 @@ impl MiniAuth {
         input: PhoneInput,
     ) -> Result<PhoneOutcome, AppError> {
         let opened = self.open_ticket(appid, ticket)?;
+        opened.require_session_key()?;
         let app = opened.app;
         let id = opened.account.clone();
         let seq = opened.claims.session_seq;

@@ -406,6 +406,58 @@ pub enum WeChatError {
     },
 }
 
+/// The scope an OAuth login was granted (`snsapi_base` reads nothing more than the
+/// openid; the others also read `/sns/userinfo`).
+pub const SCOPES_WITH_USERINFO: [&str; 2] = ["snsapi_userinfo", "snsapi_login"];
+
+/// What the OAuth code exchange (`/sns/oauth2/access_token`) answered: the login of an
+/// Official Account, a website or a mobile App. The access token reads the user's
+/// profile once; it is never kept (its `Debug` is redacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrant {
+    /// The user's id in the app.
+    pub openid: OpenId,
+    /// The Open Platform id, when the app is bound to one.
+    pub unionid: Option<UnionId>,
+    /// The scopes granted (`snsapi_base`, `snsapi_userinfo`, `snsapi_login`).
+    pub scopes: Vec<String>,
+    /// `is_snapshotuser = 1`: the user views a snapshot page in Moments and the openid
+    /// is a virtual one, never to be bound or registered.
+    pub snapshot_user: bool,
+    /// The user's OAuth access token (for `/sns/userinfo`).
+    pub access_token: crate::Secret,
+}
+
+impl OAuthGrant {
+    /// Whether the grant may read `/sns/userinfo`.
+    pub fn reads_userinfo(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|scope| SCOPES_WITH_USERINFO.contains(&scope.as_str()))
+    }
+}
+
+/// What `/sns/userinfo` answered. Its `Debug` shows the openid only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnsUserInfo {
+    /// The user's id in the app.
+    pub openid: OpenId,
+    /// The nickname.
+    pub nickname: String,
+    /// The avatar URL (`headimgurl`; may be empty).
+    pub avatar_url: String,
+    /// The Open Platform id, when the app is bound to one.
+    pub unionid: Option<UnionId>,
+}
+
+impl fmt::Debug for SnsUserInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnsUserInfo")
+            .field("openid", &self.openid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// WeChat's server API, as the use cases need it.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -433,6 +485,21 @@ pub trait WeChatApi: Send + Sync {
         openid: &OpenId,
         session_key: &SessionKey,
     ) -> Result<SessionKey, WeChatError>;
+
+    /// The OAuth code exchange of an app that is not a mini program
+    /// (`/sns/oauth2/access_token`).
+    async fn oauth_access_token(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<OAuthGrant, WeChatError>;
+
+    /// `/sns/userinfo` with a grant's access token.
+    async fn sns_userinfo(
+        &self,
+        access_token: &crate::Secret,
+        openid: &OpenId,
+    ) -> Result<SnsUserInfo, WeChatError>;
 }
 
 /// Whether a business user may log in.

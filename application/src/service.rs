@@ -121,6 +121,18 @@ pub(crate) struct OpenedTicket<'a> {
     pub account: AccountId,
 }
 
+impl OpenedTicket<'_> {
+    /// Refuses a ticket of an app without a session key (not a mini program) on the
+    /// routes that need one: a phone, a profile.
+    pub(crate) fn require_session_key(&self) -> Result<(), AppError> {
+        if self.app.kind.has_session_key() {
+            Ok(())
+        } else {
+            Err(AppError::ChannelUnsupported)
+        }
+    }
+}
+
 impl MiniAuth {
     /// Wires the use cases to their ports.
     pub fn new(ports: Ports, apps: AppCatalog, lifetimes: Lifetimes) -> Self {

@@ -10,7 +10,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use miniauth_application::ports::{Limit, ThrottleLimits};
 use miniauth_application::RegistrationPolicy;
-use miniauth_domain::{AppId, TenantId};
+use miniauth_domain::{AppId, Channel, TenantId};
 use miniauth_http::TrustedProxies;
 use miniauth_store::PasswordConcurrency;
 use serde::Deserialize;
@@ -271,8 +271,15 @@ impl WeChatSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSection {
-    /// The mini program's AppID.
+    /// The app's AppID.
     pub appid: String,
+    /// mini_program (default) | official_account | website | mobile_app.
+    #[serde(default)]
+    pub kind: Channel,
+    /// Where the browser flow of an Official Account or a website may send the browser
+    /// back: exact https URLs (http only for localhost).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
     /// Its AppSecret.
     pub secret: Option<Secret>,
     /// The environment variable holding the secret instead.
@@ -470,6 +477,10 @@ pub struct Config {
 pub struct ResolvedApp {
     /// The AppID.
     pub appid: AppId,
+    /// The kind of app.
+    pub kind: Channel,
+    /// The browser flow's allowed redirect URIs.
+    pub redirect_uris: Vec<String>,
     /// The AppSecret.
     pub secret: Secret,
     /// The tenant.
@@ -683,8 +694,12 @@ impl Config {
                         "must be 1 to 20: each rejection is one guess for a padding oracle",
                     ));
                 }
+                check_redirect_uris(app.kind, &app.redirect_uris)
+                    .map_err(|reason| ConfigError::new(key("redirect_uris"), reason))?;
                 Ok(ResolvedApp {
                     appid,
+                    kind: app.kind,
+                    redirect_uris: app.redirect_uris.clone(),
                     secret,
                     tenant,
                     registration: app.registration,
@@ -794,10 +809,40 @@ fn secret_from(
     }
 }
 
-/// The embedded default: SQLite under ./data, the simulator in-process, two demo apps of
-/// one Open Platform account.
+/// An app's `redirect_uris`: only for the kinds with a browser flow; each an absolute
+/// https URL without a fragment (http only for localhost, for development), compared
+/// exactly at the authorize route.
+fn check_redirect_uris(kind: Channel, uris: &[String]) -> Result<(), String> {
+    if uris.is_empty() {
+        return Ok(());
+    }
+    if !kind.has_browser_flow() {
+        return Err(format!(
+            "only an official_account or a website has a browser flow; this app is a {kind}"
+        ));
+    }
+    for uri in uris {
+        let parsed = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
+        let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        let scheme_ok = parsed.scheme() == "https" || (parsed.scheme() == "http" && local);
+        if !scheme_ok || parsed.fragment().is_some() || parsed.host_str().is_none() {
+            return Err(format!(
+                "{uri:?} must be an https URL without a fragment (http only for localhost)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The embedded default: SQLite under ./data, the simulator in-process, the demo apps of
+/// one Open Platform account (two mini programs, an Official Account, a website, a
+/// mobile App).
 fn demo_table() -> toml::Table {
-    use miniauth_wechat::sim::{DEMO_SECOND_APPID, DEMO_SECOND_SECRET, DEMO_SECRET};
+    use miniauth_wechat::sim::{
+        DEMO_MOBILE_APP_APPID, DEMO_MOBILE_APP_SECRET, DEMO_OFFICIAL_ACCOUNT_APPID,
+        DEMO_OFFICIAL_ACCOUNT_SECRET, DEMO_SECOND_APPID, DEMO_SECOND_SECRET, DEMO_SECRET,
+        DEMO_WEBSITE_APPID, DEMO_WEBSITE_SECRET,
+    };
     let text = format!(
         r#"
 [wechat]
@@ -817,6 +862,31 @@ appid = "{DEMO_SECOND_APPID}"
 secret = "{DEMO_SECOND_SECRET}"
 tenant = "default"
 registration = "auto"
+unionid = true
+
+# The shop's Official Account, website and mobile App, in the same Open Platform
+# account and tenant: the same person logs in to the same user (docs/channels.md).
+[[apps]]
+appid = "{DEMO_OFFICIAL_ACCOUNT_APPID}"
+secret = "{DEMO_OFFICIAL_ACCOUNT_SECRET}"
+kind = "official_account"
+tenant = "default"
+unionid = true
+redirect_uris = ["https://shop.example/wechat/done"]
+
+[[apps]]
+appid = "{DEMO_WEBSITE_APPID}"
+secret = "{DEMO_WEBSITE_SECRET}"
+kind = "website"
+tenant = "default"
+unionid = true
+redirect_uris = ["https://shop.example/wechat/done"]
+
+[[apps]]
+appid = "{DEMO_MOBILE_APP_APPID}"
+secret = "{DEMO_MOBILE_APP_SECRET}"
+kind = "mobile_app"
+tenant = "default"
 unionid = true
 "#
     );

@@ -204,6 +204,8 @@ pub fn service(
 ) -> Arc<MiniAuth> {
     let catalog = AppCatalog::new(apps.iter().map(|app| AppSettings {
         appid: app.appid.clone(),
+        kind: app.kind,
+        redirect_uris: app.redirect_uris.clone(),
         tenant: app.tenant.clone(),
         registration: app.registration,
         watermark: WatermarkPolicy {
@@ -335,6 +337,7 @@ pub fn simulator_config(apps: &[ResolvedApp]) -> SimConfig {
                 appid: app.appid.clone(),
                 secret: app.secret.clone(),
                 unionid: app.unionid,
+                kind: app.kind,
             })
             .collect(),
         faults: Default::default(),

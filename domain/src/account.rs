@@ -8,9 +8,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Channel;
 use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
-use crate::events::BindMethod;
+use crate::events::{BindMethod, ProfileSource};
 use crate::events::{
     LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained,
     SocialAccountEvent, UnbindReason, Unbound, UserBound,
@@ -37,6 +38,10 @@ pub struct SocialAccount {
     appid: Option<AppId>,
     openid: Option<OpenId>,
     unionid: Option<SealedUnionId>,
+    /// The kind of app its logins come through (absent in states built before channels
+    /// existed: a mini program's).
+    #[serde(default)]
+    channel: Channel,
     latest_seq: u64,
     sessions: VecDeque<SessionRecord>,
     bound_user: Option<UserId>,
@@ -73,6 +78,11 @@ impl SocialAccount {
     /// erased since.
     pub fn unionid(&self) -> Option<&SealedUnionId> {
         self.unionid.as_ref()
+    }
+
+    /// The kind of app the identity logs in through.
+    pub fn channel(&self) -> Channel {
+        self.channel
     }
 
     /// The user this identity registered by its verified phone, if any (even if
@@ -197,6 +207,37 @@ impl SocialAccount {
         }
     }
 
+    /// A login's session, of `channel`: for this identity, in its channel, with the
+    /// unionid on record if it names one.
+    fn obtain_session(
+        &self,
+        appid: AppId,
+        openid: OpenId,
+        unionid: Option<SealedUnionId>,
+        channel: Channel,
+        session_key: Option<SealedSecret>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SocialAccountEvent>, AccountError> {
+        let same_identity = self.appid.as_ref().is_none_or(|a| *a == appid)
+            && self.openid.as_ref().is_none_or(|o| *o == openid);
+        if !same_identity {
+            return Err(AccountError::SessionForAnotherIdentity);
+        }
+        if self.latest_seq > 0 && self.channel != channel {
+            return Err(AccountError::ChannelMismatch);
+        }
+        self.check_unionid(unionid.as_ref())?;
+        Ok(vec![SocialAccountEvent::SessionObtained(SessionObtained {
+            appid,
+            openid,
+            unionid,
+            channel,
+            session_key,
+            session_seq: self.latest_seq + 1,
+            occurred_at: at,
+        })])
+    }
+
     /// Decides what a command changes, without changing anything.
     pub fn decide(
         &self,
@@ -211,21 +252,26 @@ impl SocialAccount {
                 unionid,
                 session_key,
                 at,
+            } => self.obtain_session(
+                appid,
+                openid,
+                unionid,
+                Channel::MiniProgram,
+                Some(session_key),
+                at,
+            ),
+            C::ObtainOAuthSession {
+                appid,
+                openid,
+                unionid,
+                channel,
+                at,
             } => {
-                let same_identity = self.appid.as_ref().is_none_or(|a| *a == appid)
-                    && self.openid.as_ref().is_none_or(|o| *o == openid);
-                if !same_identity {
-                    return Err(AccountError::SessionForAnotherIdentity);
+                // A mini program's login always has its session key.
+                if channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
                 }
-                self.check_unionid(unionid.as_ref())?;
-                Ok(vec![E::SessionObtained(SessionObtained {
-                    appid,
-                    openid,
-                    unionid,
-                    session_key,
-                    session_seq: self.latest_seq + 1,
-                    occurred_at: at,
-                })])
+                self.obtain_session(appid, openid, unionid, channel, None, at)
             }
             C::AcceptProfile {
                 proof,
@@ -235,6 +281,11 @@ impl SocialAccount {
                 via,
                 at,
             } => {
+                // WeChat's userinfo is the profile of the channels without a session
+                // key; the mini program's profile comes from the mini program.
+                if (via == ProfileSource::SnsUserinfo) == self.channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
+                }
                 self.check_proof(proof)?;
                 self.check_unionid(unionid.as_ref())?;
                 Ok(vec![E::ProfileDecrypted(ProfileDecrypted {
@@ -252,6 +303,10 @@ impl SocialAccount {
                 via,
                 at,
             } => {
+                // The phone comes from a mini program (code or payload).
+                if !self.channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
+                }
                 self.check_proof(proof)?;
                 Ok(vec![E::PhoneVerified(PhoneVerified {
                     phone,
@@ -355,10 +410,15 @@ impl Aggregate for SocialAccount {
                     self.unionid = e.unionid;
                 }
                 self.latest_seq = e.session_seq;
-                self.sessions.push_back(SessionRecord {
-                    seq: e.session_seq,
-                    session_key: e.session_key,
-                });
+                self.channel = e.channel;
+                // The channels without a session key keep no session record: no
+                // payload can ever be opened under one of theirs.
+                if let Some(session_key) = e.session_key {
+                    self.sessions.push_back(SessionRecord {
+                        seq: e.session_seq,
+                        session_key,
+                    });
+                }
                 while self.sessions.len() > RETAINED_SESSIONS {
                     self.sessions.pop_front();
                 }

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::channel::Channel;
 use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
@@ -50,6 +51,20 @@ pub enum SocialAccountCommand {
         unionid: Option<SealedUnionId>,
         /// The session key, already sealed.
         session_key: SealedSecret,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record an OAuth code exchange (`/sns/oauth2/access_token`) of an app that is not
+    /// a mini program: no session key exists for it.
+    ObtainOAuthSession {
+        /// The app.
+        appid: AppId,
+        /// The WeChat user.
+        openid: OpenId,
+        /// The unionid, when WeChat sent one, hashed and sealed.
+        unionid: Option<SealedUnionId>,
+        /// The app's kind (any but a mini program).
+        channel: Channel,
         /// Now.
         at: DateTime<Utc>,
     },

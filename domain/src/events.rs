@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Channel;
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -14,6 +15,11 @@ pub const EVENT_VERSION: &str = "1";
 /// The version of `SessionObtained` and `ProfileDecrypted` since their unionid is kept
 /// as a [`SealedUnionId`] (version "1" kept it in clear; the store's upcaster reads it).
 pub const SEALED_UNIONID_VERSION: &str = "2";
+
+/// The version of `SessionObtained` since it names its channel and carries a session
+/// key only when the channel has one (version "2" was always a mini program's, with a
+/// key; the store's upcaster reads it).
+pub const CHANNEL_VERSION: &str = "3";
 
 /// Everything that happened to one WeChat identity in one app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +41,8 @@ pub enum SocialAccountEvent {
     LinkDeclined(LinkDeclined),
 }
 
-/// A code2session result.
+/// A login's result: code2session's (a mini program), or the OAuth code exchange's
+/// (`/sns/oauth2/access_token`: an Official Account, a website, a mobile App).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionObtained {
     /// The app the login was for.
@@ -44,8 +51,11 @@ pub struct SessionObtained {
     pub openid: OpenId,
     /// The Open Platform id, when WeChat sent one: hashed and sealed.
     pub unionid: Option<SealedUnionId>,
-    /// The session key, sealed with the server key.
-    pub session_key: SealedSecret,
+    /// The kind of app the login came through.
+    pub channel: Channel,
+    /// The session key, sealed with the server key: a mini program's login has one,
+    /// the other channels' have none (and their OAuth access token is not kept).
+    pub session_key: Option<SealedSecret>,
     /// 1 for the first login of this identity, then +1 for each.
     pub session_seq: u64,
     /// When it happened.
@@ -60,6 +70,9 @@ pub enum ProfileSource {
     EncryptedPayload,
     /// Current `chooseAvatar` + nickname input, sent as plain fields by the client.
     ClientSupplied,
+    /// WeChat's `/sns/userinfo`, asked at the login of an Official Account (scope
+    /// `snsapi_userinfo`), a website or a mobile App.
+    SnsUserinfo,
 }
 
 /// A profile was accepted.
@@ -215,7 +228,11 @@ macro_rules! names {
 }
 
 names! {
-    ProfileSource { EncryptedPayload => "encrypted_payload", ClientSupplied => "client_supplied" }
+    ProfileSource {
+        EncryptedPayload => "encrypted_payload",
+        ClientSupplied => "client_supplied",
+        SnsUserinfo => "sns_userinfo",
+    }
     PhoneSource { PhoneCode => "phone_code", EncryptedPayload => "encrypted_payload" }
     BindMethod {
         PhoneMatch => "phone_match",
@@ -234,7 +251,8 @@ names! {
 /// The version events of `event_type` are written with today.
 pub fn current_version(event_type: &str) -> &'static str {
     match event_type {
-        "SessionObtained" | "ProfileDecrypted" => SEALED_UNIONID_VERSION,
+        "SessionObtained" => CHANNEL_VERSION,
+        "ProfileDecrypted" => SEALED_UNIONID_VERSION,
         _ => EVENT_VERSION,
     }
 }
@@ -284,6 +302,7 @@ mod tests {
         for via in [
             ProfileSource::EncryptedPayload,
             ProfileSource::ClientSupplied,
+            ProfileSource::SnsUserinfo,
         ] {
             assert_eq!(via.as_str(), stored(via));
         }
@@ -295,6 +314,7 @@ mod tests {
             BindMethod::AutoRegistration,
             BindMethod::PasswordLogin,
             BindMethod::CurrentUser,
+            BindMethod::UnionidMatch,
         ] {
             assert_eq!(via.as_str(), stored(via));
         }

@@ -37,7 +37,8 @@ fn session(seq: u64) -> SocialAccountEvent {
         appid: appid(),
         openid: openid(),
         unionid: None,
-        session_key: sealed_key(seq),
+        channel: Channel::MiniProgram,
+        session_key: Some(sealed_key(seq)),
         session_seq: seq,
         occurred_at: at(seq as i64),
     })
@@ -586,5 +587,130 @@ fn the_same_declined_link_is_recorded_once() {
         .then_expect_events(vec![SocialAccountEvent::LinkDeclined(LinkDeclined {
             users: vec![user(3), user(7), user(9)],
             occurred_at: at(300),
+        })]);
+}
+
+fn oauth_login(channel: Channel, seq: i64) -> SocialAccountCommand {
+    SocialAccountCommand::ObtainOAuthSession {
+        appid: appid(),
+        openid: openid(),
+        unionid: None,
+        channel,
+        at: at(seq),
+    }
+}
+
+fn oauth_session(channel: Channel, seq: u64) -> SocialAccountEvent {
+    SocialAccountEvent::SessionObtained(SessionObtained {
+        appid: appid(),
+        openid: openid(),
+        unionid: None,
+        channel,
+        session_key: None,
+        session_seq: seq,
+        occurred_at: at(seq as i64),
+    })
+}
+
+#[test]
+fn an_oauth_login_records_its_channel_and_no_session_key() {
+    for channel in [
+        Channel::OfficialAccount,
+        Channel::Website,
+        Channel::MobileApp,
+    ] {
+        account()
+            .given_no_previous_events()
+            .when(oauth_login(channel, 1))
+            .then_expect_events(vec![oauth_session(channel, 1)]);
+        account()
+            .given(vec![oauth_session(channel, 1)])
+            .when(oauth_login(channel, 2))
+            .then_expect_events(vec![oauth_session(channel, 2)]);
+    }
+    // A mini program's login is never recorded without its key.
+    account()
+        .given_no_previous_events()
+        .when(oauth_login(Channel::MiniProgram, 1))
+        .then_expect_error(AccountError::ChannelMismatch);
+}
+
+#[test]
+fn an_identity_keeps_the_channel_it_first_logged_in_through() {
+    account()
+        .given(vec![oauth_session(Channel::Website, 1)])
+        .when(SocialAccountCommand::ObtainSession {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            session_key: sealed_key(2),
+            at: at(2),
+        })
+        .then_expect_error(AccountError::ChannelMismatch);
+    account()
+        .given(sessions(1))
+        .when(oauth_login(Channel::OfficialAccount, 2))
+        .then_expect_error(AccountError::ChannelMismatch);
+    account()
+        .given(vec![oauth_session(Channel::Website, 1)])
+        .when(oauth_login(Channel::MobileApp, 2))
+        .then_expect_error(AccountError::ChannelMismatch);
+}
+
+#[test]
+fn without_a_session_key_there_is_no_payload_and_no_phone_but_binding_works() {
+    let given = vec![oauth_session(Channel::OfficialAccount, 1)];
+    let mut state = SocialAccount::default();
+    for event in given.clone() {
+        cqrs_es::Aggregate::apply(&mut state, event);
+    }
+    assert_eq!(state.channel(), Channel::OfficialAccount);
+    assert!(state.candidate_keys(1).unwrap().is_empty());
+    account()
+        .given(given.clone())
+        .when(verify_phone(SessionProof::ticket(1)))
+        .then_expect_error(AccountError::ChannelMismatch);
+    let profile = |via| SocialAccountCommand::AcceptProfile {
+        proof: SessionProof::ticket(1),
+        nickname: datum("Wang"),
+        avatar_url: datum("https://a"),
+        unionid: None,
+        via,
+        at: at(5),
+    };
+    for via in [
+        ProfileSource::EncryptedPayload,
+        ProfileSource::ClientSupplied,
+    ] {
+        account()
+            .given(given.clone())
+            .when(profile(via))
+            .then_expect_error(AccountError::ChannelMismatch);
+    }
+    account()
+        .given(given.clone())
+        .when(profile(ProfileSource::SnsUserinfo))
+        .then_expect_events(vec![SocialAccountEvent::ProfileDecrypted(
+            ProfileDecrypted {
+                nickname: datum("Wang"),
+                avatar_url: datum("https://a"),
+                unionid: None,
+                via: ProfileSource::SnsUserinfo,
+                occurred_at: at(5),
+            },
+        )]);
+    // ...and a mini program's profile never claims to be WeChat's userinfo.
+    account()
+        .given(sessions(1))
+        .when(profile(ProfileSource::SnsUserinfo))
+        .then_expect_error(AccountError::ChannelMismatch);
+    account()
+        .given(given)
+        .when(bind(SessionProof::ticket(1), 7))
+        .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
+            user_id: user(7),
+            via: BindMethod::PasswordLogin,
+            linked_from: None,
+            occurred_at: at(200),
         })]);
 }

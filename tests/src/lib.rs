@@ -552,6 +552,8 @@ pub fn random_phone() -> String {
 pub fn app_section(appid: &str, registration: RegistrationPolicy) -> AppSection {
     AppSection {
         appid: appid.to_owned(),
+        kind: miniauth_domain::Channel::MiniProgram,
+        redirect_uris: Vec::new(),
         secret: Some(Secret::new(format!("secret-of-{appid}"))),
         secret_env: None,
         tenant: TENANT.to_owned(),

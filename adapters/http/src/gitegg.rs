@@ -304,6 +304,7 @@ pub(crate) async fn user_info(
                 "status": status_label(me.user.status),
                 "bindings": me.bindings.iter().map(|b| json!({
                     "appid": b.appid.as_str(),
+                    "kind": crate::v1::app_kind(&state, &b.appid),
                     "openid": b.openid.as_str(),
                 })).collect::<Vec<_>>(),
             }))

@@ -114,6 +114,8 @@ pub fn disabled_user(id: i64) -> UserRecord {
 pub fn app_settings(app: &str, registration: RegistrationPolicy) -> AppSettings {
     AppSettings {
         appid: appid(app),
+        kind: miniauth_domain::Channel::MiniProgram,
+        redirect_uris: Vec::new(),
         tenant: tenant(),
         registration,
         watermark: WatermarkPolicy::default(),
@@ -586,7 +588,8 @@ pub fn session_in(app: &str, seq: u64, key_text: &str) -> SocialAccountEvent {
         appid: appid(app),
         openid: openid(OPENID),
         unionid: None,
-        session_key: sealed_secret(key_text),
+        channel: miniauth_domain::Channel::MiniProgram,
+        session_key: Some(sealed_secret(key_text)),
         session_seq: seq,
         occurred_at: now(),
     })

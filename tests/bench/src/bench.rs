@@ -215,6 +215,7 @@ impl Bench {
                     appid: appid.clone(),
                     secret: miniauth_wechat::Secret::new(&secret),
                     unionid: false,
+                    kind: Default::default(),
                 }],
                 faults: Faults::none(),
             },
