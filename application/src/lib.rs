@@ -20,6 +20,7 @@ pub mod context;
 mod erasure;
 pub mod error;
 mod grants;
+pub mod import;
 mod login;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;

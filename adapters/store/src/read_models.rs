@@ -706,5 +706,11 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
         }
         // A declined link changes no view: the account stays unbound.
         E::LinkDeclined(_) => {}
+        E::AccountImported(e) => {
+            view.appid = e.appid.to_string();
+            view.openid = e.openid.to_string();
+            view.unionid_hash = e.unionid.map(|u| u.hash);
+            view.has_profile = e.nickname.is_some();
+        }
     }
 }
