@@ -5,7 +5,15 @@
 //!
 //! `MINIAUTH_TEST_MYSQL_URL` names the server (default `mysql://root@127.0.0.1:3306/test`).
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::NaiveDateTime;
+use miniauth_application::import::{
+    GiteggImport, GiteggLink, GiteggSocial, GiteggSource, GiteggUser,
+};
+use miniauth_application::ports::PortError;
+use miniauth_domain::TenantId;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, QueryBuilder};
 
@@ -255,5 +263,71 @@ impl GiteggDb {
             .execute(format!("DROP DATABASE IF EXISTS {}", self.name).as_str())
             .await;
         self.server.close().await;
+    }
+}
+
+/// The import of `source` into `app`'s store, for the demo app (its tenant, `default`).
+pub fn importer(app: &crate::TestApp, source: Arc<dyn GiteggSource>) -> GiteggImport {
+    let apps = miniauth_application::AppCatalog::new([miniauth_application::AppSettings {
+        appid: crate::app(crate::APP),
+        tenant: TenantId::parse(crate::TENANT).expect("tenant"),
+        registration: miniauth_application::RegistrationPolicy::Auto,
+        watermark: miniauth_domain::crypto::WatermarkPolicy { max_age: None },
+        legacy_payloads: true,
+        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+        link_by_unionid: true,
+    }]);
+    GiteggImport::new(
+        apps,
+        source,
+        Arc::new(app.store.import_target()),
+        app.clock.clone(),
+    )
+}
+
+/// A GitEgg database in memory, for tests that need an imported account but not
+/// MariaDB: its social rows, bindings and users as the port reads them.
+#[derive(Default)]
+pub struct MemorySource {
+    /// The social rows, in id order.
+    pub socials: Vec<GiteggSocial>,
+    /// The bindings.
+    pub links: Vec<GiteggLink>,
+    /// The users.
+    pub users: Vec<GiteggUser>,
+}
+
+#[async_trait]
+impl GiteggSource for MemorySource {
+    async fn count_socials(&self) -> Result<u64, PortError> {
+        Ok(self.socials.len() as u64)
+    }
+
+    async fn socials_after(&self, after: i64, limit: u32) -> Result<Vec<GiteggSocial>, PortError> {
+        Ok(self
+            .socials
+            .iter()
+            .filter(|s| s.id > after)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn links_of(&self, social_ids: &[i64]) -> Result<Vec<GiteggLink>, PortError> {
+        Ok(self
+            .links
+            .iter()
+            .filter(|l| social_ids.contains(&l.social_id))
+            .cloned()
+            .collect())
+    }
+
+    async fn users(&self, ids: &[i64]) -> Result<Vec<GiteggUser>, PortError> {
+        Ok(self
+            .users
+            .iter()
+            .filter(|u| ids.contains(&u.id))
+            .cloned()
+            .collect())
     }
 }

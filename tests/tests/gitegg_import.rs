@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use miniauth_application::import::{
-    GiteggImport, GiteggLink, GiteggSocial, GiteggSource, GiteggUser, ImportObserver,
-    ImportOptions, ImportSummary, Planned, SkipReason, Skipped,
+    GiteggLink, GiteggSocial, GiteggSource, GiteggUser, ImportObserver, ImportOptions,
+    ImportSummary, Planned, SkipReason, Skipped,
 };
 use miniauth_application::ports::PortError;
-use miniauth_domain::TenantId;
-use miniauth_e2e::gitegg_db::{GiteggDb, LinkRow, SocialRow, UserRow};
-use miniauth_e2e::{app, on_both_engines, spawn_app, Engine, TestApp, Tokens, APP, TENANT};
+use miniauth_e2e::gitegg_db::{importer, GiteggDb, LinkRow, SocialRow, UserRow};
+use miniauth_e2e::{app, on_both_engines, spawn_app, Engine, TestApp, Tokens, APP};
 use miniauth_gitegg::GiteggDatabase;
 use serde_json::{json, Value};
 
@@ -24,6 +23,7 @@ on_both_engines!(
     an_import_carries_bindings_users_and_history_over_once,
     an_interrupted_import_is_completed_by_running_it_again,
     a_dry_run_reports_and_writes_nothing,
+    a_gitegg_bind_key_buys_tokens_for_an_imported_account_during_the_transition,
 );
 
 /// Ordinary bound rows of the generated database.
@@ -209,24 +209,6 @@ fn options(dry_run: bool, batch_size: u32) -> ImportOptions {
         dry_run,
         batch_size,
     }
-}
-
-fn importer(app: &TestApp, source: Arc<dyn GiteggSource>) -> GiteggImport {
-    let apps = miniauth_application::AppCatalog::new([miniauth_application::AppSettings {
-        appid: miniauth_e2e::app(APP),
-        tenant: TenantId::parse(TENANT).expect("tenant"),
-        registration: miniauth_application::RegistrationPolicy::Auto,
-        watermark: miniauth_domain::crypto::WatermarkPolicy { max_age: None },
-        legacy_payloads: true,
-        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
-        link_by_unionid: true,
-    }]);
-    GiteggImport::new(
-        apps,
-        source,
-        Arc::new(app.store.import_target()),
-        app.clock.clone(),
-    )
 }
 
 async fn source(db: &GiteggDb) -> Arc<dyn GiteggSource> {
@@ -544,6 +526,88 @@ async fn a_dry_run_reports_and_writes_nothing(engine: Engine) {
     assert_eq!(
         reason.to_string(),
         "social row bound to several users [6403, 6404]"
+    );
+    db.drop_database().await;
+}
+
+/// GitEgg's DES key and IV in the tests (as `[compat]` configures them).
+const DES_KEY: &str = "GitEgg!!";
+const DES_IV: &str = "12345678";
+
+fn legacy_codec() -> miniauth_security::LegacyBindKeyCodec {
+    let eight = |s: &str| -> [u8; 8] { s.as_bytes().try_into().expect("8 bytes") };
+    miniauth_security::LegacyBindKeyCodec::new(eight(DES_KEY), eight(DES_IV))
+}
+
+async fn a_gitegg_bind_key_buys_tokens_for_an_imported_account_during_the_transition(
+    engine: Engine,
+) {
+    let app = miniauth_e2e::spawn_app_with(engine, |config| {
+        config.compat.legacy_des_key = Some(miniauth::config::Secret::new(DES_KEY));
+        config.compat.legacy_des_iv = Some(miniauth::config::Secret::new(DES_IV));
+        config.compat.legacy_bind_key_days = Some(10);
+    })
+    .await;
+    let db = GiteggDb::create().await;
+    let generated = generate(&db, &[]).await;
+    importer(&app, source(&db).await)
+        .run(&options(false, 500), &Recorder::default())
+        .await
+        .expect("import");
+    let codec = legacy_codec();
+
+    // GitEgg's key holds the unionid when its app had one (even rows), else the openid.
+    let (_, openid, user) = generated.bound[1].clone();
+    let by_openid = codec.encode(&openid);
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &by_openid)])
+        .await;
+    let tokens = Tokens::from_gitegg(answer.envelope_ok());
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+    let (id, _, user) = generated.bound[0].clone();
+    let by_unionid = codec.encode(&format!("uGitEgg{id:021}"));
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &by_unionid)])
+        .await;
+    let tokens = Tokens::from_gitegg(answer.envelope_ok());
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+
+    // A key of the old deployment for someone never imported, and one that does not
+    // decode: refused, each with its reason.
+    let stranger = codec.encode("oNeverImported000000000000000");
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &stranger)])
+        .await;
+    answer.envelope_err(401);
+    assert_eq!(
+        answer.body["msg"],
+        json!(miniauth_application::LegacyKeyRefusal::NotImported.to_string())
+    );
+    let garbage = "00112233445566778899aabbccddeeff";
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", garbage)])
+        .await;
+    answer.envelope_err(401);
+    assert_eq!(
+        answer.body["msg"],
+        json!(miniauth_application::LegacyKeyRefusal::Invalid.to_string())
+    );
+    // An imported identity never bound: no tokens.
+    let unbound = generated.unbound[0];
+    let key = codec.encode(&format!("oGitEggFree{unbound:017}"));
+    app.oauth_token(&[("grant_type", "social"), ("social_key", &key)])
+        .await
+        .envelope_err(601);
+
+    // After the transition period: refused, with the reason.
+    app.clock.advance(chrono::Duration::days(10));
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &by_openid)])
+        .await;
+    answer.envelope_err(401);
+    assert_eq!(
+        answer.body["msg"],
+        json!(miniauth_application::LegacyKeyRefusal::Expired.to_string())
     );
     db.drop_database().await;
 }
