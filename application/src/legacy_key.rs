@@ -51,7 +51,7 @@ pub struct LegacyBridge {
 /// not like one of miniauth's tickets.
 fn looks_legacy(key: &str) -> bool {
     let key = key.trim();
-    !key.is_empty() && key.len() % 16 == 0 && key.bytes().all(|b| b.is_ascii_hexdigit())
+    !key.is_empty() && key.len().is_multiple_of(16) && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl MiniAuth {

@@ -388,12 +388,21 @@ pub struct CompatSection {
     pub legacy_bind_key_days: Option<u32>,
 }
 
+/// GitEgg's DES key and IV for its bind keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LegacyDes {
+    /// The key.
+    pub key: [u8; 8],
+    /// The IV.
+    pub iv: [u8; 8],
+}
+
 /// The transition period of GitEgg bind keys when `legacy_bind_key_days` is not set.
 pub const DEFAULT_LEGACY_BIND_KEY_DAYS: u32 = 30;
 
 impl CompatSection {
     /// GitEgg's DES key and IV, when the bridge is configured.
-    pub fn legacy_des(&self) -> Result<Option<([u8; 8], [u8; 8])>, ConfigError> {
+    pub fn legacy_des(&self) -> Result<Option<LegacyDes>, ConfigError> {
         let eight = |key: &'static str, secret: &Secret| -> Result<[u8; 8], ConfigError> {
             secret.expose().as_bytes().try_into().map_err(|_| {
                 ConfigError::new(key, "must be exactly 8 bytes, as GitEgg configures it")
@@ -401,10 +410,10 @@ impl CompatSection {
         };
         match (&self.legacy_des_key, &self.legacy_des_iv) {
             (None, None) => Ok(None),
-            (Some(key), Some(iv)) => Ok(Some((
-                eight("compat.legacy_des_key", key)?,
-                eight("compat.legacy_des_iv", iv)?,
-            ))),
+            (Some(key), Some(iv)) => Ok(Some(LegacyDes {
+                key: eight("compat.legacy_des_key", key)?,
+                iv: eight("compat.legacy_des_iv", iv)?,
+            })),
             (Some(_), None) => Err(ConfigError::new(
                 "compat.legacy_des_iv",
                 "is needed with compat.legacy_des_key",

@@ -239,8 +239,8 @@ pub fn service(
     );
     Arc::new(match config.compat.legacy_des() {
         // Validated with the configuration.
-        Ok(Some((key, iv))) => service.with_legacy_bridge(LegacyBridge {
-            keys: Arc::new(miniauth_security::LegacyBindKeyCodec::new(key, iv)),
+        Ok(Some(des)) => service.with_legacy_bridge(LegacyBridge {
+            keys: Arc::new(miniauth_security::LegacyBindKeyCodec::new(des.key, des.iv)),
             accounts: Arc::new(store.read_models()),
             period: config.compat.legacy_bind_key_period(),
         }),
