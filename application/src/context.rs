@@ -25,6 +25,8 @@ pub enum Actor {
     /// A client not yet authenticated, in a request that records no event (the
     /// password grant): `anonymous`.
     Anonymous,
+    /// A migration from another system (`miniauth import gitegg`): `import`.
+    Import,
 }
 
 impl fmt::Display for Actor {
@@ -35,6 +37,7 @@ impl fmt::Display for Actor {
             Self::Admin => f.write_str("admin"),
             Self::Cli => f.write_str("cli"),
             Self::Anonymous => f.write_str("anonymous"),
+            Self::Import => f.write_str("import"),
         }
     }
 }

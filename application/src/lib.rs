@@ -20,6 +20,8 @@ pub mod context;
 mod erasure;
 pub mod error;
 mod grants;
+pub mod import;
+pub mod legacy_key;
 mod login;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
@@ -33,7 +35,7 @@ mod users;
 
 pub use audit::Audit;
 pub use context::{Actor, EventMetadata, RequestContext};
-pub use error::{AppError, ErrorKind};
+pub use error::{AppError, ErrorKind, LegacyKeyRefusal};
 pub use grants::Me;
 pub use login::LoginOutcome;
 pub use phone::{PhoneInput, PhoneOutcome};

@@ -108,6 +108,8 @@ pub struct MiniAuth {
     pub(crate) apps: AppCatalog,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) ports: Ports,
+    /// GitEgg's bind keys, accepted for a while after a migration (off by default).
+    pub(crate) legacy: Option<crate::legacy_key::LegacyBridge>,
 }
 
 /// How long a session key's count of rejected payloads is kept: longer than WeChat
@@ -140,6 +142,7 @@ impl MiniAuth {
             apps,
             lifetimes,
             ports,
+            legacy: None,
         }
     }
 

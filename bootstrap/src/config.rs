@@ -385,6 +385,60 @@ pub struct AdminSection {
 pub struct CompatSection {
     /// GitEgg OAuth clients allowed on `/oauth/token` (HTTP Basic); empty = not checked.
     pub clients: Vec<CompatClient>,
+    /// The DES key (8 characters) of the GitEgg deployment migrated by `miniauth import
+    /// gitegg`: with `legacy_des_iv`, its bind keys are accepted for imported accounts
+    /// during the transition (docs/migrating-from-gitegg.md).
+    pub legacy_des_key: Option<Secret>,
+    /// The DES IV (8 characters) of that deployment.
+    pub legacy_des_iv: Option<Secret>,
+    /// Days after its import an account still accepts the old bind keys.
+    pub legacy_bind_key_days: Option<u32>,
+}
+
+/// GitEgg's DES key and IV for its bind keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LegacyDes {
+    /// The key.
+    pub key: [u8; 8],
+    /// The IV.
+    pub iv: [u8; 8],
+}
+
+/// The transition period of GitEgg bind keys when `legacy_bind_key_days` is not set.
+pub const DEFAULT_LEGACY_BIND_KEY_DAYS: u32 = 30;
+
+impl CompatSection {
+    /// GitEgg's DES key and IV, when the bridge is configured.
+    pub fn legacy_des(&self) -> Result<Option<LegacyDes>, ConfigError> {
+        let eight = |key: &'static str, secret: &Secret| -> Result<[u8; 8], ConfigError> {
+            secret.expose().as_bytes().try_into().map_err(|_| {
+                ConfigError::new(key, "must be exactly 8 bytes, as GitEgg configures it")
+            })
+        };
+        match (&self.legacy_des_key, &self.legacy_des_iv) {
+            (None, None) => Ok(None),
+            (Some(key), Some(iv)) => Ok(Some(LegacyDes {
+                key: eight("compat.legacy_des_key", key)?,
+                iv: eight("compat.legacy_des_iv", iv)?,
+            })),
+            (Some(_), None) => Err(ConfigError::new(
+                "compat.legacy_des_iv",
+                "is needed with compat.legacy_des_key",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "compat.legacy_des_key",
+                "is needed with compat.legacy_des_iv",
+            )),
+        }
+    }
+
+    /// The transition period of GitEgg bind keys.
+    pub fn legacy_bind_key_period(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(
+            self.legacy_bind_key_days
+                .unwrap_or(DEFAULT_LEGACY_BIND_KEY_DAYS),
+        ))
+    }
 }
 
 /// One GitEgg OAuth client.
@@ -599,6 +653,7 @@ impl Config {
             return Err(ConfigError::new("wechat.timeout_ms", "must be positive"));
         }
         self.validate_server()?;
+        self.compat.legacy_des()?;
         self.throttle
             .limits()
             .validate()

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod import;
 pub mod logging;
 pub mod process;
 pub mod wiring;

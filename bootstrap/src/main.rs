@@ -11,7 +11,7 @@ use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
 use miniauth::wiring::SimulatorStart;
-use miniauth::{audit, demo, logging, wiring};
+use miniauth::{audit, demo, import, logging, wiring};
 
 /// WeChat Mini Program login, registration and binding, with an auditable event log.
 #[derive(Debug, Parser)]
@@ -61,6 +61,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Import another system's bindings and users (docs/migrating-from-gitegg.md).
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
     },
     /// Maintain the read models.
     Projections {
@@ -207,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Projections { command } => audit::projections(&config, command).await,
+        Command::Import { command } => import::run(&config, command).await,
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use miniauth_application::legacy_key::LegacyBridge;
 use miniauth_application::ports::{Chain, Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
@@ -221,7 +222,7 @@ pub fn service(
     // In the database on both engines: shared by every instance on PostgreSQL, kept
     // across restarts on SQLite, one behaviour proven on both.
     let limiter = store.attempt_limiter(config.throttle.limits());
-    Arc::new(MiniAuth::new(
+    let service = MiniAuth::new(
         Ports {
             wechat,
             users: Arc::new(store.users()),
@@ -237,7 +238,16 @@ pub fn service(
         },
         catalog,
         lifetimes,
-    ))
+    );
+    Arc::new(match config.compat.legacy_des() {
+        // Validated with the configuration.
+        Ok(Some(des)) => service.with_legacy_bridge(LegacyBridge {
+            keys: Arc::new(miniauth_security::LegacyBindKeyCodec::new(des.key, des.iv)),
+            accounts: Arc::new(store.read_models()),
+            period: config.compat.legacy_bind_key_period(),
+        }),
+        _ => service,
+    })
 }
 
 /// The HTTP adapter's settings, and where a generated admin token was written.

@@ -238,7 +238,10 @@ pub(crate) async fn token(
             }
             let GrantBody(grant) = grant?;
             let tokens = match grant {
-                TokenGrant::Social { social_key } => state.auth.grant_ticket(&social_key).await?,
+                // A miniauth ticket, or (the migration's bridge) a GitEgg bind key.
+                TokenGrant::Social { social_key } => {
+                    state.auth.grant_social_key(&social_key).await?
+                }
                 TokenGrant::Password {
                     username, password, ..
                 } => {

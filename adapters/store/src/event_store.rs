@@ -272,34 +272,17 @@ impl AccountEventStore {
         metadata: &BTreeMap<String, String>,
         session: Option<&NewSession>,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let payloads = events
-            .iter()
-            .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The chain: each event's hash covers the previous one's, starting from the
-        // state row's, so linking needs no read of the log.
-        let mut previous = context.last_hash.clone().unwrap_or_default();
-        let mut hashes = Vec::with_capacity(events.len());
-        let mut metadatas = Vec::with_capacity(events.len());
-        for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
-            let hash = ChainLink {
-                previous: &previous,
-                aggregate_id: &context.aggregate_id,
-                sequence: u64::try_from(context.sequence + 1 + i as i64).unwrap_or_default(),
-                event_type: event.type_name(),
-                event_version: current_version(event.type_name()),
-                payload,
-                metadata,
-            }
-            .hash();
-            let mut with_hash = metadata.clone();
-            with_hash.insert(HASH_KEY.to_owned(), hash.clone());
-            metadatas.push(
-                serde_json::to_value(with_hash).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-            );
-            previous = hash.clone();
-            hashes.push(hash);
-        }
+        let Chained {
+            payloads,
+            metadatas,
+            hashes,
+        } = chain(
+            &context.aggregate_id,
+            context.sequence,
+            context.last_hash.clone().unwrap_or_default(),
+            events,
+            metadata,
+        )?;
         let state =
             serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         if events.len() as i64 >= EVENTS_PER_TRANSACTION {
@@ -436,6 +419,54 @@ impl<'a> Rows<'a> {
         query.push(")").push(SNAPSHOT_UPSERT).push(") SELECT 1");
         query
     }
+}
+
+/// Events encoded as stored, with their chain hashes.
+pub(crate) struct Chained {
+    pub(crate) payloads: Vec<serde_json::Value>,
+    pub(crate) metadatas: Vec<serde_json::Value>,
+    pub(crate) hashes: Vec<String>,
+}
+
+/// Encodes `events`, appended after `sequence` to the stream `aggregate_id` whose last
+/// hash is `previous` ("" for a new stream), and chains them: each event's hash covers
+/// the previous one's, so linking needs no read of the log.
+pub(crate) fn chain(
+    aggregate_id: &str,
+    sequence: i64,
+    mut previous: String,
+    events: &[SocialAccountEvent],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Chained, sqlx::Error> {
+    let payloads = events
+        .iter()
+        .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut hashes = Vec::with_capacity(events.len());
+    let mut metadatas = Vec::with_capacity(events.len());
+    for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
+        let hash = ChainLink {
+            previous: &previous,
+            aggregate_id,
+            sequence: u64::try_from(sequence + 1 + i as i64).unwrap_or_default(),
+            event_type: event.type_name(),
+            event_version: current_version(event.type_name()),
+            payload,
+            metadata,
+        }
+        .hash();
+        let mut with_hash = metadata.clone();
+        with_hash.insert(HASH_KEY.to_owned(), hash.clone());
+        metadatas
+            .push(serde_json::to_value(with_hash).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        previous = hash.clone();
+        hashes.push(hash);
+    }
+    Ok(Chained {
+        payloads,
+        metadatas,
+        hashes,
+    })
 }
 
 impl EventStore<SocialAccount> for AccountEventStore {

@@ -21,6 +21,7 @@ mod crypto;
 mod db;
 mod decode;
 mod event_store;
+mod import;
 mod limiter;
 mod log;
 mod purge;
@@ -50,6 +51,7 @@ pub use counters::SqlUsageCounters;
 pub use db::{Engine, UnknownEngine};
 pub use decode::UndecodableEvent;
 pub use event_store::{AccountContext, AccountEventStore};
+pub use import::SqlImportTarget;
 pub use limiter::SqlAttemptLimiter;
 pub use miniauth_application::audit::{BindingAt, HistoryEntry};
 pub use miniauth_application::ports::StoredEvent;
@@ -183,6 +185,12 @@ impl Store {
     /// The user directory port.
     pub fn users(&self) -> SqlUserDirectory {
         self.users.clone()
+    }
+
+    /// The import's target (`miniauth import gitegg`): batched writes of imported
+    /// accounts, bindings and users.
+    pub fn import_target(&self) -> SqlImportTarget {
+        SqlImportTarget::new(self.db.clone(), self.keys.clone(), self.read_models.clone())
     }
 
     /// The binding registry port.

@@ -369,6 +369,43 @@ impl ReadModels {
             .collect())
     }
 
+    /// The accounts of `apps` whose openid is `identity`, or whose unionid is: what a
+    /// GitEgg bind key (which holds either) can name.
+    pub async fn accounts_named(
+        &self,
+        identity: &str,
+        apps: &[AppId],
+    ) -> Result<Vec<AccountId>, PortError> {
+        self.ensure_current().await?;
+        let mut found = Vec::new();
+        if let Ok(openid) = OpenId::parse(identity) {
+            for appid in apps {
+                let id = format!("{appid}:{openid}");
+                if !self
+                    .views(view_select!("aggregate_id = $1 ORDER BY aggregate_id"), &id)
+                    .await?
+                    .is_empty()
+                {
+                    found.push(AccountId::new(appid, &openid));
+                }
+            }
+        }
+        let hash = self.keys.lookup_hash(UNIONID_LOOKUP, identity);
+        for view in self
+            .views(
+                view_select!("unionid_hash = $1 ORDER BY aggregate_id"),
+                &hash,
+            )
+            .await?
+        {
+            let id = AccountId::new(&view.appid, &view.openid);
+            if apps.contains(&view.appid) && !found.contains(&id) {
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
     /// The accounts whose unionid has this keyed hash and that are bound, with their
     /// users, as the log says (caught up first).
     pub async fn bound_by_unionid_hash(
@@ -739,5 +776,22 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
         }
         // A declined link changes no view: the account stays unbound.
         E::LinkDeclined(_) => {}
+        E::AccountImported(e) => {
+            view.appid = e.appid.to_string();
+            view.openid = e.openid.to_string();
+            view.unionid_hash = e.unionid.map(|u| u.hash);
+            view.has_profile = e.nickname.is_some();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl miniauth_application::legacy_key::ImportedIdentities for ReadModels {
+    async fn accounts_named(
+        &self,
+        identity: &str,
+        apps: &[AppId],
+    ) -> Result<Vec<AccountId>, PortError> {
+        ReadModels::accounts_named(self, identity, apps).await
     }
 }

@@ -600,6 +600,7 @@ pub fn bound(id: i64) -> SocialAccountEvent {
         user_id: user_id(id),
         via: BindMethod::PhoneMatch,
         linked_from: None,
+        imported_from: None,
         occurred_at: now(),
     })
 }
