@@ -31,6 +31,7 @@ mod reseal;
 mod upcast;
 mod users;
 mod vault;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ pub use reseal::Resealed;
 pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
 pub use vault::SqlVault;
+pub use webhooks::SqlWebhookLedger;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
@@ -206,6 +208,11 @@ impl Store {
     /// The personal-data vault port.
     pub fn vault(&self) -> SqlVault {
         self.vault.clone()
+    }
+
+    /// The webhook cursors port (deliveries' positions, failures and leases).
+    pub fn webhook_ledger(&self) -> SqlWebhookLedger {
+        SqlWebhookLedger::new(self.db.clone())
     }
 
     /// The usage counters port (single use, few tries).
