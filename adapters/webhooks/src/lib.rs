@@ -72,6 +72,10 @@ impl HttpWebhookSender {
             .connect_timeout(timeout)
             // A redirect would send the signed body somewhere the operator did not name.
             .redirect(reqwest::redirect::Policy::none())
+            // A connection per delivery: deliveries are few, and a receiver that was
+            // redeployed (or moved in DNS) is reached at once, not through a kept-alive
+            // connection to its old process.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("miniauth-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { client })
