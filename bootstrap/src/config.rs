@@ -83,7 +83,7 @@ impl Default for ServerSection {
 }
 
 /// A list of strings, or one string of comma-separated items.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+pub(crate) fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

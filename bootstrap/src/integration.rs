@@ -40,7 +40,9 @@ pub struct WebhookSection {
     pub secret: Option<Secret>,
     /// The environment variable holding it instead.
     pub secret_env: Option<String>,
-    /// The event types to deliver (see docs/integration.md).
+    /// The event types to deliver (see docs/integration.md): a list, or one string of
+    /// comma-separated names (an environment override).
+    #[serde(deserialize_with = "crate::config::list_or_comma_separated")]
     pub events: Vec<String>,
     /// Whether payloads carry personal data (phone, nickname, avatar). Default false.
     #[serde(default)]

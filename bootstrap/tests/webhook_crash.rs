@@ -79,6 +79,7 @@ fn start(config: &std::path::Path) -> (Child, String) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("miniauth did not start within 60 s");
 }
 
