@@ -536,6 +536,36 @@ impl PartialSchema for v1::AdminUserRequest {
 
 impl ToSchema for v1::AdminUserRequest {}
 
+impl PartialSchema for token_services::TokenRequest {
+    fn schema() -> RefOr<Schema> {
+        object(
+            "The body of `/v1/token/revoke` (RFC 7009) and `/v1/token/introspect` (RFC 7662).",
+            vec![(
+                "token",
+                not_blank("The access or refresh token (blank: `invalid_field`)."),
+            )],
+            vec![(
+                "token_type_hint",
+                nullable_string(
+                    "`access_token` or `refresh_token`: which kind to look for first; \
+                     other values are ignored.",
+                )
+                .build()
+                .into(),
+            )],
+        )
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+            nullable_string("Other fields are ignored, but must be strings.")
+                .build()
+                .into(),
+        ))))
+        .build()
+        .into()
+    }
+}
+
+impl ToSchema for token_services::TokenRequest {}
+
 /// The body of `/healthz` and `/readyz`.
 pub(crate) struct Status;
 

@@ -37,16 +37,10 @@ pub struct TokenServices {
     pub introspection_clients: IntrospectionClients,
 }
 
-/// The body of both token services (RFC 7009 §2.1, RFC 7662 §2.1), as a form (or JSON).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct TokenRequest {
-    /// The token: an access token or a refresh token.
-    pub token: String,
-    /// `access_token` or `refresh_token`: which to look for first. Other values are
-    /// ignored.
-    #[serde(default)]
-    pub token_type_hint: Option<String>,
-}
+/// The body of both token services (RFC 7009 §2.1, RFC 7662 §2.1), as a form (or
+/// JSON): `token`, and `token_type_hint` (`access_token` or `refresh_token`: which to
+/// look for first; other values are ignored). Its schema is in `openapi.rs`.
+pub(crate) struct TokenRequest;
 
 /// An introspection answer (RFC 7662 §2.2): `{"active": false}` alone for any token
 /// that cannot be used now.
