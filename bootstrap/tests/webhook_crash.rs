@@ -83,33 +83,26 @@ fn start(config: &std::path::Path) -> (Child, String) {
     panic!("miniauth did not start within 60 s");
 }
 
+/// POSTs JSON and answers the JSON answer, which must be 200.
+async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let answer = client.post(url).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
 /// A WeChat login through the simulator: one `SessionObtained` (`logged_in`).
 async fn login(client: &reqwest::Client, base: &str, sim: &str, n: usize) {
-    let user: Value = client
-        .post(format!("{sim}/device/users"))
-        .json(&json!({ "nickname": format!("Crash {n}") }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let code: Value = client
-        .post(format!("{sim}/device/users/{}/login", user["user_id"]))
-        .json(&json!({ "appid": APPID }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let answer = client
-        .post(format!("{base}/v1/apps/{APPID}/sessions"))
-        .json(&json!({ "code": code["code"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let nickname = format!("Crash {n}");
+    let user = post(
+        client,
+        format!("{sim}/device/users"),
+        json!({ "nickname": nickname }),
+    )
+    .await;
+    let login = format!("{sim}/device/users/{}/login", user["user_id"]);
+    let code = post(client, login, json!({ "appid": APPID })).await;
+    let sessions = format!("{base}/v1/apps/{APPID}/sessions");
+    post(client, sessions, json!({ "code": code["code"] })).await;
 }
 
 async fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {

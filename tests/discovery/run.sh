@@ -27,44 +27,14 @@ if [ "$have" != "$PYJWT_VERSION" ] || ! python3 -c "import cryptography" 2>/dev/
   exit 2
 fi
 
-work=$(mktemp -d)
-server=
-stop() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  if [ -n "${DISCOVERY_KEEP:-}" ]; then
-    echo "kept: $work (server.log)"
-  else
-    rm -rf "$work"
-  fi
-}
-trap stop EXIT
-
 export INTROSPECTION_CLIENT_ID=gateway
 INTROSPECTION_CLIENT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 export INTROSPECTION_CLIENT_SECRET
 
-cd "$work"
-MINIAUTH__SERVER__LISTEN=127.0.0.1:0 MINIAUTH__WECHAT__SIMULATOR_LISTEN=127.0.0.1:0 \
+. "$here/../embedded.sh"
+start_embedded DISCOVERY_KEEP server.log \
   MINIAUTH__INTROSPECTION_CLIENTS__0__ID=$INTROSPECTION_CLIENT_ID \
-  MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET_ENV=INTROSPECTION_CLIENT_SECRET \
-  "$binary" >server.log 2>&1 &
-server=$!
-
-base=
-for _ in $(seq 1 100); do
-  base=$(sed -n 's/^miniauth listening on \(http:[^ ]*\).*/\1/p' server.log | head -n 1)
-  [ -n "$base" ] && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$base" ]; then
-  echo "miniauth did not start:" >&2
-  cat server.log >&2
-  exit 1
-fi
+  MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET_ENV=INTROSPECTION_CLIENT_SECRET
 echo "miniauth (embedded default) at $base; PyJWT $PYJWT_VERSION"
 
 MINIAUTH_ADMIN_TOKEN=$(cat data/admin.token) python3 "$here/test_discovery.py" "$base"

@@ -18,7 +18,7 @@ use miniauth_domain::{AppId, TenantId, UserId};
 use sqlx::Row;
 
 use crate::crypto::{random_token, token_hash};
-use crate::db::{millis, on_pool, port_error, Db};
+use crate::db::{from_millis, millis, on_pool, port_error, Db};
 
 /// How long the lifetimes of refresh tokens are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,10 +447,7 @@ impl RefreshTokenStore for SqlRefreshTokens {
         if !usable {
             return Ok(None);
         }
-        let at = |ms: i64| {
-            DateTime::from_timestamp_millis(ms)
-                .ok_or_else(|| PortError::Internal("refresh_tokens: a time is out of range".into()))
-        };
+        let at = |ms: i64| from_millis("refresh_tokens", ms);
         Ok(Some(LiveRefreshToken {
             subject: subject(&row)?,
             issued_at: at(row.issued_at)?,

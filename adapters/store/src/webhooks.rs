@@ -11,7 +11,7 @@ use miniauth_application::webhooks::{
 };
 use sqlx::Row;
 
-use crate::db::{millis, on_pool, port_error, Db};
+use crate::db::{from_millis, millis, on_pool, port_error, Db};
 use crate::event_store::AccountEventStore;
 
 /// `WebhookLedger` on the `webhook_cursors` table. Cheap to clone.
@@ -27,8 +27,7 @@ impl SqlWebhookLedger {
 }
 
 fn at(ms: i64) -> Result<DateTime<Utc>, PortError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| PortError::Internal("webhook_cursors: a time is out of range".into()))
+    from_millis("webhook_cursors", ms)
 }
 
 #[async_trait]
