@@ -84,7 +84,7 @@ fn start(config: &std::path::Path) -> (Child, String) {
 }
 
 /// POSTs JSON and answers the JSON answer, which must be 200.
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+async fn post_json(client: &reqwest::Client, url: String, body: Value) -> Value {
     let answer = client.post(url).json(&body).send().await.unwrap();
     assert_eq!(answer.status(), 200);
     answer.json().await.unwrap()
@@ -93,16 +93,16 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
 /// A WeChat login through the simulator: one `SessionObtained` (`logged_in`).
 async fn login(client: &reqwest::Client, base: &str, sim: &str, n: usize) {
     let nickname = format!("Crash {n}");
-    let user = post(
+    let user = post_json(
         client,
         format!("{sim}/device/users"),
         json!({ "nickname": nickname }),
     )
     .await;
     let login = format!("{sim}/device/users/{}/login", user["user_id"]);
-    let code = post(client, login, json!({ "appid": APPID })).await;
+    let code = post_json(client, login, json!({ "appid": APPID })).await;
     let sessions = format!("{base}/v1/apps/{APPID}/sessions");
-    post(client, sessions, json!({ "code": code["code"] })).await;
+    post_json(client, sessions, json!({ "code": code["code"] })).await;
 }
 
 async fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
