@@ -222,9 +222,8 @@ impl MiniAuth {
     }
 
     async fn revoke_access(&self, token: &str) -> Result<bool, AppError> {
-        // An expired access token's session may still live on: the holder of the
-        // token can end it, as logout with it could until a minute ago. A forged one
-        // does not verify at all.
+        // The token must verify (signature, issuer, audience, lifetime): a forged or
+        // expired one ends nothing (its session's refresh token still can).
         let subject = match self.ports.tokens.verify(token, self.now()) {
             Ok(subject) => subject,
             Err(_) => return Ok(false),
