@@ -31,7 +31,9 @@ mod profile;
 pub mod secret;
 mod service;
 pub mod settings;
+mod token_services;
 mod users;
+pub mod webhooks;
 
 pub use audit::Audit;
 pub use context::{Actor, EventMetadata, RequestContext};
@@ -44,4 +46,7 @@ pub use secret::Secret;
 pub use service::{IssuedTicket, MiniAuth, Ports, Tokens, MAX_COMMIT_ATTEMPTS};
 pub use settings::{
     AppCatalog, AppSettings, Lifetimes, RegistrationPolicy, DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+};
+pub use token_services::{
+    ActiveToken, Introspection, IntrospectionClients, TokenKind, TokenTypeHint,
 };

@@ -872,6 +872,23 @@ pub enum AccessTokenError {
     Revoked,
 }
 
+/// A verified access token's claims, as introspection answers them (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccessToken {
+    /// Who it speaks for.
+    pub subject: TokenSubject,
+    /// Its issuer (`iss`).
+    pub issuer: String,
+    /// Its audience (`aud`).
+    pub audience: String,
+    /// Its id (`jti`).
+    pub token_id: String,
+    /// When it was issued (`iat`).
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (`exp`).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Signs and verifies access tokens.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TokenIssuer: Send + Sync {
@@ -879,6 +896,12 @@ pub trait TokenIssuer: Send + Sync {
     fn issue(&self, subject: &TokenSubject, now: DateTime<Utc>) -> Result<AccessToken, PortError>;
     /// Verifies one.
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError>;
+    /// Verifies one as [`TokenIssuer::verify`] does, and answers all its claims.
+    fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedAccessToken, AccessTokenError>;
 }
 
 /// A refresh token as handed to the client.
@@ -972,6 +995,29 @@ pub trait RefreshTokenStore: Send + Sync {
         subject: &TokenSubject,
         now: DateTime<Utc>,
     ) -> Result<bool, PortError>;
+
+    /// What a refresh token stands for while it can still be used (introspection):
+    /// `None` when it is unknown, rotated, revoked, expired or its session ended.
+    async fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveRefreshToken>, PortError>;
+
+    /// Revokes the family (session) of any refresh token the store knows, whoever holds
+    /// it: the token is its own credential (RFC 7009). Answers whether it knew it.
+    async fn revoke_family_of(&self, token: &str, now: DateTime<Utc>) -> Result<bool, PortError>;
+}
+
+/// A refresh token that can still be used, as introspection answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRefreshToken {
+    /// Who it speaks for, and its session.
+    pub subject: TokenSubject,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (its sliding expiry, never past the session's end).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Seals secrets with the server key and personal data with per-account data keys;

@@ -35,7 +35,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             reason: reason.into(),
@@ -83,7 +83,7 @@ impl Default for ServerSection {
 }
 
 /// A list of strings, or one string of comma-separated items.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+pub(crate) fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -521,6 +521,14 @@ pub struct Config {
     pub throttle: ThrottleSection,
     /// `[tenants.<name>]`; a tenant without a section has the defaults.
     pub tenants: std::collections::BTreeMap<String, TenantSection>,
+    /// `[discovery]`.
+    pub discovery: crate::integration::DiscoverySection,
+    /// `[[introspection_clients]]`.
+    pub introspection_clients: Vec<crate::integration::IntrospectionClient>,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<crate::integration::WebhookSection>,
+    /// `[webhook_delivery]`.
+    pub webhook_delivery: crate::integration::WebhookDeliverySection,
     /// Set when no file was given: the embedded default with the simulator.
     #[serde(skip)]
     pub demo: bool,
@@ -669,6 +677,9 @@ impl Config {
             ));
         }
         self.admin_token(env)?;
+        self.public_url()?;
+        self.introspection_clients(env)?;
+        self.webhooks(env)?;
         Ok(())
     }
 
@@ -846,7 +857,7 @@ impl Config {
     }
 }
 
-fn secret_from(
+pub(crate) fn secret_from(
     inline: Option<&Secret>,
     env_name: Option<&str>,
     env: &[(String, String)],

@@ -5,6 +5,8 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod import;
+pub mod integration;
 pub mod logging;
 pub mod process;
+pub mod webhooks;
 pub mod wiring;

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::ProjectionsCommand,
     },
+    /// Inspect and retry webhook deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: miniauth::webhooks::WebhooksCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Projections { command } => audit::projections(&config, command).await,
         Command::Import { command } => import::run(&config, command).await,
+        Command::Webhooks { command } => miniauth::webhooks::run(&config, command).await,
     }
 }
 
@@ -313,6 +319,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let purge = wiring::spawn_refresh_purge(built.store.clone(), built.clock.clone());
+    let deliveries = built.webhooks.clone().map(|delivery| {
+        miniauth::webhooks::spawn_delivery(
+            delivery,
+            std::time::Duration::from_millis(config.webhook_delivery.poll_interval_ms),
+        )
+    });
     // One shutdown signal for every listener.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = match (config.server.metrics_listen, built.metrics_router.clone()) {
@@ -345,6 +357,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.await??;
     }
     purge.abort();
+    if let Some(deliveries) = deliveries {
+        deliveries.abort();
+    }
     if let Some(simulator) = built.simulator {
         simulator.shutdown().await;
     }

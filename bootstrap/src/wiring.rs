@@ -40,6 +40,8 @@ pub struct Built {
     pub simulator: Option<RunningSimulator>,
     /// Where the admin token of the embedded default was written, if it was generated.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// The webhook deliveries, when `[[webhooks]]` are configured (`serve` runs them).
+    pub webhooks: Option<Arc<miniauth_application::webhooks::WebhookDelivery>>,
 }
 
 /// Opens the store described by the configuration (migrating it).
@@ -98,13 +100,17 @@ pub async fn build_with_clock(
     let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
     let (http, admin_token_file) = http_config(config, service.apps(), &env)?;
-    let state = ApiState::new(
+    let webhooks = crate::webhooks::delivery(config, &store, clock.clone())?;
+    let mut state = ApiState::new(
         service.clone(),
         Arc::new(signing.tokens.jwks()),
         Arc::new(store.clone()),
         http,
     )
     .with_audit(Arc::new(store.clone()));
+    if let Some(delivery) = &webhooks {
+        state = state.with_webhooks(delivery.clone());
+    }
     let metrics_router = config
         .server
         .metrics_listen
@@ -123,6 +129,7 @@ pub async fn build_with_clock(
         clock,
         simulator,
         admin_token_file,
+        webhooks,
     })
 }
 
@@ -275,6 +282,13 @@ fn http_config(
     if config.server.metrics_listen.is_some() {
         http.metrics_listener = MetricsListener::Separate;
     }
+    http.token_services = miniauth_http::TokenServices {
+        issuer: config.tokens.issuer.clone(),
+        public_url: config.public_url()?,
+        introspection_clients: miniauth_application::IntrospectionClients::new(
+            config.introspection_clients(env)?,
+        ),
+    };
     Ok((http, admin_token_file))
 }
 

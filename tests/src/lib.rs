@@ -516,6 +516,9 @@ pub struct TestApp {
     /// The service's clock: move it forward instead of sleeping (shared by every
     /// instance of the test).
     pub clock: Arc<SettableClock>,
+    /// The webhook deliveries of `[[webhooks]]` (not run in the background: a test
+    /// drives their rounds).
+    pub webhooks: Option<Arc<miniauth_application::webhooks::WebhookDelivery>>,
     peek: Peek,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -678,6 +681,7 @@ async fn start_instance(
         engine,
         simulator,
         clock,
+        webhooks: built.webhooks.clone(),
         peek: Peek::connect(&db.url).await,
         server,
         shutdown: Some(tx),

@@ -389,6 +389,15 @@ pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()
 }
 
+/// A stored time (Unix milliseconds) of `table`, back as a time.
+pub(crate) fn from_millis(
+    table: &str,
+    ms: i64,
+) -> Result<chrono::DateTime<chrono::Utc>, PortError> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| PortError::Internal(format!("{table}: a time is out of range").into()))
+}
+
 #[cfg(test)]
 mod unavailable_tests {
     use super::*;

@@ -33,6 +33,7 @@ mod reseal;
 mod upcast;
 mod users;
 mod vault;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ pub use reseal::Resealed;
 pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
 pub use vault::SqlVault;
+pub use webhooks::SqlWebhookLedger;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
@@ -221,6 +223,11 @@ impl Store {
     /// The personal-data vault port.
     pub fn vault(&self) -> SqlVault {
         self.vault.clone()
+    }
+
+    /// The webhook cursors port (deliveries' positions, failures and leases).
+    pub fn webhook_ledger(&self) -> SqlWebhookLedger {
+        SqlWebhookLedger::new(self.db.clone())
     }
 
     /// The usage counters port (single use, few tries).

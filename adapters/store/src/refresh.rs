@@ -11,8 +11,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
-    PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId, SessionOwner,
-    SessionScope, TokenSubject,
+    LiveRefreshToken, PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId,
+    SessionOwner, SessionScope, TokenSubject,
 };
 use miniauth_domain::{AppId, TenantId, UserId};
 use sqlx::Row;
@@ -20,7 +20,7 @@ use sqlx::Row;
 use crate::crypto::{random_token, token_hash};
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::db::{millis, on_pool, port_error, Db, Pool};
+use crate::db::{from_millis, millis, on_pool, port_error, Db, Pool};
 
 /// How long the lifetimes of refresh tokens are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,7 @@ struct TokenRow {
     user_id: i64,
     tenant: String,
     appid: Option<String>,
+    issued_at: i64,
     expires_at: i64,
     rotated_at: Option<i64>,
     revoked_at: Option<i64>,
@@ -187,7 +188,7 @@ impl SqlRefreshTokens {
     async fn row(&self, hash: &str) -> Result<Option<TokenRow>, PortError> {
         on_pool!(&self.db.pool, p => {
             let row = sqlx::query(
-                "SELECT t.family_id, t.user_id, t.tenant, t.appid, t.expires_at, t.rotated_at, \
+                "SELECT t.family_id, t.user_id, t.tenant, t.appid, t.issued_at, t.expires_at, t.rotated_at, \
                  t.revoked_at, f.created_at AS family_created_at, f.revoked_at AS family_revoked_at \
                  FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
                  WHERE t.token_hash = $1",
@@ -202,6 +203,7 @@ impl SqlRefreshTokens {
                     user_id: r.try_get("user_id")?,
                     tenant: r.try_get("tenant")?,
                     appid: r.try_get("appid")?,
+                    issued_at: r.try_get("issued_at")?,
                     expires_at: r.try_get("expires_at")?,
                     rotated_at: r.try_get("rotated_at")?,
                     revoked_at: r.try_get("revoked_at")?,
@@ -508,5 +510,38 @@ impl RefreshTokenStore for SqlRefreshTokens {
             .map_err(port_error)?
             .is_some())
         })
+    }
+
+    async fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveRefreshToken>, PortError> {
+        let Some(row) = self.row(&token_hash(token)).await? else {
+            return Ok(None);
+        };
+        let now = millis(now);
+        let usable = row.rotated_at.is_none()
+            && row.revoked_at.is_none()
+            && row.family_revoked_at.is_none()
+            && row.expires_at > now
+            && self.family_end(row.family_created_at) > now;
+        if !usable {
+            return Ok(None);
+        }
+        let at = |ms: i64| from_millis("refresh_tokens", ms);
+        Ok(Some(LiveRefreshToken {
+            subject: subject(&row)?,
+            issued_at: at(row.issued_at)?,
+            expires_at: at(row.expires_at)?,
+        }))
+    }
+
+    async fn revoke_family_of(&self, token: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
+        let Some(row) = self.row(&token_hash(token)).await? else {
+            return Ok(false);
+        };
+        self.revoke_family(&row.family, now).await?;
+        Ok(true)
     }
 }

@@ -333,6 +333,14 @@ impl TokenIssuer for FakeTokens {
     fn verify(&self, _token: &str, _now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
         Err(AccessTokenError::Invalid)
     }
+
+    fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<miniauth_application::ports::VerifiedAccessToken, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
 }
 
 /// The session id the fake refresh store gives its `n`th family (from 1).
@@ -417,6 +425,18 @@ impl RefreshTokenStore for FakeRefresh {
         _now: DateTime<Utc>,
     ) -> Result<(), RefreshError> {
         Err(RefreshError::Unknown)
+    }
+
+    async fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<miniauth_application::ports::LiveRefreshToken>, PortError> {
+        Ok(None)
+    }
+
+    async fn revoke_family_of(&self, _token: &str, _now: DateTime<Utc>) -> Result<bool, PortError> {
+        Ok(false)
     }
 }
 
