@@ -12,7 +12,7 @@ use miniauth_domain::{
 };
 
 use crate::audit::Audit;
-use crate::context::RequestContext;
+use crate::context::{EventMetadata, RequestContext};
 use crate::error::AppError;
 use crate::ports::{
     AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Chain, Claim, Clock,
@@ -194,8 +194,20 @@ impl MiniAuth {
         &self,
         ctx: &RequestContext,
         id: &AccountId,
+        context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+    ) -> Result<SocialAccount, AppError> {
+        self.commit_noted(ctx, id, context, commands, None).await
+    }
+
+    /// [`Self::commit`], recording `note` (an operator's reason code) with the events.
+    pub(crate) async fn commit_noted(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
         mut context: LoadedAccount,
         commands: Vec<SocialAccountCommand>,
+        note: Option<&str>,
     ) -> Result<SocialAccount, AppError> {
         let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -220,18 +232,13 @@ impl MiniAuth {
                         .await?,
                 );
             }
+            let mut metadata = ctx.metadata_sealed(self.now(), client_ip.as_ref());
+            if let Some(note) = note {
+                metadata.insert(EventMetadata::NOTE.to_owned(), note.to_owned());
+            }
             // The context still holds the state *before* these events: the store may
             // snapshot by applying them to it, exactly once.
-            match self
-                .ports
-                .accounts
-                .commit(
-                    context,
-                    events,
-                    ctx.metadata_sealed(self.now(), client_ip.as_ref()),
-                )
-                .await
-            {
+            match self.ports.accounts.commit(context, events, metadata).await {
                 Ok(()) => return Ok(state),
                 Err(CommitError::Conflict) => context = self.load(id).await?,
                 Err(CommitError::Port(error)) => return Err(error.into()),
