@@ -234,13 +234,14 @@ impl Metrics {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one login.
+    /// Counts one login, ending now by the system clock.
     pub fn record_login(&self, outcome: LoginOutcome) {
-        self.record_login_at(outcome, Utc::now());
+        self.record_login_at(Utc::now(), outcome);
     }
 
-    /// Counts one login that ended at `at`.
-    pub fn record_login_at(&self, outcome: LoginOutcome, at: DateTime<Utc>) {
+    /// Counts one login that ended at `at` (the service's clock: the console's chart
+    /// reads the minutes by the same clock).
+    pub fn record_login_at(&self, at: DateTime<Utc>, outcome: LoginOutcome) {
         self.logins.get_or_create(&LoginLabels { outcome }).inc();
         self.login_ring
             .record(at.timestamp().div_euclid(60), outcome);
@@ -299,10 +300,10 @@ mod tests {
             .unwrap()
             .to_utc();
         let minutes = |m: i64| start + chrono::Duration::minutes(m);
-        metrics.record_login_at(LoginOutcome::Returning, minutes(0));
-        metrics.record_login_at(LoginOutcome::Returning, minutes(0));
-        metrics.record_login_at(LoginOutcome::Failed, minutes(1));
-        metrics.record_login_at(LoginOutcome::Unbound, minutes(59));
+        metrics.record_login_at(minutes(0), LoginOutcome::Returning);
+        metrics.record_login_at(minutes(0), LoginOutcome::Returning);
+        metrics.record_login_at(minutes(1), LoginOutcome::Failed);
+        metrics.record_login_at(minutes(59), LoginOutcome::Unbound);
         let hour = metrics.logins_per_minute(minutes(59));
         assert_eq!(hour.len(), LOGIN_MINUTES);
         assert_eq!(hour[0].counts, [2, 0, 0]);
@@ -310,7 +311,7 @@ mod tests {
         assert_eq!(hour[1].counts, [0, 0, 1]);
         assert_eq!(hour[59].counts, [0, 1, 0]);
         // An hour on, the first minute has left the ring (and the chart).
-        metrics.record_login_at(LoginOutcome::Failed, minutes(60));
+        metrics.record_login_at(minutes(60), LoginOutcome::Failed);
         let later = metrics.logins_per_minute(minutes(60));
         assert_eq!(later[0].counts, [0, 0, 1]);
         assert_eq!(
