@@ -31,6 +31,7 @@ const DOCS: &[&str] = &[
     "docs/api.md",
     "docs/tokens.md",
     "docs/audit.md",
+    "docs/console.md",
     "docs/simulator.md",
     "docs/channels.md",
     "docs/configuration.md",

@@ -258,7 +258,8 @@ pub(crate) fn timeline(
             }
             @let ax = x(as_of);
             line.asof x1=(ax) y1=(TOP - 14.0) x2=(ax) y2=(height - 24.0) {}
-            text.asof-label x=(ax) y=(TOP - 16.0) text-anchor="middle" { "as of " (as_of.format("%H:%M:%S")) }
+            @let anchor = if ax > LEFT + WIDTH * 0.8 { "end" } else if ax < LEFT + WIDTH * 0.2 { "start" } else { "middle" };
+            text.asof-label x=(ax) y=(TOP - 16.0) text-anchor=(anchor) { "as of " (as_of.format("%H:%M:%S")) }
             text.tick x=(LEFT) y=(height - 6.0) { (when(start)) }
             text.tick x=(LEFT + WIDTH) y=(height - 6.0) text-anchor="end" { (when(end)) }
         }

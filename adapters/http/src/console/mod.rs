@@ -646,7 +646,7 @@ fn bindings_table(caption: &str, bindings: &[BindingAt]) -> Markup {
             p { "No binding." }
         } @else {
             table {
-                caption { (caption) }
+                caption.visually-hidden { (caption) }
                 thead { tr { th scope="col" { "App" } th scope="col" { "OpenID" } th scope="col" { "Since" } th scope="col" { "Via" } } }
                 tbody {
                     @for b in bindings {
