@@ -732,3 +732,73 @@ async fn wrong_tokens_are_refused_and_throttled() {
     // Throttled, even the right token waits: the limiter answers before the compare.
     assert_eq!(attempt(app.admin_token.clone()).await.status(), 429);
 }
+
+miniauth_e2e::on_both_engines!(an_unbind_from_the_console_is_recorded_and_ends_the_app_sessions);
+
+/// Search by account name and phone; an unbind from the console records the console as
+/// actor with the reason code, ends the user's sessions through the app, and refuses
+/// a reason that is not on the list without writing anything.
+async fn an_unbind_from_the_console_is_recorded_and_ends_the_app_sessions(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let (user, tokens, phone, _) = app.registered_user(APP).await;
+    let openid = app.bindings_of(user).await[0].1.clone();
+    let (bob, account, _) = app.password_user(None).await;
+    let operator = Operator::sign_in(&app).await;
+    let found = |query: String| {
+        let operator = &operator;
+        async move {
+            let answer = operator.get(&format!("/console/search?{query}")).await;
+            assert_eq!(answer.status(), 200);
+            answer.text().await.unwrap()
+        }
+    };
+    let by_account = found(format!("kind=account&q={account}")).await;
+    assert!(
+        by_account.contains(&format!("/console/users/{bob}\"")),
+        "{by_account}"
+    );
+    let by_phone = found(format!("kind=phone&q={phone}")).await;
+    assert!(by_phone.contains(&format!("/console/users/{user}\"")));
+    assert!(!by_phone.contains(&phone), "the phone is shown masked");
+    assert!(found(format!("kind=phone&q={}", &phone[..10]))
+        .await
+        .contains("Users found: 0"));
+
+    let csrf = operator.csrf().await;
+    let unbind = format!("/console/accounts/{APP}/{openid}/unbind");
+    let off_list = [("csrf", csrf.as_str()), ("reason", "Mr Wang called")];
+    let refused = app
+        .unchanged("a reason off the list", || {
+            operator.post(&unbind, &off_list)
+        })
+        .await;
+    assert_eq!(refused.status(), 400);
+    let done = operator
+        .post(&unbind, &[("csrf", &csrf), ("reason", "wrong_user")])
+        .await;
+    assert_eq!(done.status(), 303);
+    let history = app
+        .get(
+            &format!("/v1/admin/apps/{APP}/accounts/{openid}/history"),
+            Some(&app.admin_token),
+        )
+        .await;
+    let events = history.ok(200)["events"].as_array().unwrap().clone();
+    let last = events.last().unwrap();
+    assert_eq!(last["event_type"], "Unbound");
+    assert_eq!(last["reason"], "administrator");
+    assert_eq!(last["note"], "wrong_user");
+    assert_eq!(last["actor"], "console");
+    assert!(app.bindings_of(user).await.is_empty());
+    // The sessions the user logged in to through the app ended with the binding.
+    app.me(&tokens.access)
+        .await
+        .problem(401, "access_token_revoked");
+    assert_eq!(app.refresh(&tokens.refresh).await.status, 401);
+    // Nothing bound any more: said so, nothing written.
+    let form = [("csrf", csrf.as_str()), ("reason", "wrong_user")];
+    let again = app
+        .unchanged("a second unbind", || operator.post(&unbind, &form))
+        .await;
+    assert_eq!(again.status(), 404);
+}

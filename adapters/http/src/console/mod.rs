@@ -507,7 +507,11 @@ fn status_word(status: UserStatus) -> &'static str {
 
 fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
     let kind = params.get("kind").map(String::as_str).unwrap_or("user_id");
-    let q = params.get("q").map(String::as_str).unwrap_or_default();
+    // A phone number typed is not written back into the page: the page shows it masked.
+    let q = match kind {
+        "phone" => "",
+        _ => params.get("q").map(String::as_str).unwrap_or_default(),
+    };
     html! {
         section aria-labelledby="find-user" {
             h2 #find-user { "Find a user" }
