@@ -65,6 +65,9 @@ pub struct HistoryEntry {
     pub nickname: Option<String>,
     /// Who acted.
     pub actor: Option<String>,
+    /// Why an operator acted: a reason code (`note` metadata), when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The request it came from.
     pub request_id: Option<String>,
     /// The client IP.
@@ -298,6 +301,33 @@ impl Audit {
         self.log.verify(self.clock.now()).await
     }
 
+    /// The history of every account the log ever bound to `user`, each with its
+    /// personal data masked: what a timeline of the user's bindings is drawn from.
+    pub async fn user_histories(&self, user: UserId) -> Result<Vec<AccountHistory>, AppError> {
+        let mut accounts = self.log.accounts_of_user(user).await?;
+        accounts.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut histories = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let events = self.log.account_events(&account).await?;
+            histories.push(AccountHistory {
+                appid: account.appid(),
+                openid: account.openid(),
+                events: history(self.vault.as_ref(), &account, events).await,
+            });
+        }
+        Ok(histories)
+    }
+
+    /// How many events of the log the read models have not projected yet.
+    pub async fn projection_lag(&self) -> Result<i64, PortError> {
+        self.log.projection_lag().await
+    }
+
+    /// The newest checkpoint recorded (by a clean `verify` or by `checkpoint`).
+    pub async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
+        self.log.latest_checkpoint().await
+    }
+
     /// Records a checkpoint over the events committed since the last one; answers it,
     /// or the newest one when nothing new was committed (so that what is shipped off
     /// the box always says where the log stands).
@@ -374,6 +404,7 @@ async fn entry(reveal: &masking::Reveal<'_>, stored: StoredEvent, erased: bool) 
         phone: None,
         nickname: None,
         actor: metadata.actor,
+        note: metadata.note,
         request_id: metadata.request_id,
         client_ip,
         recorded_at: metadata.recorded_at,

@@ -107,7 +107,7 @@ impl MiniAuth {
             .ok_or(AppError::NotBound)?;
         let id = AccountId::new(&app.appid, &openid);
         let ended = self
-            .end_binding(ctx, &id, user_id, UnbindReason::UserRequest)
+            .end_binding(ctx, &id, user_id, UnbindReason::UserRequest, None)
             .await;
         // Also when the log had already ended it (a retry after a failure): the
         // sessions must not outlive the binding either way.
@@ -118,13 +118,15 @@ impl MiniAuth {
         ended
     }
 
-    /// Ends the binding of account `id` to `user_id`, then releases it in the registry.
+    /// Ends the binding of account `id` to `user_id` (recording an operator's `note`
+    /// with it, if any), then releases it in the registry.
     pub(crate) async fn end_binding(
         &self,
         ctx: &RequestContext,
         id: &AccountId,
         user_id: UserId,
         reason: UnbindReason,
+        note: Option<&str>,
     ) -> Result<(), AppError> {
         let context = self.load(id).await?;
         let command = SocialAccountCommand::Unbind {
@@ -132,7 +134,9 @@ impl MiniAuth {
             reason,
             at: self.now(),
         };
-        let committed = self.commit(ctx, id, context, vec![command]).await;
+        let committed = self
+            .commit_noted(ctx, id, context, vec![command], note)
+            .await;
         if let Err(AppError::Account(AccountError::NotBound)) = &committed {
             // The log says unbound but the registry still held the claim (a release
             // that failed after an earlier unbind): repair the registry, then say so.

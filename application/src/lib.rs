@@ -12,6 +12,7 @@
 //! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
 //! | erasure | [`MiniAuth::erase`] |
 //! | disable, enable a user | [`MiniAuth::disable_user`], [`MiniAuth::enable_user`] |
+//! | the console: find users, unbind with a reason, operator sign-in | [`MiniAuth::find_users`], [`MiniAuth::unbind_identity`], [`MiniAuth::check_operator_secret`] |
 //! | history, bindings at an instant, export, verification of the log | [`Audit`] ([`MiniAuth::audit`]) |
 
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod legacy_key;
 mod login;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
+pub mod operator;
 mod phone;
 pub mod ports;
 mod profile;
@@ -40,6 +42,7 @@ pub use context::{Actor, EventMetadata, RequestContext};
 pub use error::{AppError, ErrorKind, LegacyKeyRefusal};
 pub use grants::Me;
 pub use login::LoginOutcome;
+pub use operator::{OperatorReason, UserQuery};
 pub use phone::{PhoneInput, PhoneOutcome};
 pub use profile::{ProfileInput, ProfileOutcome};
 pub use secret::Secret;

@@ -210,6 +210,11 @@ impl crate::ports::UsageCounters for InMemoryUsageCounters {
         Ok(())
     }
 
+    async fn uses(&self, key: &crate::ports::UsageKey) -> Result<u32, PortError> {
+        let uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(uses.get(key).copied().unwrap_or(0))
+    }
+
     async fn purge(&self, _now: chrono::DateTime<chrono::Utc>) -> Result<u64, PortError> {
         Ok(0)
     }

@@ -340,6 +340,13 @@ pub trait AuditLog: Send + Sync {
 
     /// The newest checkpoint recorded, if any.
     async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError>;
+
+    /// Every account the log ever bound to `user` (whether or not it still is), in
+    /// no particular order.
+    async fn accounts_of_user(&self, user: UserId) -> Result<Vec<AccountId>, PortError>;
+
+    /// How many events of the log the read models have not projected yet.
+    async fn projection_lag(&self) -> Result<i64, PortError>;
 }
 
 /// What code2session answered.
@@ -622,6 +629,13 @@ pub trait UserDirectory: Send + Sync {
 
     /// A user by id.
     async fn get(&self, id: UserId) -> Result<Option<UserRecord>, PortError>;
+
+    /// The user of `tenant` with this account (login) name.
+    async fn find_by_account(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Option<UserRecord>, PortError>;
 
     /// Registers a user from a verified phone; the phone is unique per tenant.
     async fn register(&self, user: NewUser) -> Result<Registration, PortError>;
@@ -1073,6 +1087,9 @@ pub enum UsageKey {
     PayloadTries(String),
     /// Exchanges of one ticket for tokens (its fingerprint).
     TicketExchanges(String),
+    /// A console session that was signed out (its fingerprint): counted once it ends,
+    /// on whichever instance, so that every instance refuses it from then on.
+    ConsoleSessionEnded(String),
 }
 
 impl UsageKey {
@@ -1081,6 +1098,7 @@ impl UsageKey {
         match self {
             Self::PayloadTries(fingerprint) => format!("payload_tries:{fingerprint}"),
             Self::TicketExchanges(fingerprint) => format!("ticket_exchanges:{fingerprint}"),
+            Self::ConsoleSessionEnded(fingerprint) => format!("console_ended:{fingerprint}"),
         }
     }
 }
@@ -1096,6 +1114,9 @@ pub trait UsageCounters: Send + Sync {
     async fn count(&self, key: &UsageKey, keep_until: DateTime<Utc>) -> Result<u32, PortError>;
     /// Takes one counted use back (a try that turned out to be no rejection).
     async fn uncount(&self, key: &UsageKey) -> Result<(), PortError>;
+    /// The uses of `key` counted so far (0 for a key never counted or purged), without
+    /// counting one.
+    async fn uses(&self, key: &UsageKey) -> Result<u32, PortError>;
     /// Forgets counters kept only until before `now`; answers how many went.
     async fn purge(&self, now: DateTime<Utc>) -> Result<u64, PortError>;
 }

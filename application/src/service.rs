@@ -12,7 +12,7 @@ use miniauth_domain::{
 };
 
 use crate::audit::Audit;
-use crate::context::RequestContext;
+use crate::context::{EventMetadata, RequestContext};
 use crate::error::AppError;
 use crate::ports::{
     AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Chain, Claim, Clock,
@@ -233,7 +233,22 @@ impl MiniAuth {
         context: LoadedAccount,
         commands: Vec<SocialAccountCommand>,
     ) -> Result<SocialAccount, AppError> {
-        Ok(self.commit_with(ctx, id, context, commands, None).await?.0)
+        self.commit_noted(ctx, id, context, commands, None).await
+    }
+
+    /// [`Self::commit`], recording `note` (an operator's reason code) with the events.
+    pub(crate) async fn commit_noted(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+        note: Option<&str>,
+    ) -> Result<SocialAccount, AppError> {
+        Ok(self
+            .commit_inner(ctx, id, context, commands, None, note)
+            .await?
+            .0)
     }
 
     /// [`commit`](Self::commit), which also starts the login session of `session` in
@@ -244,9 +259,22 @@ impl MiniAuth {
         &self,
         ctx: &RequestContext,
         id: &AccountId,
+        context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+        session: Option<&SessionOwner>,
+    ) -> Result<(SocialAccount, Option<StartedSession>), AppError> {
+        self.commit_inner(ctx, id, context, commands, session, None)
+            .await
+    }
+
+    async fn commit_inner(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
         mut context: LoadedAccount,
         commands: Vec<SocialAccountCommand>,
         session: Option<&SessionOwner>,
+        note: Option<&str>,
     ) -> Result<(SocialAccount, Option<StartedSession>), AppError> {
         let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -272,7 +300,10 @@ impl MiniAuth {
                 );
             }
             let now = self.now();
-            let metadata = ctx.metadata_sealed(now, client_ip.as_ref());
+            let mut metadata = ctx.metadata_sealed(now, client_ip.as_ref());
+            if let Some(note) = note {
+                metadata.insert(EventMetadata::NOTE.to_owned(), note.to_owned());
+            }
             // The context still holds the state *before* these events: the store may
             // snapshot by applying them to it, exactly once.
             let accounts = &self.ports.accounts;

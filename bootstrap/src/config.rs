@@ -379,6 +379,27 @@ pub struct AdminSection {
     pub token_env: Option<String>,
 }
 
+/// `[console]`: the operators' console at `/console` (served when an admin token is
+/// configured; docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// A console session unused this long ends (seconds; default 900).
+    pub idle_timeout_secs: u64,
+    /// Mark the session cookie `Secure` on every answer (set it behind TLS); without
+    /// it the cookie is `Secure` when the proxy says `X-Forwarded-Proto: https`.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            secure_cookie: false,
+        }
+    }
+}
+
 /// `[compat]`: the GitEgg-compatible routes.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -515,6 +536,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// `[compat]`.
     pub compat: CompatSection,
+    /// `[console]`.
+    pub console: ConsoleSection,
     /// `[log]`.
     pub log: LogSection,
     /// `[throttle]`.
@@ -613,6 +636,12 @@ impl Config {
             ));
         }
         self.resolve_apps(env)?;
+        if !(60..=86_400).contains(&self.console.idle_timeout_secs) {
+            return Err(ConfigError::new(
+                "console.idle_timeout_secs",
+                "must be 60 to 86400 seconds",
+            ));
+        }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -11,7 +11,7 @@ use miniauth_application::ports::{Chain, Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
-    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
+    AdminToken, ApiState, ConsoleSettings, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
 };
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
@@ -276,6 +276,10 @@ fn http_config(
         .map(|c| (c.id.clone(), c.secret.clone()))
         .collect();
     http.trusted_proxies = config.trusted_proxies()?;
+    http.console = ConsoleSettings {
+        idle_timeout: std::time::Duration::from_secs(config.console.idle_timeout_secs),
+        secure_cookie: config.console.secure_cookie,
+    };
     if config.server.metrics_require_admin {
         http.metrics_access = MetricsAccess::AdminToken;
     }

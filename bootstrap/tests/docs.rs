@@ -35,6 +35,7 @@ const DOCS: &[&str] = &[
     "docs/tokens.md",
     "docs/integration.md",
     "docs/audit.md",
+    "docs/console.md",
     "docs/simulator.md",
     "docs/channels.md",
     "docs/configuration.md",

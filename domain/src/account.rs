@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Channel;
 use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
-use crate::events::{BindMethod, ProfileSource};
 use crate::events::{
     AccountImported, LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted,
     SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound,
 };
+use crate::events::{BindMethod, ProfileSource};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 

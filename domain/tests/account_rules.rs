@@ -53,7 +53,7 @@ fn bound(id: i64) -> SocialAccountEvent {
         user_id: user(id),
         via: BindMethod::PhoneMatch,
         imported_from: None,
-            linked_from: None,
+        linked_from: None,
         occurred_at: at(100),
     })
 }
@@ -402,7 +402,7 @@ fn the_state_remembers_the_user_it_registered_and_forgets_the_unionid_on_erasure
         user_id: user(9),
         via: BindMethod::AutoRegistration,
         imported_from: None,
-            linked_from: None,
+        linked_from: None,
         occurred_at: at(70),
     });
     let unbound = SocialAccountEvent::Unbound(Unbound {

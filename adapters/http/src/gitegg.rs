@@ -104,11 +104,14 @@ pub(crate) async fn login(
                 .auth
                 .login_for_ticket(&ctx, &appid, params.get("code"))
                 .await;
-            state.metrics.record_login(match &outcome {
-                Ok(o) if o.bound_user.is_some() => LoginOutcome::Returning,
-                Ok(_) => LoginOutcome::Unbound,
-                Err(_) => LoginOutcome::Failed,
-            });
+            state.metrics.record_login_at(
+                state.auth.now(),
+                match &outcome {
+                    Ok(o) if o.bound_user.is_some() => LoginOutcome::Returning,
+                    Ok(_) => LoginOutcome::Unbound,
+                    Err(_) => LoginOutcome::Failed,
+                },
+            );
             let outcome = outcome?;
             Ok(json!({
                 "openid": outcome.openid.as_str(),

@@ -7,6 +7,7 @@
 //! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
 //! * token services: `/.well-known/openid-configuration`, revocation (RFC 7009) and
 //!   introspection (RFC 7662);
+//! * the operators' console at `/console` (HTML, with an admin token only);
 //! * hardening: a body limit, a request timeout, a header-read timeout and a connection
 //!   cap ([`serve_with`]), an `x-request-id` on every response and in the span of every
 //!   log line, `Cache-Control: no-store` on every answer (tokens and tickets must not
@@ -22,6 +23,7 @@
 pub mod admin;
 mod client_ip;
 mod config;
+mod console;
 mod error;
 mod extract;
 mod gitegg;
@@ -49,12 +51,15 @@ use tracing::Instrument;
 
 pub use client_ip::{BadProxyEntry, TrustedProxies};
 pub use config::{
-    AdminToken, HttpConfig, MetricsAccess, MetricsListener, Secret, DEFAULT_BODY_LIMIT_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
+    AdminToken, ConsoleSettings, HttpConfig, MetricsAccess, MetricsListener, Secret,
+    DEFAULT_BODY_LIMIT_BYTES, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use console::{
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_CONSOLE_IDLE_TIMEOUT, MAX_SESSION as MAX_CONSOLE_SESSION,
 };
 pub use error::{error_catalog, error_table_markdown, gitegg_code, status_of, ErrorRow, Problem};
 pub use gitegg::Envelope;
-pub use metrics::{LoginOutcome, Metrics};
+pub use metrics::{LoginOutcome, Metrics, MinuteLogins, LOGIN_MINUTES};
 pub use openapi::openapi;
 pub use server::{serve_with, ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use state::{AlwaysReady, ApiState, Readiness};
@@ -135,6 +140,11 @@ pub fn router(state: ApiState) -> Router {
         api.route("/metrics", get(ops::metrics))
     } else {
         api
+    };
+    // The console exists only with an admin token (docs/console.md).
+    let api = match console::routes(&state) {
+        Some(console) => api.merge(console),
+        None => api,
     };
     api.fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

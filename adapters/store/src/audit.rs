@@ -332,25 +332,30 @@ impl Store {
         user: UserId,
         instant: DateTime<Utc>,
     ) -> Result<Vec<BindingAt>, StoreError> {
-        let candidates = if self.db.is_postgres() {
-            self.bound_accounts(
-                "payload->'UserBound'->>'user_id' = $2",
-                Filter::Text(user.get().to_string()),
-            )
-            .await?
-        } else {
-            self.bound_accounts(
-                "json_extract(payload, '$.UserBound.user_id') = $2",
-                Filter::Int(user.get()),
-            )
-            .await?
-        };
+        let candidates = self.bound_to(user).await?;
         Ok(self
             .replay_bindings(candidates, instant)
             .await?
             .into_iter()
             .filter(|b| b.span.user_id == user)
             .collect())
+    }
+
+    /// The accounts with a `UserBound` event naming `user`.
+    async fn bound_to(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        if self.db.is_postgres() {
+            self.bound_accounts(
+                "payload->'UserBound'->>'user_id' = $2",
+                Filter::Text(user.get().to_string()),
+            )
+            .await
+        } else {
+            self.bound_accounts(
+                "json_extract(payload, '$.UserBound.user_id') = $2",
+                Filter::Int(user.get()),
+            )
+            .await
+        }
     }
 
     /// Every binding of `appid` as it stood at `instant`, replayed from the events.
@@ -484,5 +489,22 @@ impl AuditLog for Store {
 
     async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
         Ok(self.checkpoints().await.map_err(port)?.pop())
+    }
+
+    async fn accounts_of_user(&self, user: UserId) -> Result<Vec<AccountId>, PortError> {
+        self.bound_to(user)
+            .await
+            .map_err(port)?
+            .iter()
+            .map(|id| {
+                AccountId::parse(id).map_err(|_| {
+                    PortError::Internal(format!("an event names an invalid account {id}").into())
+                })
+            })
+            .collect()
+    }
+
+    async fn projection_lag(&self) -> Result<i64, PortError> {
+        self.read_models.lag().await
     }
 }

@@ -497,6 +497,17 @@ impl UserDirectory for SqlUserDirectory {
         Ok(self.find(Key::Id(id.get())).await?.map(|(user, _)| user))
     }
 
+    async fn find_by_account(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Option<UserRecord>, PortError> {
+        Ok(self
+            .find(Key::Account(tenant.as_str(), account.trim()))
+            .await?
+            .map(|(user, _)| user))
+    }
+
     async fn register(&self, user: NewUser) -> Result<Registration, PortError> {
         match self
             .insert(NewRow {
