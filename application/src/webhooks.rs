@@ -590,6 +590,182 @@ impl WebhookDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::{MockClock, MockPersonalDataVault};
+    use miniauth_domain::{LinkDeclined, PersonalDataErased};
+
+    fn at(position: i64, event: SocialAccountEvent) -> StoredEvent {
+        StoredEvent {
+            position,
+            aggregate_id: "wxdemo000000000001:o-crash".into(),
+            sequence: position,
+            event_type: event.type_name().into(),
+            event_version: "1".into(),
+            event,
+            metadata: Default::default(),
+        }
+    }
+
+    fn erased(position: i64) -> StoredEvent {
+        let occurred_at = Utc::now();
+        at(
+            position,
+            SocialAccountEvent::PersonalDataErased(PersonalDataErased { occurred_at }),
+        )
+    }
+
+    fn declined(position: i64) -> StoredEvent {
+        let occurred_at = Utc::now();
+        let users = Vec::new();
+        at(
+            position,
+            SocialAccountEvent::LinkDeclined(LinkDeclined { users, occurred_at }),
+        )
+    }
+
+    fn cursor(position: i64, attempts: u32) -> Cursor {
+        Cursor {
+            position,
+            attempts,
+            next_attempt_at: None,
+            parked: false,
+        }
+    }
+
+    /// The service over the mocks, for a subscription to `personal_data_erased`.
+    fn service(
+        feed: MockEventFeed,
+        ledger: MockWebhookLedger,
+        sender: MockWebhookSender,
+    ) -> WebhookDelivery {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(Utc::now);
+        WebhookDelivery::new(
+            vec![Subscription {
+                id: "crm".into(),
+                url: "http://127.0.0.1/hook".into(),
+                secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                events: [WebhookEvent::PersonalDataErased].into_iter().collect(),
+                personal_data: false,
+            }],
+            DeliveryPolicy {
+                max_attempts: 3,
+                backoff_initial: Duration::seconds(1),
+                backoff_max: Duration::seconds(10),
+                lease: Duration::seconds(30),
+                batch: 10,
+            },
+            WebhookPorts {
+                feed: Arc::new(feed),
+                ledger: Arc::new(ledger),
+                sender: Arc::new(sender),
+                vault: Arc::new(MockPersonalDataVault::new()),
+                clock: Arc::new(clock),
+            },
+            "holder-1",
+        )
+    }
+
+    #[tokio::test]
+    async fn wanted_events_are_sent_in_order_and_the_rest_passed() {
+        let mut feed = MockEventFeed::new();
+        feed.expect_events_after()
+            .withf(|after, _| *after == 0)
+            .returning(|_, _| Ok(vec![declined(1), erased(2), declined(3)]));
+        feed.expect_events_after()
+            .withf(|after, _| *after == 3)
+            .returning(|_, _| Ok(vec![]));
+        let mut ledger = MockWebhookLedger::new();
+        ledger
+            .expect_lease()
+            .returning(|_, _, _, _| Ok(Some(cursor(0, 0))));
+        let mut advanced = mockall::Sequence::new();
+        for to in [2, 3] {
+            ledger
+                .expect_advance()
+                .withf(move |s, h, p| s == "crm" && h == "holder-1" && *p == to)
+                .times(1)
+                .in_sequence(&mut advanced)
+                .returning(|_, _, _| Ok(true));
+        }
+        let mut sender = MockWebhookSender::new();
+        sender
+            .expect_send()
+            .withf(|_, m| m.id == "msg_crm_2" && m.body.contains("personal_data_erased"))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let report = service(feed, ledger, sender).round().await.unwrap();
+        assert_eq!(report.delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_the_round() {
+        let mut feed = MockEventFeed::new();
+        feed.expect_events_after()
+            .returning(|_, _| Ok(vec![erased(1), erased(2)]));
+        let mut ledger = MockWebhookLedger::new();
+        ledger
+            .expect_lease()
+            .returning(|_, _, _, _| Ok(Some(cursor(0, 0))));
+        ledger
+            .expect_advance()
+            .times(1)
+            .returning(|_, _, _| Ok(false));
+        let mut sender = MockWebhookSender::new();
+        sender.expect_send().times(1).returning(|_, _| Ok(()));
+        service(feed, ledger, sender).round().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_last_failed_attempt_parks_the_delivery_and_moves_up_to_it() {
+        let mut feed = MockEventFeed::new();
+        feed.expect_events_after()
+            .returning(|_, _| Ok(vec![declined(5), erased(6), erased(7)]));
+        let mut ledger = MockWebhookLedger::new();
+        ledger
+            .expect_lease()
+            .returning(|_, _, _, _| Ok(Some(cursor(4, 2))));
+        ledger
+            .expect_advance()
+            .withf(|_, _, p| *p == 5)
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        ledger
+            .expect_record_failure()
+            .withf(|_, _, f| f.position == 6 && f.attempts == 3 && f.parked)
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        let mut sender = MockWebhookSender::new();
+        sender
+            .expect_send()
+            .times(1)
+            .returning(|_, _| Err(DeliveryFailure("answered HTTP 503".into())));
+        let report = service(feed, ledger, sender).round().await.unwrap();
+        assert_eq!((report.failed, report.parked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_parked_or_waiting_subscription_sends_nothing() {
+        for cursor in [
+            Cursor {
+                parked: true,
+                ..cursor(0, 3)
+            },
+            Cursor {
+                next_attempt_at: Some(Utc::now() + Duration::minutes(1)),
+                ..cursor(0, 1)
+            },
+        ] {
+            let mut ledger = MockWebhookLedger::new();
+            ledger
+                .expect_lease()
+                .returning(move |_, _, _, _| Ok(Some(cursor.clone())));
+            let mut feed = MockEventFeed::new();
+            feed.expect_events_after().never();
+            let mut sender = MockWebhookSender::new();
+            sender.expect_send().never();
+            service(feed, ledger, sender).round().await.unwrap();
+        }
+    }
 
     #[test]
     fn event_names_round_trip() {

@@ -229,3 +229,86 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let mut env: Vec<(String, String)> = vec![
+            ("MINIAUTH__WEBHOOKS__0__ID".into(), "crm".into()),
+            (
+                "MINIAUTH__WEBHOOKS__0__URL".into(),
+                "https://crm.example.com/hooks".into(),
+            ),
+            (
+                "MINIAUTH__WEBHOOKS__0__SECRET_ENV".into(),
+                "CRM_SECRET".into(),
+            ),
+            ("CRM_SECRET".into(), SECRET.into()),
+            (
+                "MINIAUTH__WEBHOOKS__0__EVENTS".into(),
+                "user_bound, unbound".into(),
+            ),
+        ];
+        for (key, value) in pairs {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).into(), (*value).into()));
+        }
+        Config::load_with_env(None, &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_subscription_loads_with_its_secret_from_the_environment() {
+        let config = load(&[]).unwrap();
+        let hooks = config
+            .webhooks(&[("CRM_SECRET".into(), SECRET.into())])
+            .unwrap();
+        assert_eq!(hooks[0].section.events, ["user_bound", "unbound"]);
+        assert!(!hooks[0].section.personal_data);
+        assert!(!format!("{hooks:?}").contains("MfKQ"));
+    }
+
+    #[test]
+    fn bad_subscriptions_name_the_key_and_the_reason() {
+        for (pairs, expected) in [
+            (
+                vec![("MINIAUTH__WEBHOOKS__0__EVENTS", "user_deleted")],
+                "webhooks[0].events: unknown event type `user_deleted`",
+            ),
+            (
+                vec![("CRM_SECRET", "not-a-whsec-secret")],
+                "webhooks[0].secret: must start with `whsec_`",
+            ),
+            (
+                vec![("MINIAUTH__WEBHOOKS__0__URL", "ftp://crm")],
+                "webhooks[0].url: must be an http(s) URL",
+            ),
+            (
+                vec![("MINIAUTH__WEBHOOKS__0__ID", "crm hooks")],
+                "webhooks[0].id: must be 1 to 64",
+            ),
+            (
+                vec![("MINIAUTH__WEBHOOK_DELIVERY__LEASE_MS", "100")],
+                "webhook_delivery.lease_ms: must be at least",
+            ),
+            (
+                vec![
+                    ("MINIAUTH__INTROSPECTION_CLIENTS__0__ID", "gateway"),
+                    ("MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET", "short"),
+                ],
+                "introspection_clients[0].secret: must be at least 16 characters",
+            ),
+            (
+                vec![("MINIAUTH__DISCOVERY__PUBLIC_URL", "auth.example.com")],
+                "discovery.public_url: must be an absolute http(s) URL",
+            ),
+        ] {
+            let error = load(&pairs).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains("not-a-whsec"), "{error}");
+        }
+    }
+}

@@ -47,8 +47,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `miniauth` on `config`; answers the child and its base URL.
-fn start(config: &std::path::Path) -> (Child, String) {
+/// A running `miniauth`, killed (SIGKILL) when dropped: a failing test leaves none
+/// behind.
+struct Running(Child);
+
+impl Running {
+    /// `kill -9`, and reap it.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `miniauth` on `config`; answers it and its base URL.
+fn start(config: &std::path::Path) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_miniauth"))
         .arg("--config")
         .arg(config)
@@ -72,7 +90,7 @@ fn start(config: &std::path::Path) -> (Child, String) {
         match received.recv_timeout(left) {
             Ok(line) => {
                 if let Some(base) = line.strip_prefix("miniauth listening on ") {
-                    return (child, base.trim().to_owned());
+                    return (Running(child), base.trim().to_owned());
                 }
             }
             Err(_) => break,
@@ -176,8 +194,7 @@ backoff_initial_ms = 50
         !receiver.requests.lock().unwrap().is_empty()
     })
     .await;
-    first.kill().expect("kill -9");
-    first.wait().unwrap();
+    first.kill();
     let in_flight = receiver.requests.lock().unwrap()[0].clone();
 
     let (mut second, _) = start(&config);
@@ -187,8 +204,7 @@ backoff_initial_ms = 50
         || receiver.requests.lock().unwrap().len() >= 4,
     )
     .await;
-    let _ = second.kill();
-    let _ = second.wait();
+    second.kill();
     server.abort();
 
     let requests = receiver.requests.lock().unwrap().clone();
