@@ -39,6 +39,7 @@ const DOCS: &[&str] = &[
     "docs/miniprogram.md",
     "docs/architecture.md",
     "docs/benchmarks.md",
+    "docs/scaling.md",
 ];
 
 #[test]

@@ -339,8 +339,10 @@ impl Bench {
         if self.database.is_some() {
             progress(&args, "scenario: returning-user login, two instances");
             let listen2 = free_port()?;
-            let config = std::fs::read_to_string(&self.config_path)?
-                .replace(&format!("listen = \"{listen}\""), &format!("listen = \"{listen2}\""));
+            let config = std::fs::read_to_string(&self.config_path)?.replace(
+                &format!("listen = \"{listen}\""),
+                &format!("listen = \"{listen2}\""),
+            );
             let second_dir = self.dir.path().join("second");
             std::fs::create_dir_all(&second_dir)?;
             let config2 = second_dir.join("miniauth.toml");

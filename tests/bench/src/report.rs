@@ -404,11 +404,7 @@ pub fn render_table(report: &Report) -> String {
                 .map(|w| format!("{} {:.0} % ({:.1})", w.state, w.percent, w.mean_backends))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = writeln!(
-                out,
-                "  {name}: {top}; Lock:* {:.1} %",
-                lock_share(shares)
-            );
+            let _ = writeln!(out, "  {name}: {top}; Lock:* {:.1} %", lock_share(shares));
         }
     }
     if let Some(h) = &report.history {
