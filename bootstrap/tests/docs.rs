@@ -44,6 +44,7 @@ const DOCS: &[&str] = &[
     "docs/miniprogram.md",
     "docs/architecture.md",
     "docs/benchmarks.md",
+    "docs/scaling.md",
 ];
 
 /// The introspection client and the webhook subscription of docs/integration.md; the

@@ -233,9 +233,10 @@ impl AccountEventStore {
         &self,
         aggregate_id: &str,
     ) -> StoreResult<Option<(i64, SocialAccount, Option<String>)>> {
+        // The payload as the text it is stored as, parsed once straight into the state.
         let row = on_pool!(&self.db.pool, p => {
             sqlx::query(
-                "SELECT last_sequence, payload, last_hash FROM snapshots \
+                "SELECT last_sequence, CAST(payload AS TEXT) AS payload, last_hash FROM snapshots \
                  WHERE aggregate_type = $1 AND aggregate_id = $2",
             )
             .bind(SocialAccount::TYPE)
@@ -243,9 +244,8 @@ impl AccountEventStore {
             .fetch_optional(p)
             .await
             .map_err(db_error)?
-            .map(|row| -> Result<(i64, serde_json::Value, Option<String>), sqlx::Error> {
-                let Json(payload) = row.try_get::<Json<serde_json::Value>, _>("payload")?;
-                Ok((row.try_get("last_sequence")?, payload, row.try_get("last_hash")?))
+            .map(|row| -> Result<(i64, String, Option<String>), sqlx::Error> {
+                Ok((row.try_get("last_sequence")?, row.try_get("payload")?, row.try_get("last_hash")?))
             })
             .transpose()
             .map_err(db_error)?
@@ -253,7 +253,7 @@ impl AccountEventStore {
         let Some((sequence, payload, last_hash)) = row else {
             return Ok(None);
         };
-        match serde_json::from_value(payload) {
+        match serde_json::from_str(&payload) {
             Ok(state) => Ok(Some((sequence, state, last_hash))),
             Err(error) => {
                 // The state row is a cache of the log: when its shape no longer
@@ -283,8 +283,6 @@ impl AccountEventStore {
             events,
             metadata,
         )?;
-        let state =
-            serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         if events.len() as i64 >= EVENTS_PER_TRANSACTION {
             return Err(sqlx::Error::Protocol(format!(
                 "an append of {} events: at most {} per transaction",
@@ -298,7 +296,7 @@ impl AccountEventStore {
             events,
             payloads: &payloads,
             metadatas: &metadatas,
-            state: &state,
+            state: new_state,
             last_hash: hashes.last(),
             updated_at: millis(self.db.now()),
         };
@@ -336,7 +334,7 @@ impl AccountEventStore {
                 .bind(SocialAccount::TYPE)
                 .bind(&context.aggregate_id)
                 .bind(rows.last_sequence())
-                .bind(Json(&state))
+                .bind(Json(new_state))
                 .bind(rows.updated_at)
                 .bind(rows.last_hash)
                 .execute(&mut *tx)
@@ -366,7 +364,8 @@ struct Rows<'a> {
     events: &'a [SocialAccountEvent],
     payloads: &'a [serde_json::Value],
     metadatas: &'a [serde_json::Value],
-    state: &'a serde_json::Value,
+    /// Encoded once, straight into the statement.
+    state: &'a SocialAccount,
     last_hash: Option<&'a String>,
     updated_at: i64,
 }

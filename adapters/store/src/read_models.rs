@@ -287,9 +287,15 @@ impl ReadModels {
         let checkpoint = lock_checkpoint(&mut tx).await?;
         let stored = events_after(&mut tx, checkpoint).await?;
         let read = stored.len() as u64;
-        let (events, stopped_at) = self.decode_in_order(stored);
+        // Decoding (CPU) runs on another thread while the touched views are read.
+        let ids: BTreeSet<String> = stored.iter().map(|e| e.aggregate_id.clone()).collect();
+        let this = self.clone();
+        let decoding = tokio::task::spawn_blocking(move || this.decode_in_order(stored));
+        let mut views = read_views(&mut tx, &ids).await?;
+        let (events, stopped_at) = decoding
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("decoding the log: {e}")))?;
         let position = events.last().map_or(checkpoint, |(e, _)| e.position);
-        let mut views = read_views(&mut tx, &events).await?;
         for event in events {
             project(&mut views, event);
         }
@@ -512,19 +518,14 @@ async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>,
     })
 }
 
-/// The stored views of the accounts `events` touch: one query per [`VIEW_CHUNK`]
-/// accounts, not one each.
+/// The stored views of the accounts `ids`: one query per [`VIEW_CHUNK`] accounts, not
+/// one each.
 async fn read_views(
     tx: &mut Tx,
-    events: &[(EncodedEvent, SocialAccountEvent)],
+    ids: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, ViewRow>, sqlx::Error> {
     let mut views = BTreeMap::new();
-    let ids: Vec<&str> = events
-        .iter()
-        .map(|(e, _)| e.aggregate_id.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     for chunk in ids.chunks(VIEW_CHUNK) {
         on_tx!(tx, t => {
             let mut query = sqlx::QueryBuilder::new(
@@ -638,7 +639,9 @@ async fn repair_registry(
              ELSE NOT pg_visible_in_snapshot(($4 / 65536)::text::xid8, claimed_snapshot) END"
         }
     };
-    for (aggregate_id, view) in views {
+    // Releases first (rare: one statement each), so that a user who moved from one
+    // identity to another within the batch is claimed again below.
+    for view in views.values() {
         let ended = view
             .released
             .iter()
@@ -654,26 +657,33 @@ async fn repair_registry(
                 .await?;
             });
         }
-        if let (Some(user), true) = (view.bound_user, view.bound_in_batch) {
-            let inserted = on_tx!(tx, t => {
-                sqlx::query(
-                    "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&view.appid)
-                .bind(&view.openid)
-                .bind(user)
-                .bind(view.bound_at)
-                // As if claimed just before its event, as a bind does.
-                .bind(view.bound_position - 1)
-                .execute(&mut **t)
-                .await?
-                .rows_affected()
+    }
+    // The claims of the bindings projected: one statement per [`VIEW_CHUNK`] accounts.
+    let bound: Vec<(&ViewRow, i64)> = views
+        .values()
+        .filter(|view| view.bound_in_batch)
+        .filter_map(|view| Some((view, view.bound_user?)))
+        .collect();
+    for chunk in bound.chunks(VIEW_CHUNK) {
+        on_tx!(tx, t => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) ",
+            );
+            query.push_values(chunk, |mut row, (view, user)| {
+                row.push_bind(view.appid.as_str())
+                    .push_bind(view.openid.as_str())
+                    .push_bind(*user)
+                    .push_bind(view.bound_at)
+                    // As if claimed just before its event, as a bind does.
+                    .push_bind(view.bound_position - 1);
             });
-            if inserted == 1 {
-                tracing::info!(account = %aggregate_id, user, "registry repaired from the log");
+            query.push(" ON CONFLICT DO NOTHING RETURNING appid, openid, user_id");
+            for row in query.build().fetch_all(&mut **t).await? {
+                let (appid, openid, user): (String, String, i64) =
+                    (row.try_get("appid")?, row.try_get("openid")?, row.try_get("user_id")?);
+                tracing::info!(account = %format!("{appid}:{openid}"), user, "registry repaired from the log");
             }
-        }
+        });
     }
     Ok(())
 }
