@@ -38,7 +38,8 @@ pub struct HistoryEntry {
     pub event_version: String,
     /// When it happened (RFC 3339).
     pub occurred_at: DateTime<Utc>,
-    /// How: bind method, phone source or profile source.
+    /// How: a login's channel (`mini_program`, `official_account`, `website`,
+    /// `mobile_app`), the bind method, the phone source or the profile source.
     pub via: Option<String>,
     /// Why a binding ended.
     pub reason: Option<String>,
@@ -47,6 +48,10 @@ pub struct HistoryEntry {
     /// A `unionid_match` binding: the account (`{appid}:{openid}`) it follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<String>,
+    /// An imported event: the row of the other system it was read from
+    /// (`{system}:{table}#{row}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     /// A declined link: the users the unionid's bindings name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<Vec<i64>>,
@@ -392,6 +397,7 @@ async fn entry(reveal: &masking::Reveal<'_>, stored: StoredEvent, erased: bool) 
         reason: None,
         user_id: None,
         linked_from: None,
+        imported_from: None,
         users: None,
         session_seq: None,
         unionid: None,
@@ -417,6 +423,7 @@ async fn details(
 ) {
     match event {
         SocialAccountEvent::SessionObtained(e) => {
+            entry.via = Some(e.channel.as_str().to_owned());
             entry.session_seq = Some(e.session_seq);
             if let Some(unionid) = &e.unionid {
                 entry.unionid = Some(reveal.unionid(unionid, erased).await);
@@ -437,6 +444,7 @@ async fn details(
             entry.via = Some(e.via.as_str().to_owned());
             entry.user_id = Some(e.user_id.get());
             entry.linked_from = e.linked_from.as_ref().map(|a| a.as_str().to_owned());
+            entry.imported_from = e.imported_from.as_ref().map(provenance);
         }
         SocialAccountEvent::Unbound(e) => {
             entry.reason = Some(e.reason.as_str().to_owned());
@@ -447,5 +455,21 @@ async fn details(
             entry.reason = Some("unionid_bound_to_several_users".to_owned());
             entry.users = Some(e.users.iter().map(|u| u.get()).collect());
         }
+        SocialAccountEvent::AccountImported(e) => {
+            entry.via = Some(e.source.system.clone());
+            entry.imported_from = Some(provenance(&e.source));
+            if let Some(unionid) = &e.unionid {
+                entry.unionid = Some(reveal.unionid(unionid, erased).await);
+            }
+            if let Some(nickname) = &e.nickname {
+                entry.nickname = Some(reveal.nickname(nickname).await);
+            }
+        }
     }
+}
+
+/// Where an imported event's facts were read, as the history shows it:
+/// `{system}:{table}#{row}`.
+fn provenance(source: &miniauth_domain::Provenance) -> String {
+    format!("{}:{}#{}", source.system, source.table, source.row_id)
 }

@@ -12,7 +12,7 @@ use crate::phone::BindRequest;
 use crate::ports::{
     LoadedAccount, Password, SessionScope, ThrottleKey, ThrottleKind, TokenSubject, UserRecord,
 };
-use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
+use crate::service::{ensure_active, ensure_same_tenant, session_owner, MiniAuth, Tokens};
 use crate::settings::limits;
 
 impl MiniAuth {
@@ -43,7 +43,7 @@ impl MiniAuth {
             proof,
             via: BindMethod::CurrentUser,
         };
-        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
+        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) }, None)
             .await?;
         Ok(user.id)
     }
@@ -74,9 +74,15 @@ impl MiniAuth {
             proof,
             via: BindMethod::PasswordLogin,
         };
-        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
-            .await?;
-        self.issue_tokens(&user, Some(opened.app)).await
+        // The binding and the login session in one commit.
+        let owner = session_owner(&user, Some(opened.app))?;
+        match self
+            .bind_to(ctx, context, &id, bind, async { Ok(vec![]) }, Some(&owner))
+            .await?
+        {
+            (_, Some(started)) => self.tokens_of(started),
+            (_, None) => self.issue_tokens(&user, Some(opened.app)).await,
+        }
     }
 
     /// Ends the caller's binding in `appid` — and only there: bindings in other apps

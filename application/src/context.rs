@@ -28,6 +28,8 @@ pub enum Actor {
     /// A client not yet authenticated, in a request that records no event (the
     /// password grant): `anonymous`.
     Anonymous,
+    /// A migration from another system (`miniauth import gitegg`): `import`.
+    Import,
 }
 
 impl fmt::Display for Actor {
@@ -39,6 +41,7 @@ impl fmt::Display for Actor {
             Self::Cli => f.write_str("cli"),
             Self::Console => f.write_str("console"),
             Self::Anonymous => f.write_str("anonymous"),
+            Self::Import => f.write_str("import"),
         }
     }
 }

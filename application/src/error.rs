@@ -68,6 +68,14 @@ pub enum AppError {
     /// The app does not accept legacy encrypted payloads.
     #[error("this app does not accept encrypted payloads; send the phone button's code or the profile fields")]
     LegacyPayloadsDisabled,
+    /// WeChat says the login is a snapshot-page user (`is_snapshotuser = 1`): a
+    /// virtual identity that is never bound or registered.
+    #[error("this WeChat user views a snapshot page in Moments: open the page itself to log in")]
+    SnapshotUser,
+    /// The route needs a session key (a phone, a profile payload) and the app is not
+    /// a mini program.
+    #[error("this app is not a mini program: it has no session key, so it takes no phone or profile; those come from a mini program")]
+    ChannelUnsupported,
     /// The ticket was already exchanged for tokens.
     #[error("this ticket was already exchanged for tokens; log in again")]
     TicketAlreadyUsed,
@@ -89,6 +97,10 @@ pub enum AppError {
     /// Another user of the tenant has this mobile number.
     #[error("another user already has this mobile number")]
     PhoneTaken,
+    /// A bind key of the migrated GitEgg deployment was refused (the bridge of
+    /// `miniauth import gitegg`).
+    #[error(transparent)]
+    LegacyBindKey(LegacyKeyRefusal),
     /// Nothing is bound (unbind, ticket grant).
     #[error("this WeChat identity is not bound to a user of this app")]
     NotBound,
@@ -191,6 +203,23 @@ impl From<ClaimError> for AppError {
     }
 }
 
+/// Why a GitEgg bind key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum LegacyKeyRefusal {
+    /// It does not decode to a WeChat identity under the configured DES key and IV —
+    /// one answer whatever the reason, so that no answer is a padding oracle.
+    #[error("the GitEgg bind key is not valid; log in again for a new bind key")]
+    Invalid,
+    /// It names no imported account.
+    #[error("the GitEgg bind key names no account imported from GitEgg; log in again for a new bind key")]
+    NotImported,
+    /// Its account was imported longer ago than the transition period.
+    #[error(
+        "GitEgg bind keys are no longer accepted for this account; log in again for a new bind key"
+    )]
+    Expired,
+}
+
 impl ErrorCode for AppError {
     fn code(&self) -> &'static str {
         match self {
@@ -221,6 +250,8 @@ impl ErrorCode for AppError {
             Self::PayloadRejected => "payload_rejected",
             Self::SessionKeySpent => "session_key_spent",
             Self::LegacyPayloadsDisabled => "legacy_payloads_disabled",
+            Self::SnapshotUser => "snapshot_user",
+            Self::ChannelUnsupported => "channel_unsupported",
             Self::TicketAlreadyUsed => "ticket_already_used",
             Self::Account(e) => e.code(),
             Self::RegistrationClosed => "registration_closed",
@@ -228,6 +259,11 @@ impl ErrorCode for AppError {
             Self::UserAlreadyBoundInApp => "user_already_bound_in_app",
             Self::AccountTaken => "account_taken",
             Self::PhoneTaken => "phone_taken",
+            Self::LegacyBindKey(e) => match e {
+                LegacyKeyRefusal::Invalid => "legacy_bind_key_invalid",
+                LegacyKeyRefusal::NotImported => "legacy_bind_key_not_imported",
+                LegacyKeyRefusal::Expired => "legacy_bind_key_expired",
+            },
             Self::NotBound => "not_bound",
             Self::BadCredentials => "invalid_credentials",
             Self::TooManyAttempts(_) => "too_many_attempts",
@@ -265,7 +301,8 @@ impl AppError {
             | Self::SessionKeySpent
             | Self::Ticket(TicketError::Missing)
             | Self::UnknownTenant => K::BadRequest,
-            Self::LegacyPayloadsDisabled => K::Forbidden,
+            Self::LegacyPayloadsDisabled | Self::SnapshotUser => K::Forbidden,
+            Self::ChannelUnsupported => K::BadRequest,
             Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound | Self::AccountNotFound => K::NotFound,
             Self::WeChat(e) => match e {
@@ -280,7 +317,7 @@ impl AppError {
                 | WeChatError::IpNotWhitelisted
                 | WeChatError::Unknown { .. } => K::Internal,
             },
-            Self::Ticket(_) | Self::TicketAppMismatch => K::Unauthorized,
+            Self::Ticket(_) | Self::TicketAppMismatch | Self::LegacyBindKey(_) => K::Unauthorized,
             Self::Account(e) => match e {
                 AccountError::NoSession | AccountError::TicketUnknownSession => K::Unauthorized,
                 AccountError::TicketSessionSuperseded => K::Unauthorized,

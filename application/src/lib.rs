@@ -21,6 +21,8 @@ pub mod context;
 mod erasure;
 pub mod error;
 mod grants;
+pub mod import;
+pub mod legacy_key;
 mod login;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
@@ -31,11 +33,13 @@ mod profile;
 pub mod secret;
 mod service;
 pub mod settings;
+mod token_services;
 mod users;
+pub mod webhooks;
 
 pub use audit::Audit;
 pub use context::{Actor, EventMetadata, RequestContext};
-pub use error::{AppError, ErrorKind};
+pub use error::{AppError, ErrorKind, LegacyKeyRefusal};
 pub use grants::Me;
 pub use login::LoginOutcome;
 pub use operator::{OperatorReason, UserQuery};
@@ -45,4 +49,7 @@ pub use secret::Secret;
 pub use service::{IssuedTicket, MiniAuth, Ports, Tokens, MAX_COMMIT_ATTEMPTS};
 pub use settings::{
     AppCatalog, AppSettings, Lifetimes, RegistrationPolicy, DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+};
+pub use token_services::{
+    ActiveToken, Introspection, IntrospectionClients, TokenKind, TokenTypeHint,
 };

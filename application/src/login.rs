@@ -2,15 +2,16 @@
 //! returning user — tokens at once.
 
 use miniauth_domain::{
-    AccountId, AppId, BindMethod, OneTimeCode, OpenId, PersonalField, SealedUnionId, SessionProof,
-    SocialAccount, SocialAccountCommand, UnionId, UserId,
+    AccountId, AppId, BindMethod, OneTimeCode, OpenId, PersonalField, ProfileSource, SealedUnionId,
+    SessionKey, SessionProof, SocialAccount, SocialAccountCommand, UnionId, UserId,
 };
 
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::phone::BindRequest;
-use crate::ports::ThrottleKey;
-use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
+use crate::ports::{OAuthGrant, SnsUserInfo, ThrottleKey};
+use crate::profile::ProfileFields;
+use crate::service::{ensure_same_tenant, session_owner, IssuedTicket, MiniAuth, Tokens};
 use crate::settings::AppSettings;
 
 /// What a login answers.
@@ -75,17 +76,8 @@ impl MiniAuth {
                 .await
                 .map_err(|e| AppError::throttled(e, AppError::TooManyLogins))?;
         }
-        let session = self.ports.wechat.code_to_session(&app.appid, &code).await?;
+        let session = self.exchange_code(app, &code).await?;
         let id = AccountId::new(&app.appid, &session.openid);
-        let sealed = self
-            .ports
-            .vault
-            .seal_secret(&id, &session.session_key)
-            .await?;
-        let unionid = match &session.unionid {
-            Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
-            None => None,
-        };
         let context = self.load(&id).await?;
         // A returning user must not have been disabled; check before writing anything.
         let bound_before = context.state().bound_user();
@@ -99,20 +91,56 @@ impl MiniAuth {
             }
             None => None,
         };
-        let command = SocialAccountCommand::ObtainSession {
-            appid: app.appid.clone(),
-            openid: session.openid.clone(),
-            unionid,
-            session_key: sealed,
-            at: self.now(),
+        // WeChat's userinfo is asked once, while the account has no profile.
+        let profile = match &session.credential {
+            Credential::OAuth(grant) if !context.state().has_profile() => {
+                self.userinfo(app, grant).await
+            }
+            _ => None,
         };
-        let mut state = self.commit(ctx, &id, context, vec![command]).await?;
+        let learned = profile.as_ref().and_then(|p| p.unionid.clone());
+        let unionid = match session.unionid.as_ref().or(learned.as_ref()) {
+            Some(unionid) => Some(self.ports.vault.seal_unionid(&id, unionid).await?),
+            None => None,
+        };
+        let command = match &session.credential {
+            Credential::SessionKey(key) => SocialAccountCommand::ObtainSession {
+                appid: app.appid.clone(),
+                openid: session.openid.clone(),
+                unionid,
+                session_key: self.ports.vault.seal_secret(&id, key).await?,
+                at: self.now(),
+            },
+            Credential::OAuth(_) => SocialAccountCommand::ObtainOAuthSession {
+                appid: app.appid.clone(),
+                openid: session.openid.clone(),
+                unionid,
+                channel: app.kind,
+                at: self.now(),
+            },
+        };
+        // A returning user's login session starts in the same durable write as the
+        // session's event (one commit), once every check above has passed.
+        let owner = match &user {
+            Some(user) if with_tokens => Some(session_owner(user, Some(app))?),
+            _ => None,
+        };
+        let (mut state, started) = self
+            .commit_with(ctx, &id, context, vec![command], owner.as_ref())
+            .await?;
+        if let Some(profile) = &profile {
+            state = self.record_userinfo(ctx, &id, profile, state).await;
+        }
         if state.bound_user().is_none() && app.link_by_unionid {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
         }
         let (ticket, claims) = self.issue_ticket(&app.appid, &state)?;
-        let tokens = match state.bound_user() {
-            Some(bound) if with_tokens => {
+        let tokens = match (state.bound_user(), started) {
+            (Some(bound), Some(started)) if started.0.user_id == bound => {
+                self.spend_ticket(&claims).await?;
+                Some(self.tokens_of(started)?)
+            }
+            (Some(bound), _) if with_tokens => {
                 let user = match user {
                     Some(user) if user.id == bound => user,
                     _ => self.active_user(bound).await?,
@@ -124,7 +152,7 @@ impl MiniAuth {
         };
         // WeChat sends the unionid with every login of an app bound to an Open Platform
         // account; an older one is read back from the log while it is not erased.
-        let unionid = match (session.unionid, state.unionid()) {
+        let unionid = match (session.unionid.or(learned), state.unionid()) {
             (Some(fresh), _) => Some(fresh),
             (
                 None,
@@ -152,7 +180,109 @@ impl MiniAuth {
     }
 }
 
+/// What a login code was exchanged for, whatever the app's kind.
+struct Exchanged {
+    openid: OpenId,
+    unionid: Option<UnionId>,
+    credential: Credential,
+}
+
+/// A mini program's session key, or an OAuth login's grant. The grant's access token
+/// reads the profile at most once and is dropped with the request: nothing keeps it.
+enum Credential {
+    SessionKey(SessionKey),
+    OAuth(OAuthGrant),
+}
+
 impl MiniAuth {
+    /// Exchanges a login code at the endpoint of the app's kind: code2session for a mini
+    /// program, the OAuth code exchange for the others. A snapshot-page user is refused
+    /// before anything is written.
+    async fn exchange_code(
+        &self,
+        app: &AppSettings,
+        code: &OneTimeCode,
+    ) -> Result<Exchanged, AppError> {
+        let wechat = &self.ports.wechat;
+        if app.kind.has_session_key() {
+            let session = wechat.code_to_session(&app.appid, code).await?;
+            return Ok(Exchanged {
+                openid: session.openid,
+                unionid: session.unionid,
+                credential: Credential::SessionKey(session.session_key),
+            });
+        }
+        let grant = wechat.oauth_access_token(&app.appid, code).await?;
+        if grant.snapshot_user {
+            tracing::info!(appid = %app.appid, "refused a snapshot-page user (is_snapshotuser = 1)");
+            return Err(AppError::SnapshotUser);
+        }
+        Ok(Exchanged {
+            openid: grant.openid.clone(),
+            unionid: grant.unionid.clone(),
+            credential: Credential::OAuth(grant),
+        })
+    }
+
+    /// WeChat's userinfo of an OAuth login, when its scope reads one. The profile is a
+    /// courtesy: a failure is logged and the login stands without it.
+    async fn userinfo(&self, app: &AppSettings, grant: &OAuthGrant) -> Option<SnsUserInfo> {
+        if !grant.reads_userinfo() {
+            return None;
+        }
+        let wechat = &self.ports.wechat;
+        match wechat
+            .sns_userinfo(&grant.access_token, &grant.openid)
+            .await
+        {
+            Ok(profile) if profile.openid == grant.openid => Some(profile),
+            Ok(_) => {
+                tracing::warn!(appid = %app.appid, "WeChat's userinfo names another openid than the login; ignored");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(appid = %app.appid, %error, "WeChat's userinfo failed; logging in without the profile");
+                None
+            }
+        }
+    }
+
+    /// Records WeChat's userinfo as the account's profile. A profile WeChat sent in a
+    /// shape miniauth does not accept (or a failure to record it) is logged and
+    /// skipped: the login stands without it.
+    async fn record_userinfo(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        profile: &SnsUserInfo,
+        state: SocialAccount,
+    ) -> SocialAccount {
+        let recorded = async {
+            let nickname = crate::profile::check_nickname(&profile.nickname)?;
+            let avatar_url = if profile.avatar_url.is_empty() {
+                String::new()
+            } else {
+                crate::profile::check_avatar_url(&profile.avatar_url)?
+            };
+            let fields = ProfileFields {
+                nickname: &nickname,
+                avatar_url: &avatar_url,
+                unionid: None,
+                via: ProfileSource::SnsUserinfo,
+            };
+            let context = self.load(id).await?;
+            let proof = SessionProof::ticket(context.state().latest_session());
+            self.record_profile(ctx, id, context, proof, fields).await
+        };
+        match recorded.await {
+            Ok(after) => after,
+            Err(error) => {
+                tracing::warn!(%id, %error, "WeChat's userinfo was not recorded as the profile");
+                state
+            }
+        }
+    }
+
     /// Step 6 by unionid: an unbound identity whose unionid is bound, in other apps of
     /// the same tenant, to exactly one active user of the tenant is bound to that user
     /// (`UserBound` via `unionid_match`, naming the account it follows). When those
@@ -204,10 +334,10 @@ impl MiniAuth {
                 };
                 let context = self.load(id).await?;
                 match self
-                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) })
+                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) }, None)
                     .await
                 {
-                    Ok(linked) => {
+                    Ok((linked, _)) => {
                         tracing::info!(%id, user = %record.id, "linked by unionid");
                         Ok(linked)
                     }

@@ -271,6 +271,19 @@ pub trait AccountRepository: Send + Sync {
         events: Vec<SocialAccountEvent>,
         metadata: HashMap<String, String>,
     ) -> Result<(), CommitError>;
+
+    /// [`commit`](Self::commit), and in the same atomic, durable write starts a login
+    /// session for `owner` exactly as [`RefreshTokenStore::issue`] does (its family and
+    /// first refresh token): a login that answers tokens costs one commit, and a crash
+    /// leaves both or neither. Answers what `issue` answers.
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError>;
 }
 
 /// One event of an account's stream, decoded, with its place in the log.
@@ -400,6 +413,58 @@ pub enum WeChatError {
     },
 }
 
+/// The scope an OAuth login was granted (`snsapi_base` reads nothing more than the
+/// openid; the others also read `/sns/userinfo`).
+pub const SCOPES_WITH_USERINFO: [&str; 2] = ["snsapi_userinfo", "snsapi_login"];
+
+/// What the OAuth code exchange (`/sns/oauth2/access_token`) answered: the login of an
+/// Official Account, a website or a mobile App. The access token reads the user's
+/// profile once; it is never kept (its `Debug` is redacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrant {
+    /// The user's id in the app.
+    pub openid: OpenId,
+    /// The Open Platform id, when the app is bound to one.
+    pub unionid: Option<UnionId>,
+    /// The scopes granted (`snsapi_base`, `snsapi_userinfo`, `snsapi_login`).
+    pub scopes: Vec<String>,
+    /// `is_snapshotuser = 1`: the user views a snapshot page in Moments and the openid
+    /// is a virtual one, never to be bound or registered.
+    pub snapshot_user: bool,
+    /// The user's OAuth access token (for `/sns/userinfo`).
+    pub access_token: crate::Secret,
+}
+
+impl OAuthGrant {
+    /// Whether the grant may read `/sns/userinfo`.
+    pub fn reads_userinfo(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|scope| SCOPES_WITH_USERINFO.contains(&scope.as_str()))
+    }
+}
+
+/// What `/sns/userinfo` answered. Its `Debug` shows the openid only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnsUserInfo {
+    /// The user's id in the app.
+    pub openid: OpenId,
+    /// The nickname.
+    pub nickname: String,
+    /// The avatar URL (`headimgurl`; may be empty).
+    pub avatar_url: String,
+    /// The Open Platform id, when the app is bound to one.
+    pub unionid: Option<UnionId>,
+}
+
+impl fmt::Debug for SnsUserInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnsUserInfo")
+            .field("openid", &self.openid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// WeChat's server API, as the use cases need it.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -427,6 +492,21 @@ pub trait WeChatApi: Send + Sync {
         openid: &OpenId,
         session_key: &SessionKey,
     ) -> Result<SessionKey, WeChatError>;
+
+    /// The OAuth code exchange of an app that is not a mini program
+    /// (`/sns/oauth2/access_token`).
+    async fn oauth_access_token(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<OAuthGrant, WeChatError>;
+
+    /// `/sns/userinfo` with a grant's access token.
+    async fn sns_userinfo(
+        &self,
+        access_token: &crate::Secret,
+        openid: &OpenId,
+    ) -> Result<SnsUserInfo, WeChatError>;
 }
 
 /// Whether a business user may log in.
@@ -806,6 +886,23 @@ pub enum AccessTokenError {
     Revoked,
 }
 
+/// A verified access token's claims, as introspection answers them (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccessToken {
+    /// Who it speaks for.
+    pub subject: TokenSubject,
+    /// Its issuer (`iss`).
+    pub issuer: String,
+    /// Its audience (`aud`).
+    pub audience: String,
+    /// Its id (`jti`).
+    pub token_id: String,
+    /// When it was issued (`iat`).
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (`exp`).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Signs and verifies access tokens.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TokenIssuer: Send + Sync {
@@ -813,6 +910,12 @@ pub trait TokenIssuer: Send + Sync {
     fn issue(&self, subject: &TokenSubject, now: DateTime<Utc>) -> Result<AccessToken, PortError>;
     /// Verifies one.
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError>;
+    /// Verifies one as [`TokenIssuer::verify`] does, and answers all its claims.
+    fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedAccessToken, AccessTokenError>;
 }
 
 /// A refresh token as handed to the client.
@@ -906,6 +1009,29 @@ pub trait RefreshTokenStore: Send + Sync {
         subject: &TokenSubject,
         now: DateTime<Utc>,
     ) -> Result<bool, PortError>;
+
+    /// What a refresh token stands for while it can still be used (introspection):
+    /// `None` when it is unknown, rotated, revoked, expired or its session ended.
+    async fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveRefreshToken>, PortError>;
+
+    /// Revokes the family (session) of any refresh token the store knows, whoever holds
+    /// it: the token is its own credential (RFC 7009). Answers whether it knew it.
+    async fn revoke_family_of(&self, token: &str, now: DateTime<Utc>) -> Result<bool, PortError>;
+}
+
+/// A refresh token that can still be used, as introspection answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRefreshToken {
+    /// Who it speaks for, and its session.
+    pub subject: TokenSubject,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (its sliding expiry, never past the session's end).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Seals secrets with the server key and personal data with per-account data keys;

@@ -3,12 +3,13 @@
 
 use miniauth_domain::crypto::{open_user_info, verify_raw_data_signature, EncryptedPayload};
 use miniauth_domain::{
-    InvalidValue, PayloadError, PersonalField, ProfileSource, SessionProof, SocialAccountCommand,
-    UnionId,
+    AccountId, InvalidValue, PayloadError, PersonalField, ProfileSource, SessionProof,
+    SocialAccount, SocialAccountCommand, UnionId,
 };
 
 use crate::context::RequestContext;
 use crate::error::AppError;
+use crate::ports::LoadedAccount;
 use crate::service::MiniAuth;
 use crate::settings::limits;
 
@@ -44,7 +45,7 @@ pub struct ProfileOutcome {
     pub avatar_url: String,
 }
 
-fn check_nickname(nickname: &str) -> Result<String, InvalidValue> {
+pub(crate) fn check_nickname(nickname: &str) -> Result<String, InvalidValue> {
     let nickname = nickname.trim();
     if nickname.is_empty() || nickname.chars().count() > limits::NICKNAME_CHARS {
         return Err(InvalidValue::new("nickname", "must be 1 to 64 characters"));
@@ -72,7 +73,7 @@ fn check_signature_shape(signature: &str) -> Result<(), InvalidValue> {
     }
 }
 
-fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
+pub(crate) fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
     let url = url.trim();
     let scheme_ok =
         url.starts_with("https://") || url.starts_with("http://") || url.starts_with("wxfile://");
@@ -85,7 +86,44 @@ fn check_avatar_url(url: &str) -> Result<String, InvalidValue> {
     Ok(url.to_owned())
 }
 
+/// A profile to record, checked already.
+pub(crate) struct ProfileFields<'a> {
+    pub nickname: &'a str,
+    pub avatar_url: &'a str,
+    pub unionid: Option<&'a UnionId>,
+    pub via: ProfileSource,
+}
+
 impl MiniAuth {
+    /// Seals a checked profile with the account's data key and records it under `proof`.
+    pub(crate) async fn record_profile(
+        &self,
+        ctx: &RequestContext,
+        account: &AccountId,
+        context: LoadedAccount,
+        proof: SessionProof,
+        fields: ProfileFields<'_>,
+    ) -> Result<SocialAccount, AppError> {
+        let vault = &self.ports.vault;
+        let unionid = match fields.unionid {
+            Some(unionid) => Some(vault.seal_unionid(account, unionid).await?),
+            None => None,
+        };
+        let command = SocialAccountCommand::AcceptProfile {
+            proof,
+            nickname: vault
+                .seal_personal(account, PersonalField::Nickname, fields.nickname)
+                .await?,
+            avatar_url: vault
+                .seal_personal(account, PersonalField::AvatarUrl, fields.avatar_url)
+                .await?,
+            unionid,
+            via: fields.via,
+            at: self.now(),
+        };
+        self.commit(ctx, account, context, vec![command]).await
+    }
+
     /// Records a profile: the encrypted payload is opened under a session key the
     /// account holds, its signature and watermark checked; plain fields are validated.
     pub async fn submit_profile(
@@ -96,6 +134,7 @@ impl MiniAuth {
         input: ProfileInput,
     ) -> Result<ProfileOutcome, AppError> {
         let opened = self.open_ticket(appid, ticket)?;
+        opened.require_session_key()?;
         let context = self.load(&opened.account).await?;
         let state = context.state().clone();
         let seq = opened.claims.session_seq;
@@ -154,27 +193,15 @@ impl MiniAuth {
         };
         // Fail on a stale ticket before sealing anything.
         state.check_proof(proof)?;
-        let vault = &self.ports.vault;
-        let account = &opened.account;
-        let unionid = match &unionid {
-            Some(unionid) => Some(vault.seal_unionid(account, unionid).await?),
-            None => None,
-        };
         let learned = state.unionid().is_none() && unionid.is_some();
-        let command = SocialAccountCommand::AcceptProfile {
-            proof,
-            nickname: vault
-                .seal_personal(account, PersonalField::Nickname, &nickname)
-                .await?,
-            avatar_url: vault
-                .seal_personal(account, PersonalField::AvatarUrl, &avatar_url)
-                .await?,
-            unionid,
+        let fields = ProfileFields {
+            nickname: &nickname,
+            avatar_url: &avatar_url,
+            unionid: unionid.as_ref(),
             via,
-            at: now,
         };
         let after = self
-            .commit(ctx, &opened.account, context, vec![command])
+            .record_profile(ctx, &opened.account, context, proof, fields)
             .await?;
         // A unionid learned now links as at a login (docs/channels.md): the next login
         // of the identity is then a returning user's.

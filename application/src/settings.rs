@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::Duration;
 use miniauth_domain::crypto::WatermarkPolicy;
-use miniauth_domain::{AppId, TenantId};
+use miniauth_domain::{AppId, Channel, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// What happens when a verified phone matches no user of the tenant.
@@ -20,11 +20,17 @@ pub enum RegistrationPolicy {
     Closed,
 }
 
-/// One mini program miniauth serves.
+/// One WeChat app miniauth serves: a mini program, an Official Account, a website or a
+/// mobile App.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppSettings {
     /// Its AppID.
     pub appid: AppId,
+    /// Its kind: which WeChat login it uses.
+    pub kind: Channel,
+    /// Where its browser flow may send the browser back (exact URLs; an Official
+    /// Account's or a website's `[[apps]] redirect_uris`).
+    pub redirect_uris: Vec<String>,
     /// The tenant whose users it logs in.
     pub tenant: TenantId,
     /// Registration by phone.
@@ -133,6 +139,8 @@ mod tests {
     fn app(appid: &str, tenant: &str) -> AppSettings {
         AppSettings {
             appid: AppId::parse(appid).unwrap(),
+            kind: Channel::MiniProgram,
+            redirect_uris: Vec::new(),
             tenant: TenantId::parse(tenant).unwrap(),
             registration: RegistrationPolicy::Auto,
             watermark: WatermarkPolicy::default(),

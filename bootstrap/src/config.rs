@@ -10,7 +10,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use miniauth_application::ports::{Limit, ThrottleLimits};
 use miniauth_application::RegistrationPolicy;
-use miniauth_domain::{AppId, TenantId};
+use miniauth_domain::{AppId, Channel, TenantId};
 use miniauth_http::TrustedProxies;
 use miniauth_store::PasswordConcurrency;
 use serde::Deserialize;
@@ -35,7 +35,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             reason: reason.into(),
@@ -83,7 +83,7 @@ impl Default for ServerSection {
 }
 
 /// A list of strings, or one string of comma-separated items.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+pub(crate) fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -271,8 +271,15 @@ impl WeChatSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSection {
-    /// The mini program's AppID.
+    /// The app's AppID.
     pub appid: String,
+    /// mini_program (default) | official_account | website | mobile_app.
+    #[serde(default)]
+    pub kind: Channel,
+    /// Where the browser flow of an Official Account or a website may send the browser
+    /// back: exact https URLs (http only for localhost).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
     /// Its AppSecret.
     pub secret: Option<Secret>,
     /// The environment variable holding the secret instead.
@@ -399,6 +406,60 @@ impl Default for ConsoleSection {
 pub struct CompatSection {
     /// GitEgg OAuth clients allowed on `/oauth/token` (HTTP Basic); empty = not checked.
     pub clients: Vec<CompatClient>,
+    /// The DES key (8 characters) of the GitEgg deployment migrated by `miniauth import
+    /// gitegg`: with `legacy_des_iv`, its bind keys are accepted for imported accounts
+    /// during the transition (docs/migrating-from-gitegg.md).
+    pub legacy_des_key: Option<Secret>,
+    /// The DES IV (8 characters) of that deployment.
+    pub legacy_des_iv: Option<Secret>,
+    /// Days after its import an account still accepts the old bind keys.
+    pub legacy_bind_key_days: Option<u32>,
+}
+
+/// GitEgg's DES key and IV for its bind keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LegacyDes {
+    /// The key.
+    pub key: [u8; 8],
+    /// The IV.
+    pub iv: [u8; 8],
+}
+
+/// The transition period of GitEgg bind keys when `legacy_bind_key_days` is not set.
+pub const DEFAULT_LEGACY_BIND_KEY_DAYS: u32 = 30;
+
+impl CompatSection {
+    /// GitEgg's DES key and IV, when the bridge is configured.
+    pub fn legacy_des(&self) -> Result<Option<LegacyDes>, ConfigError> {
+        let eight = |key: &'static str, secret: &Secret| -> Result<[u8; 8], ConfigError> {
+            secret.expose().as_bytes().try_into().map_err(|_| {
+                ConfigError::new(key, "must be exactly 8 bytes, as GitEgg configures it")
+            })
+        };
+        match (&self.legacy_des_key, &self.legacy_des_iv) {
+            (None, None) => Ok(None),
+            (Some(key), Some(iv)) => Ok(Some(LegacyDes {
+                key: eight("compat.legacy_des_key", key)?,
+                iv: eight("compat.legacy_des_iv", iv)?,
+            })),
+            (Some(_), None) => Err(ConfigError::new(
+                "compat.legacy_des_iv",
+                "is needed with compat.legacy_des_key",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "compat.legacy_des_key",
+                "is needed with compat.legacy_des_iv",
+            )),
+        }
+    }
+
+    /// The transition period of GitEgg bind keys.
+    pub fn legacy_bind_key_period(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(
+            self.legacy_bind_key_days
+                .unwrap_or(DEFAULT_LEGACY_BIND_KEY_DAYS),
+        ))
+    }
 }
 
 /// One GitEgg OAuth client.
@@ -483,6 +544,14 @@ pub struct Config {
     pub throttle: ThrottleSection,
     /// `[tenants.<name>]`; a tenant without a section has the defaults.
     pub tenants: std::collections::BTreeMap<String, TenantSection>,
+    /// `[discovery]`.
+    pub discovery: crate::integration::DiscoverySection,
+    /// `[[introspection_clients]]`.
+    pub introspection_clients: Vec<crate::integration::IntrospectionClient>,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<crate::integration::WebhookSection>,
+    /// `[webhook_delivery]`.
+    pub webhook_delivery: crate::integration::WebhookDeliverySection,
     /// Set when no file was given: the embedded default with the simulator.
     #[serde(skip)]
     pub demo: bool,
@@ -493,6 +562,10 @@ pub struct Config {
 pub struct ResolvedApp {
     /// The AppID.
     pub appid: AppId,
+    /// The kind of app.
+    pub kind: Channel,
+    /// The browser flow's allowed redirect URIs.
+    pub redirect_uris: Vec<String>,
     /// The AppSecret.
     pub secret: Secret,
     /// The tenant.
@@ -617,6 +690,7 @@ impl Config {
             return Err(ConfigError::new("wechat.timeout_ms", "must be positive"));
         }
         self.validate_server()?;
+        self.compat.legacy_des()?;
         self.throttle
             .limits()
             .validate()
@@ -632,6 +706,9 @@ impl Config {
             ));
         }
         self.admin_token(env)?;
+        self.public_url()?;
+        self.introspection_clients(env)?;
+        self.webhooks(env)?;
         Ok(())
     }
 
@@ -712,8 +789,12 @@ impl Config {
                         "must be 1 to 20: each rejection is one guess for a padding oracle",
                     ));
                 }
+                check_redirect_uris(app.kind, &app.redirect_uris)
+                    .map_err(|reason| ConfigError::new(key("redirect_uris"), reason))?;
                 Ok(ResolvedApp {
                     appid,
+                    kind: app.kind,
+                    redirect_uris: app.redirect_uris.clone(),
                     secret,
                     tenant,
                     registration: app.registration,
@@ -805,7 +886,7 @@ impl Config {
     }
 }
 
-fn secret_from(
+pub(crate) fn secret_from(
     inline: Option<&Secret>,
     env_name: Option<&str>,
     env: &[(String, String)],
@@ -823,10 +904,40 @@ fn secret_from(
     }
 }
 
-/// The embedded default: SQLite under ./data, the simulator in-process, two demo apps of
-/// one Open Platform account.
+/// An app's `redirect_uris`: only for the kinds with a browser flow; each an absolute
+/// https URL without a fragment (http only for localhost, for development), compared
+/// exactly at the authorize route.
+fn check_redirect_uris(kind: Channel, uris: &[String]) -> Result<(), String> {
+    if uris.is_empty() {
+        return Ok(());
+    }
+    if !kind.has_browser_flow() {
+        return Err(format!(
+            "only an official_account or a website has a browser flow; this app is a {kind}"
+        ));
+    }
+    for uri in uris {
+        let parsed = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
+        let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        let scheme_ok = parsed.scheme() == "https" || (parsed.scheme() == "http" && local);
+        if !scheme_ok || parsed.fragment().is_some() || parsed.host_str().is_none() {
+            return Err(format!(
+                "{uri:?} must be an https URL without a fragment (http only for localhost)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The embedded default: SQLite under ./data, the simulator in-process, the demo apps of
+/// one Open Platform account (two mini programs, an Official Account, a website, a
+/// mobile App).
 fn demo_table() -> toml::Table {
-    use miniauth_wechat::sim::{DEMO_SECOND_APPID, DEMO_SECOND_SECRET, DEMO_SECRET};
+    use miniauth_wechat::sim::{
+        DEMO_MOBILE_APP_APPID, DEMO_MOBILE_APP_SECRET, DEMO_OFFICIAL_ACCOUNT_APPID,
+        DEMO_OFFICIAL_ACCOUNT_SECRET, DEMO_SECOND_APPID, DEMO_SECOND_SECRET, DEMO_SECRET,
+        DEMO_WEBSITE_APPID, DEMO_WEBSITE_SECRET,
+    };
     let text = format!(
         r#"
 [wechat]
@@ -846,6 +957,31 @@ appid = "{DEMO_SECOND_APPID}"
 secret = "{DEMO_SECOND_SECRET}"
 tenant = "default"
 registration = "auto"
+unionid = true
+
+# The shop's Official Account, website and mobile App, in the same Open Platform
+# account and tenant: the same person logs in to the same user (docs/channels.md).
+[[apps]]
+appid = "{DEMO_OFFICIAL_ACCOUNT_APPID}"
+secret = "{DEMO_OFFICIAL_ACCOUNT_SECRET}"
+kind = "official_account"
+tenant = "default"
+unionid = true
+redirect_uris = ["https://shop.example/wechat/done"]
+
+[[apps]]
+appid = "{DEMO_WEBSITE_APPID}"
+secret = "{DEMO_WEBSITE_SECRET}"
+kind = "website"
+tenant = "default"
+unionid = true
+redirect_uris = ["https://shop.example/wechat/done"]
+
+[[apps]]
+appid = "{DEMO_MOBILE_APP_APPID}"
+secret = "{DEMO_MOBILE_APP_SECRET}"
+kind = "mobile_app"
+tenant = "default"
 unionid = true
 "#
     );

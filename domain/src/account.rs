@@ -8,13 +8,14 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Channel;
 use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
-use crate::events::BindMethod;
 use crate::events::{
-    LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained,
-    SocialAccountEvent, UnbindReason, Unbound, UserBound,
+    AccountImported, LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted,
+    SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound,
 };
+use crate::events::{BindMethod, ProfileSource};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -37,6 +38,10 @@ pub struct SocialAccount {
     appid: Option<AppId>,
     openid: Option<OpenId>,
     unionid: Option<SealedUnionId>,
+    /// The kind of app its logins come through (absent in states built before channels
+    /// existed: a mini program's).
+    #[serde(default)]
+    channel: Channel,
     latest_seq: u64,
     sessions: VecDeque<SessionRecord>,
     bound_user: Option<UserId>,
@@ -55,6 +60,9 @@ pub struct SocialAccount {
     /// the same again records nothing new.
     #[serde(default)]
     declined: Vec<UserId>,
+    /// When the identity was imported from another system, if it was.
+    #[serde(default)]
+    imported_at: Option<DateTime<Utc>>,
     events: u64,
 }
 
@@ -75,10 +83,21 @@ impl SocialAccount {
         self.unionid.as_ref()
     }
 
+    /// The kind of app the identity logs in through.
+    pub fn channel(&self) -> Channel {
+        self.channel
+    }
+
     /// The user this identity registered by its verified phone, if any (even if
     /// unbound since).
     pub fn registered_user(&self) -> Option<UserId> {
         self.registered_user
+    }
+
+    /// When the identity was imported from another system (`AccountImported`), if it
+    /// was.
+    pub fn imported_at(&self) -> Option<DateTime<Utc>> {
+        self.imported_at
     }
 
     /// The newest session's sequence number (0 before the first login).
@@ -164,6 +183,7 @@ impl SocialAccount {
                 user_id,
                 via,
                 linked_from,
+                imported_from: None,
                 occurred_at: at,
             })]),
         }
@@ -197,6 +217,37 @@ impl SocialAccount {
         }
     }
 
+    /// A login's session, of `channel`: for this identity, in its channel, with the
+    /// unionid on record if it names one.
+    fn obtain_session(
+        &self,
+        appid: AppId,
+        openid: OpenId,
+        unionid: Option<SealedUnionId>,
+        channel: Channel,
+        session_key: Option<SealedSecret>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SocialAccountEvent>, AccountError> {
+        let same_identity = self.appid.as_ref().is_none_or(|a| *a == appid)
+            && self.openid.as_ref().is_none_or(|o| *o == openid);
+        if !same_identity {
+            return Err(AccountError::SessionForAnotherIdentity);
+        }
+        if self.latest_seq > 0 && self.channel != channel {
+            return Err(AccountError::ChannelMismatch);
+        }
+        self.check_unionid(unionid.as_ref())?;
+        Ok(vec![SocialAccountEvent::SessionObtained(SessionObtained {
+            appid,
+            openid,
+            unionid,
+            channel,
+            session_key,
+            session_seq: self.latest_seq + 1,
+            occurred_at: at,
+        })])
+    }
+
     /// Decides what a command changes, without changing anything.
     pub fn decide(
         &self,
@@ -211,21 +262,26 @@ impl SocialAccount {
                 unionid,
                 session_key,
                 at,
+            } => self.obtain_session(
+                appid,
+                openid,
+                unionid,
+                Channel::MiniProgram,
+                Some(session_key),
+                at,
+            ),
+            C::ObtainOAuthSession {
+                appid,
+                openid,
+                unionid,
+                channel,
+                at,
             } => {
-                let same_identity = self.appid.as_ref().is_none_or(|a| *a == appid)
-                    && self.openid.as_ref().is_none_or(|o| *o == openid);
-                if !same_identity {
-                    return Err(AccountError::SessionForAnotherIdentity);
+                // A mini program's login always has its session key.
+                if channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
                 }
-                self.check_unionid(unionid.as_ref())?;
-                Ok(vec![E::SessionObtained(SessionObtained {
-                    appid,
-                    openid,
-                    unionid,
-                    session_key,
-                    session_seq: self.latest_seq + 1,
-                    occurred_at: at,
-                })])
+                self.obtain_session(appid, openid, unionid, channel, None, at)
             }
             C::AcceptProfile {
                 proof,
@@ -235,6 +291,11 @@ impl SocialAccount {
                 via,
                 at,
             } => {
+                // WeChat's userinfo is the profile of the channels without a session
+                // key; the mini program's profile comes from the mini program.
+                if (via == ProfileSource::SnsUserinfo) == self.channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
+                }
                 self.check_proof(proof)?;
                 self.check_unionid(unionid.as_ref())?;
                 Ok(vec![E::ProfileDecrypted(ProfileDecrypted {
@@ -252,6 +313,10 @@ impl SocialAccount {
                 via,
                 at,
             } => {
+                // The phone comes from a mini program (code or payload).
+                if !self.channel.has_session_key() {
+                    return Err(AccountError::ChannelMismatch);
+                }
                 self.check_proof(proof)?;
                 Ok(vec![E::PhoneVerified(PhoneVerified {
                     phone,
@@ -299,8 +364,46 @@ impl SocialAccount {
                     occurred_at: at,
                 })]),
             },
+            C::Import {
+                appid,
+                openid,
+                unionid,
+                nickname,
+                avatar_url,
+                source,
+                recorded_there,
+                binding,
+                at,
+            } => {
+                // Idempotent: an identity with any history (imported before, or known
+                // to miniauth already) imports nothing and is never rewritten.
+                if self.events > 0 {
+                    return Ok(Vec::new());
+                }
+                let mut events = vec![E::AccountImported(AccountImported {
+                    appid,
+                    openid,
+                    unionid,
+                    nickname,
+                    avatar_url,
+                    source,
+                    imported_at: at,
+                    occurred_at: recorded_there,
+                })];
+                if let Some(binding) = binding {
+                    events.push(E::UserBound(UserBound {
+                        user_id: binding.user_id,
+                        via: BindMethod::Imported,
+                        linked_from: None,
+                        imported_from: Some(binding.source),
+                        occurred_at: binding.bound_there,
+                    }));
+                }
+                Ok(events)
+            }
             C::ErasePersonalData { at } => {
-                if self.latest_seq == 0 {
+                // An imported identity has personal data before its first login.
+                if self.latest_seq == 0 && self.imported_at.is_none() {
                     return Err(AccountError::NoSession);
                 }
                 if self.erased {
@@ -355,10 +458,15 @@ impl Aggregate for SocialAccount {
                     self.unionid = e.unionid;
                 }
                 self.latest_seq = e.session_seq;
-                self.sessions.push_back(SessionRecord {
-                    seq: e.session_seq,
-                    session_key: e.session_key,
-                });
+                self.channel = e.channel;
+                // The channels without a session key keep no session record: no
+                // payload can ever be opened under one of theirs.
+                if let Some(session_key) = e.session_key {
+                    self.sessions.push_back(SessionRecord {
+                        seq: e.session_seq,
+                        session_key,
+                    });
+                }
                 while self.sessions.len() > RETAINED_SESSIONS {
                     self.sessions.pop_front();
                 }
@@ -380,6 +488,14 @@ impl Aggregate for SocialAccount {
             }
             E::Unbound(_) => self.bound_user = None,
             E::LinkDeclined(e) => self.declined = e.users,
+            E::AccountImported(e) => {
+                self.appid = Some(e.appid);
+                self.openid = Some(e.openid);
+                self.unionid = e.unionid;
+                self.nickname = e.nickname;
+                self.avatar_url = e.avatar_url;
+                self.imported_at = Some(e.imported_at);
+            }
             E::PersonalDataErased(_) => {
                 self.unionid = None;
                 self.nickname = None;

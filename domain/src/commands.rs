@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
+use crate::channel::Channel;
+use crate::events::{BindMethod, PhoneSource, ProfileSource, Provenance, UnbindReason};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -50,6 +51,20 @@ pub enum SocialAccountCommand {
         unionid: Option<SealedUnionId>,
         /// The session key, already sealed.
         session_key: SealedSecret,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Record an OAuth code exchange (`/sns/oauth2/access_token`) of an app that is not
+    /// a mini program: no session key exists for it.
+    ObtainOAuthSession {
+        /// The app.
+        appid: AppId,
+        /// The WeChat user.
+        openid: OpenId,
+        /// The unionid, when WeChat sent one, hashed and sealed.
+        unionid: Option<SealedUnionId>,
+        /// The app's kind (any but a mini program).
+        channel: Channel,
         /// Now.
         at: DateTime<Utc>,
     },
@@ -125,4 +140,37 @@ pub enum SocialAccountCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Carry the identity over from another system, with its binding if it had one.
+    /// Only a new account is imported: one with a history imports nothing.
+    Import {
+        /// The app.
+        appid: AppId,
+        /// The WeChat user.
+        openid: OpenId,
+        /// The unionid, hashed and sealed, if the other system had one.
+        unionid: Option<SealedUnionId>,
+        /// The nickname, sealed.
+        nickname: Option<SealedDatum>,
+        /// The avatar URL, sealed.
+        avatar_url: Option<SealedDatum>,
+        /// The row the identity was read from.
+        source: Provenance,
+        /// When the other system recorded it.
+        recorded_there: DateTime<Utc>,
+        /// The binding the other system had: the user, the row, and when it was made.
+        binding: Option<ImportedBinding>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}
+
+/// A binding carried over from another system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedBinding {
+    /// The user.
+    pub user_id: UserId,
+    /// The row it was read from.
+    pub source: Provenance,
+    /// When the other system made it.
+    pub bound_there: DateTime<Utc>,
 }

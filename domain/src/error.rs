@@ -113,6 +113,11 @@ pub enum AccountError {
     /// WeChat names another unionid than the one on record for this identity.
     #[error("the unionid differs from the one on record for this WeChat identity")]
     UnionidMismatch,
+    /// The command needs another kind of app than the one the identity logs in through
+    /// (a phone or an encrypted payload for an identity without a session key, a login
+    /// of another channel than its earlier ones).
+    #[error("this WeChat identity logs in through another kind of app")]
+    ChannelMismatch,
 }
 
 impl ErrorCode for AccountError {
@@ -127,6 +132,7 @@ impl ErrorCode for AccountError {
             Self::BoundToOtherUser => "bound_to_other_user",
             Self::SessionForAnotherIdentity => "session_for_another_identity",
             Self::UnionidMismatch => "unionid_mismatch",
+            Self::ChannelMismatch => "channel_mismatch",
         }
     }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Channel;
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -14,6 +15,11 @@ pub const EVENT_VERSION: &str = "1";
 /// The version of `SessionObtained` and `ProfileDecrypted` since their unionid is kept
 /// as a [`SealedUnionId`] (version "1" kept it in clear; the store's upcaster reads it).
 pub const SEALED_UNIONID_VERSION: &str = "2";
+
+/// The version of `SessionObtained` since it names its channel and carries a session
+/// key only when the channel has one (version "2" was always a mini program's, with a
+/// key; the store's upcaster reads it).
+pub const CHANNEL_VERSION: &str = "3";
 
 /// Everything that happened to one WeChat identity in one app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,9 +39,12 @@ pub enum SocialAccountEvent {
     /// The identity's unionid is bound to several users in the tenant: it was linked to
     /// none of them.
     LinkDeclined(LinkDeclined),
+    /// The identity was carried over from another system (a migration).
+    AccountImported(AccountImported),
 }
 
-/// A code2session result.
+/// A login's result: code2session's (a mini program), or the OAuth code exchange's
+/// (`/sns/oauth2/access_token`: an Official Account, a website, a mobile App).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionObtained {
     /// The app the login was for.
@@ -44,8 +53,11 @@ pub struct SessionObtained {
     pub openid: OpenId,
     /// The Open Platform id, when WeChat sent one: hashed and sealed.
     pub unionid: Option<SealedUnionId>,
-    /// The session key, sealed with the server key.
-    pub session_key: SealedSecret,
+    /// The kind of app the login came through.
+    pub channel: Channel,
+    /// The session key, sealed with the server key: a mini program's login has one,
+    /// the other channels' have none (and their OAuth access token is not kept).
+    pub session_key: Option<SealedSecret>,
     /// 1 for the first login of this identity, then +1 for each.
     pub session_seq: u64,
     /// When it happened.
@@ -60,6 +72,9 @@ pub enum ProfileSource {
     EncryptedPayload,
     /// Current `chooseAvatar` + nickname input, sent as plain fields by the client.
     ClientSupplied,
+    /// WeChat's `/sns/userinfo`, asked at the login of an Official Account (scope
+    /// `snsapi_userinfo`), a website or a mobile App.
+    SnsUserinfo,
 }
 
 /// A profile was accepted.
@@ -115,6 +130,8 @@ pub enum BindMethod {
     /// The identity's unionid is bound, through another app of the same tenant, to
     /// this user (`linked_from` names that app's account).
     UnionidMatch,
+    /// The binding was carried over from another system (`imported_from` names the row).
+    Imported,
 }
 
 /// The identity was bound to a user.
@@ -128,7 +145,44 @@ pub struct UserBound {
     /// binding this one follows. Absent otherwise (and in events written before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<AccountId>,
+    /// For `imported`: the row of the other system the binding was read from. Absent
+    /// otherwise (and in events written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<Provenance>,
     /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Where an imported fact was read: a row of another system's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The system (`gitegg`).
+    pub system: String,
+    /// Its table (`t_just_auth_social`, `t_just_auth_social_user`).
+    pub table: String,
+    /// The row's primary key there.
+    pub row_id: i64,
+}
+
+/// The identity was carried over from another system, with what that system knew of
+/// it. It holds no session: the next login obtains one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountImported {
+    /// The app.
+    pub appid: AppId,
+    /// The WeChat user within the app.
+    pub openid: OpenId,
+    /// The Open Platform id, if the other system had one: hashed and sealed.
+    pub unionid: Option<SealedUnionId>,
+    /// The nickname the other system had, sealed with the account's data key.
+    pub nickname: Option<SealedDatum>,
+    /// The avatar URL the other system had, sealed with the account's data key.
+    pub avatar_url: Option<SealedDatum>,
+    /// The row it was read from.
+    pub source: Provenance,
+    /// When the import ran (the transition periods of the migration count from it).
+    pub imported_at: DateTime<Utc>,
+    /// When the other system recorded the identity (its row's creation time).
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -183,6 +237,7 @@ impl SocialAccountEvent {
             Self::Unbound(e) => e.occurred_at,
             Self::PersonalDataErased(e) => e.occurred_at,
             Self::LinkDeclined(e) => e.occurred_at,
+            Self::AccountImported(e) => e.occurred_at,
         }
     }
 
@@ -196,6 +251,7 @@ impl SocialAccountEvent {
             Self::Unbound(_) => "Unbound",
             Self::PersonalDataErased(_) => "PersonalDataErased",
             Self::LinkDeclined(_) => "LinkDeclined",
+            Self::AccountImported(_) => "AccountImported",
         }
     }
 }
@@ -215,7 +271,11 @@ macro_rules! names {
 }
 
 names! {
-    ProfileSource { EncryptedPayload => "encrypted_payload", ClientSupplied => "client_supplied" }
+    ProfileSource {
+        EncryptedPayload => "encrypted_payload",
+        ClientSupplied => "client_supplied",
+        SnsUserinfo => "sns_userinfo",
+    }
     PhoneSource { PhoneCode => "phone_code", EncryptedPayload => "encrypted_payload" }
     BindMethod {
         PhoneMatch => "phone_match",
@@ -223,6 +283,7 @@ names! {
         PasswordLogin => "password_login",
         CurrentUser => "current_user",
         UnionidMatch => "unionid_match",
+        Imported => "imported",
     }
     UnbindReason {
         UserRequest => "user_request",
@@ -234,7 +295,8 @@ names! {
 /// The version events of `event_type` are written with today.
 pub fn current_version(event_type: &str) -> &'static str {
     match event_type {
-        "SessionObtained" | "ProfileDecrypted" => SEALED_UNIONID_VERSION,
+        "SessionObtained" => CHANNEL_VERSION,
+        "ProfileDecrypted" => SEALED_UNIONID_VERSION,
         _ => EVENT_VERSION,
     }
 }
@@ -259,6 +321,7 @@ mod tests {
             user_id: UserId::new(42).unwrap(),
             via: BindMethod::PhoneMatch,
             linked_from: None,
+            imported_from: None,
             occurred_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
         });
         let json = serde_json::to_value(&event).unwrap();
@@ -284,6 +347,7 @@ mod tests {
         for via in [
             ProfileSource::EncryptedPayload,
             ProfileSource::ClientSupplied,
+            ProfileSource::SnsUserinfo,
         ] {
             assert_eq!(via.as_str(), stored(via));
         }
@@ -295,6 +359,8 @@ mod tests {
             BindMethod::AutoRegistration,
             BindMethod::PasswordLogin,
             BindMethod::CurrentUser,
+            BindMethod::UnionidMatch,
+            BindMethod::Imported,
         ] {
             assert_eq!(via.as_str(), stored(via));
         }

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod channel;
 pub mod commands;
 pub mod crypto;
 pub mod error;
@@ -17,12 +18,14 @@ pub mod sealed;
 pub mod session_key;
 
 pub use account::{SessionRecord, SocialAccount, RETAINED_SESSIONS};
-pub use commands::{SessionProof, SocialAccountCommand};
+pub use channel::Channel;
+pub use commands::{ImportedBinding, SessionProof, SocialAccountCommand};
 pub use error::{AccountError, ErrorCode, InvalidValue, PayloadError};
 pub use events::{
-    current_version, BindMethod, LinkDeclined, PersonalDataErased, PhoneSource, PhoneVerified,
-    ProfileDecrypted, ProfileSource, SessionObtained, SocialAccountEvent, UnbindReason, Unbound,
-    UserBound, EVENT_VERSION, SEALED_UNIONID_VERSION,
+    current_version, AccountImported, BindMethod, LinkDeclined, PersonalDataErased, PhoneSource,
+    PhoneVerified, ProfileDecrypted, ProfileSource, Provenance, SessionObtained,
+    SocialAccountEvent, UnbindReason, Unbound, UserBound, CHANNEL_VERSION, EVENT_VERSION,
+    SEALED_UNIONID_VERSION,
 };
 pub use ids::{AccountId, AppId, OneTimeCode, OpenId, TenantId, UnionId, UserId};
 pub use phone::PhoneNumber;

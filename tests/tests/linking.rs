@@ -226,6 +226,7 @@ async fn a_unionid_learned_later_links_then(engine: Engine) {
             appid: SECOND_APP.to_owned(),
             secret: format!("secret-of-{SECOND_APP}"),
             unionid: true,
+            kind: Default::default(),
         })
         .await
         .unwrap();

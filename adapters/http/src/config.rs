@@ -110,6 +110,8 @@ pub struct HttpConfig {
     pub metrics_access: MetricsAccess,
     /// Where `/metrics` is served.
     pub metrics_listener: MetricsListener,
+    /// The discovery document's issuer and URL, and the introspection clients.
+    pub token_services: crate::TokenServices,
     /// The console's sessions (`/console`, served only with an admin token).
     pub console: ConsoleSettings,
 }
@@ -127,6 +129,10 @@ impl HttpConfig {
             trusted_proxies: TrustedProxies::none(),
             metrics_access: MetricsAccess::Open,
             metrics_listener: MetricsListener::Api,
+            token_services: crate::TokenServices {
+                issuer: "miniauth".to_owned(),
+                ..Default::default()
+            },
             console: ConsoleSettings::default(),
         }
     }

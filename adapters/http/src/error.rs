@@ -376,6 +376,7 @@ macro_rules! every_variant {
 /// One use-case error of each code, in the order of the table.
 fn app_error_samples() -> Vec<AppError> {
     use miniauth_application::ports::{AccessTokenError, RefreshError, TicketError, WeChatError};
+    use miniauth_application::LegacyKeyRefusal;
     use miniauth_domain::{AccountError, InvalidValue, PayloadError};
     use AppError as E;
 
@@ -421,6 +422,8 @@ fn app_error_samples() -> Vec<AppError> {
         E::PayloadRejected => [E::PayloadRejected],
         E::SessionKeySpent => [E::SessionKeySpent],
         E::LegacyPayloadsDisabled => [E::LegacyPayloadsDisabled],
+        E::SnapshotUser => [E::SnapshotUser],
+        E::ChannelUnsupported => [E::ChannelUnsupported],
         E::TicketAlreadyUsed => [E::TicketAlreadyUsed],
         E::Account(AccountError::NoSession) => [AccountError::NoSession],
         E::Account(AccountError::TicketUnknownSession) => [AccountError::TicketUnknownSession],
@@ -430,11 +433,15 @@ fn app_error_samples() -> Vec<AppError> {
         E::Account(AccountError::BoundToOtherUser) => [AccountError::BoundToOtherUser],
         E::Account(AccountError::SessionForAnotherIdentity) => [AccountError::SessionForAnotherIdentity],
         E::Account(AccountError::UnionidMismatch) => [AccountError::UnionidMismatch],
+        E::Account(AccountError::ChannelMismatch) => [AccountError::ChannelMismatch],
         E::RegistrationClosed => [E::RegistrationClosed],
         E::PhoneNotRegistered => [E::PhoneNotRegistered],
         E::UserAlreadyBoundInApp => [E::UserAlreadyBoundInApp],
         E::AccountTaken => [E::AccountTaken],
         E::PhoneTaken => [E::PhoneTaken],
+        E::LegacyBindKey(LegacyKeyRefusal::Invalid) => [E::LegacyBindKey(LegacyKeyRefusal::Invalid)],
+        E::LegacyBindKey(LegacyKeyRefusal::NotImported) => [E::LegacyBindKey(LegacyKeyRefusal::NotImported)],
+        E::LegacyBindKey(LegacyKeyRefusal::Expired) => [E::LegacyBindKey(LegacyKeyRefusal::Expired)],
         E::NotBound => [E::NotBound],
         // Shares `not_bound` with the row above, which describes it.
         E::Account(AccountError::NotBound) => [AccountError::NotBound],

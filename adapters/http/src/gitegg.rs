@@ -241,7 +241,10 @@ pub(crate) async fn token(
             }
             let GrantBody(grant) = grant?;
             let tokens = match grant {
-                TokenGrant::Social { social_key } => state.auth.grant_ticket(&social_key).await?,
+                // A miniauth ticket, or (the migration's bridge) a GitEgg bind key.
+                TokenGrant::Social { social_key } => {
+                    state.auth.grant_social_key(&social_key).await?
+                }
                 TokenGrant::Password {
                     username, password, ..
                 } => {
@@ -307,6 +310,7 @@ pub(crate) async fn user_info(
                 "status": status_label(me.user.status),
                 "bindings": me.bindings.iter().map(|b| json!({
                     "appid": b.appid.as_str(),
+                    "kind": crate::v1::app_kind(&state, &b.appid),
                     "openid": b.openid.as_str(),
                 })).collect::<Vec<_>>(),
             }))

@@ -5,6 +5,8 @@
 //! * the GitEgg-compatible API: the routes existing GitEgg mini program front ends call,
 //!   always HTTP 200 with GitEgg's envelope;
 //! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
+//! * token services: `/.well-known/openid-configuration`, revocation (RFC 7009) and
+//!   introspection (RFC 7662);
 //! * the operators' console at `/console` (HTML, with an admin token only);
 //! * hardening: a body limit, a request timeout, a header-read timeout and a connection
 //!   cap ([`serve_with`]), an `x-request-id` on every response and in the span of every
@@ -30,7 +32,9 @@ mod openapi;
 mod ops;
 mod server;
 mod state;
+mod token_services;
 pub mod v1;
+mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +63,7 @@ pub use metrics::{LoginOutcome, Metrics, MinuteLogins, LOGIN_MINUTES};
 pub use openapi::openapi;
 pub use server::{serve_with, ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use state::{AlwaysReady, ApiState, Readiness};
+pub use token_services::TokenServices;
 
 use error::{ApiError, RequestError};
 use extract::Origin;
@@ -93,6 +98,11 @@ pub fn router(state: ApiState) -> Router {
             post(v1::bind).delete(v1::unbind),
         )
         .route("/v1/token", post(v1::token))
+        .route(token_services::REVOKE_PATH, post(token_services::revoke))
+        .route(
+            token_services::INTROSPECT_PATH,
+            post(token_services::introspect),
+        )
         .route("/v1/logout", post(v1::logout))
         .route("/v1/me", get(v1::me))
         .route("/v1/admin/users", post(v1::add_user))
@@ -112,12 +122,17 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/admin/bindings", get(admin::app_bindings))
         .route("/v1/admin/events", get(admin::events))
+        .route("/v1/admin/webhooks/parked", get(webhooks::parked))
         .merge(gitegg_wx_routes())
         .nest("/extension", gitegg_wx_routes())
         .route("/oauth/token", post(gitegg::token))
         .route("/oauth/logout", post(gitegg::logout))
         .route("/system/account/user/info", get(gitegg::user_info))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(token_services::discovery),
+        )
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));

@@ -192,8 +192,10 @@ pub struct LogoutRequest {
 /// One binding of the user.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BindingView {
-    /// The mini program.
+    /// The app.
     pub appid: String,
+    /// The app's kind: `mini_program`, `official_account`, `website` or `mobile_app`.
+    pub kind: String,
     /// The WeChat identity in it.
     pub openid: String,
 }
@@ -587,10 +589,20 @@ pub(crate) async fn me(
             .iter()
             .map(|b| BindingView {
                 appid: b.appid.to_string(),
+                kind: app_kind(&state, &b.appid).to_owned(),
                 openid: b.openid.to_string(),
             })
             .collect(),
     }))
+}
+
+/// The kind of a configured app, by name (`me` lists only configured apps).
+pub(crate) fn app_kind(state: &ApiState, appid: &miniauth_domain::AppId) -> &'static str {
+    state
+        .auth
+        .apps()
+        .get(appid)
+        .map_or("unknown", |app| app.kind.as_str())
 }
 
 /// Creates an account + password user (admin token).

@@ -21,6 +21,7 @@ pub(crate) fn upcasters(keys: &Keys) -> Vec<Box<dyn EventUpcaster>> {
     vec![
         Box::new(SessionObtainedV0),
         Box::new(UnionIdInClearV1 { keys: keys.clone() }),
+        Box::new(SessionObtainedV2),
     ]
 }
 
@@ -85,6 +86,30 @@ impl EventUpcaster for UnionIdInClearV1 {
     }
 }
 
+/// `SessionObtained` version "2" was always a mini program's login, with its session
+/// key. Version "3" names the channel and carries the key only when the channel has
+/// one: version "2" is read as `"channel": "mini_program"` with its key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionObtainedV2;
+
+impl EventUpcaster for SessionObtainedV2 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "SessionObtained" && event_version == "2"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(body) = event
+            .payload
+            .get_mut("SessionObtained")
+            .and_then(Value::as_object_mut)
+        {
+            body.entry("channel").or_insert(Value::from("mini_program"));
+        }
+        event.event_version = miniauth_domain::CHANNEL_VERSION.to_owned();
+        event
+    }
+}
+
 /// Applies `upcasters`, in order, to one serialized event.
 pub(crate) fn upcast(
     upcasters: &[Box<dyn EventUpcaster>],
@@ -115,9 +140,10 @@ mod tests {
             serde_json::json!({}),
         );
         let new = upcast(&upcasters(&keys()), old);
-        assert_eq!(new.event_version, "2");
+        assert_eq!(new.event_version, "3");
         let body = &new.payload["SessionObtained"];
         assert_eq!(body["session_seq"], 3);
+        assert_eq!(body["channel"], "mini_program");
         assert!(body.get("seq").is_none());
         assert_eq!(body["unionid"], Value::Null);
         // Current events pass untouched.
@@ -144,7 +170,8 @@ mod tests {
                 serde_json::json!({}),
             );
             let new = upcast(&upcasters(&keys()), old);
-            assert_eq!(new.event_version, "2");
+            let current = miniauth_domain::current_version(event_type);
+            assert_eq!(new.event_version, current);
             let body = &new.payload[event_type];
             assert_eq!(
                 body["unionid"],
@@ -164,5 +191,31 @@ mod tests {
             serde_json::json!({}),
         );
         assert_eq!(upcast(&upcasters(&keys()), bound.clone()), bound);
+    }
+
+    #[test]
+    fn version_two_session_is_a_mini_programs_with_its_key() {
+        let old = SerializedEvent::new(
+            "wx4f4bc4dec97d474b:o1".into(),
+            1,
+            "SocialAccount".into(),
+            "SessionObtained".into(),
+            "2".into(),
+            serde_json::json!({"SessionObtained": {"appid": "wx4f4bc4dec97d474b", "openid": "o1",
+                "unionid": null, "session_key": "v1.a.b", "session_seq": 1,
+                "occurred_at": "2023-11-14T22:13:20Z"}}),
+            serde_json::json!({}),
+        );
+        let new = upcast(&upcasters(&keys()), old);
+        assert_eq!(new.event_version, "3");
+        let event: miniauth_domain::SocialAccountEvent =
+            serde_json::from_value(new.payload).unwrap();
+        match event {
+            miniauth_domain::SocialAccountEvent::SessionObtained(e) => {
+                assert_eq!(e.channel, miniauth_domain::Channel::MiniProgram);
+                assert_eq!(e.session_key.unwrap().as_sealed_text(), "v1.a.b");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

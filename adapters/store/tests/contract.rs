@@ -93,7 +93,8 @@ fn session(openid: &str, n: u64) -> SocialAccountEvent {
         appid: appid(),
         openid: OpenId::parse(openid).unwrap(),
         unionid: None,
-        session_key: SealedSecret::from_sealed_text(format!("v1.sealed.{n}")),
+        channel: miniauth_domain::Channel::MiniProgram,
+        session_key: Some(SealedSecret::from_sealed_text(format!("v1.sealed.{n}"))),
         session_seq: n,
         occurred_at: Utc::now(),
     })
@@ -339,7 +340,7 @@ async fn events_after_reads_the_log_in_commit_order_with_metadata(engine: Engine
     );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(all[0].event_type, "SessionObtained");
-    assert_eq!(all[0].event_version, "2");
+    assert_eq!(all[0].event_version, "3");
     assert_eq!(all[0].metadata["request_id"], "req-1");
     assert_eq!(all[0].metadata["actor"], "cli");
     assert_eq!(all[0].metadata["client_ip"], "127.0.0.1");

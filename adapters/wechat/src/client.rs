@@ -1,5 +1,6 @@
 //! The WeChat server API client: code2session, the stable access token,
-//! getuserphonenumber, checksession and resetusersessionkey.
+//! getuserphonenumber, checksession and resetusersessionkey, and the OAuth code
+//! exchange and userinfo of the other channels (Official Account, website, mobile App).
 //!
 //! Two rules shape it. A call whose code WeChat may have consumed is replayed only when
 //! WeChat certainly did not process it (`-1`, or the connection never opened): after a
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::{self, BoxFuture, FutureExt, Shared};
-use miniauth_application::ports::{VerifiedPhone, WeChatApi, WeChatError, WeChatSession};
+use miniauth_application::ports::{
+    OAuthGrant, SnsUserInfo, VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
+};
 use miniauth_domain::crypto::{session_hmac, string_or_number, Watermark};
 use miniauth_domain::{AppId, OneTimeCode, OpenId, PhoneNumber, SessionKey, UnionId};
 use rand::Rng;
@@ -112,7 +115,15 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-type SessionFuture = Shared<BoxFuture<'static, Result<WeChatSession, WeChatError>>>;
+/// What a one-time login code was exchanged for: code2session's answer (a mini
+/// program) or the OAuth code exchange's (the other channels).
+#[derive(Clone)]
+enum CodeAnswer {
+    Session(WeChatSession),
+    OAuth(OAuthGrant),
+}
+
+type SessionFuture = Shared<BoxFuture<'static, Result<CodeAnswer, WeChatError>>>;
 
 struct CodeMemory {
     entries: HashMap<(AppId, String), CodeEntry>,
@@ -223,29 +234,59 @@ impl WeChatClient {
 
 #[async_trait]
 impl WeChatApi for WeChatClient {
-    /// code2session. Concurrent calls with one (appid, code) share one WeChat call and
-    /// its answer; once it is answered, the code is remembered for its life and a
-    /// replay gets [`WeChatError::CodeAlreadyAnswered`] (a code yields credentials once)
-    /// instead of WeChat's 40163. WeChat's final refusals are remembered as they are.
-    /// Transient failures (unavailable, rate limited, app misconfigured) are not
-    /// remembered: WeChat did not consume the code, or may not have, so a later retry
-    /// may ask again.
+    /// code2session, remembered per code ([`WeChatClient::exchange_once`]).
     async fn code_to_session(
         &self,
         appid: &AppId,
         code: &OneTimeCode,
     ) -> Result<WeChatSession, WeChatError> {
-        // Fail fast for an unknown app, without occupying the memory.
-        self.inner.app(appid)?;
-        let key = (appid.clone(), code.expose().to_owned());
-        let shared = self.inner.remembered_or_started(&key, code);
-        let result = shared.clone().await;
-        if let Err(error) = &result {
-            if !is_definitive(error) {
-                self.inner.forget(&key, &shared);
-            }
+        let answer = self
+            .exchange_once(appid, code, |inner, appid, code| {
+                async move {
+                    inner
+                        .code_to_session(&appid, &code)
+                        .await
+                        .map(CodeAnswer::Session)
+                }
+                .boxed()
+            })
+            .await?;
+        match answer {
+            CodeAnswer::Session(session) => Ok(session),
+            // The code was answered at the other endpoint already.
+            CodeAnswer::OAuth(_) => Err(WeChatError::CodeAlreadyAnswered),
         }
-        result
+    }
+
+    /// `/sns/oauth2/access_token`, remembered per code like code2session.
+    async fn oauth_access_token(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<OAuthGrant, WeChatError> {
+        let answer = self
+            .exchange_once(appid, code, |inner, appid, code| {
+                async move {
+                    inner
+                        .oauth_access_token(&appid, &code)
+                        .await
+                        .map(CodeAnswer::OAuth)
+                }
+                .boxed()
+            })
+            .await?;
+        match answer {
+            CodeAnswer::OAuth(grant) => Ok(grant),
+            CodeAnswer::Session(_) => Err(WeChatError::CodeAlreadyAnswered),
+        }
+    }
+
+    async fn sns_userinfo(
+        &self,
+        access_token: &miniauth_application::Secret,
+        openid: &OpenId,
+    ) -> Result<SnsUserInfo, WeChatError> {
+        self.inner.sns_userinfo(access_token, openid).await
     }
 
     async fn phone_number(
@@ -269,6 +310,38 @@ impl WeChatApi for WeChatClient {
     }
 }
 
+impl WeChatClient {
+    /// One exchange of a one-time code, whatever the endpoint (`start`). Concurrent
+    /// calls with one (appid, code) share one WeChat call and its answer; once it is
+    /// answered, the code is remembered for its life and a replay gets
+    /// [`WeChatError::CodeAlreadyAnswered`] (a code yields credentials once) instead of
+    /// WeChat's 40163. WeChat's final refusals are remembered as they are. Transient
+    /// failures (unavailable, rate limited, app misconfigured) are not remembered:
+    /// WeChat did not consume the code, or may not have, so a later retry may ask again.
+    async fn exchange_once(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+        start: impl FnOnce(
+            Arc<Inner>,
+            AppId,
+            OneTimeCode,
+        ) -> BoxFuture<'static, Result<CodeAnswer, WeChatError>>,
+    ) -> Result<CodeAnswer, WeChatError> {
+        // Fail fast for an unknown app, without occupying the memory.
+        self.inner.app(appid)?;
+        let key = (appid.clone(), code.expose().to_owned());
+        let shared = self.inner.remembered_or_started(&key, code, start);
+        let result = shared.clone().await;
+        if let Err(error) = &result {
+            if !is_definitive(error) {
+                self.inner.forget(&key, &shared);
+            }
+        }
+        result
+    }
+}
+
 /// Whether an error is WeChat's final word on a code (worth remembering).
 fn is_definitive(error: &WeChatError) -> bool {
     matches!(
@@ -286,6 +359,42 @@ struct SessionAnswer {
     session_key: String,
     #[serde(default)]
     unionid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthAnswer {
+    access_token: String,
+    openid: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    unionid: Option<String>,
+    #[serde(default)]
+    is_snapshotuser: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct UserInfoAnswer {
+    openid: String,
+    #[serde(default)]
+    nickname: String,
+    #[serde(default)]
+    headimgurl: String,
+    #[serde(default)]
+    unionid: Option<String>,
+}
+
+/// A unionid as WeChat sends it: absent or empty is none.
+fn unionid_of(endpoint: &str, unionid: Option<String>) -> Result<Option<UnionId>, WeChatError> {
+    unionid
+        .filter(|u| !u.is_empty())
+        .map(|u| UnionId::parse(&u))
+        .transpose()
+        .map_err(|_| malformed(endpoint, "unionid is not a valid unionid"))
+}
+
+fn openid_of(endpoint: &str, openid: &str) -> Result<OpenId, WeChatError> {
+    OpenId::parse(openid).map_err(|_| malformed(endpoint, "openid is not a valid openid"))
 }
 
 #[derive(Deserialize)]
@@ -347,6 +456,11 @@ impl Inner {
         self: &Arc<Self>,
         key: &(AppId, String),
         code: &OneTimeCode,
+        start: impl FnOnce(
+            Arc<Inner>,
+            AppId,
+            OneTimeCode,
+        ) -> BoxFuture<'static, Result<CodeAnswer, WeChatError>>,
     ) -> SessionFuture {
         let mut memory = self.codes.lock().expect("code memory lock poisoned");
         let now = Instant::now();
@@ -373,10 +487,7 @@ impl Inner {
         }
         // A task of its own: the call completes (and is remembered) even when the
         // request that started it is cancelled by its client.
-        let inner = Arc::clone(self);
-        let appid = key.0.clone();
-        let code = code.clone();
-        let task = tokio::spawn(async move { inner.code_to_session(&appid, &code).await });
+        let task = tokio::spawn(start(Arc::clone(self), key.0.clone(), code.clone()));
         let unavailable = self.unavailable();
         let result = async move { task.await.unwrap_or(Err(unavailable)) }
             .boxed()
@@ -424,17 +535,79 @@ impl Inner {
             .map_err(|f| self.to_error(f))?;
         let answer: SessionAnswer = parse_answer("jscode2session", answer)?;
         Ok(WeChatSession {
-            openid: OpenId::parse(&answer.openid)
-                .map_err(|_| malformed("jscode2session", "openid is not a valid openid"))?,
-            unionid: answer
-                .unionid
-                .filter(|u| !u.is_empty())
-                .map(|u| UnionId::parse(&u))
-                .transpose()
-                .map_err(|_| malformed("jscode2session", "unionid is not a valid unionid"))?,
+            openid: openid_of("jscode2session", &answer.openid)?,
+            unionid: unionid_of("jscode2session", answer.unionid)?,
             session_key: SessionKey::parse(&answer.session_key).map_err(|_| {
                 malformed("jscode2session", "session_key is not 24 base64 characters")
             })?,
+        })
+    }
+
+    /// The OAuth code exchange. Like code2session it consumes the code: replayed only
+    /// when WeChat certainly did not process it. The access token is for
+    /// `/sns/userinfo` only; it goes nowhere else (and never into a log).
+    async fn oauth_access_token(
+        &self,
+        appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<OAuthGrant, WeChatError> {
+        const ENDPOINT: &str = "oauth2/access_token";
+        let app = self.app(appid)?;
+        let url = self.url("/sns/oauth2/access_token");
+        let answer = self
+            .call(ENDPOINT, Replay::OnlyUnprocessed, || {
+                self.http.get(&url).query(&[
+                    ("appid", app.appid.as_str()),
+                    ("secret", app.secret.expose()),
+                    ("code", code.expose()),
+                    ("grant_type", "authorization_code"),
+                ])
+            })
+            .await
+            .map_err(|f| self.to_error(f))?;
+        let answer: OAuthAnswer = parse_answer(ENDPOINT, answer)?;
+        if answer.access_token.is_empty() {
+            return Err(malformed(ENDPOINT, "access_token is empty"));
+        }
+        Ok(OAuthGrant {
+            openid: openid_of(ENDPOINT, &answer.openid)?,
+            unionid: unionid_of(ENDPOINT, answer.unionid)?,
+            scopes: answer
+                .scope
+                .split(',')
+                .map(str::trim)
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            snapshot_user: answer.is_snapshotuser == Some(1),
+            access_token: miniauth_application::Secret::new(answer.access_token),
+        })
+    }
+
+    /// `/sns/userinfo`: reads, so replayed after any failure.
+    async fn sns_userinfo(
+        &self,
+        access_token: &miniauth_application::Secret,
+        openid: &OpenId,
+    ) -> Result<SnsUserInfo, WeChatError> {
+        const ENDPOINT: &str = "userinfo";
+        let url = self.url("/sns/userinfo");
+        let answer = self
+            .call(ENDPOINT, Replay::Always, || {
+                self.http.get(&url).query(&[
+                    ("access_token", access_token.expose()),
+                    ("openid", openid.as_str()),
+                    ("lang", "zh_CN"),
+                ])
+            })
+            .await
+            .map_err(|f| self.to_error(f))?;
+        let answer: UserInfoAnswer = parse_answer(ENDPOINT, answer)?;
+        Ok(SnsUserInfo {
+            openid: openid_of(ENDPOINT, &answer.openid)?,
+            nickname: answer.nickname,
+            avatar_url: answer.headimgurl,
+            unionid: unionid_of(ENDPOINT, answer.unionid)?,
         })
     }
 

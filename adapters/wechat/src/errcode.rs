@@ -34,6 +34,10 @@ pub const SECRET_MISSING: i64 = 41004;
 pub const CODE_MISSING: i64 = 41008;
 /// Access token expired.
 pub const ACCESS_TOKEN_EXPIRED: i64 = 42001;
+/// OAuth code expired (`/sns/oauth2/access_token`).
+pub const OAUTH_CODE_EXPIRED: i64 = 42003;
+/// The OAuth scope does not allow this API (`/sns/userinfo` with `snsapi_base`).
+pub const API_UNAUTHORIZED: i64 = 48001;
 /// Daily quota used up.
 pub const QUOTA_EXHAUSTED: i64 = 45009;
 /// Minute quota reached (or calls too frequent).
@@ -57,7 +61,8 @@ const MAX_MESSAGE: usize = 200;
 pub fn to_error(code: i64, message: &str, retry_after_secs: u64) -> WeChatError {
     match code {
         BUSY => WeChatError::Unavailable { retry_after_secs },
-        INVALID_CODE => WeChatError::InvalidCode,
+        // A missing or expired OAuth code is an invalid one to the client.
+        INVALID_CODE | CODE_MISSING | OAUTH_CODE_EXPIRED => WeChatError::InvalidCode,
         CODE_USED => WeChatError::CodeUsed,
         RATE_LIMITED => WeChatError::RateLimited,
         BLOCKED_USER => WeChatError::BlockedUser,

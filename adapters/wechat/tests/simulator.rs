@@ -282,6 +282,7 @@ async fn apps_can_be_registered_at_run_time() {
             appid: newcomer.into(),
             secret: "fresh".into(),
             unionid: false,
+            kind: Default::default(),
         })
         .await
         .unwrap();

@@ -114,6 +114,8 @@ pub fn disabled_user(id: i64) -> UserRecord {
 pub fn app_settings(app: &str, registration: RegistrationPolicy) -> AppSettings {
     AppSettings {
         appid: appid(app),
+        kind: miniauth_domain::Channel::MiniProgram,
+        redirect_uris: Vec::new(),
         tenant: tenant(),
         registration,
         watermark: WatermarkPolicy::default(),
@@ -331,6 +333,14 @@ impl TokenIssuer for FakeTokens {
     fn verify(&self, _token: &str, _now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
         Err(AccessTokenError::Invalid)
     }
+
+    fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<miniauth_application::ports::VerifiedAccessToken, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
 }
 
 /// The session id the fake refresh store gives its `n`th family (from 1).
@@ -415,6 +425,18 @@ impl RefreshTokenStore for FakeRefresh {
         _now: DateTime<Utc>,
     ) -> Result<(), RefreshError> {
         Err(RefreshError::Unknown)
+    }
+
+    async fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<miniauth_application::ports::LiveRefreshToken>, PortError> {
+        Ok(None)
+    }
+
+    async fn revoke_family_of(&self, _token: &str, _now: DateTime<Utc>) -> Result<bool, PortError> {
+        Ok(false)
     }
 }
 
@@ -505,6 +527,7 @@ impl World {
 
     /// The service, over another account repository (that wraps `self.store`).
     pub fn build_over(self, accounts: Arc<dyn AccountRepository>) -> Built {
+        self.store.start_sessions_with(self.refresh.clone());
         let limiter: Arc<dyn AttemptLimiter> = Arc::new(self.limiter);
         let ports = Ports {
             wechat: Arc::new(self.wechat),
@@ -585,7 +608,8 @@ pub fn session_in(app: &str, seq: u64, key_text: &str) -> SocialAccountEvent {
         appid: appid(app),
         openid: openid(OPENID),
         unionid: None,
-        session_key: sealed_secret(key_text),
+        channel: miniauth_domain::Channel::MiniProgram,
+        session_key: Some(sealed_secret(key_text)),
         session_seq: seq,
         occurred_at: now(),
     })
@@ -596,6 +620,7 @@ pub fn bound(id: i64) -> SocialAccountEvent {
         user_id: user_id(id),
         via: BindMethod::PhoneMatch,
         linked_from: None,
+        imported_from: None,
         occurred_at: now(),
     })
 }
@@ -743,5 +768,17 @@ impl AccountRepository for ScriptedStore {
                 Err(CommitError::Conflict)
             }
         }
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        self.commit(account, events, metadata).await?;
+        Ok(self.inner.start_session(owner, now).await?)
     }
 }

@@ -55,7 +55,7 @@ async fn a_new_identity_gets_session_one_and_a_ticket_but_no_tokens() {
     match &events[..] {
         [SocialAccountEvent::SessionObtained(e)] => {
             assert_eq!(e.session_seq, 1);
-            assert_eq!(e.session_key, sealed_secret(KEY1));
+            assert_eq!(e.session_key, Some(sealed_secret(KEY1)));
         }
         other => panic!("expected one SessionObtained, got {other:?}"),
     }

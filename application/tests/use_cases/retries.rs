@@ -47,7 +47,10 @@ async fn a_login_that_loses_a_race_is_decided_again_on_the_winners_state() {
         .collect();
     assert_eq!(
         seqs,
-        vec![(1, sealed_secret(KEY1)), (2, sealed_secret(KEY2))]
+        vec![
+            (1, Some(sealed_secret(KEY1))),
+            (2, Some(sealed_secret(KEY2)))
+        ]
     );
 }
 

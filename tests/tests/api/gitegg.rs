@@ -309,7 +309,7 @@ async fn bind_unbind_user_info_and_logout_for_a_logged_in_user() {
     assert_eq!(user["mobile"], "133****1111");
     assert_eq!(
         user["bindings"],
-        json!([{ "appid": APP, "openid": "paul_wx" }])
+        json!([{ "appid": APP, "kind": "mini_program", "openid": "paul_wx" }])
     );
 
     h.get(&wx("unbind"), Some(access))

@@ -72,6 +72,42 @@ impl WeChatApi for FakeWeChat {
         }
     }
 
+    /// The same codes as code2session's, for the apps that are not mini programs;
+    /// `snapshot` is a snapshot-page user. The grant's scope reads no profile.
+    async fn oauth_access_token(
+        &self,
+        _appid: &AppId,
+        code: &OneTimeCode,
+    ) -> Result<miniauth_application::ports::OAuthGrant, WeChatError> {
+        let snapshot = code.expose() == "snapshot";
+        let openid = if snapshot {
+            "virtual"
+        } else {
+            code.expose()
+                .strip_prefix("c_")
+                .ok_or(WeChatError::InvalidCode)?
+        };
+        Ok(miniauth_application::ports::OAuthGrant {
+            openid: OpenId::parse(openid).unwrap(),
+            unionid: (!snapshot).then(|| UnionId::parse(&format!("u_{openid}")).unwrap()),
+            scopes: vec!["snsapi_base".into()],
+            snapshot_user: snapshot,
+            access_token: miniauth_application::Secret::new("sns-token"),
+        })
+    }
+
+    /// Never asked: no grant of this fake reads the profile.
+    async fn sns_userinfo(
+        &self,
+        _access_token: &miniauth_application::Secret,
+        _openid: &OpenId,
+    ) -> Result<miniauth_application::ports::SnsUserInfo, WeChatError> {
+        Err(WeChatError::Unknown {
+            code: 48001,
+            message: "api unauthorized".into(),
+        })
+    }
+
     async fn reset_session_key(
         &self,
         _appid: &AppId,

@@ -191,7 +191,7 @@ async fn a_new_user_walks_profile_then_phone_and_gets_tokens() {
     assert_eq!(me.json["status"], "active");
     assert_eq!(
         me.json["bindings"],
-        json!([{ "appid": APP, "openid": "alice" }])
+        json!([{ "appid": APP, "kind": "mini_program", "openid": "alice" }])
     );
     assert!(!me.text.contains("13800138000"));
 

@@ -286,6 +286,7 @@ mod tests {
             reason: None,
             user_id: user,
             linked_from: None,
+            imported_from: None,
             users: None,
             session_seq: None,
             unionid: None,

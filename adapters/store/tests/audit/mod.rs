@@ -665,11 +665,11 @@ async fn version_zero_event_is_upcast_on_every_read_path(engine: Engine) {
         .history(&appid(), &OpenId::parse("o-old").unwrap())
         .await
         .unwrap();
-    assert_eq!(history[0].event_version, "2", "read as the current version");
+    assert_eq!(history[0].event_version, "3", "read as the current version");
     assert_eq!(history[0].session_seq, Some(3));
     assert_eq!(history[0].hash, None);
     let stored = store.events_after(0, 10).await.unwrap();
-    assert_eq!(stored[0].event_version, "2");
+    assert_eq!(stored[0].event_version, "3");
     let raw = store.export(0, 10).await.unwrap();
     assert_eq!(raw[0].event_version, "0", "exports keep what was stored");
 

@@ -155,6 +155,8 @@ pub fn tenant() -> TenantId {
 pub fn catalog(policy: RegistrationPolicy) -> AppCatalog {
     AppCatalog::new([AppSettings {
         appid: appid(),
+        kind: miniauth_domain::Channel::MiniProgram,
+        redirect_uris: Vec::new(),
         tenant: tenant(),
         registration: policy,
         watermark: WatermarkPolicy::default(),
@@ -195,6 +197,24 @@ impl WeChatApi for FakeWeChat {
                 .then(|| UnionId::parse(&format!("union-{openid}")).expect("a unionid")),
             session_key: SessionKey::parse(&key_text).expect("a 16-byte key"),
         })
+    }
+
+    /// No app of the store's tests is an Official Account, a website or a mobile App:
+    /// WeChat knows no OAuth code of theirs.
+    async fn oauth_access_token(
+        &self,
+        _: &AppId,
+        _: &OneTimeCode,
+    ) -> Result<miniauth_application::ports::OAuthGrant, WeChatError> {
+        Err(WeChatError::InvalidCode)
+    }
+
+    async fn sns_userinfo(
+        &self,
+        _: &miniauth_application::Secret,
+        _: &OpenId,
+    ) -> Result<miniauth_application::ports::SnsUserInfo, WeChatError> {
+        Err(WeChatError::InvalidCode)
     }
 
     async fn reset_session_key(
@@ -280,6 +300,14 @@ impl TokenIssuer for PlainTokens {
     }
 
     fn verify(&self, _: &str, _: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
+
+    fn inspect(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<miniauth_application::ports::VerifiedAccessToken, AccessTokenError> {
         Err(AccessTokenError::Invalid)
     }
 }

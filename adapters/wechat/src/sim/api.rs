@@ -26,17 +26,25 @@ pub enum Endpoint {
     /// `GET /wxa/resetusersessionkey`.
     #[serde(rename = "resetusersessionkey")]
     ResetUserSessionKey,
+    /// `GET /sns/oauth2/access_token` (Official Account, website, mobile App logins).
+    #[serde(rename = "oauth2_access_token")]
+    OAuthAccessToken,
+    /// `GET /sns/userinfo`.
+    #[serde(rename = "userinfo")]
+    UserInfo,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Jscode2Session,
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetUserPhoneNumber,
         Endpoint::CheckSession,
         Endpoint::ResetUserSessionKey,
+        Endpoint::OAuthAccessToken,
+        Endpoint::UserInfo,
     ];
 }
 
@@ -203,6 +211,25 @@ impl fmt::Debug for PhoneBundle {
     }
 }
 
+/// The body of `POST /device/users/{id}/oauth-code`: the person agrees to log in to an
+/// Official Account's page (web authorisation), a website (scanning its QR code) or a
+/// mobile App (the WeChat SDK), and WeChat hands that app a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthConsent {
+    /// The app's AppID (an Official Account, a website or a mobile App).
+    pub appid: String,
+    /// The scope: `snsapi_base` or `snsapi_userinfo` (Official Account, default
+    /// `snsapi_userinfo`), `snsapi_login` (website, the default there), `snsapi_userinfo`
+    /// (mobile App, the default there).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The person views the page as a snapshot in Moments (Official Account,
+    /// `snsapi_base` only): the code's exchange answers `is_snapshotuser: 1` and a
+    /// virtual openid.
+    #[serde(default)]
+    pub snapshot: bool,
+}
+
 /// Moves the simulator's clock forward (to expire codes and tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockAdvance {
@@ -220,6 +247,9 @@ pub struct AppRegistration {
     /// Whether the app is bound to an Open Platform account (answers carry unionid).
     #[serde(default)]
     pub unionid: bool,
+    /// The kind of app (default `mini_program`).
+    #[serde(default)]
+    pub kind: miniauth_domain::Channel,
 }
 
 impl fmt::Debug for AppRegistration {
@@ -227,6 +257,7 @@ impl fmt::Debug for AppRegistration {
         f.debug_struct("AppRegistration")
             .field("appid", &self.appid)
             .field("unionid", &self.unionid)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }

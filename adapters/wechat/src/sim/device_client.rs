@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::api::{
     AppRegistration, CallCounts, ClockAdvance, CreatedUser, Faults, InApp, LoginCode, NewSimUser,
-    PhoneBundle, UserInfoBundle,
+    OAuthConsent, PhoneBundle, UserInfoBundle,
 };
 
 /// Why a device or control call failed.
@@ -117,6 +117,23 @@ impl DeviceClient {
                 Method::POST,
                 &format!("/device/users/{user_id}/login"),
                 Some(&Self::in_app(appid)),
+            )
+            .await?;
+        Ok(code.code)
+    }
+
+    /// The person agrees to an OAuth login of an Official Account, a website or a
+    /// mobile App: the code WeChat hands the app.
+    pub async fn oauth_code(
+        &self,
+        user_id: u64,
+        consent: &OAuthConsent,
+    ) -> Result<String, DeviceError> {
+        let code: LoginCode = self
+            .fetch(
+                Method::POST,
+                &format!("/device/users/{user_id}/oauth-code"),
+                Some(consent),
             )
             .await?;
         Ok(code.code)

@@ -4,8 +4,12 @@
 //! * WeChat's endpoints (`/sns/jscode2session`, `/cgi-bin/token`, `/cgi-bin/stable_token`,
 //!   `/wxa/business/getuserphonenumber`, `/wxa/checksession`, `/wxa/resetusersessionkey`)
 //!   with WeChat's rules and errcodes;
+//! * the OAuth endpoints of the other channels (`/sns/oauth2/access_token`,
+//!   `/sns/userinfo`) and the consent pages a browser is sent to
+//!   (`/connect/oauth2/authorize`, `/connect/qrconnect`);
 //! * a device API (`/device/...`) that plays the mini program: users, `wx.login`,
-//!   `getUserInfo`, the phone button;
+//!   `getUserInfo`, the phone button; and the person agreeing to an Official Account,
+//!   website or mobile App login (`oauth-code`);
 //! * a control API (`/sim/...`): fault injection, call counters, the clock, apps, tokens.
 
 mod api;
@@ -18,21 +22,22 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use miniauth_domain::{AppId, OpenId, SessionKey};
+use miniauth_domain::{AppId, Channel, OpenId, SessionKey};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use api::{
     AppRegistration, CallCounts, ClockAdvance, CreatedUser, Endpoint, Fault, Faults, InApp,
-    LoginCode, NewSimUser, PhoneBundle, UserInfoBundle,
+    LoginCode, NewSimUser, OAuthConsent, PhoneBundle, UserInfoBundle,
 };
 pub use device_client::{DeviceClient, DeviceError};
 
 use crate::config::Secret;
 use state::{AppState, State};
 
-/// A mini program the simulator knows.
+/// An app the simulator knows: a mini program, an Official Account, a website or a
+/// mobile App.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SimApp {
     /// Its AppID.
@@ -43,6 +48,9 @@ pub struct SimApp {
     /// payloads carry the unionid (one per user, shared by all such apps).
     #[serde(default)]
     pub unionid: bool,
+    /// Its kind (default `mini_program`): which login WeChat serves it.
+    #[serde(default)]
+    pub kind: Channel,
 }
 
 /// The simulator's configuration.
@@ -64,21 +72,47 @@ pub const DEMO_SECRET: &str = "demo-secret-not-for-production";
 pub const DEMO_SECOND_APPID: &str = "wxdemo000000000002";
 /// The second demo app's secret.
 pub const DEMO_SECOND_SECRET: &str = "demo-secret-2-not-for-production";
+/// The demo Official Account (web authorisation), same Open Platform account and tenant.
+pub const DEMO_OFFICIAL_ACCOUNT_APPID: &str = "wxdemo000000000003";
+/// The demo Official Account's secret.
+pub const DEMO_OFFICIAL_ACCOUNT_SECRET: &str = "demo-secret-3-not-for-production";
+/// The demo website (QR login), same Open Platform account and tenant.
+pub const DEMO_WEBSITE_APPID: &str = "wxdemo000000000004";
+/// The demo website's secret.
+pub const DEMO_WEBSITE_SECRET: &str = "demo-secret-4-not-for-production";
+/// The demo mobile App, same Open Platform account and tenant.
+pub const DEMO_MOBILE_APP_APPID: &str = "wxdemo000000000005";
+/// The demo mobile App's secret.
+pub const DEMO_MOBILE_APP_SECRET: &str = "demo-secret-5-not-for-production";
 
 impl SimConfig {
-    /// Two demo apps of one Open Platform account (one unionid per person in both):
-    /// [`DEMO_APPID`] (secret [`DEMO_SECRET`]) and [`DEMO_SECOND_APPID`] (secret
-    /// [`DEMO_SECOND_SECRET`]).
+    /// The demo apps of one Open Platform account (one unionid per person in all):
+    /// two mini programs, [`DEMO_APPID`] (secret [`DEMO_SECRET`]) and
+    /// [`DEMO_SECOND_APPID`] (secret [`DEMO_SECOND_SECRET`]), an Official Account
+    /// ([`DEMO_OFFICIAL_ACCOUNT_APPID`]), a website ([`DEMO_WEBSITE_APPID`]) and a mobile
+    /// App ([`DEMO_MOBILE_APP_APPID`]).
     pub fn demo() -> Self {
-        let app = |appid: &str, secret: &str, unionid| SimApp {
+        let app = |appid: &str, secret: &str, kind| SimApp {
             appid: AppId::parse(appid).expect("valid demo appid"),
             secret: Secret::new(secret),
-            unionid,
+            unionid: true,
+            kind,
         };
         Self {
             apps: vec![
-                app(DEMO_APPID, DEMO_SECRET, true),
-                app(DEMO_SECOND_APPID, DEMO_SECOND_SECRET, true),
+                app(DEMO_APPID, DEMO_SECRET, Channel::MiniProgram),
+                app(DEMO_SECOND_APPID, DEMO_SECOND_SECRET, Channel::MiniProgram),
+                app(
+                    DEMO_OFFICIAL_ACCOUNT_APPID,
+                    DEMO_OFFICIAL_ACCOUNT_SECRET,
+                    Channel::OfficialAccount,
+                ),
+                app(DEMO_WEBSITE_APPID, DEMO_WEBSITE_SECRET, Channel::Website),
+                app(
+                    DEMO_MOBILE_APP_APPID,
+                    DEMO_MOBILE_APP_SECRET,
+                    Channel::MobileApp,
+                ),
             ],
             faults: Faults::none(),
         }
@@ -120,7 +154,7 @@ impl Simulator {
             }
             apps.insert(
                 appid,
-                AppState::new(app.secret.expose().to_owned(), app.unionid),
+                AppState::new(app.secret.expose().to_owned(), app.unionid, app.kind),
             );
         }
         Ok(Self {

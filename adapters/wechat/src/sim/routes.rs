@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use miniauth_domain::Channel;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::api::{AppRegistration, ClockAdvance, CreatedUser, Endpoint, Faults, InApp, NewSimUser};
+use super::api::{
+    AppRegistration, ClockAdvance, CreatedUser, Endpoint, Faults, InApp, NewSimUser, OAuthConsent,
+};
 use super::state::{self, AppState, WxError};
 use super::Simulator;
 use crate::errcode;
@@ -29,6 +32,11 @@ pub(crate) fn router(sim: Simulator) -> Router {
         .route("/wxa/business/getuserphonenumber", post(getuserphonenumber))
         .route("/wxa/checksession", get(checksession))
         .route("/wxa/resetusersessionkey", get(resetusersessionkey))
+        .route("/sns/oauth2/access_token", get(oauth_access_token))
+        .route("/sns/userinfo", get(sns_userinfo))
+        .route("/connect/oauth2/authorize", get(authorize_page))
+        .route("/connect/qrconnect", get(qrconnect_page))
+        .route("/device/users/{user_id}/oauth-code", post(oauth_code))
         .route("/device/users", post(create_user))
         .route("/device/users/{user_id}/login", post(login))
         .route("/device/users/{user_id}/user-info", post(user_info))
@@ -141,6 +149,34 @@ async fn resetusersessionkey(State(sim): State<Simulator>, Query(q): Query_) -> 
     .await
 }
 
+async fn oauth_access_token(State(sim): State<Simulator>, Query(q): Query_) -> Response {
+    wechat(&sim, Endpoint::OAuthAccessToken, move |s| {
+        s.oauth_access_token(&q)
+    })
+    .await
+}
+
+async fn sns_userinfo(State(sim): State<Simulator>, Query(q): Query_) -> Response {
+    wechat(&sim, Endpoint::UserInfo, move |s| s.sns_userinfo(&q)).await
+}
+
+/// WeChat's pages a browser is sent to: the simulated person (`sim_user`) agrees at
+/// once and the browser goes back to the app's `redirect_uri` with a code and the state.
+async fn consent_page(sim: &Simulator, kind: Channel, q: &HashMap<String, String>) -> Response {
+    match sim.lock().consent(kind, q) {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Err(refusal) => Refusal::from(refusal).into_response(),
+    }
+}
+
+async fn authorize_page(State(sim): State<Simulator>, Query(q): Query_) -> Response {
+    consent_page(&sim, Channel::OfficialAccount, &q).await
+}
+
+async fn qrconnect_page(State(sim): State<Simulator>, Query(q): Query_) -> Response {
+    consent_page(&sim, Channel::Website, &q).await
+}
+
 // ---- device and control APIs ----
 
 /// A device or control API refusal.
@@ -199,6 +235,15 @@ async fn phone(
     Ok(Json(sim.lock().phone(user_id, &appid)?).into_response())
 }
 
+async fn oauth_code(
+    State(sim): State<Simulator>,
+    Path(user_id): Path<u64>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let consent: OAuthConsent = parse(&body)?;
+    Ok(Json(sim.lock().oauth_code(user_id, &consent)?).into_response())
+}
+
 async fn get_faults(State(sim): State<Simulator>) -> Json<Faults> {
     Json(sim.lock().faults.clone())
 }
@@ -233,7 +278,7 @@ async fn register_app(State(sim): State<Simulator>, body: Bytes) -> Result<Statu
     }
     sim.lock()
         .apps
-        .insert(app.appid, AppState::new(app.secret, app.unionid));
+        .insert(app.appid, AppState::new(app.secret, app.unionid, app.kind));
     Ok(StatusCode::NO_CONTENT)
 }
 

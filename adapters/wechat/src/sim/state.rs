@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use miniauth_domain::crypto::{encode_base64, encrypt_payload, raw_data_signature, session_hmac};
-use miniauth_domain::{PhoneNumber, SessionKey};
+use miniauth_domain::{Channel, PhoneNumber, SessionKey};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Value};
 
 use super::api::{
-    CallCounts, Endpoint, Faults, LoginCode, NewSimUser, PhoneBundle, UserInfoBundle,
+    CallCounts, Endpoint, Faults, LoginCode, NewSimUser, OAuthConsent, PhoneBundle, UserInfoBundle,
 };
 use crate::errcode;
 
@@ -35,16 +35,18 @@ pub(crate) type DeviceError = (u16, String);
 pub(crate) struct AppState {
     pub(crate) secret: String,
     pub(crate) unionid: bool,
+    pub(crate) kind: Channel,
     stable: Option<String>,
     ordinary: Option<String>,
     forced_at: Vec<i64>,
 }
 
 impl AppState {
-    pub(crate) fn new(secret: String, unionid: bool) -> Self {
+    pub(crate) fn new(secret: String, unionid: bool, kind: Channel) -> Self {
         Self {
             secret,
             unionid,
+            kind,
             stable: None,
             ordinary: None,
             forced_at: Vec::new(),
@@ -63,7 +65,20 @@ struct User {
 
 struct UserInApp {
     openid: String,
+    /// A mini program's current session key (other kinds never hand it out).
     session_key: SessionKey,
+}
+
+impl User {
+    /// The user in `appid`, with an openid of their own there from the first time.
+    fn enter(&mut self, appid: &str) -> &mut UserInApp {
+        self.apps
+            .entry(appid.to_owned())
+            .or_insert_with(|| UserInApp {
+                openid: format!("o{}", random_text(27)),
+                session_key: new_session_key(),
+            })
+    }
 }
 
 struct IssuedCode {
@@ -71,6 +86,25 @@ struct IssuedCode {
     user_id: u64,
     issued_at: i64,
     used: bool,
+}
+
+/// A code an OAuth login (Official Account, website, mobile App) hands its app.
+struct OAuthCode {
+    appid: String,
+    user_id: u64,
+    scope: String,
+    /// A snapshot-page view: the exchange names a virtual openid.
+    snapshot: bool,
+    issued_at: i64,
+    used: bool,
+}
+
+/// A user's OAuth access token (for `/sns/userinfo`).
+struct SnsToken {
+    appid: String,
+    user_id: u64,
+    scope: String,
+    expires_at: i64,
 }
 
 struct TokenRecord {
@@ -85,6 +119,8 @@ pub(crate) struct State {
     next_user: u64,
     login_codes: HashMap<String, IssuedCode>,
     phone_codes: HashMap<String, IssuedCode>,
+    oauth_codes: HashMap<String, OAuthCode>,
+    sns_tokens: HashMap<String, SnsToken>,
     tokens: HashMap<String, TokenRecord>,
     clock_offset: i64,
     pub(crate) faults: Faults,
@@ -124,6 +160,8 @@ impl State {
             next_user: 1,
             login_codes: HashMap::new(),
             phone_codes: HashMap::new(),
+            oauth_codes: HashMap::new(),
+            sns_tokens: HashMap::new(),
             tokens: HashMap::new(),
             clock_offset: 0,
             faults,
@@ -183,7 +221,10 @@ impl State {
             .retain(|_, c| now - c.issued_at < CODE_LIFETIME_SECS);
         self.phone_codes
             .retain(|_, c| now - c.issued_at < CODE_LIFETIME_SECS);
+        self.oauth_codes
+            .retain(|_, c| now - c.issued_at < CODE_LIFETIME_SECS);
         self.tokens.retain(|_, t| now < t.expires_at);
+        self.sns_tokens.retain(|_, t| now < t.expires_at);
     }
 
     // ---- WeChat's endpoints ----
@@ -451,10 +492,36 @@ impl State {
         Ok(id)
     }
 
-    fn user_app(&self, user_id: u64, appid: &str) -> Result<(&User, &UserInApp), DeviceError> {
-        if !self.apps.contains_key(appid) {
-            return Err((404, format!("unknown appid {appid}")));
+    /// The app, which must be of a kind that `wants` (a mini program for `wx.login`
+    /// and its payloads, another kind for OAuth consent).
+    fn app_of_kind(
+        &self,
+        appid: &str,
+        wants: impl Fn(Channel) -> bool,
+    ) -> Result<&AppState, DeviceError> {
+        let app = self
+            .apps
+            .get(appid)
+            .ok_or((404, format!("unknown appid {appid}")))?;
+        if !wants(app.kind) {
+            return Err((
+                409,
+                format!(
+                    "app {appid} is a {}: {}",
+                    app.kind,
+                    if app.kind.has_session_key() {
+                        "use login, user-info and phone"
+                    } else {
+                        "use oauth-code (or WeChat's authorize page)"
+                    }
+                ),
+            ));
         }
+        Ok(app)
+    }
+
+    fn user_app(&self, user_id: u64, appid: &str) -> Result<(&User, &UserInApp), DeviceError> {
+        self.app_of_kind(appid, Channel::has_session_key)?;
         let user = self
             .users
             .get(&user_id)
@@ -468,22 +535,13 @@ impl State {
 
     /// `wx.login`: a new one-time code, and a new session key for this user and app.
     pub(crate) fn login(&mut self, user_id: u64, appid: &str) -> Result<LoginCode, DeviceError> {
-        if !self.apps.contains_key(appid) {
-            return Err((404, format!("unknown appid {appid}")));
-        }
+        self.app_of_kind(appid, Channel::has_session_key)?;
         self.sweep();
         let user = self
             .users
             .get_mut(&user_id)
             .ok_or((404, format!("unknown user {user_id}")))?;
-        let session_key = new_session_key();
-        user.apps
-            .entry(appid.to_owned())
-            .and_modify(|s| s.session_key = session_key.clone())
-            .or_insert_with(|| UserInApp {
-                openid: format!("o{}", random_text(27)),
-                session_key,
-            });
+        user.enter(appid).session_key = new_session_key();
         let code = random_text(32);
         let issued_at = self.now();
         self.login_codes.insert(
@@ -570,6 +628,220 @@ impl State {
             encrypted_data,
             iv: encode_base64(&iv),
         })
+    }
+
+    /// The person agrees to an OAuth login of `consent.appid` (an Official Account's web
+    /// authorisation, a website's QR code, a mobile App's SDK): a one-time code for the
+    /// app, exchanged at `/sns/oauth2/access_token`.
+    pub(crate) fn oauth_code(
+        &mut self,
+        user_id: u64,
+        consent: &OAuthConsent,
+    ) -> Result<LoginCode, DeviceError> {
+        let appid = consent.appid.as_str();
+        let kind = self
+            .app_of_kind(appid, |kind| !kind.has_session_key())?
+            .kind;
+        let allowed: &[&str] = match kind {
+            Channel::OfficialAccount => &["snsapi_userinfo", "snsapi_base"],
+            Channel::Website => &["snsapi_login"],
+            Channel::MobileApp | Channel::MiniProgram => &["snsapi_userinfo"],
+        };
+        let scope = consent.scope.as_deref().unwrap_or(allowed[0]);
+        if !allowed.contains(&scope) {
+            return Err((
+                400,
+                format!(
+                    "scope {scope} is not one of a {kind}'s: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if consent.snapshot && (kind != Channel::OfficialAccount || scope != "snsapi_base") {
+            return Err((
+                400,
+                "a snapshot page is an Official Account's, with scope snsapi_base".to_owned(),
+            ));
+        }
+        self.sweep();
+        let user = self
+            .users
+            .get_mut(&user_id)
+            .ok_or((404, format!("unknown user {user_id}")))?;
+        user.enter(appid);
+        let code = random_text(32);
+        let issued_at = self.now();
+        self.oauth_codes.insert(
+            code.clone(),
+            OAuthCode {
+                appid: appid.to_owned(),
+                user_id,
+                scope: scope.to_owned(),
+                snapshot: consent.snapshot,
+                issued_at,
+                used: false,
+            },
+        );
+        Ok(LoginCode { code })
+    }
+
+    /// WeChat's consent page (`/connect/oauth2/authorize` for an Official Account,
+    /// `/connect/qrconnect` for a website): the person `sim_user` agrees, and the browser
+    /// is sent back to `redirect_uri` with a code and the `state` unchanged. Answers
+    /// the URL to redirect to.
+    pub(crate) fn consent(
+        &mut self,
+        kind: Channel,
+        q: &HashMap<String, String>,
+    ) -> Result<String, DeviceError> {
+        let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let appid = get("appid").ok_or((400, "appid is missing".to_owned()))?;
+        let redirect_uri =
+            get("redirect_uri").ok_or((400, "redirect_uri is missing".to_owned()))?;
+        if get("response_type") != Some("code") {
+            return Err((400, "response_type must be code".to_owned()));
+        }
+        let app_kind = self
+            .apps
+            .get(appid)
+            .ok_or((404, format!("unknown appid {appid}")))?
+            .kind;
+        if app_kind != kind {
+            return Err((400, format!("app {appid} is a {app_kind}, not a {kind}")));
+        }
+        let user_id: u64 = get("sim_user").and_then(|u| u.parse().ok()).ok_or((
+            400,
+            "the simulated consent needs sim_user=<user id>: the person who agrees".to_owned(),
+        ))?;
+        let consent = OAuthConsent {
+            appid: appid.to_owned(),
+            scope: get("scope").map(str::to_owned),
+            snapshot: get("sim_snapshot") == Some("1"),
+        };
+        let code = self.oauth_code(user_id, &consent)?.code;
+        let mut url = url::Url::parse(redirect_uri)
+            .map_err(|_| (400, "redirect_uri is not a URL".to_owned()))?;
+        url.set_fragment(None);
+        url.query_pairs_mut().append_pair("code", &code);
+        if let Some(state) = get("state") {
+            url.query_pairs_mut().append_pair("state", state);
+        }
+        Ok(url.into())
+    }
+
+    pub(crate) fn oauth_access_token(
+        &mut self,
+        q: &HashMap<String, String>,
+    ) -> Result<Value, WxError> {
+        let get = |k: &str| q.get(k).map(String::as_str);
+        let appid = get("appid");
+        self.check_app(appid, get("secret"))?;
+        let appid = appid.unwrap_or_default().to_owned();
+        if get("grant_type") != Some("authorization_code") {
+            return Err((errcode::INVALID_GRANT_TYPE, "invalid grant_type"));
+        }
+        let code = get("code")
+            .filter(|c| !c.is_empty())
+            .ok_or((errcode::CODE_MISSING, "missing code"))?;
+        let now = self.now();
+        let issued = self
+            .oauth_codes
+            .get_mut(code)
+            .filter(|c| c.appid == appid)
+            .ok_or((errcode::INVALID_CODE, "invalid code"))?;
+        if issued.used {
+            return Err((errcode::CODE_USED, "code been used"));
+        }
+        if now - issued.issued_at >= CODE_LIFETIME_SECS {
+            return Err((errcode::OAUTH_CODE_EXPIRED, "code expired"));
+        }
+        issued.used = true;
+        let (user_id, scope, snapshot) = (issued.user_id, issued.scope.clone(), issued.snapshot);
+        let app_unionid = self.apps.get(&appid).is_some_and(|a| a.unionid);
+        let user = self
+            .users
+            .get(&user_id)
+            .ok_or((errcode::INVALID_CODE, "invalid code"))?;
+        let openid = if snapshot {
+            // A virtual openid: not the person's, and new every time.
+            format!("o{}", random_text(27))
+        } else {
+            user.apps
+                .get(&appid)
+                .ok_or((errcode::INVALID_CODE, "invalid code"))?
+                .openid
+                .clone()
+        };
+        // WeChat sends the unionid when the scope reads the profile (snsapi_base only
+        // names the openid) and the app is bound to an Open Platform account.
+        let unionid =
+            (app_unionid && !snapshot && scope != "snsapi_base").then(|| user.unionid.clone());
+        let token = random_text(96);
+        self.sns_tokens.insert(
+            token.clone(),
+            SnsToken {
+                appid,
+                user_id,
+                scope: scope.clone(),
+                expires_at: now + TOKEN_LIFETIME_SECS,
+            },
+        );
+        let mut body = json!({
+            "access_token": token,
+            "expires_in": TOKEN_LIFETIME_SECS,
+            "refresh_token": random_text(96),
+            "openid": openid,
+            "scope": scope,
+        });
+        if let Some(unionid) = unionid {
+            body["unionid"] = json!(unionid);
+        }
+        if snapshot {
+            body["is_snapshotuser"] = json!(1);
+        }
+        Ok(body)
+    }
+
+    pub(crate) fn sns_userinfo(&mut self, q: &HashMap<String, String>) -> Result<Value, WxError> {
+        let token = q
+            .get("access_token")
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or((errcode::ACCESS_TOKEN_MISSING, "access_token missing"))?;
+        let record = self.sns_tokens.get(token).ok_or((
+            errcode::INVALID_ACCESS_TOKEN,
+            "invalid credential, access_token is invalid or not latest",
+        ))?;
+        if self.now() >= record.expires_at {
+            return Err((errcode::ACCESS_TOKEN_EXPIRED, "access_token expired"));
+        }
+        if record.scope == "snsapi_base" {
+            return Err((errcode::API_UNAUTHORIZED, "api unauthorized"));
+        }
+        let user = self
+            .users
+            .get(&record.user_id)
+            .ok_or((errcode::INVALID_OPENID, "invalid openid"))?;
+        let openid = user
+            .apps
+            .get(&record.appid)
+            .map(|s| s.openid.as_str())
+            .filter(|o| q.get("openid").map(String::as_str) == Some(*o))
+            .ok_or((errcode::INVALID_OPENID, "invalid openid"))?;
+        let mut body = json!({
+            "openid": openid,
+            "nickname": user.nickname,
+            "sex": 0,
+            "province": "",
+            "city": "",
+            "country": "",
+            "headimgurl": user.avatar_url,
+            "privilege": [],
+        });
+        if self.apps.get(&record.appid).is_some_and(|a| a.unionid) {
+            body["unionid"] = json!(user.unionid);
+        }
+        Ok(body)
     }
 
     /// The user's current session key in `appid` (for tests).

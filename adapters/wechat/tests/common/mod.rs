@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use miniauth_domain::{AppId, OneTimeCode};
+use miniauth_domain::{AppId, Channel, OneTimeCode};
 use miniauth_wechat::sim::{self, Endpoint, NewSimUser, RunningSimulator, SimApp, SimConfig};
 use miniauth_wechat::{AppCredentials, ClientConfig, RetryPolicy, Secret, WeChatClient};
 
@@ -15,6 +15,12 @@ pub const BOUND: &str = "wxa000000000000001";
 pub const BOUND_TOO: &str = "wxa000000000000002";
 /// Not bound: no unionid.
 pub const UNBOUND: &str = "wxb000000000000001";
+/// An Official Account bound to the same Open Platform account as [`BOUND`].
+pub const OFFICIAL: &str = "wxc000000000000001";
+/// A website (QR login), bound too.
+pub const WEBSITE: &str = "wxc000000000000002";
+/// A mobile App, bound too.
+pub const MOBILE: &str = "wxc000000000000003";
 
 pub fn appid(raw: &str) -> AppId {
     AppId::parse(raw).unwrap()
@@ -29,13 +35,21 @@ pub fn code(raw: &str) -> OneTimeCode {
 }
 
 pub fn sim_config() -> SimConfig {
-    let app = |id: &str, unionid| SimApp {
+    let app = |id: &str, unionid, kind| SimApp {
         appid: appid(id),
         secret: Secret::new(secret_of(id)),
         unionid,
+        kind,
     };
     SimConfig {
-        apps: vec![app(BOUND, true), app(BOUND_TOO, true), app(UNBOUND, false)],
+        apps: vec![
+            app(BOUND, true, Channel::MiniProgram),
+            app(BOUND_TOO, true, Channel::MiniProgram),
+            app(UNBOUND, false, Channel::MiniProgram),
+            app(OFFICIAL, true, Channel::OfficialAccount),
+            app(WEBSITE, true, Channel::Website),
+            app(MOBILE, true, Channel::MobileApp),
+        ],
         ..SimConfig::default()
     }
 }
@@ -57,7 +71,7 @@ pub fn fast_config(api_base: String) -> ClientConfig {
             max_delay: Duration::from_millis(20),
             retry_after: Duration::from_secs(3),
         },
-        apps: [BOUND, BOUND_TOO, UNBOUND]
+        apps: [BOUND, BOUND_TOO, UNBOUND, OFFICIAL, WEBSITE, MOBILE]
             .iter()
             .map(|id| AppCredentials {
                 appid: appid(id),

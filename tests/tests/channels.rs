@@ -1,0 +1,270 @@
+//! One person across the channels of a tenant (issue 12): an Official Account, a website
+//! and a mobile App log in through `/sns/oauth2/access_token` and land on the user the
+//! person's mini program binding names; a snapshot-page user is never bound; the
+//! channels without a session key take no phone or profile. On both engines.
+
+use miniauth_e2e::{on_both_engines, Engine, TestApp, Tokens, APP};
+use miniauth_wechat::sim::{
+    Endpoint, OAuthConsent, DEMO_MOBILE_APP_APPID, DEMO_OFFICIAL_ACCOUNT_APPID, DEMO_WEBSITE_APPID,
+};
+use serde_json::{json, Value};
+
+on_both_engines!(
+    each_channel_logs_the_person_in_to_the_user_of_their_mini_program,
+    a_snapshot_user_is_never_bound_or_registered,
+    a_channel_without_a_session_key_takes_no_phone_or_profile_and_binds_by_password,
+    a_late_unionid_from_a_profile_links_then,
+);
+
+/// The person agrees to log in to `appid` (its default scope, or `scope`): the code
+/// WeChat hands the app.
+async fn oauth_code(app: &TestApp, appid: &str, person: u64, scope: Option<&str>) -> String {
+    app.device
+        .oauth_code(
+            person,
+            &OAuthConsent {
+                appid: appid.to_owned(),
+                scope: scope.map(str::to_owned),
+                snapshot: false,
+            },
+        )
+        .await
+        .expect("an OAuth code from the simulator")
+}
+
+/// The history of the only account of `appid`.
+async fn history_in(app: &TestApp, appid: &str) -> Vec<Value> {
+    let accounts = app
+        .query_texts(&format!(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_id LIKE '{appid}:%'"
+        ))
+        .await;
+    assert_eq!(accounts.len(), 1, "one account in {appid}: {accounts:?}");
+    let openid = accounts[0].clone().unwrap()[appid.len() + 1..].to_owned();
+    app.get(
+        &format!("/v1/admin/apps/{appid}/accounts/{openid}/history"),
+        Some(&app.admin_token),
+    )
+    .await
+    .ok(200)["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn calls(counts: &miniauth_wechat::sim::CallCounts, endpoint: Endpoint) -> u64 {
+    counts.get(&endpoint).copied().unwrap_or(0)
+}
+
+async fn each_channel_logs_the_person_in_to_the_user_of_their_mini_program(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    let (user, _, _, person) = app.registered_user(APP).await;
+    app.device.reset_calls().await.unwrap();
+
+    for (appid, channel) in [
+        (DEMO_OFFICIAL_ACCOUNT_APPID, "official_account"),
+        (DEMO_WEBSITE_APPID, "website"),
+        (DEMO_MOBILE_APP_APPID, "mobile_app"),
+    ] {
+        let code = oauth_code(&app, appid, person, None).await;
+        let body = app.login(appid, &code).await.ok(200).clone();
+        assert_eq!(body["bound"], json!(true), "{appid}: {body}");
+        assert_eq!(body["has_phone"], json!(false), "{appid}: {body}");
+        assert_eq!(
+            body["has_profile"],
+            json!(true),
+            "WeChat's userinfo: {body}"
+        );
+        let tokens = Tokens::from_v1(&body["tokens"]);
+        assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+
+        // The history says which channel, and how the binding was made.
+        let events = history_in(&app, appid).await;
+        let kinds: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap(),
+                    e["via"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("SessionObtained", channel),
+                ("ProfileDecrypted", "sns_userinfo"),
+                ("UserBound", "unionid_match"),
+            ],
+            "{appid}"
+        );
+        // A second login is a returning user's: no second profile.
+        let code = oauth_code(&app, appid, person, None).await;
+        assert_eq!(app.login(appid, &code).await.ok(200)["bound"], json!(true));
+        assert_eq!(history_in(&app, appid).await.len(), 4);
+    }
+    // No billed phone call, one OAuth exchange per login, one userinfo per first login.
+    let counts = app.device.calls().await.unwrap();
+    assert_eq!(calls(&counts, Endpoint::GetUserPhoneNumber), 0);
+    assert_eq!(calls(&counts, Endpoint::Jscode2Session), 0);
+    assert_eq!(calls(&counts, Endpoint::OAuthAccessToken), 6);
+    assert_eq!(calls(&counts, Endpoint::UserInfo), 3);
+
+    // `me` and GitEgg's user info list every binding with its app's kind.
+    let code = oauth_code(&app, DEMO_WEBSITE_APPID, person, None).await;
+    let tokens = Tokens::from_v1(&app.login(DEMO_WEBSITE_APPID, &code).await.ok(200)["tokens"]);
+    let me = app.me(&tokens.access).await.ok(200).clone();
+    let mut kinds: Vec<String> = me["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}",
+                b["appid"].as_str().unwrap(),
+                b["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            format!("{APP}:mini_program"),
+            format!("{DEMO_OFFICIAL_ACCOUNT_APPID}:official_account"),
+            format!("{DEMO_WEBSITE_APPID}:website"),
+            format!("{DEMO_MOBILE_APP_APPID}:mobile_app"),
+        ]
+    );
+    let info = app.user_info(&tokens.access).await;
+    assert_eq!(info.envelope_ok()["bindings"].as_array().unwrap().len(), 4);
+    assert!(info.envelope_ok()["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["kind"] == "mobile_app"));
+    // The sns access token is never kept: no row of the store holds it.
+    assert!(!app.stored_log_text().await.contains("access_token\":\""));
+}
+
+async fn a_snapshot_user_is_never_bound_or_registered(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    let (_, _, _, person) = app.registered_user(APP).await;
+    let code = app
+        .device
+        .oauth_code(
+            person,
+            &OAuthConsent {
+                appid: DEMO_OFFICIAL_ACCOUNT_APPID.to_owned(),
+                scope: Some("snsapi_base".to_owned()),
+                snapshot: true,
+            },
+        )
+        .await
+        .unwrap();
+    let answer = app
+        .unchanged("a snapshot user's login", || {
+            app.login(DEMO_OFFICIAL_ACCOUNT_APPID, &code)
+        })
+        .await;
+    answer.problem(403, "snapshot_user");
+    // GitEgg's login refuses it the same way, in its envelope.
+    let code = app
+        .device
+        .oauth_code(
+            person,
+            &OAuthConsent {
+                appid: DEMO_OFFICIAL_ACCOUNT_APPID.to_owned(),
+                scope: Some("snsapi_base".to_owned()),
+                snapshot: true,
+            },
+        )
+        .await
+        .unwrap();
+    let query = format!("code={}", miniauth_e2e::enc(&code));
+    let gitegg = app
+        .unchanged("a snapshot user's GitEgg login", || {
+            app.wx("", DEMO_OFFICIAL_ACCOUNT_APPID, "login", &query, None)
+        })
+        .await;
+    gitegg.envelope_err(403);
+}
+
+async fn a_channel_without_a_session_key_takes_no_phone_or_profile_and_binds_by_password(
+    engine: Engine,
+) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    // A person new to the tenant opens the website: unbound, a ticket.
+    let person = app.wechat_user(Some(&miniauth_e2e::random_phone())).await;
+    let code = oauth_code(&app, DEMO_WEBSITE_APPID, person, None).await;
+    let login = app.login(DEMO_WEBSITE_APPID, &code).await.ok(200).clone();
+    assert_eq!(login["bound"], json!(false), "{login}");
+    let ticket = login["ticket"].as_str().unwrap().to_owned();
+
+    // No phone and no profile from a channel without a session key.
+    let phone_body = json!({ "ticket": ticket, "code": "any-phone-code" });
+    let phone = app
+        .unchanged("a phone for a website", || {
+            app.phone(DEMO_WEBSITE_APPID, &phone_body)
+        })
+        .await;
+    phone.problem(400, "channel_unsupported");
+    let profile_body =
+        json!({ "ticket": ticket, "nickname": "Zhao", "avatar_url": "https://a.example/z.png" });
+    let profile = app
+        .unchanged("a profile for a website", || {
+            app.profile(DEMO_WEBSITE_APPID, &profile_body)
+        })
+        .await;
+    profile.problem(400, "channel_unsupported");
+
+    // The person logs in with account + password and binds the website's identity to
+    // that user, as on a mini program ...
+    let (user, account, password) = app.password_user(None).await;
+    let tokens = app.password_tokens(&account, &password).await;
+    let answer = app.bind(DEMO_WEBSITE_APPID, &ticket, &tokens.access).await;
+    assert_eq!(answer.ok(200)["user_id"], json!(user), "{}", answer.text);
+    // ... and the next login of the website is a returning user's.
+    let code = oauth_code(&app, DEMO_WEBSITE_APPID, person, None).await;
+    assert_eq!(
+        app.login(DEMO_WEBSITE_APPID, &code).await.ok(200)["bound"],
+        json!(true)
+    );
+    // The mini program of the same person now links to that user by unionid.
+    let body = app.session(APP, person).await;
+    assert_eq!(body["bound"], json!(true), "{body}");
+    let tokens = Tokens::from_v1(&body["tokens"]);
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+}
+
+async fn a_late_unionid_from_a_profile_links_then(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    // Bound on the website (its logins carry the unionid).
+    let (user, _, _, person) = app.registered_user(APP).await;
+    // The Official Account's snsapi_base login names no unionid: unbound.
+    let code = oauth_code(
+        &app,
+        DEMO_OFFICIAL_ACCOUNT_APPID,
+        person,
+        Some("snsapi_base"),
+    )
+    .await;
+    let body = app
+        .login(DEMO_OFFICIAL_ACCOUNT_APPID, &code)
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(body["bound"], json!(false), "{body}");
+    assert_eq!(body["unionid"], Value::Null, "{body}");
+    // The person agrees to snsapi_userinfo later: WeChat names the unionid, and the
+    // login links then.
+    let code = oauth_code(&app, DEMO_OFFICIAL_ACCOUNT_APPID, person, None).await;
+    let body = app
+        .login(DEMO_OFFICIAL_ACCOUNT_APPID, &code)
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(body["bound"], json!(true), "{body}");
+    let tokens = Tokens::from_v1(&body["tokens"]);
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+}
