@@ -507,6 +507,8 @@ fn status_word(status: UserStatus) -> &'static str {
 
 fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
     let kind = params.get("kind").map(String::as_str).unwrap_or("user_id");
+    let mut appids: Vec<&AppId> = state.auth.apps().iter().map(|app| &app.appid).collect();
+    appids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     // A phone number typed is not written back into the page: the page shows it masked.
     let q = match kind {
         "phone" => "",
@@ -534,8 +536,8 @@ fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
                 input type="hidden" name="kind" value="identity";
                 label for="appid" { "App" }
                 select #appid name="appid" {
-                    @for app in state.auth.apps().iter() {
-                        option value=(app.appid) selected[params.get("appid").map(String::as_str) == Some(app.appid.as_str())] { (app.appid) }
+                    @for appid in &appids {
+                        option value=(appid) selected[params.get("appid").map(String::as_str) == Some(appid.as_str())] { (appid) }
                     }
                 }
                 label for="openid" { "OpenID" }
