@@ -33,6 +33,7 @@ const DOCS: &[&str] = &[
     "docs/audit.md",
     "docs/simulator.md",
     "docs/channels.md",
+    "docs/migrating-from-gitegg.md",
     "docs/configuration.md",
     "docs/operations.md",
     "docs/security.md",
