@@ -38,6 +38,7 @@ const DOCS: &[&str] = &[
     "docs/console.md",
     "docs/simulator.md",
     "docs/channels.md",
+    "docs/migrating-from-gitegg.md",
     "docs/configuration.md",
     "docs/operations.md",
     "docs/security.md",

@@ -611,3 +611,84 @@ async fn a_gitegg_bind_key_buys_tokens_for_an_imported_account_during_the_transi
     );
     db.drop_database().await;
 }
+
+/// The measurement of docs/benchmarks.md: 100,000 bound social rows imported on each
+/// engine, with the time it took. Not part of the suite (it takes a while to generate);
+/// run it with `cargo test --release -p miniauth-e2e --test gitegg_import -- --ignored
+/// --nocapture`.
+mod measurement {
+    use super::*;
+
+    const ROWS: i64 = 100_000;
+
+    async fn import_100k(engine: Engine) {
+        let app = spawn_app(engine).await;
+        let db = GiteggDb::create().await;
+        let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        let (mut socials, mut links, mut users) = (Vec::new(), Vec::new(), Vec::new());
+        for id in 1..=ROWS {
+            socials.push(SocialRow {
+                id,
+                tenant_id: 0,
+                source: "WECHAT_MINI_APP".into(),
+                openid: format!("oBench{id:022}"),
+                unionid: (id % 2 == 0).then(|| format!("uBench{id:022}")),
+                nickname: format!("Nick{id}"),
+                avatar: format!("https://thirdwx.qlogo.cn/{id}.png"),
+                session_key: String::new(),
+                created: gitegg_time(id),
+                deleted: false,
+            });
+            links.push(LinkRow {
+                id,
+                user_id: 1_000_000 + id,
+                social_id: id,
+                created: gitegg_time(id + 1),
+                deleted: false,
+            });
+            users.push(UserRow {
+                id: 1_000_000 + id,
+                tenant_id: 0,
+                account: format!("bench{id}"),
+                nickname: format!("User {id}"),
+                mobile: Some(format!("13{id:09}")),
+                password: Some(hash.clone()),
+                status: 1,
+                created: gitegg_time(id),
+                deleted: false,
+            });
+        }
+        db.socials(&socials).await;
+        db.links(&links).await;
+        db.users(&users).await;
+        let started = std::time::Instant::now();
+        let summary = importer(&app, source(&db).await)
+            .run(&options(false, 2000), &Recorder::default())
+            .await
+            .expect("import");
+        let took = started.elapsed();
+        app.store.catch_up().await.expect("catch up");
+        let caught_up = started.elapsed();
+        println!(
+            "{engine}: {} bindings imported in {:.1} s ({:.1} s with the read models caught up)",
+            summary.bindings,
+            took.as_secs_f64(),
+            caught_up.as_secs_f64()
+        );
+        assert_eq!(summary.bindings, ROWS as u64);
+        assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: run by hand for docs/benchmarks.md"]
+    async fn a_hundred_thousand_bindings_sqlite() {
+        import_100k(Engine::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: run by hand for docs/benchmarks.md"]
+    async fn a_hundred_thousand_bindings_postgres() {
+        import_100k(Engine::Postgres).await;
+    }
+}

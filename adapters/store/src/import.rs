@@ -24,7 +24,6 @@ use crate::crypto::{Keys, Sealer};
 use crate::db::{millis, on_pool, port_error, Db};
 use crate::event_store::{chain, Chained};
 use crate::log::{position_of, EVENTS_PER_TRANSACTION};
-use crate::read_models::ReadModels;
 use crate::users::{mobile_hash, mobile_text, seal_column, Column};
 use crate::vault::{new_data_key, seal_datum, unionid_hash, SqlVault};
 
@@ -37,16 +36,11 @@ const CHUNK: usize = 500;
 pub struct SqlImportTarget {
     db: Db,
     keys: Keys,
-    read_models: ReadModels,
 }
 
 impl SqlImportTarget {
-    pub(crate) fn new(db: Db, keys: Keys, read_models: ReadModels) -> Self {
-        Self {
-            db,
-            keys,
-            read_models,
-        }
+    pub(crate) fn new(db: Db, keys: Keys) -> Self {
+        Self { db, keys }
     }
 
     /// The data keys of these accounts that exist: account → (key id, sealed key).
@@ -396,7 +390,9 @@ impl ImportTarget for SqlImportTarget {
             .await
             .map_err(port_error)?
         });
-        self.read_models.nudge();
+        // The read models are not nudged after each batch: catching up while the
+        // import writes would make both take turns on the database. The caller catches
+        // them up once at the end (and every start-up does).
         Ok(())
     }
 }

@@ -192,7 +192,7 @@ impl Store {
     /// The import's target (`miniauth import gitegg`): batched writes of imported
     /// accounts, bindings and users.
     pub fn import_target(&self) -> SqlImportTarget {
-        SqlImportTarget::new(self.db.clone(), self.keys.clone(), self.read_models.clone())
+        SqlImportTarget::new(self.db.clone(), self.keys.clone())
     }
 
     /// The binding registry port.
