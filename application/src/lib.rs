@@ -10,12 +10,14 @@
 //! | bind while logged in | [`MiniAuth::bind_current_user`] |
 //! | 12 ticket → tokens | [`MiniAuth::grant_ticket`] |
 //! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
+//! | browser login of an Official Account or a website | [`MiniAuth::authorize`], [`MiniAuth::callback`], [`MiniAuth::exchange_result`] |
 //! | erasure | [`MiniAuth::erase`] |
 //! | disable, enable a user | [`MiniAuth::disable_user`], [`MiniAuth::enable_user`] |
 //! | history, bindings at an instant, export, verification of the log | [`Audit`] ([`MiniAuth::audit`]) |
 
 pub mod audit;
 mod binding;
+pub mod browser;
 pub mod context;
 mod erasure;
 pub mod error;
@@ -32,6 +34,7 @@ pub mod settings;
 mod users;
 
 pub use audit::Audit;
+pub use browser::{BrowserKey, BrowserStart};
 pub use context::{Actor, EventMetadata, RequestContext};
 pub use error::{AppError, ErrorKind};
 pub use grants::Me;

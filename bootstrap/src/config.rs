@@ -65,6 +65,9 @@ pub struct ServerSection {
     pub metrics_listen: Option<SocketAddr>,
     /// `/metrics` answers only requests with the admin token.
     pub metrics_require_admin: bool,
+    /// The public base URL of this service (`https://auth.example.com`), the base of
+    /// the browser logins' callback; unset: the request's `Host` over http.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -78,6 +81,7 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             metrics_listen: None,
             metrics_require_admin: false,
+            public_url: None,
         }
     }
 }
@@ -643,6 +647,20 @@ impl Config {
             ));
         }
         self.trusted_proxies()?;
+        if let Some(url) = &self.server.public_url {
+            let parsed = url::Url::parse(url).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
+            if parsed.is_none() {
+                return Err(ConfigError::new(
+                    "server.public_url",
+                    "must be an http(s) URL without query or fragment",
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -149,6 +149,9 @@ async fn wechat(
         }
         WeChatTarget::Api(url) => (None, url.clone()),
     };
+    // The simulator plays WeChat's consent pages too.
+    let open_base =
+        matches!(config.wechat.api_base, WeChatTarget::Simulator).then(|| api_base.clone());
     let client = WeChatClient::new(ClientConfig {
         api_base,
         timeout: std::time::Duration::from_millis(config.wechat.timeout_ms),
@@ -163,6 +166,10 @@ async fn wechat(
             .collect(),
     })
     .context("configuring the WeChat client")?;
+    let client = match open_base {
+        Some(base) => client.with_open_base(base),
+        None => client,
+    };
     Ok((simulator, Arc::new(client)))
 }
 
@@ -259,6 +266,7 @@ fn http_config(
         .map(|c| (c.id.clone(), c.secret.clone()))
         .collect();
     http.trusted_proxies = config.trusted_proxies()?;
+    http.public_url = config.server.public_url.clone();
     if config.server.metrics_require_admin {
         http.metrics_access = MetricsAccess::AdminToken;
     }

@@ -98,6 +98,10 @@ pub struct HttpConfig {
     pub metrics_access: MetricsAccess,
     /// Where `/metrics` is served.
     pub metrics_listener: MetricsListener,
+    /// This service's public base URL (`https://auth.example.com`): the base of the
+    /// browser logins' callback that WeChat sends browsers to. `None`: the request's
+    /// `Host`, over plain http (development).
+    pub public_url: Option<String>,
 }
 
 impl HttpConfig {
@@ -113,6 +117,7 @@ impl HttpConfig {
             trusted_proxies: TrustedProxies::none(),
             metrics_access: MetricsAccess::Open,
             metrics_listener: MetricsListener::Api,
+            public_url: None,
         }
     }
 

@@ -40,6 +40,9 @@ use crate::{ops, v1};
         v1::create_session,
         v1::submit_profile,
         v1::verify_phone,
+        crate::browser::authorize,
+        crate::browser::callback,
+        crate::browser::results,
         v1::bind,
         v1::unbind,
         v1::token,
@@ -62,6 +65,7 @@ use crate::{ops, v1};
     components(schemas(
         v1::SessionRequest,
         v1::SessionResponse,
+        crate::browser::ResultRequest,
         v1::TokenResponse,
         v1::ProfileRequest,
         v1::ProfileResponse,
