@@ -3,7 +3,7 @@
 //! person's mini program binding names; a snapshot-page user is never bound; the
 //! channels without a session key take no phone or profile. On both engines.
 
-use miniauth_e2e::{on_both_engines, Engine, TestApp, Tokens, APP};
+use miniauth_e2e::{on_both_engines, Engine, TestApp, Tokens, APP, SECOND_APP};
 use miniauth_wechat::sim::{
     Endpoint, OAuthConsent, DEMO_MOBILE_APP_APPID, DEMO_OFFICIAL_ACCOUNT_APPID, DEMO_WEBSITE_APPID,
 };
@@ -18,6 +18,7 @@ on_both_engines!(
     a_channel_without_a_session_key_takes_no_phone_or_profile_and_binds_by_password,
     a_late_unionid_from_a_profile_links_then,
     browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_result,
+    a_unionid_first_revealed_by_a_profile_payload_links_at_once,
 );
 
 /// The person agrees to log in to `appid` (its default scope, or `scope`): the code
@@ -444,4 +445,55 @@ async fn browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_resul
         .await
         .problem(400, "channel_unsupported");
     }
+}
+
+/// The app as the simulator knows it, bound to the Open Platform or not.
+async fn open_platform(app: &TestApp, appid: &str, bound: bool) {
+    app.device
+        .register_app(&miniauth_wechat::sim::AppRegistration {
+            appid: appid.to_owned(),
+            secret: format!("secret-of-{appid}"),
+            unionid: bound,
+            kind: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn a_unionid_first_revealed_by_a_profile_payload_links_at_once(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    let (user, _, _, person) = app.registered_user(APP).await;
+    // The second mini program's code2session names no unionid yet: unbound.
+    open_platform(&app, SECOND_APP, false).await;
+    let login = app.session(SECOND_APP, person).await;
+    assert_eq!(login["bound"], json!(false), "{login}");
+    let ticket = login["ticket"].as_str().unwrap().to_owned();
+    // The legacy profile payload reveals it (the app joined the Open Platform since).
+    open_platform(&app, SECOND_APP, true).await;
+    let bundle = app
+        .device
+        .user_info(&miniauth_e2e::app(SECOND_APP), person)
+        .await
+        .unwrap();
+    let profile = app
+        .profile(
+            SECOND_APP,
+            &json!({
+                "ticket": ticket, "raw_data": bundle.raw_data, "signature": bundle.signature,
+                "encrypted_data": bundle.encrypted_data, "iv": bundle.iv,
+            }),
+        )
+        .await;
+    profile.ok(200);
+    // Linked when the profile was accepted: the history says so, and the next login
+    // is a returning user's.
+    let events = history_in(&app, SECOND_APP).await;
+    let bound = events
+        .iter()
+        .find(|e| e["event_type"] == "UserBound")
+        .expect("linked at the profile");
+    assert_eq!(bound["via"], "unionid_match", "{bound}");
+    assert_eq!(bound["user_id"], json!(user));
+    let again = app.session(SECOND_APP, person).await;
+    assert_eq!(again["bound"], json!(true), "{again}");
 }
