@@ -48,6 +48,10 @@ pub struct HistoryEntry {
     /// A `unionid_match` binding: the account (`{appid}:{openid}`) it follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<String>,
+    /// An imported event: the row of the other system it was read from
+    /// (`{system}:{table}#{row}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     /// A declined link: the users the unionid's bindings name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<Vec<i64>>,
@@ -61,6 +65,9 @@ pub struct HistoryEntry {
     pub nickname: Option<String>,
     /// Who acted.
     pub actor: Option<String>,
+    /// Why an operator acted: a reason code (`note` metadata), when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The request it came from.
     pub request_id: Option<String>,
     /// The client IP.
@@ -294,6 +301,33 @@ impl Audit {
         self.log.verify(self.clock.now()).await
     }
 
+    /// The history of every account the log ever bound to `user`, each with its
+    /// personal data masked: what a timeline of the user's bindings is drawn from.
+    pub async fn user_histories(&self, user: UserId) -> Result<Vec<AccountHistory>, AppError> {
+        let mut accounts = self.log.accounts_of_user(user).await?;
+        accounts.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut histories = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let events = self.log.account_events(&account).await?;
+            histories.push(AccountHistory {
+                appid: account.appid(),
+                openid: account.openid(),
+                events: history(self.vault.as_ref(), &account, events).await,
+            });
+        }
+        Ok(histories)
+    }
+
+    /// How many events of the log the read models have not projected yet.
+    pub async fn projection_lag(&self) -> Result<i64, PortError> {
+        self.log.projection_lag().await
+    }
+
+    /// The newest checkpoint recorded (by a clean `verify` or by `checkpoint`).
+    pub async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
+        self.log.latest_checkpoint().await
+    }
+
     /// Records a checkpoint over the events committed since the last one; answers it,
     /// or the newest one when nothing new was committed (so that what is shipped off
     /// the box always says where the log stands).
@@ -363,12 +397,14 @@ async fn entry(reveal: &masking::Reveal<'_>, stored: StoredEvent, erased: bool) 
         reason: None,
         user_id: None,
         linked_from: None,
+        imported_from: None,
         users: None,
         session_seq: None,
         unionid: None,
         phone: None,
         nickname: None,
         actor: metadata.actor,
+        note: metadata.note,
         request_id: metadata.request_id,
         client_ip,
         recorded_at: metadata.recorded_at,
@@ -408,6 +444,7 @@ async fn details(
             entry.via = Some(e.via.as_str().to_owned());
             entry.user_id = Some(e.user_id.get());
             entry.linked_from = e.linked_from.as_ref().map(|a| a.as_str().to_owned());
+            entry.imported_from = e.imported_from.as_ref().map(provenance);
         }
         SocialAccountEvent::Unbound(e) => {
             entry.reason = Some(e.reason.as_str().to_owned());
@@ -418,5 +455,21 @@ async fn details(
             entry.reason = Some("unionid_bound_to_several_users".to_owned());
             entry.users = Some(e.users.iter().map(|u| u.get()).collect());
         }
+        SocialAccountEvent::AccountImported(e) => {
+            entry.via = Some(e.source.system.clone());
+            entry.imported_from = Some(provenance(&e.source));
+            if let Some(unionid) = &e.unionid {
+                entry.unionid = Some(reveal.unionid(unionid, erased).await);
+            }
+            if let Some(nickname) = &e.nickname {
+                entry.nickname = Some(reveal.nickname(nickname).await);
+            }
+        }
     }
+}
+
+/// Where an imported event's facts were read, as the history shows it:
+/// `{system}:{table}#{row}`.
+fn provenance(source: &miniauth_domain::Provenance) -> String {
+    format!("{}:{}#{}", source.system, source.table, source.row_id)
 }

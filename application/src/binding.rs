@@ -12,7 +12,7 @@ use crate::phone::BindRequest;
 use crate::ports::{
     LoadedAccount, Password, SessionScope, ThrottleKey, ThrottleKind, TokenSubject, UserRecord,
 };
-use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
+use crate::service::{ensure_active, ensure_same_tenant, session_owner, MiniAuth, Tokens};
 use crate::settings::limits;
 
 impl MiniAuth {
@@ -43,7 +43,7 @@ impl MiniAuth {
             proof,
             via: BindMethod::CurrentUser,
         };
-        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
+        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) }, None)
             .await?;
         Ok(user.id)
     }
@@ -74,9 +74,15 @@ impl MiniAuth {
             proof,
             via: BindMethod::PasswordLogin,
         };
-        self.bind_to(ctx, context, &id, bind, async { Ok(vec![]) })
-            .await?;
-        self.issue_tokens(&user, Some(opened.app)).await
+        // The binding and the login session in one commit.
+        let owner = session_owner(&user, Some(opened.app))?;
+        match self
+            .bind_to(ctx, context, &id, bind, async { Ok(vec![]) }, Some(&owner))
+            .await?
+        {
+            (_, Some(started)) => self.tokens_of(started),
+            (_, None) => self.issue_tokens(&user, Some(opened.app)).await,
+        }
     }
 
     /// Ends the caller's binding in `appid` — and only there: bindings in other apps
@@ -101,7 +107,7 @@ impl MiniAuth {
             .ok_or(AppError::NotBound)?;
         let id = AccountId::new(&app.appid, &openid);
         let ended = self
-            .end_binding(ctx, &id, user_id, UnbindReason::UserRequest)
+            .end_binding(ctx, &id, user_id, UnbindReason::UserRequest, None)
             .await;
         // Also when the log had already ended it (a retry after a failure): the
         // sessions must not outlive the binding either way.
@@ -112,13 +118,15 @@ impl MiniAuth {
         ended
     }
 
-    /// Ends the binding of account `id` to `user_id`, then releases it in the registry.
+    /// Ends the binding of account `id` to `user_id` (recording an operator's `note`
+    /// with it, if any), then releases it in the registry.
     pub(crate) async fn end_binding(
         &self,
         ctx: &RequestContext,
         id: &AccountId,
         user_id: UserId,
         reason: UnbindReason,
+        note: Option<&str>,
     ) -> Result<(), AppError> {
         let context = self.load(id).await?;
         let command = SocialAccountCommand::Unbind {
@@ -126,7 +134,9 @@ impl MiniAuth {
             reason,
             at: self.now(),
         };
-        let committed = self.commit(ctx, id, context, vec![command]).await;
+        let committed = self
+            .commit_noted(ctx, id, context, vec![command], note)
+            .await;
         if let Err(AppError::Account(AccountError::NotBound)) = &committed {
             // The log says unbound but the registry still held the claim (a release
             // that failed after an earlier unbind): repair the registry, then say so.

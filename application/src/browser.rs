@@ -218,7 +218,7 @@ impl MiniAuth {
             })?;
         let app = opened.app;
         let state = self.load(&opened.account).await?.into_state();
-        self.answer(app, &opened.account, &state, None, None, true)
+        self.answer(app, &opened.account, &state, None, None, None, true)
             .await
     }
 }

@@ -22,9 +22,14 @@ pub enum Actor {
     Admin,
     /// The command line (`miniauth erase`): `cli`.
     Cli,
+    /// An operator signed in to the console (`/console`) with the admin token:
+    /// `console`.
+    Console,
     /// A client not yet authenticated, in a request that records no event (the
     /// password grant): `anonymous`.
     Anonymous,
+    /// A migration from another system (`miniauth import gitegg`): `import`.
+    Import,
 }
 
 impl fmt::Display for Actor {
@@ -34,7 +39,9 @@ impl fmt::Display for Actor {
             Self::User(id) => write!(f, "user:{id}"),
             Self::Admin => f.write_str("admin"),
             Self::Cli => f.write_str("cli"),
+            Self::Console => f.write_str("console"),
             Self::Anonymous => f.write_str("anonymous"),
+            Self::Import => f.write_str("import"),
         }
     }
 }
@@ -86,6 +93,7 @@ impl RequestContext {
             actor: Some(self.actor.to_string()),
             client_ip,
             recorded_at: Some(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            note: None,
             hash: None,
         }
     }
@@ -111,6 +119,9 @@ pub struct EventMetadata {
     pub client_ip: Option<String>,
     /// When the event was committed (`recorded_at`, RFC 3339 with milliseconds).
     pub recorded_at: Option<String>,
+    /// Why an operator acted (`note`): a reason code from a fixed list, never free
+    /// text (the log keeps it forever, so it must not carry personal data).
+    pub note: Option<String>,
     /// The chain hash (`hash`, [`HASH_KEY`]), added by the event store.
     pub hash: Option<String>,
 }
@@ -124,15 +135,18 @@ impl EventMetadata {
     pub const CLIENT_IP: &'static str = "client_ip";
     /// The key of [`Self::recorded_at`].
     pub const RECORDED_AT: &'static str = "recorded_at";
+    /// The key of [`Self::note`].
+    pub const NOTE: &'static str = "note";
     /// The key of [`Self::hash`].
     pub const HASH: &'static str = HASH_KEY;
 
-    fn entries(&self) -> [(&'static str, &Option<String>); 5] {
+    fn entries(&self) -> [(&'static str, &Option<String>); 6] {
         [
             (Self::REQUEST_ID, &self.request_id),
             (Self::ACTOR, &self.actor),
             (Self::CLIENT_IP, &self.client_ip),
             (Self::RECORDED_AT, &self.recorded_at),
+            (Self::NOTE, &self.note),
             (Self::HASH, &self.hash),
         ]
     }
@@ -153,6 +167,7 @@ impl EventMetadata {
             actor: get(Self::ACTOR),
             client_ip: get(Self::CLIENT_IP),
             recorded_at: get(Self::RECORDED_AT),
+            note: get(Self::NOTE),
             hash: get(Self::HASH),
         }
     }
@@ -201,5 +216,6 @@ mod tests {
         assert_eq!(recorded(Actor::User(UserId::new(42).unwrap())), "user:42");
         assert_eq!(recorded(Actor::Admin), "admin");
         assert_eq!(recorded(Actor::Cli), "cli");
+        assert_eq!(recorded(Actor::Console), "console");
     }
 }

@@ -112,6 +112,10 @@ pub enum AppError {
     /// Another user of the tenant has this mobile number.
     #[error("another user already has this mobile number")]
     PhoneTaken,
+    /// A bind key of the migrated GitEgg deployment was refused (the bridge of
+    /// `miniauth import gitegg`).
+    #[error(transparent)]
+    LegacyBindKey(LegacyKeyRefusal),
     /// Nothing is bound (unbind, ticket grant).
     #[error("this WeChat identity is not bound to a user of this app")]
     NotBound,
@@ -214,6 +218,23 @@ impl From<ClaimError> for AppError {
     }
 }
 
+/// Why a GitEgg bind key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum LegacyKeyRefusal {
+    /// It does not decode to a WeChat identity under the configured DES key and IV —
+    /// one answer whatever the reason, so that no answer is a padding oracle.
+    #[error("the GitEgg bind key is not valid; log in again for a new bind key")]
+    Invalid,
+    /// It names no imported account.
+    #[error("the GitEgg bind key names no account imported from GitEgg; log in again for a new bind key")]
+    NotImported,
+    /// Its account was imported longer ago than the transition period.
+    #[error(
+        "GitEgg bind keys are no longer accepted for this account; log in again for a new bind key"
+    )]
+    Expired,
+}
+
 impl ErrorCode for AppError {
     fn code(&self) -> &'static str {
         match self {
@@ -257,6 +278,11 @@ impl ErrorCode for AppError {
             Self::UserAlreadyBoundInApp => "user_already_bound_in_app",
             Self::AccountTaken => "account_taken",
             Self::PhoneTaken => "phone_taken",
+            Self::LegacyBindKey(e) => match e {
+                LegacyKeyRefusal::Invalid => "legacy_bind_key_invalid",
+                LegacyKeyRefusal::NotImported => "legacy_bind_key_not_imported",
+                LegacyKeyRefusal::Expired => "legacy_bind_key_expired",
+            },
             Self::NotBound => "not_bound",
             Self::BadCredentials => "invalid_credentials",
             Self::TooManyAttempts(_) => "too_many_attempts",
@@ -311,7 +337,7 @@ impl AppError {
                 | WeChatError::IpNotWhitelisted
                 | WeChatError::Unknown { .. } => K::Internal,
             },
-            Self::Ticket(_) | Self::TicketAppMismatch => K::Unauthorized,
+            Self::Ticket(_) | Self::TicketAppMismatch | Self::LegacyBindKey(_) => K::Unauthorized,
             Self::Account(e) => match e {
                 AccountError::NoSession | AccountError::TicketUnknownSession => K::Unauthorized,
                 AccountError::TicketSessionSuperseded => K::Unauthorized,

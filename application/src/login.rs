@@ -11,7 +11,7 @@ use crate::error::AppError;
 use crate::phone::BindRequest;
 use crate::ports::{OAuthGrant, SnsUserInfo, ThrottleKey};
 use crate::profile::ProfileFields;
-use crate::service::{ensure_same_tenant, IssuedTicket, MiniAuth, Tokens};
+use crate::service::{ensure_same_tenant, session_owner, IssuedTicket, MiniAuth, Tokens};
 use crate::settings::AppSettings;
 
 /// What a login answers.
@@ -119,7 +119,15 @@ impl MiniAuth {
                 at: self.now(),
             },
         };
-        let mut state = self.commit(ctx, &id, context, vec![command]).await?;
+        // A returning user's login session starts in the same durable write as the
+        // session's event (one commit), once every check above has passed.
+        let owner = match &user {
+            Some(user) if with_tokens => Some(session_owner(user, Some(app))?),
+            _ => None,
+        };
+        let (mut state, started) = self
+            .commit_with(ctx, &id, context, vec![command], owner.as_ref())
+            .await?;
         if let Some(profile) = &profile {
             state = self.record_userinfo(ctx, &id, profile, state).await;
         }
@@ -127,26 +135,33 @@ impl MiniAuth {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
         }
         let fresh = session.unionid.or(learned);
-        self.answer(app, &id, &state, user, fresh, with_tokens)
+        self.answer(app, &id, &state, user, started, fresh, with_tokens)
             .await
     }
 
     /// What a login (or a browser login's result) answers for the account in `state`:
     /// a ticket, and tokens when it is bound and `with_tokens` (spending the ticket).
-    /// `user` is the bound user when the caller loaded it already; `unionid` the one
-    /// WeChat just sent, if any (else the one on record is read back).
+    /// `user` is the bound user when the caller loaded it already; `started` the login
+    /// session a commit started for it; `unionid` the one WeChat just sent, if any (else
+    /// the one on record is read back).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn answer(
         &self,
         app: &AppSettings,
         id: &AccountId,
         state: &SocialAccount,
         user: Option<crate::ports::UserRecord>,
+        started: Option<crate::service::StartedSession>,
         unionid: Option<UnionId>,
         with_tokens: bool,
     ) -> Result<LoginOutcome, AppError> {
         let (ticket, claims) = self.issue_ticket(&app.appid, state)?;
-        let tokens = match state.bound_user() {
-            Some(bound) if with_tokens => {
+        let tokens = match (state.bound_user(), started) {
+            (Some(bound), Some(started)) if started.0.user_id == bound => {
+                self.spend_ticket(&claims).await?;
+                Some(self.tokens_of(started)?)
+            }
+            (Some(bound), _) if with_tokens => {
                 let user = match user {
                     Some(user) if user.id == bound => user,
                     _ => {
@@ -344,10 +359,10 @@ impl MiniAuth {
                 };
                 let context = self.load(id).await?;
                 match self
-                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) })
+                    .bind_to(ctx, context, id, bind, async { Ok(Vec::new()) }, None)
                     .await
                 {
-                    Ok(linked) => {
+                    Ok((linked, _)) => {
                         tracing::info!(%id, user = %record.id, "linked by unionid");
                         Ok(linked)
                     }

@@ -2,13 +2,17 @@
 //! that drive them (`test-support` feature).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use miniauth_domain::{AccountId, SocialAccount, SocialAccountEvent};
 
-use crate::ports::{AccountRepository, CommitError, LoadedAccount, PortError};
+use crate::ports::{
+    AccountRepository, CommitError, LoadedAccount, PortError, RefreshToken, RefreshTokenStore,
+    SessionOwner, TokenSubject,
+};
 
 /// One committed event, as a test reads it back.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,15 +27,48 @@ pub struct RecordedEvent {
 
 /// Accounts as event streams in memory, with the optimistic concurrency of a real
 /// store: a commit after a version that is no longer the latest is a conflict.
-#[derive(Debug, Default)]
+/// Login sessions started with a commit go to the refresh-token store given by
+/// [`start_sessions_with`](Self::start_sessions_with) (memory holds nothing durable
+/// to share a commit with).
+#[derive(Default)]
 pub struct InMemoryAccounts {
     streams: Mutex<HashMap<AccountId, Vec<RecordedEvent>>>,
+    sessions: Mutex<Option<Arc<dyn RefreshTokenStore>>>,
+}
+
+impl std::fmt::Debug for InMemoryAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryAccounts")
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InMemoryAccounts {
     /// Every event committed to `id`, oldest first.
     pub fn events(&self, id: &AccountId) -> Vec<RecordedEvent> {
         self.streams().get(id).cloned().unwrap_or_default()
+    }
+
+    /// Where the login sessions of [`AccountRepository::commit_with_session`] start.
+    pub fn start_sessions_with(&self, refresh: Arc<dyn RefreshTokenStore>) {
+        *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = Some(refresh);
+    }
+
+    /// Starts a login session in the store given to
+    /// [`start_sessions_with`](Self::start_sessions_with).
+    pub async fn start_session(
+        &self,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), PortError> {
+        let refresh = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| PortError::Internal("in-memory accounts: no session store".into()))?;
+        refresh.issue(owner, now).await
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Vec<RecordedEvent>>> {
@@ -69,6 +106,18 @@ impl AccountRepository for InMemoryAccounts {
             });
         }
         Ok(())
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        self.commit(account, events, metadata).await?;
+        Ok(self.start_session(owner, now).await?)
     }
 }
 
@@ -159,6 +208,11 @@ impl crate::ports::UsageCounters for InMemoryUsageCounters {
             *count = count.saturating_sub(1);
         }
         Ok(())
+    }
+
+    async fn uses(&self, key: &crate::ports::UsageKey) -> Result<u32, PortError> {
+        let uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(uses.get(key).copied().unwrap_or(0))
     }
 
     async fn purge(&self, _now: chrono::DateTime<chrono::Utc>) -> Result<u64, PortError> {

@@ -11,8 +11,10 @@ use miniauth_domain::{
 
 use crate::context::RequestContext;
 use crate::error::AppError;
-use crate::ports::{Chain, LoadedAccount, NewUser, Registration, UserRecord};
-use crate::service::{ensure_active, ensure_same_tenant, MiniAuth, Tokens};
+use crate::ports::{Chain, LoadedAccount, NewUser, Registration, SessionOwner, UserRecord};
+use crate::service::{
+    ensure_active, ensure_same_tenant, session_owner, MiniAuth, StartedSession, Tokens,
+};
 use crate::settings::{AppSettings, RegistrationPolicy};
 
 /// Who to bind, on which proof of session, and how.
@@ -131,9 +133,17 @@ impl MiniAuth {
             ensure_same_tenant(&user, app)?;
             // One ticket, one token-issuing step: a replay of this request (a logged
             // GitEgg query string) writes and issues nothing.
+            let owner = session_owner(&user, Some(app))?;
             self.spend_ticket(&opened.claims).await?;
-            self.commit(ctx, &id, context, verify.await?).await?;
-            let tokens = self.issue_tokens(&user, Some(app)).await?;
+            let commands = verify.await?;
+            // The phone and the login session in one commit.
+            let tokens = match self
+                .commit_with(ctx, &id, context, commands, Some(&owner))
+                .await?
+            {
+                (_, Some(started)) => self.tokens_of(started)?,
+                (_, None) => self.issue_tokens(&user, Some(app)).await?,
+            };
             return Ok(PhoneOutcome {
                 user_id,
                 registered: false,
@@ -159,12 +169,21 @@ impl MiniAuth {
             proof,
             via,
         };
-        let outcome = self.bind_to(ctx, context, &id, bind, verify).await;
+        // The phone, the binding and the login session in one commit.
+        let outcome = match session_owner(&user, Some(app)) {
+            Ok(owner) => {
+                self.bind_to(ctx, context, &id, bind, verify, Some(&owner))
+                    .await
+            }
+            Err(refused) => Err(refused),
+        };
         if outcome.is_err() && registered {
             self.discard_registration(user.id).await;
         }
-        outcome?;
-        let tokens = self.issue_tokens(&user, Some(app)).await?;
+        let tokens = match outcome?.1 {
+            Some(started) => self.tokens_of(started)?,
+            None => self.issue_tokens(&user, Some(app)).await?,
+        };
         Ok(PhoneOutcome {
             user_id: user.id,
             registered,
@@ -242,7 +261,8 @@ impl MiniAuth {
         id: &AccountId,
         bind: BindRequest,
         before: impl Future<Output = Result<Vec<SocialAccountCommand>, AppError>>,
-    ) -> Result<SocialAccount, AppError> {
+        session: Option<&SessionOwner>,
+    ) -> Result<(SocialAccount, Option<StartedSession>), AppError> {
         let claim = self
             .ports
             .registry
@@ -264,7 +284,7 @@ impl MiniAuth {
                     at: self.now(),
                 },
             });
-            self.commit(ctx, id, context, commands).await
+            self.commit_with(ctx, id, context, commands, session).await
         }
         .await;
         if result.is_err() {

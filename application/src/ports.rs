@@ -271,6 +271,19 @@ pub trait AccountRepository: Send + Sync {
         events: Vec<SocialAccountEvent>,
         metadata: HashMap<String, String>,
     ) -> Result<(), CommitError>;
+
+    /// [`commit`](Self::commit), and in the same atomic, durable write starts a login
+    /// session for `owner` exactly as [`RefreshTokenStore::issue`] does (its family and
+    /// first refresh token): a login that answers tokens costs one commit, and a crash
+    /// leaves both or neither. Answers what `issue` answers.
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError>;
 }
 
 /// One event of an account's stream, decoded, with its place in the log.
@@ -327,6 +340,13 @@ pub trait AuditLog: Send + Sync {
 
     /// The newest checkpoint recorded, if any.
     async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError>;
+
+    /// Every account the log ever bound to `user` (whether or not it still is), in
+    /// no particular order.
+    async fn accounts_of_user(&self, user: UserId) -> Result<Vec<AccountId>, PortError>;
+
+    /// How many events of the log the read models have not projected yet.
+    async fn projection_lag(&self) -> Result<i64, PortError>;
 }
 
 /// What code2session answered.
@@ -615,6 +635,13 @@ pub trait UserDirectory: Send + Sync {
 
     /// A user by id.
     async fn get(&self, id: UserId) -> Result<Option<UserRecord>, PortError>;
+
+    /// The user of `tenant` with this account (login) name.
+    async fn find_by_account(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Option<UserRecord>, PortError>;
 
     /// Registers a user from a verified phone; the phone is unique per tenant.
     async fn register(&self, user: NewUser) -> Result<Registration, PortError>;
@@ -905,6 +932,23 @@ pub enum AccessTokenError {
     Revoked,
 }
 
+/// A verified access token's claims, as introspection answers them (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccessToken {
+    /// Who it speaks for.
+    pub subject: TokenSubject,
+    /// Its issuer (`iss`).
+    pub issuer: String,
+    /// Its audience (`aud`).
+    pub audience: String,
+    /// Its id (`jti`).
+    pub token_id: String,
+    /// When it was issued (`iat`).
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (`exp`).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Signs and verifies access tokens.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TokenIssuer: Send + Sync {
@@ -912,6 +956,12 @@ pub trait TokenIssuer: Send + Sync {
     fn issue(&self, subject: &TokenSubject, now: DateTime<Utc>) -> Result<AccessToken, PortError>;
     /// Verifies one.
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError>;
+    /// Verifies one as [`TokenIssuer::verify`] does, and answers all its claims.
+    fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedAccessToken, AccessTokenError>;
 }
 
 /// A refresh token as handed to the client.
@@ -1005,6 +1055,29 @@ pub trait RefreshTokenStore: Send + Sync {
         subject: &TokenSubject,
         now: DateTime<Utc>,
     ) -> Result<bool, PortError>;
+
+    /// What a refresh token stands for while it can still be used (introspection):
+    /// `None` when it is unknown, rotated, revoked, expired or its session ended.
+    async fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveRefreshToken>, PortError>;
+
+    /// Revokes the family (session) of any refresh token the store knows, whoever holds
+    /// it: the token is its own credential (RFC 7009). Answers whether it knew it.
+    async fn revoke_family_of(&self, token: &str, now: DateTime<Utc>) -> Result<bool, PortError>;
+}
+
+/// A refresh token that can still be used, as introspection answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRefreshToken {
+    /// Who it speaks for, and its session.
+    pub subject: TokenSubject,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it expires (its sliding expiry, never past the session's end).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Seals secrets with the server key and personal data with per-account data keys;
@@ -1062,6 +1135,9 @@ pub enum UsageKey {
     TicketExchanges(String),
     /// Callbacks of one browser login's state (its fingerprint).
     BrowserStates(String),
+    /// A console session that was signed out (its fingerprint): counted once it ends,
+    /// on whichever instance, so that every instance refuses it from then on.
+    ConsoleSessionEnded(String),
 }
 
 impl UsageKey {
@@ -1071,6 +1147,7 @@ impl UsageKey {
             Self::PayloadTries(fingerprint) => format!("payload_tries:{fingerprint}"),
             Self::TicketExchanges(fingerprint) => format!("ticket_exchanges:{fingerprint}"),
             Self::BrowserStates(fingerprint) => format!("browser_states:{fingerprint}"),
+            Self::ConsoleSessionEnded(fingerprint) => format!("console_ended:{fingerprint}"),
         }
     }
 }
@@ -1086,6 +1163,9 @@ pub trait UsageCounters: Send + Sync {
     async fn count(&self, key: &UsageKey, keep_until: DateTime<Utc>) -> Result<u32, PortError>;
     /// Takes one counted use back (a try that turned out to be no rejection).
     async fn uncount(&self, key: &UsageKey) -> Result<(), PortError>;
+    /// The uses of `key` counted so far (0 for a key never counted or purged), without
+    /// counting one.
+    async fn uses(&self, key: &UsageKey) -> Result<u32, PortError>;
     /// Forgets counters kept only until before `now`; answers how many went.
     async fn purge(&self, now: DateTime<Utc>) -> Result<u64, PortError>;
 }

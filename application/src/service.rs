@@ -12,15 +12,36 @@ use miniauth_domain::{
 };
 
 use crate::audit::Audit;
-use crate::context::RequestContext;
+use crate::context::{EventMetadata, RequestContext};
 use crate::error::AppError;
 use crate::ports::{
     AccessToken, AccountRepository, AttemptLimiter, AuditLog, BindingRegistry, Chain, Claim, Clock,
     CommitError, LoadedAccount, PersonalDataVault, RefreshToken, RefreshTokenStore, SessionOwner,
-    SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, UsageCounters, UsageKey,
-    UserDirectory, UserRecord, UserStatus, WeChatApi,
+    SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject, UsageCounters,
+    UsageKey, UserDirectory, UserRecord, UserStatus, WeChatApi,
 };
 use crate::settings::{AppCatalog, AppSettings, Lifetimes};
+
+/// A login session just started: its tokens' subject and its first refresh token.
+pub(crate) type StartedSession = (TokenSubject, RefreshToken);
+
+/// Whose login session `user`'s tokens through `app` (if any) belong to — once the
+/// user is active and, for an app, of its tenant: every token-issuing path checks
+/// here, before anything is written.
+pub(crate) fn session_owner(
+    user: &UserRecord,
+    app: Option<&AppSettings>,
+) -> Result<SessionOwner, AppError> {
+    ensure_active(user)?;
+    if let Some(app) = app {
+        ensure_same_tenant(user, app)?;
+    }
+    Ok(SessionOwner {
+        user_id: user.id,
+        tenant: user.tenant.clone(),
+        appid: app.map(|app| app.appid.clone()),
+    })
+}
 
 /// How often a command is re-decided on fresh state when another instance committed
 /// to the same account first.
@@ -87,6 +108,8 @@ pub struct MiniAuth {
     pub(crate) apps: AppCatalog,
     pub(crate) lifetimes: Lifetimes,
     pub(crate) ports: Ports,
+    /// GitEgg's bind keys, accepted for a while after a migration (off by default).
+    pub(crate) legacy: Option<crate::legacy_key::LegacyBridge>,
 }
 
 /// How long a session key's count of rejected payloads is kept: longer than WeChat
@@ -119,6 +142,7 @@ impl MiniAuth {
             apps,
             lifetimes,
             ports,
+            legacy: None,
         }
     }
 
@@ -216,9 +240,52 @@ impl MiniAuth {
         &self,
         ctx: &RequestContext,
         id: &AccountId,
-        mut context: LoadedAccount,
+        context: LoadedAccount,
         commands: Vec<SocialAccountCommand>,
     ) -> Result<SocialAccount, AppError> {
+        self.commit_noted(ctx, id, context, commands, None).await
+    }
+
+    /// [`Self::commit`], recording `note` (an operator's reason code) with the events.
+    pub(crate) async fn commit_noted(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+        note: Option<&str>,
+    ) -> Result<SocialAccount, AppError> {
+        Ok(self
+            .commit_inner(ctx, id, context, commands, None, note)
+            .await?
+            .0)
+    }
+
+    /// [`commit`](Self::commit), which also starts the login session of `session` in
+    /// the same durable write when the decided state is bound to its user (one commit
+    /// for a login that answers tokens; [`AccountRepository::commit_with_session`]).
+    /// Answers the state after the events and the session started, if one was.
+    pub(crate) async fn commit_with(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+        session: Option<&SessionOwner>,
+    ) -> Result<(SocialAccount, Option<StartedSession>), AppError> {
+        self.commit_inner(ctx, id, context, commands, session, None)
+            .await
+    }
+
+    async fn commit_inner(
+        &self,
+        ctx: &RequestContext,
+        id: &AccountId,
+        mut context: LoadedAccount,
+        commands: Vec<SocialAccountCommand>,
+        session: Option<&SessionOwner>,
+        note: Option<&str>,
+    ) -> Result<(SocialAccount, Option<StartedSession>), AppError> {
         let mut client_ip = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let mut state = context.state().clone();
@@ -230,7 +297,7 @@ impl MiniAuth {
                 }
             }
             if events.is_empty() {
-                return Ok(state);
+                return Ok((state, None));
             }
             // The client IP is the person's data: sealed with the account's data key,
             // once something is to be written (sealing may create the key).
@@ -242,19 +309,26 @@ impl MiniAuth {
                         .await?,
                 );
             }
+            let now = self.now();
+            let mut metadata = ctx.metadata_sealed(now, client_ip.as_ref());
+            if let Some(note) = note {
+                metadata.insert(EventMetadata::NOTE.to_owned(), note.to_owned());
+            }
             // The context still holds the state *before* these events: the store may
             // snapshot by applying them to it, exactly once.
-            match self
-                .ports
-                .accounts
-                .commit(
-                    context,
-                    events,
-                    ctx.metadata_sealed(self.now(), client_ip.as_ref()),
-                )
-                .await
-            {
-                Ok(()) => return Ok(state),
+            let accounts = &self.ports.accounts;
+            let committed = match session.filter(|o| state.bound_user() == Some(o.user_id)) {
+                Some(owner) => accounts
+                    .commit_with_session(context, events, metadata, owner, now)
+                    .await
+                    .map(Some),
+                None => accounts
+                    .commit(context, events, metadata)
+                    .await
+                    .map(|()| None),
+            };
+            match committed {
+                Ok(started) => return Ok((state, started)),
                 Err(CommitError::Conflict) => context = self.load(id).await?,
                 Err(CommitError::Port(error)) => return Err(error.into()),
             }
@@ -405,20 +479,17 @@ impl MiniAuth {
         user: &UserRecord,
         app: Option<&AppSettings>,
     ) -> Result<Tokens, AppError> {
-        ensure_active(user)?;
-        if let Some(app) = app {
-            ensure_same_tenant(user, app)?;
-        }
-        let owner = SessionOwner {
-            user_id: user.id,
-            tenant: user.tenant.clone(),
-            appid: app.map(|app| app.appid.clone()),
-        };
-        let now = self.now();
-        let (subject, refresh) = self.ports.refresh.issue(&owner, now).await?;
-        let access = self.ports.tokens.issue(&subject, now)?;
+        let owner = session_owner(user, app)?;
+        let started = self.ports.refresh.issue(&owner, self.now()).await?;
+        self.tokens_of(started)
+    }
+
+    /// The tokens of a login session just started (by [`issue_tokens`](Self::issue_tokens),
+    /// or with an account's events by [`commit_with`](Self::commit_with)).
+    pub(crate) fn tokens_of(&self, (subject, refresh): StartedSession) -> Result<Tokens, AppError> {
+        let access = self.ports.tokens.issue(&subject, self.now())?;
         Ok(Tokens {
-            user_id: user.id,
+            user_id: subject.user_id,
             access,
             refresh,
         })

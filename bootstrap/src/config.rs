@@ -35,7 +35,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             reason: reason.into(),
@@ -65,9 +65,6 @@ pub struct ServerSection {
     pub metrics_listen: Option<SocketAddr>,
     /// `/metrics` answers only requests with the admin token.
     pub metrics_require_admin: bool,
-    /// The public base URL of this service (`https://auth.example.com`), the base of
-    /// the browser logins' callback; unset: the request's `Host` over http.
-    pub public_url: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -81,13 +78,12 @@ impl Default for ServerSection {
             trusted_proxies: Vec::new(),
             metrics_listen: None,
             metrics_require_admin: false,
-            public_url: None,
         }
     }
 }
 
 /// A list of strings, or one string of comma-separated items.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+pub(crate) fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -383,12 +379,87 @@ pub struct AdminSection {
     pub token_env: Option<String>,
 }
 
+/// `[console]`: the operators' console at `/console` (served when an admin token is
+/// configured; docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// A console session unused this long ends (seconds; default 900).
+    pub idle_timeout_secs: u64,
+    /// Mark the session cookie `Secure` on every answer (set it behind TLS); without
+    /// it the cookie is `Secure` when the proxy says `X-Forwarded-Proto: https`.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            secure_cookie: false,
+        }
+    }
+}
+
 /// `[compat]`: the GitEgg-compatible routes.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompatSection {
     /// GitEgg OAuth clients allowed on `/oauth/token` (HTTP Basic); empty = not checked.
     pub clients: Vec<CompatClient>,
+    /// The DES key (8 characters) of the GitEgg deployment migrated by `miniauth import
+    /// gitegg`: with `legacy_des_iv`, its bind keys are accepted for imported accounts
+    /// during the transition (docs/migrating-from-gitegg.md).
+    pub legacy_des_key: Option<Secret>,
+    /// The DES IV (8 characters) of that deployment.
+    pub legacy_des_iv: Option<Secret>,
+    /// Days after its import an account still accepts the old bind keys.
+    pub legacy_bind_key_days: Option<u32>,
+}
+
+/// GitEgg's DES key and IV for its bind keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LegacyDes {
+    /// The key.
+    pub key: [u8; 8],
+    /// The IV.
+    pub iv: [u8; 8],
+}
+
+/// The transition period of GitEgg bind keys when `legacy_bind_key_days` is not set.
+pub const DEFAULT_LEGACY_BIND_KEY_DAYS: u32 = 30;
+
+impl CompatSection {
+    /// GitEgg's DES key and IV, when the bridge is configured.
+    pub fn legacy_des(&self) -> Result<Option<LegacyDes>, ConfigError> {
+        let eight = |key: &'static str, secret: &Secret| -> Result<[u8; 8], ConfigError> {
+            secret.expose().as_bytes().try_into().map_err(|_| {
+                ConfigError::new(key, "must be exactly 8 bytes, as GitEgg configures it")
+            })
+        };
+        match (&self.legacy_des_key, &self.legacy_des_iv) {
+            (None, None) => Ok(None),
+            (Some(key), Some(iv)) => Ok(Some(LegacyDes {
+                key: eight("compat.legacy_des_key", key)?,
+                iv: eight("compat.legacy_des_iv", iv)?,
+            })),
+            (Some(_), None) => Err(ConfigError::new(
+                "compat.legacy_des_iv",
+                "is needed with compat.legacy_des_key",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "compat.legacy_des_key",
+                "is needed with compat.legacy_des_iv",
+            )),
+        }
+    }
+
+    /// The transition period of GitEgg bind keys.
+    pub fn legacy_bind_key_period(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(
+            self.legacy_bind_key_days
+                .unwrap_or(DEFAULT_LEGACY_BIND_KEY_DAYS),
+        ))
+    }
 }
 
 /// One GitEgg OAuth client.
@@ -465,12 +536,22 @@ pub struct Config {
     pub admin: AdminSection,
     /// `[compat]`.
     pub compat: CompatSection,
+    /// `[console]`.
+    pub console: ConsoleSection,
     /// `[log]`.
     pub log: LogSection,
     /// `[throttle]`.
     pub throttle: ThrottleSection,
     /// `[tenants.<name>]`; a tenant without a section has the defaults.
     pub tenants: std::collections::BTreeMap<String, TenantSection>,
+    /// `[discovery]`.
+    pub discovery: crate::integration::DiscoverySection,
+    /// `[[introspection_clients]]`.
+    pub introspection_clients: Vec<crate::integration::IntrospectionClient>,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<crate::integration::WebhookSection>,
+    /// `[webhook_delivery]`.
+    pub webhook_delivery: crate::integration::WebhookDeliverySection,
     /// Set when no file was given: the embedded default with the simulator.
     #[serde(skip)]
     pub demo: bool,
@@ -555,6 +636,12 @@ impl Config {
             ));
         }
         self.resolve_apps(env)?;
+        if !(60..=86_400).contains(&self.console.idle_timeout_secs) {
+            return Err(ConfigError::new(
+                "console.idle_timeout_secs",
+                "must be 60 to 86400 seconds",
+            ));
+        }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -603,6 +690,7 @@ impl Config {
             return Err(ConfigError::new("wechat.timeout_ms", "must be positive"));
         }
         self.validate_server()?;
+        self.compat.legacy_des()?;
         self.throttle
             .limits()
             .validate()
@@ -618,6 +706,9 @@ impl Config {
             ));
         }
         self.admin_token(env)?;
+        self.public_url()?;
+        self.introspection_clients(env)?;
+        self.webhooks(env)?;
         Ok(())
     }
 
@@ -647,20 +738,6 @@ impl Config {
             ));
         }
         self.trusted_proxies()?;
-        if let Some(url) = &self.server.public_url {
-            let parsed = url::Url::parse(url).ok().filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-            });
-            if parsed.is_none() {
-                return Err(ConfigError::new(
-                    "server.public_url",
-                    "must be an http(s) URL without query or fragment",
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -809,7 +886,7 @@ impl Config {
     }
 }
 
-fn secret_from(
+pub(crate) fn secret_from(
     inline: Option<&Secret>,
     env_name: Option<&str>,
     env: &[(String, String)],

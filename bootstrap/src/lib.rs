@@ -4,6 +4,9 @@
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod import;
+pub mod integration;
 pub mod logging;
 pub mod process;
+pub mod webhooks;
 pub mod wiring;

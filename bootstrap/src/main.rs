@@ -11,7 +11,7 @@ use miniauth_domain::{AppId, OpenId, PhoneNumber, TenantId, UserId};
 
 use miniauth::config::{self, Config};
 use miniauth::wiring::SimulatorStart;
-use miniauth::{audit, demo, logging, wiring};
+use miniauth::{audit, demo, import, logging, wiring};
 
 /// WeChat Mini Program login, registration and binding, with an auditable event log.
 #[derive(Debug, Parser)]
@@ -62,10 +62,20 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Import another system's bindings and users (docs/migrating-from-gitegg.md).
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
     /// Maintain the read models.
     Projections {
         #[command(subcommand)]
         command: audit::ProjectionsCommand,
+    },
+    /// Inspect and retry webhook deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: miniauth::webhooks::WebhooksCommand,
     },
 }
 
@@ -207,6 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Projections { command } => audit::projections(&config, command).await,
+        Command::Import { command } => import::run(&config, command).await,
+        Command::Webhooks { command } => miniauth::webhooks::run(&config, command).await,
     }
 }
 
@@ -307,6 +319,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let purge = wiring::spawn_refresh_purge(built.store.clone(), built.clock.clone());
+    let deliveries = built.webhooks.clone().map(|delivery| {
+        miniauth::webhooks::spawn_delivery(
+            delivery,
+            std::time::Duration::from_millis(config.webhook_delivery.poll_interval_ms),
+        )
+    });
     // One shutdown signal for every listener.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = match (config.server.metrics_listen, built.metrics_router.clone()) {
@@ -339,6 +357,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.await??;
     }
     purge.abort();
+    if let Some(deliveries) = deliveries {
+        deliveries.abort();
+    }
     if let Some(simulator) = built.simulator {
         simulator.shutdown().await;
     }

@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use miniauth_application::legacy_key::LegacyBridge;
 use miniauth_application::ports::{Chain, Clock, WeChatApi};
 use miniauth_application::{AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports};
 use miniauth_domain::crypto::WatermarkPolicy;
 use miniauth_http::{
-    AdminToken, ApiState, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
+    AdminToken, ApiState, ConsoleSettings, HttpConfig, MetricsAccess, MetricsListener, ServerLimits,
 };
 use miniauth_security::{
     generate_ed25519_pkcs8, random_key_32, HmacTicketCodec, JwtIssuer, JwtSettings, SystemClock,
@@ -39,6 +40,8 @@ pub struct Built {
     pub simulator: Option<RunningSimulator>,
     /// Where the admin token of the embedded default was written, if it was generated.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// The webhook deliveries, when `[[webhooks]]` are configured (`serve` runs them).
+    pub webhooks: Option<Arc<miniauth_application::webhooks::WebhookDelivery>>,
 }
 
 /// Opens the store described by the configuration (migrating it).
@@ -97,13 +100,17 @@ pub async fn build_with_clock(
     let service = service(config, &apps, &store, &signing, wechat, clock.clone());
 
     let (http, admin_token_file) = http_config(config, service.apps(), &env)?;
-    let state = ApiState::new(
+    let webhooks = crate::webhooks::delivery(config, &store, clock.clone())?;
+    let mut state = ApiState::new(
         service.clone(),
         Arc::new(signing.tokens.jwks()),
         Arc::new(store.clone()),
         http,
     )
     .with_audit(Arc::new(store.clone()));
+    if let Some(delivery) = &webhooks {
+        state = state.with_webhooks(delivery.clone());
+    }
     let metrics_router = config
         .server
         .metrics_listen
@@ -122,6 +129,7 @@ pub async fn build_with_clock(
         clock,
         simulator,
         admin_token_file,
+        webhooks,
     })
 }
 
@@ -228,7 +236,7 @@ pub fn service(
     // In the database on both engines: shared by every instance on PostgreSQL, kept
     // across restarts on SQLite, one behaviour proven on both.
     let limiter = store.attempt_limiter(config.throttle.limits());
-    Arc::new(MiniAuth::new(
+    let service = MiniAuth::new(
         Ports {
             wechat,
             users: Arc::new(store.users()),
@@ -244,7 +252,16 @@ pub fn service(
         },
         catalog,
         lifetimes,
-    ))
+    );
+    Arc::new(match config.compat.legacy_des() {
+        // Validated with the configuration.
+        Ok(Some(des)) => service.with_legacy_bridge(LegacyBridge {
+            keys: Arc::new(miniauth_security::LegacyBindKeyCodec::new(des.key, des.iv)),
+            accounts: Arc::new(store.read_models()),
+            period: config.compat.legacy_bind_key_period(),
+        }),
+        _ => service,
+    })
 }
 
 /// The HTTP adapter's settings, and where a generated admin token was written.
@@ -266,13 +283,23 @@ fn http_config(
         .map(|c| (c.id.clone(), c.secret.clone()))
         .collect();
     http.trusted_proxies = config.trusted_proxies()?;
-    http.public_url = config.server.public_url.clone();
+    http.console = ConsoleSettings {
+        idle_timeout: std::time::Duration::from_secs(config.console.idle_timeout_secs),
+        secure_cookie: config.console.secure_cookie,
+    };
     if config.server.metrics_require_admin {
         http.metrics_access = MetricsAccess::AdminToken;
     }
     if config.server.metrics_listen.is_some() {
         http.metrics_listener = MetricsListener::Separate;
     }
+    http.token_services = miniauth_http::TokenServices {
+        issuer: config.tokens.issuer.clone(),
+        public_url: config.public_url()?,
+        introspection_clients: miniauth_application::IntrospectionClients::new(
+            config.introspection_clients(env)?,
+        ),
+    };
     Ok((http, admin_token_file))
 }
 

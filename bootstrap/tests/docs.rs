@@ -12,7 +12,10 @@
 //! * without a status, every `curl` must answer 2xx and every command exit 0.
 //!
 //! The service listens on port 0 and its simulator too: the documented
-//! `127.0.0.1:8080` and `127.0.0.1:9100` are replaced by the real addresses. Each doc
+//! `127.0.0.1:8080` and `127.0.0.1:9100` are replaced by the real addresses, and the
+//! webhook receiver's `127.0.0.1:8090` by a free port. The service runs with the
+//! introspection client and the webhook subscription docs/integration.md shows
+//! ([`INTEGRATION`], as environment overrides, for the CLI too). Each doc
 //! runs in a fresh shell in the service's working directory (where `data/` is), with
 //! the `miniauth` binary on `PATH`; the service's state carries over from doc to doc,
 //! so the sample people of the docs must not collide.
@@ -30,7 +33,9 @@ const DOCS: &[&str] = &[
     "README.md",
     "docs/api.md",
     "docs/tokens.md",
+    "docs/integration.md",
     "docs/audit.md",
+    "docs/console.md",
     "docs/simulator.md",
     "docs/channels.md",
     "docs/configuration.md",
@@ -40,6 +45,41 @@ const DOCS: &[&str] = &[
     "docs/architecture.md",
     "docs/benchmarks.md",
 ];
+
+/// The introspection client and the webhook subscription of docs/integration.md; the
+/// receiver's port (`8090`) is replaced. Retries every half second at most and never
+/// parks: the receiver starts long after the first events.
+const INTEGRATION: &[(&str, &str)] = &[
+    ("MINIAUTH__INTROSPECTION_CLIENTS__0__ID", "gateway"),
+    (
+        "MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET",
+        "gateway-secret-0123456789",
+    ),
+    ("MINIAUTH__WEBHOOKS__0__ID", "crm"),
+    (
+        "MINIAUTH__WEBHOOKS__0__URL",
+        "http://127.0.0.1:8090/hooks/miniauth",
+    ),
+    (
+        "MINIAUTH__WEBHOOKS__0__SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
+    (
+        "MINIAUTH__WEBHOOKS__0__EVENTS",
+        "user_bound,unbound,personal_data_erased",
+    ),
+    ("MINIAUTH__WEBHOOK_DELIVERY__MAX_ATTEMPTS", "1000000"),
+    ("MINIAUTH__WEBHOOK_DELIVERY__BACKOFF_INITIAL_MS", "100"),
+    ("MINIAUTH__WEBHOOK_DELIVERY__BACKOFF_MAX_MS", "500"),
+];
+
+/// [`INTEGRATION`] with the receiver's real port.
+fn integration_env(receiver: &str) -> Vec<(String, String)> {
+    INTEGRATION
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.replace("127.0.0.1:8090", receiver)))
+        .collect()
+}
 
 #[test]
 fn every_documented_example_runs_as_written() {
@@ -175,6 +215,8 @@ fn parse_expect(shown: &str) -> Expect {
 struct Service {
     child: Child,
     dir: tempfile::TempDir,
+    /// `127.0.0.1:port` of docs/integration.md's webhook receiver.
+    receiver: String,
     base: String,
     sim: String,
 }
@@ -188,8 +230,16 @@ impl Service {
                 .expect("linking the repository's files");
         }
         let log = std::fs::File::create(dir.path().join("service.log")).expect("log file");
+        let receiver = format!(
+            "127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        );
         let mut child = Command::new(env!("CARGO_BIN_EXE_miniauth"))
             .current_dir(dir.path())
+            .envs(integration_env(&receiver))
             .env_remove("MINIAUTH_CONFIG")
             .env("MINIAUTH__SERVER__LISTEN", "127.0.0.1:0")
             .env("MINIAUTH__WECHAT__SIMULATOR_LISTEN", "127.0.0.1:0")
@@ -224,6 +274,7 @@ impl Service {
         Self {
             child,
             dir,
+            receiver,
             base: base.expect("the address"),
             sim: sim.expect("the simulator's address"),
         }
@@ -261,7 +312,8 @@ impl Service {
         let script = step
             .script
             .replace("http://127.0.0.1:8080", &self.base)
-            .replace("http://127.0.0.1:9100", &self.sim);
+            .replace("http://127.0.0.1:9100", &self.sim)
+            .replace("127.0.0.1:8090", &self.receiver);
         let wrapped = format!(
             r#"set -a
 . "{state}"
@@ -289,6 +341,7 @@ exit $__rc
             .arg(&wrapped)
             .current_dir(self.dir.path())
             .env("PATH", path)
+            .envs(integration_env(&self.receiver))
             // The CLI reads the same configuration as the service it talks to.
             .env(
                 "MINIAUTH__SERVER__LISTEN",

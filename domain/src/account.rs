@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Channel;
 use crate::commands::{SessionProof, SocialAccountCommand};
 use crate::error::AccountError;
-use crate::events::{BindMethod, ProfileSource};
 use crate::events::{
-    LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted, SessionObtained,
-    SocialAccountEvent, UnbindReason, Unbound, UserBound,
+    AccountImported, LinkDeclined, PersonalDataErased, PhoneVerified, ProfileDecrypted,
+    SessionObtained, SocialAccountEvent, UnbindReason, Unbound, UserBound,
 };
+use crate::events::{BindMethod, ProfileSource};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -60,6 +60,9 @@ pub struct SocialAccount {
     /// the same again records nothing new.
     #[serde(default)]
     declined: Vec<UserId>,
+    /// When the identity was imported from another system, if it was.
+    #[serde(default)]
+    imported_at: Option<DateTime<Utc>>,
     events: u64,
 }
 
@@ -89,6 +92,12 @@ impl SocialAccount {
     /// unbound since).
     pub fn registered_user(&self) -> Option<UserId> {
         self.registered_user
+    }
+
+    /// When the identity was imported from another system (`AccountImported`), if it
+    /// was.
+    pub fn imported_at(&self) -> Option<DateTime<Utc>> {
+        self.imported_at
     }
 
     /// The newest session's sequence number (0 before the first login).
@@ -174,6 +183,7 @@ impl SocialAccount {
                 user_id,
                 via,
                 linked_from,
+                imported_from: None,
                 occurred_at: at,
             })]),
         }
@@ -354,8 +364,46 @@ impl SocialAccount {
                     occurred_at: at,
                 })]),
             },
+            C::Import {
+                appid,
+                openid,
+                unionid,
+                nickname,
+                avatar_url,
+                source,
+                recorded_there,
+                binding,
+                at,
+            } => {
+                // Idempotent: an identity with any history (imported before, or known
+                // to miniauth already) imports nothing and is never rewritten.
+                if self.events > 0 {
+                    return Ok(Vec::new());
+                }
+                let mut events = vec![E::AccountImported(AccountImported {
+                    appid,
+                    openid,
+                    unionid,
+                    nickname,
+                    avatar_url,
+                    source,
+                    imported_at: at,
+                    occurred_at: recorded_there,
+                })];
+                if let Some(binding) = binding {
+                    events.push(E::UserBound(UserBound {
+                        user_id: binding.user_id,
+                        via: BindMethod::Imported,
+                        linked_from: None,
+                        imported_from: Some(binding.source),
+                        occurred_at: binding.bound_there,
+                    }));
+                }
+                Ok(events)
+            }
             C::ErasePersonalData { at } => {
-                if self.latest_seq == 0 {
+                // An imported identity has personal data before its first login.
+                if self.latest_seq == 0 && self.imported_at.is_none() {
                     return Err(AccountError::NoSession);
                 }
                 if self.erased {
@@ -440,6 +488,14 @@ impl Aggregate for SocialAccount {
             }
             E::Unbound(_) => self.bound_user = None,
             E::LinkDeclined(e) => self.declined = e.users,
+            E::AccountImported(e) => {
+                self.appid = Some(e.appid);
+                self.openid = Some(e.openid);
+                self.unionid = e.unionid;
+                self.nickname = e.nickname;
+                self.avatar_url = e.avatar_url;
+                self.imported_at = Some(e.imported_at);
+            }
             E::PersonalDataErased(_) => {
                 self.unionid = None;
                 self.nickname = None;

@@ -274,6 +274,7 @@ mod tests {
             user_id: UserId::new(user).unwrap(),
             via: BindMethod::PhoneMatch,
             linked_from: None,
+            imported_from: None,
             occurred_at: at(secs),
         })
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
-use crate::events::{BindMethod, PhoneSource, ProfileSource, UnbindReason};
+use crate::events::{BindMethod, PhoneSource, ProfileSource, Provenance, UnbindReason};
 use crate::ids::{AccountId, AppId, OpenId, UserId};
 use crate::sealed::{SealedDatum, SealedSecret, SealedUnionId};
 
@@ -140,4 +140,37 @@ pub enum SocialAccountCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Carry the identity over from another system, with its binding if it had one.
+    /// Only a new account is imported: one with a history imports nothing.
+    Import {
+        /// The app.
+        appid: AppId,
+        /// The WeChat user.
+        openid: OpenId,
+        /// The unionid, hashed and sealed, if the other system had one.
+        unionid: Option<SealedUnionId>,
+        /// The nickname, sealed.
+        nickname: Option<SealedDatum>,
+        /// The avatar URL, sealed.
+        avatar_url: Option<SealedDatum>,
+        /// The row the identity was read from.
+        source: Provenance,
+        /// When the other system recorded it.
+        recorded_there: DateTime<Utc>,
+        /// The binding the other system had: the user, the row, and when it was made.
+        binding: Option<ImportedBinding>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}
+
+/// A binding carried over from another system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedBinding {
+    /// The user.
+    pub user_id: UserId,
+    /// The row it was read from.
+    pub source: Provenance,
+    /// When the other system made it.
+    pub bound_there: DateTime<Utc>,
 }

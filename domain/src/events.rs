@@ -39,6 +39,8 @@ pub enum SocialAccountEvent {
     /// The identity's unionid is bound to several users in the tenant: it was linked to
     /// none of them.
     LinkDeclined(LinkDeclined),
+    /// The identity was carried over from another system (a migration).
+    AccountImported(AccountImported),
 }
 
 /// A login's result: code2session's (a mini program), or the OAuth code exchange's
@@ -128,6 +130,8 @@ pub enum BindMethod {
     /// The identity's unionid is bound, through another app of the same tenant, to
     /// this user (`linked_from` names that app's account).
     UnionidMatch,
+    /// The binding was carried over from another system (`imported_from` names the row).
+    Imported,
 }
 
 /// The identity was bound to a user.
@@ -141,7 +145,44 @@ pub struct UserBound {
     /// binding this one follows. Absent otherwise (and in events written before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<AccountId>,
+    /// For `imported`: the row of the other system the binding was read from. Absent
+    /// otherwise (and in events written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<Provenance>,
     /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Where an imported fact was read: a row of another system's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The system (`gitegg`).
+    pub system: String,
+    /// Its table (`t_just_auth_social`, `t_just_auth_social_user`).
+    pub table: String,
+    /// The row's primary key there.
+    pub row_id: i64,
+}
+
+/// The identity was carried over from another system, with what that system knew of
+/// it. It holds no session: the next login obtains one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountImported {
+    /// The app.
+    pub appid: AppId,
+    /// The WeChat user within the app.
+    pub openid: OpenId,
+    /// The Open Platform id, if the other system had one: hashed and sealed.
+    pub unionid: Option<SealedUnionId>,
+    /// The nickname the other system had, sealed with the account's data key.
+    pub nickname: Option<SealedDatum>,
+    /// The avatar URL the other system had, sealed with the account's data key.
+    pub avatar_url: Option<SealedDatum>,
+    /// The row it was read from.
+    pub source: Provenance,
+    /// When the import ran (the transition periods of the migration count from it).
+    pub imported_at: DateTime<Utc>,
+    /// When the other system recorded the identity (its row's creation time).
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -196,6 +237,7 @@ impl SocialAccountEvent {
             Self::Unbound(e) => e.occurred_at,
             Self::PersonalDataErased(e) => e.occurred_at,
             Self::LinkDeclined(e) => e.occurred_at,
+            Self::AccountImported(e) => e.occurred_at,
         }
     }
 
@@ -209,6 +251,7 @@ impl SocialAccountEvent {
             Self::Unbound(_) => "Unbound",
             Self::PersonalDataErased(_) => "PersonalDataErased",
             Self::LinkDeclined(_) => "LinkDeclined",
+            Self::AccountImported(_) => "AccountImported",
         }
     }
 }
@@ -240,6 +283,7 @@ names! {
         PasswordLogin => "password_login",
         CurrentUser => "current_user",
         UnionidMatch => "unionid_match",
+        Imported => "imported",
     }
     UnbindReason {
         UserRequest => "user_request",
@@ -277,6 +321,7 @@ mod tests {
             user_id: UserId::new(42).unwrap(),
             via: BindMethod::PhoneMatch,
             linked_from: None,
+            imported_from: None,
             occurred_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
         });
         let json = serde_json::to_value(&event).unwrap();
@@ -315,6 +360,7 @@ mod tests {
             BindMethod::PasswordLogin,
             BindMethod::CurrentUser,
             BindMethod::UnionidMatch,
+            BindMethod::Imported,
         ] {
             assert_eq!(via.as_str(), stored(via));
         }

@@ -19,12 +19,13 @@ pub mod session_key;
 
 pub use account::{SessionRecord, SocialAccount, RETAINED_SESSIONS};
 pub use channel::Channel;
-pub use commands::{SessionProof, SocialAccountCommand};
+pub use commands::{ImportedBinding, SessionProof, SocialAccountCommand};
 pub use error::{AccountError, ErrorCode, InvalidValue, PayloadError};
 pub use events::{
-    current_version, BindMethod, LinkDeclined, PersonalDataErased, PhoneSource, PhoneVerified,
-    ProfileDecrypted, ProfileSource, SessionObtained, SocialAccountEvent, UnbindReason, Unbound,
-    UserBound, CHANNEL_VERSION, EVENT_VERSION, SEALED_UNIONID_VERSION,
+    current_version, AccountImported, BindMethod, LinkDeclined, PersonalDataErased, PhoneSource,
+    PhoneVerified, ProfileDecrypted, ProfileSource, Provenance, SessionObtained,
+    SocialAccountEvent, UnbindReason, Unbound, UserBound, CHANNEL_VERSION, EVENT_VERSION,
+    SEALED_UNIONID_VERSION,
 };
 pub use ids::{AccountId, AppId, OneTimeCode, OpenId, TenantId, UnionId, UserId};
 pub use phone::PhoneNumber;

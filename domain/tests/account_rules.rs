@@ -52,6 +52,7 @@ fn bound(id: i64) -> SocialAccountEvent {
     SocialAccountEvent::UserBound(UserBound {
         user_id: user(id),
         via: BindMethod::PhoneMatch,
+        imported_from: None,
         linked_from: None,
         occurred_at: at(100),
     })
@@ -135,6 +136,7 @@ fn a_ticket_of_the_newest_session_binds() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(42),
             via: BindMethod::PasswordLogin,
+            imported_from: None,
             linked_from: None,
             occurred_at: at(200),
         })]);
@@ -293,6 +295,7 @@ fn unbind_then_rebind_to_another_user() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(7),
             via: BindMethod::PasswordLogin,
+            imported_from: None,
             linked_from: None,
             occurred_at: at(200),
         })]);
@@ -398,6 +401,7 @@ fn the_state_remembers_the_user_it_registered_and_forgets_the_unionid_on_erasure
     let registered = SocialAccountEvent::UserBound(UserBound {
         user_id: user(9),
         via: BindMethod::AutoRegistration,
+        imported_from: None,
         linked_from: None,
         occurred_at: at(70),
     });
@@ -459,6 +463,7 @@ fn a_link_by_unionid_binds_and_names_the_account_it_follows() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(7),
             via: BindMethod::UnionidMatch,
+            imported_from: None,
             linked_from: Some(source.clone()),
             occurred_at: at(200),
         })]);
@@ -710,7 +715,100 @@ fn without_a_session_key_there_is_no_payload_and_no_phone_but_binding_works() {
         .then_expect_events(vec![SocialAccountEvent::UserBound(UserBound {
             user_id: user(7),
             via: BindMethod::PasswordLogin,
+            imported_from: None,
             linked_from: None,
             occurred_at: at(200),
         })]);
+}
+
+// --- Imported from another system (miniauth import gitegg) -----------------------
+
+fn row(table: &str, id: i64) -> Provenance {
+    Provenance {
+        system: "gitegg".into(),
+        table: table.into(),
+        row_id: id,
+    }
+}
+
+fn import(binding: Option<i64>) -> SocialAccountCommand {
+    SocialAccountCommand::Import {
+        appid: appid(),
+        openid: openid(),
+        unionid: None,
+        nickname: Some(datum("Nick")),
+        avatar_url: Some(datum("https://example.com/a.png")),
+        source: row("t_just_auth_social", 7),
+        recorded_there: at(-1000),
+        binding: binding.map(|id| ImportedBinding {
+            user_id: user(id),
+            source: row("t_just_auth_social_user", 9),
+            bound_there: at(-900),
+        }),
+        at: at(500),
+    }
+}
+
+fn imported() -> SocialAccountEvent {
+    SocialAccountEvent::AccountImported(AccountImported {
+        appid: appid(),
+        openid: openid(),
+        unionid: None,
+        nickname: Some(datum("Nick")),
+        avatar_url: Some(datum("https://example.com/a.png")),
+        source: row("t_just_auth_social", 7),
+        imported_at: at(500),
+        occurred_at: at(-1000),
+    })
+}
+
+#[test]
+fn a_new_identity_is_imported_with_its_binding_dated_by_the_other_system() {
+    account()
+        .given_no_previous_events()
+        .when(import(Some(42)))
+        .then_expect_events(vec![
+            imported(),
+            SocialAccountEvent::UserBound(UserBound {
+                user_id: user(42),
+                via: BindMethod::Imported,
+                linked_from: None,
+                imported_from: Some(row("t_just_auth_social_user", 9)),
+                occurred_at: at(-900),
+            }),
+        ]);
+}
+
+#[test]
+fn an_identity_with_a_history_imports_nothing() {
+    account()
+        .given(vec![imported()])
+        .when(import(Some(42)))
+        .then_expect_events(vec![]);
+    account()
+        .given(sessions(1))
+        .when(import(None))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_imported_identity_logs_in_with_its_first_session_and_can_be_erased_before() {
+    account()
+        .given(vec![imported()])
+        .when(SocialAccountCommand::ObtainSession {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            session_key: sealed_key(1),
+            at: at(1),
+        })
+        .then_expect_events(sessions(1));
+    account()
+        .given(vec![imported()])
+        .when(SocialAccountCommand::ErasePersonalData { at: at(600) })
+        .then_expect_events(vec![SocialAccountEvent::PersonalDataErased(
+            PersonalDataErased {
+                occurred_at: at(600),
+            },
+        )]);
 }

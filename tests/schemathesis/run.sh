@@ -36,38 +36,8 @@ for pinned in "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$VA
   fi
 done
 
-work=$(mktemp -d)
-server=
-stop() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then
-    echo "kept: $work (server.log, openapi.json, tickets.dict)"
-  else
-    rm -rf "$work"
-  fi
-}
-trap stop EXIT
-
-cd "$work"
-MINIAUTH__SERVER__LISTEN=127.0.0.1:0 MINIAUTH__WECHAT__SIMULATOR_LISTEN=127.0.0.1:0 \
-  "$binary" >server.log 2>&1 &
-server=$!
-
-base=
-for _ in $(seq 1 100); do
-  base=$(sed -n 's/^miniauth listening on \(http:[^ ]*\).*/\1/p' server.log | head -n 1)
-  [ -n "$base" ] && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$base" ]; then
-  echo "miniauth did not start:" >&2
-  cat server.log >&2
-  exit 1
-fi
+. "$here/../embedded.sh"
+start_embedded SCHEMATHESIS_KEEP "server.log, openapi.json, tickets.dict"
 echo "miniauth (embedded default) at $base"
 
 echo "== openapi-spec-validator $VALIDATOR_VERSION"

@@ -14,6 +14,7 @@
 //! when none answers. Each test's database is dropped when its [`TestApp`] is.
 
 mod clock;
+pub mod gitegg_db;
 
 pub use clock::SettableClock;
 
@@ -515,6 +516,9 @@ pub struct TestApp {
     /// The service's clock: move it forward instead of sleeping (shared by every
     /// instance of the test).
     pub clock: Arc<SettableClock>,
+    /// The webhook deliveries of `[[webhooks]]` (not run in the background: a test
+    /// drives their rounds).
+    pub webhooks: Option<Arc<miniauth_application::webhooks::WebhookDelivery>>,
     peek: Peek,
     server: tokio::task::JoinHandle<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -677,6 +681,7 @@ async fn start_instance(
         engine,
         simulator,
         clock,
+        webhooks: built.webhooks.clone(),
         peek: Peek::connect(&db.url).await,
         server,
         shutdown: Some(tx),
@@ -961,6 +966,13 @@ impl TestApp {
     /// Exchanges a login code at the simulator directly, as another backend would:
     /// the code is spent at WeChat without miniauth knowing.
     pub async fn spend_code_elsewhere(&self, appid: &str, code: &str) {
+        let answer = self.code_to_session_elsewhere(appid, code).await;
+        assert!(answer["openid"].is_string(), "{answer}");
+    }
+
+    /// Another backend's `jscode2session` at the simulator (as GitEgg did before a
+    /// migration): WeChat's answer, `openid`, `unionid`, `session_key`.
+    pub async fn code_to_session_elsewhere(&self, appid: &str, code: &str) -> Value {
         let sim = self
             .simulator
             .as_ref()
@@ -971,8 +983,7 @@ impl TestApp {
         } else {
             format!("secret-of-{appid}")
         };
-        let answer: Value = self
-            .client
+        self.client
             .get(format!("{sim}/sns/jscode2session"))
             .query(&[
                 ("appid", appid),
@@ -985,8 +996,7 @@ impl TestApp {
             .expect("jscode2session on the simulator")
             .json()
             .await
-            .expect("a JSON answer");
-        assert!(answer["openid"].is_string(), "{answer}");
+            .expect("a JSON answer")
     }
 
     /// The phone button's code.

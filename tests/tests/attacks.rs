@@ -4,6 +4,8 @@
 //!
 //! * [`padding_oracle`]: a CBC-R padding-oracle forgery of a phone payload, the profile
 //!   oracle, and the per-session-key budget of rejected payloads.
+//! * [`legacy_bind_key`]: a padding oracle on the GitEgg bind keys a migration
+//!   still accepts.
 //! * [`single_use`]: a ticket exchanged twice, a `wx.login` code replayed.
 //! * [`tenants`]: binding, `me` and unbind across tenants.
 //! * [`token_lifecycle`]: tokens that outlive an unbind, an erasure, a disabled user,
@@ -15,6 +17,9 @@
 
 #[path = "attacks/padding_oracle.rs"]
 mod padding_oracle;
+
+#[path = "attacks/legacy_bind_key.rs"]
+mod legacy_bind_key;
 
 #[path = "attacks/single_use.rs"]
 mod single_use;

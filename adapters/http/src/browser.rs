@@ -19,11 +19,11 @@ use crate::v1::{SessionResponse, TokenResponse};
 /// The cookie binding a browser login's state to its browser.
 pub(crate) const STATE_COOKIE: &str = "miniauth_state";
 
-/// This service's callback URL for `appid`: under `[server] public_url` when set, else
-/// the request's own `Host` (plain http: fine for development, set `public_url` in
-/// production).
+/// This service's callback URL for `appid`: under `[discovery] public_url` when set,
+/// else the request's own `Host` (plain http: fine for development, set `public_url`
+/// in production).
 fn callback_url(state: &ApiState, headers: &HeaderMap, appid: &str) -> Result<String, ApiError> {
-    let base = match &state.config.public_url {
+    let base = match &state.config.token_services.public_url {
         Some(base) => base.trim_end_matches('/').to_owned(),
         None => {
             let host = headers

@@ -8,6 +8,7 @@ use miniauth_domain::{InvalidValue, TenantId};
 use subtle::ConstantTimeEq;
 
 use crate::client_ip::TrustedProxies;
+pub use crate::console::ConsoleSettings;
 
 /// The default request body limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -45,6 +46,17 @@ impl AdminToken {
     /// Whether `presented` is this token, compared in constant time.
     pub fn matches(&self, presented: &str) -> bool {
         equal_in_constant_time(self.0.as_bytes(), presented.as_bytes())
+    }
+
+    /// A key for `purpose` derived from the token (HMAC-SHA256 keyed by it): what the
+    /// console signs its session cookies with, so that changing the token ends every
+    /// console session.
+    pub(crate) fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -98,10 +110,10 @@ pub struct HttpConfig {
     pub metrics_access: MetricsAccess,
     /// Where `/metrics` is served.
     pub metrics_listener: MetricsListener,
-    /// This service's public base URL (`https://auth.example.com`): the base of the
-    /// browser logins' callback that WeChat sends browsers to. `None`: the request's
-    /// `Host`, over plain http (development).
-    pub public_url: Option<String>,
+    /// The discovery document's issuer and URL, and the introspection clients.
+    pub token_services: crate::TokenServices,
+    /// The console's sessions (`/console`, served only with an admin token).
+    pub console: ConsoleSettings,
 }
 
 impl HttpConfig {
@@ -117,7 +129,11 @@ impl HttpConfig {
             trusted_proxies: TrustedProxies::none(),
             metrics_access: MetricsAccess::Open,
             metrics_listener: MetricsListener::Api,
-            public_url: None,
+            token_services: crate::TokenServices {
+                issuer: "miniauth".to_owned(),
+                ..Default::default()
+            },
+            console: ConsoleSettings::default(),
         }
     }
 

@@ -376,6 +376,7 @@ macro_rules! every_variant {
 /// One use-case error of each code, in the order of the table.
 fn app_error_samples() -> Vec<AppError> {
     use miniauth_application::ports::{AccessTokenError, RefreshError, TicketError, WeChatError};
+    use miniauth_application::LegacyKeyRefusal;
     use miniauth_domain::{AccountError, InvalidValue, PayloadError};
     use AppError as E;
 
@@ -442,6 +443,9 @@ fn app_error_samples() -> Vec<AppError> {
         E::UserAlreadyBoundInApp => [E::UserAlreadyBoundInApp],
         E::AccountTaken => [E::AccountTaken],
         E::PhoneTaken => [E::PhoneTaken],
+        E::LegacyBindKey(LegacyKeyRefusal::Invalid) => [E::LegacyBindKey(LegacyKeyRefusal::Invalid)],
+        E::LegacyBindKey(LegacyKeyRefusal::NotImported) => [E::LegacyBindKey(LegacyKeyRefusal::NotImported)],
+        E::LegacyBindKey(LegacyKeyRefusal::Expired) => [E::LegacyBindKey(LegacyKeyRefusal::Expired)],
         E::NotBound => [E::NotBound],
         // Shares `not_bound` with the row above, which describes it.
         E::Account(AccountError::NotBound) => [AccountError::NotBound],

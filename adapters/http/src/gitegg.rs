@@ -104,11 +104,14 @@ pub(crate) async fn login(
                 .auth
                 .login_for_ticket(&ctx, &appid, params.get("code"))
                 .await;
-            state.metrics.record_login(match &outcome {
-                Ok(o) if o.bound_user.is_some() => LoginOutcome::Returning,
-                Ok(_) => LoginOutcome::Unbound,
-                Err(_) => LoginOutcome::Failed,
-            });
+            state.metrics.record_login_at(
+                state.auth.now(),
+                match &outcome {
+                    Ok(o) if o.bound_user.is_some() => LoginOutcome::Returning,
+                    Ok(_) => LoginOutcome::Unbound,
+                    Err(_) => LoginOutcome::Failed,
+                },
+            );
             let outcome = outcome?;
             Ok(json!({
                 "openid": outcome.openid.as_str(),
@@ -238,7 +241,10 @@ pub(crate) async fn token(
             }
             let GrantBody(grant) = grant?;
             let tokens = match grant {
-                TokenGrant::Social { social_key } => state.auth.grant_ticket(&social_key).await?,
+                // A miniauth ticket, or (the migration's bridge) a GitEgg bind key.
+                TokenGrant::Social { social_key } => {
+                    state.auth.grant_social_key(&social_key).await?
+                }
                 TokenGrant::Password {
                     username, password, ..
                 } => {

@@ -5,6 +5,9 @@
 //! * the GitEgg-compatible API: the routes existing GitEgg mini program front ends call,
 //!   always HTTP 200 with GitEgg's envelope;
 //! * operations: `/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`;
+//! * token services: `/.well-known/openid-configuration`, revocation (RFC 7009) and
+//!   introspection (RFC 7662);
+//! * the operators' console at `/console` (HTML, with an admin token only);
 //! * hardening: a body limit, a request timeout, a header-read timeout and a connection
 //!   cap ([`serve_with`]), an `x-request-id` on every response and in the span of every
 //!   log line, `Cache-Control: no-store` on every answer (tokens and tickets must not
@@ -21,6 +24,7 @@ pub mod admin;
 mod browser;
 mod client_ip;
 mod config;
+mod console;
 mod error;
 mod extract;
 mod gitegg;
@@ -29,7 +33,9 @@ mod openapi;
 mod ops;
 mod server;
 mod state;
+mod token_services;
 pub mod v1;
+mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,15 +52,19 @@ use tracing::Instrument;
 
 pub use client_ip::{BadProxyEntry, TrustedProxies};
 pub use config::{
-    AdminToken, HttpConfig, MetricsAccess, MetricsListener, Secret, DEFAULT_BODY_LIMIT_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
+    AdminToken, ConsoleSettings, HttpConfig, MetricsAccess, MetricsListener, Secret,
+    DEFAULT_BODY_LIMIT_BYTES, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use console::{
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_CONSOLE_IDLE_TIMEOUT, MAX_SESSION as MAX_CONSOLE_SESSION,
 };
 pub use error::{error_catalog, error_table_markdown, gitegg_code, status_of, ErrorRow, Problem};
 pub use gitegg::Envelope;
-pub use metrics::{LoginOutcome, Metrics};
+pub use metrics::{LoginOutcome, Metrics, MinuteLogins, LOGIN_MINUTES};
 pub use openapi::openapi;
 pub use server::{serve_with, ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use state::{AlwaysReady, ApiState, Readiness};
+pub use token_services::TokenServices;
 
 use error::{ApiError, RequestError};
 use extract::Origin;
@@ -92,6 +102,11 @@ pub fn router(state: ApiState) -> Router {
             post(v1::bind).delete(v1::unbind),
         )
         .route("/v1/token", post(v1::token))
+        .route(token_services::REVOKE_PATH, post(token_services::revoke))
+        .route(
+            token_services::INTROSPECT_PATH,
+            post(token_services::introspect),
+        )
         .route("/v1/logout", post(v1::logout))
         .route("/v1/me", get(v1::me))
         .route("/v1/admin/users", post(v1::add_user))
@@ -111,12 +126,17 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/admin/bindings", get(admin::app_bindings))
         .route("/v1/admin/events", get(admin::events))
+        .route("/v1/admin/webhooks/parked", get(webhooks::parked))
         .merge(gitegg_wx_routes())
         .nest("/extension", gitegg_wx_routes())
         .route("/oauth/token", post(gitegg::token))
         .route("/oauth/logout", post(gitegg::logout))
         .route("/system/account/user/info", get(gitegg::user_info))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(token_services::discovery),
+        )
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
@@ -124,6 +144,11 @@ pub fn router(state: ApiState) -> Router {
         api.route("/metrics", get(ops::metrics))
     } else {
         api
+    };
+    // The console exists only with an admin token (docs/console.md).
+    let api = match console::routes(&state) {
+        Some(console) => api.merge(console),
+        None => api,
     };
     api.fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

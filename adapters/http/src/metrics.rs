@@ -3,8 +3,12 @@
 //! matched route templates, so the number of series is bounded by the routes, never by
 //! client input.
 
+use std::collections::VecDeque;
 use std::fmt::{self, Write};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use prometheus_client::encoding::{text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -35,9 +39,11 @@ pub enum LoginOutcome {
 }
 
 impl LoginOutcome {
-    const ALL: [Self; 3] = [Self::Returning, Self::Unbound, Self::Failed];
+    /// Every outcome, in the order charts stack them.
+    pub const ALL: [Self; 3] = [Self::Returning, Self::Unbound, Self::Failed];
 
-    fn label(self) -> &'static str {
+    /// The label `/metrics` and the console name it by.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Returning => "returning",
             Self::Unbound => "unbound",
@@ -83,6 +89,65 @@ struct LoginLabels {
     outcome: LoginOutcome,
 }
 
+/// How many minutes of login outcomes [`Metrics::logins_per_minute`] remembers.
+pub const LOGIN_MINUTES: usize = 60;
+
+/// The logins of one minute, by outcome (indexed as [`LoginOutcome::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteLogins {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Logins that ended each way, in the order of [`LoginOutcome::ALL`].
+    pub counts: [u64; 3],
+}
+
+/// A ring of per-minute login counts over the last [`LOGIN_MINUTES`] minutes: what the
+/// console's chart draws. The Prometheus counters only grow; a rate needs the past.
+#[derive(Debug, Default)]
+struct LoginRing {
+    minutes: Mutex<VecDeque<(i64, [u64; 3])>>,
+}
+
+impl LoginRing {
+    fn record(&self, minute: i64, outcome: LoginOutcome) {
+        let slot = LoginOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        match minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
+            Some((_, counts)) => counts[slot] += 1,
+            None => {
+                let mut counts = [0; 3];
+                counts[slot] = 1;
+                // Minutes arrive in order but for a request that straddled one.
+                let at = minutes.partition_point(|(m, _)| *m < minute);
+                minutes.insert(at, (minute, counts));
+            }
+        }
+        let oldest = minute - LOGIN_MINUTES as i64;
+        while minutes.front().is_some_and(|(m, _)| *m <= oldest) {
+            minutes.pop_front();
+        }
+    }
+
+    fn last_hour(&self, now_minute: i64) -> Vec<MinuteLogins> {
+        let minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        (0..LOGIN_MINUTES as i64)
+            .rev()
+            .map(|ago| now_minute - ago)
+            .map(|minute| MinuteLogins {
+                minute: DateTime::from_timestamp(minute * 60, 0).unwrap_or_default(),
+                counts: minutes
+                    .iter()
+                    .find(|(m, _)| *m == minute)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 /// The registry behind `/metrics` and the handles the middleware and the login routes
 /// count with.
 #[derive(Debug)]
@@ -91,6 +156,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histogram,
     logins: Family<LoginLabels, Counter>,
+    login_ring: LoginRing,
 }
 
 impl Default for Metrics {
@@ -126,6 +192,7 @@ impl Default for Metrics {
             requests,
             latency,
             logins,
+            login_ring: LoginRing::default(),
         }
     }
 }
@@ -167,9 +234,23 @@ impl Metrics {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one login.
+    /// Counts one login, ending now by the system clock.
     pub fn record_login(&self, outcome: LoginOutcome) {
+        self.record_login_at(Utc::now(), outcome);
+    }
+
+    /// Counts one login that ended at `at` (the service's clock: the console's chart
+    /// reads the minutes by the same clock).
+    pub fn record_login_at(&self, at: DateTime<Utc>, outcome: LoginOutcome) {
         self.logins.get_or_create(&LoginLabels { outcome }).inc();
+        self.login_ring
+            .record(at.timestamp().div_euclid(60), outcome);
+    }
+
+    /// The logins of each of the last [`LOGIN_MINUTES`] minutes up to `now`'s, oldest
+    /// first, by outcome (this instance's only: each instance counts its own).
+    pub fn logins_per_minute(&self, now: DateTime<Utc>) -> Vec<MinuteLogins> {
+        self.login_ring.last_hour(now.timestamp().div_euclid(60))
     }
 
     /// The OpenMetrics text exposition, ending with `# EOF`.
@@ -210,6 +291,39 @@ mod tests {
         assert!(text.contains("miniauth_logins_total{outcome=\"unbound\"} 1"));
         assert!(text.contains("miniauth_logins_total{outcome=\"failed\"} 0"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn logins_per_minute_keep_the_last_hour_by_outcome() {
+        let metrics = Metrics::default();
+        let start = DateTime::parse_from_rfc3339("2026-03-01T08:00:10Z")
+            .unwrap()
+            .to_utc();
+        let minutes = |m: i64| start + chrono::Duration::minutes(m);
+        metrics.record_login_at(minutes(0), LoginOutcome::Returning);
+        metrics.record_login_at(minutes(0), LoginOutcome::Returning);
+        metrics.record_login_at(minutes(1), LoginOutcome::Failed);
+        metrics.record_login_at(minutes(59), LoginOutcome::Unbound);
+        let hour = metrics.logins_per_minute(minutes(59));
+        assert_eq!(hour.len(), LOGIN_MINUTES);
+        assert_eq!(hour[0].counts, [2, 0, 0]);
+        assert_eq!(hour[0].minute.to_rfc3339(), "2026-03-01T08:00:00+00:00");
+        assert_eq!(hour[1].counts, [0, 0, 1]);
+        assert_eq!(hour[59].counts, [0, 1, 0]);
+        // An hour on, the first minute has left the ring (and the chart).
+        metrics.record_login_at(minutes(60), LoginOutcome::Failed);
+        let later = metrics.logins_per_minute(minutes(60));
+        assert_eq!(later[0].counts, [0, 0, 1]);
+        assert_eq!(
+            later
+                .iter()
+                .map(|m| m.counts.iter().sum::<u64>())
+                .sum::<u64>(),
+            3
+        );
+        assert!(metrics
+            .render()
+            .contains("miniauth_logins_total{outcome=\"returning\"} 2"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::admin::{self, DEFAULT_EXPORT_LIMIT, MAX_EXPORT_LIMIT};
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::{ops, v1};
+use crate::{ops, token_services, v1, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,6 +47,8 @@ use crate::{ops, v1};
         v1::unbind,
         v1::token,
         v1::logout,
+        token_services::revoke,
+        token_services::introspect,
         v1::me,
         v1::add_user,
         v1::disable_user,
@@ -56,10 +58,12 @@ use crate::{ops, v1};
         admin::app_bindings,
         admin::events,
         admin::erase,
+        webhooks::parked,
         ops::healthz,
         ops::readyz,
         ops::metrics,
         ops::jwks,
+        token_services::discovery,
         ops::openapi,
     ),
     components(schemas(
@@ -85,9 +89,13 @@ use crate::{ops, v1};
         miniauth_application::audit::AppBindings,
         miniauth_application::audit::BindingAt,
         miniauth_domain::audit::LoggedEvent,
+        miniauth_application::webhooks::ParkedDelivery,
         Problem,
         Status,
         Jwks,
+        token_services::TokenRequest,
+        token_services::IntrospectionResponse,
+        token_services::DiscoveryDocument,
     )),
     modifiers(&BearerSchemes, &Truth),
     tags(
@@ -118,6 +126,10 @@ impl Modify for BearerSchemes {
                 ),
             );
         }
+        components.add_security_scheme(
+            "introspection_client",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
@@ -527,6 +539,36 @@ impl PartialSchema for v1::AdminUserRequest {
 }
 
 impl ToSchema for v1::AdminUserRequest {}
+
+impl PartialSchema for token_services::TokenRequest {
+    fn schema() -> RefOr<Schema> {
+        object(
+            "The body of `/v1/token/revoke` (RFC 7009) and `/v1/token/introspect` (RFC 7662).",
+            vec![(
+                "token",
+                not_blank("The access or refresh token (blank: `invalid_field`)."),
+            )],
+            vec![(
+                "token_type_hint",
+                nullable_string(
+                    "`access_token` or `refresh_token`: which kind to look for first; \
+                     other values are ignored.",
+                )
+                .build()
+                .into(),
+            )],
+        )
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+            nullable_string("Other fields are ignored, but must be strings.")
+                .build()
+                .into(),
+        ))))
+        .build()
+        .into()
+    }
+}
+
+impl ToSchema for token_services::TokenRequest {}
 
 /// The body of `/healthz` and `/readyz`.
 pub(crate) struct Status;

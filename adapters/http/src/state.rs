@@ -6,6 +6,7 @@ use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use miniauth_application::ports::AuditLog;
+use miniauth_application::webhooks::WebhookDelivery;
 use miniauth_application::{Audit, MiniAuth};
 
 pub use miniauth_application::ports::Readiness;
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: Option<Arc<Audit>>,
+    pub(crate) webhooks: Option<Arc<WebhookDelivery>>,
 }
 
 impl ApiState {
@@ -48,6 +50,7 @@ impl ApiState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             audit: None,
+            webhooks: None,
         }
     }
 
@@ -56,6 +59,12 @@ impl ApiState {
     /// `audit_unavailable`).
     pub fn with_audit(mut self, log: Arc<dyn AuditLog>) -> Self {
         self.audit = Some(Arc::new(self.auth.audit(log)));
+        self
+    }
+
+    /// The same state showing `delivery`'s parked webhooks on the admin API.
+    pub fn with_webhooks(mut self, delivery: Arc<WebhookDelivery>) -> Self {
+        self.webhooks = Some(delivery);
         self
     }
 

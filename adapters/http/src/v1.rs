@@ -346,11 +346,14 @@ pub(crate) async fn create_session(
 ) -> Result<Json<SessionResponse>, ApiError> {
     let ctx = origin.context(Actor::MiniProgram);
     let outcome = state.auth.login(&ctx, &appid, &body.code).await;
-    state.metrics.record_login(match &outcome {
-        Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
-        Ok(_) => LoginOutcome::Unbound,
-        Err(_) => LoginOutcome::Failed,
-    });
+    state.metrics.record_login_at(
+        state.auth.now(),
+        match &outcome {
+            Ok(o) if o.tokens.is_some() => LoginOutcome::Returning,
+            Ok(_) => LoginOutcome::Unbound,
+            Err(_) => LoginOutcome::Failed,
+        },
+    );
     let outcome = outcome?;
     Ok(Json(SessionResponse {
         ticket: outcome.ticket.token,

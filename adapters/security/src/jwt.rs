@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use miniauth_application::ports::{
     AccessToken, AccessTokenError, PortError, SessionId, TokenIssuer, TokenSubject,
+    VerifiedAccessToken,
 };
 use miniauth_domain::{AppId, TenantId, UserId};
 use ring::rand::SystemRandom;
@@ -238,6 +239,14 @@ impl TokenIssuer for JwtIssuer {
     }
 
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
+        self.inspect(token, now).map(|verified| verified.subject)
+    }
+
+    fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedAccessToken, AccessTokenError> {
         let mut validation = Validation::new(self.jwt_algorithm());
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
@@ -256,21 +265,29 @@ impl TokenIssuer for JwtIssuer {
         if now >= claims.exp + LEEWAY_SECS {
             return Err(AccessTokenError::Expired);
         }
-        Ok(TokenSubject {
-            user_id: UserId::parse(&claims.sub).map_err(|_| AccessTokenError::Invalid)?,
-            tenant: TenantId::parse(&claims.tenant).map_err(|_| AccessTokenError::Invalid)?,
-            appid: claims
-                .appid
-                .as_deref()
-                .map(AppId::parse)
-                .transpose()
-                .map_err(|_| AccessTokenError::Invalid)?,
-            session: claims
-                .sid
-                .as_deref()
-                .map(SessionId::parse)
-                .ok_or(AccessTokenError::Invalid)?
-                .map_err(|_| AccessTokenError::Invalid)?,
+        let at = |secs: i64| DateTime::from_timestamp(secs, 0).ok_or(AccessTokenError::Invalid);
+        Ok(VerifiedAccessToken {
+            subject: TokenSubject {
+                user_id: UserId::parse(&claims.sub).map_err(|_| AccessTokenError::Invalid)?,
+                tenant: TenantId::parse(&claims.tenant).map_err(|_| AccessTokenError::Invalid)?,
+                appid: claims
+                    .appid
+                    .as_deref()
+                    .map(AppId::parse)
+                    .transpose()
+                    .map_err(|_| AccessTokenError::Invalid)?,
+                session: claims
+                    .sid
+                    .as_deref()
+                    .map(SessionId::parse)
+                    .ok_or(AccessTokenError::Invalid)?
+                    .map_err(|_| AccessTokenError::Invalid)?,
+            },
+            issued_at: at(claims.iat)?,
+            expires_at: at(claims.exp)?,
+            issuer: claims.iss,
+            audience: claims.aud,
+            token_id: claims.jti,
         })
     }
 }

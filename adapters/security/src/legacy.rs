@@ -129,6 +129,13 @@ impl LegacyBindKeyCodec {
     }
 }
 
+/// The application's port: every decoding failure is one `None`.
+impl miniauth_application::legacy_key::LegacyBindKeys for LegacyBindKeyCodec {
+    fn identity(&self, bind_key: &str) -> Option<String> {
+        self.decode(bind_key).ok().map(LegacyIdentity::into_string)
+    }
+}
+
 impl fmt::Debug for LegacyBindKeyCodec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LegacyBindKeyCodec { key: <redacted>, iv: <redacted> }")

@@ -33,6 +33,7 @@ use sqlx::Row;
 use crate::config::StoreError;
 use crate::db::{millis, on_pool};
 use crate::event_store::{read_row, RawEvent};
+use crate::log::{select_after, settle};
 use crate::Store;
 
 /// Rows read per query while walking the whole log.
@@ -104,12 +105,14 @@ impl Store {
     }
 
     /// Reads the log in one snapshot, twice: by stream, for the chain checks, and in
-    /// commit order, folded into `evidence`.
+    /// log order (below the safe horizon), folded into `evidence`.
     async fn read_and_check(
         &self,
         evidence: &mut Evidence<'_>,
     ) -> Result<VerifyReport, StoreError> {
         let postgres = self.db.is_postgres();
+        settle(&self.db.pool).await?;
+        let by_position = select_after(self.db.engine(), EVENT_COLUMNS);
         Ok(on_pool!(&self.db.pool, p => {
             let mut tx = p.begin().await?;
             if postgres {
@@ -159,13 +162,11 @@ impl Store {
                     break;
                 }
             }
-            // The whole log, in commit order, against the checkpoints.
+            // The whole log, in log order up to the safe horizon (`crate::log`), against
+            // the checkpoints: a new checkpoint covers only final positions.
             let mut after = 0_i64;
             loop {
-                let rows = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND position > $2 \
-                     ORDER BY position LIMIT $3"
-                ))
+                let rows = sqlx::query(&by_position)
                 .bind(SocialAccount::TYPE)
                 .bind(after)
                 .bind(PAGE)
@@ -275,11 +276,10 @@ impl Store {
         position: i64,
         limit: i64,
     ) -> Result<Vec<RawEvent>, StoreError> {
+        settle(&self.db.pool).await?;
+        let statement = select_after(self.db.engine(), EVENT_COLUMNS);
         Ok(on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND position > $2 \
-                 ORDER BY position LIMIT $3"
-            ))
+            sqlx::query(&statement)
             .bind(SocialAccount::TYPE)
             .bind(position)
             .bind(limit)
@@ -291,8 +291,10 @@ impl Store {
         }))
     }
 
-    /// The log after `position` in commit order, at most `limit` events, exactly as
-    /// stored (exports: the chain can be recomputed from them).
+    /// The log after `position` in log order, at most `limit` events, exactly as
+    /// stored (exports: the chain can be recomputed from them). Only events below the
+    /// safe horizon ([`crate::log`]): a position once exported is final, and passing the
+    /// last one back as `position` never skips an event.
     pub async fn export(&self, position: i64, limit: u32) -> Result<Vec<LoggedEvent>, StoreError> {
         Ok(self
             .raw_events_after(position, i64::from(limit))
@@ -330,25 +332,30 @@ impl Store {
         user: UserId,
         instant: DateTime<Utc>,
     ) -> Result<Vec<BindingAt>, StoreError> {
-        let candidates = if self.db.is_postgres() {
-            self.bound_accounts(
-                "payload->'UserBound'->>'user_id' = $2",
-                Filter::Text(user.get().to_string()),
-            )
-            .await?
-        } else {
-            self.bound_accounts(
-                "json_extract(payload, '$.UserBound.user_id') = $2",
-                Filter::Int(user.get()),
-            )
-            .await?
-        };
+        let candidates = self.bound_to(user).await?;
         Ok(self
             .replay_bindings(candidates, instant)
             .await?
             .into_iter()
             .filter(|b| b.span.user_id == user)
             .collect())
+    }
+
+    /// The accounts with a `UserBound` event naming `user`.
+    async fn bound_to(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        if self.db.is_postgres() {
+            self.bound_accounts(
+                "payload->'UserBound'->>'user_id' = $2",
+                Filter::Text(user.get().to_string()),
+            )
+            .await
+        } else {
+            self.bound_accounts(
+                "json_extract(payload, '$.UserBound.user_id') = $2",
+                Filter::Int(user.get()),
+            )
+            .await
+        }
     }
 
     /// Every binding of `appid` as it stood at `instant`, replayed from the events.
@@ -482,5 +489,22 @@ impl AuditLog for Store {
 
     async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
         Ok(self.checkpoints().await.map_err(port)?.pop())
+    }
+
+    async fn accounts_of_user(&self, user: UserId) -> Result<Vec<AccountId>, PortError> {
+        self.bound_to(user)
+            .await
+            .map_err(port)?
+            .iter()
+            .map(|id| {
+                AccountId::parse(id).map_err(|_| {
+                    PortError::Internal(format!("an event names an invalid account {id}").into())
+                })
+            })
+            .collect()
+    }
+
+    async fn projection_lag(&self) -> Result<i64, PortError> {
+        self.read_models.lag().await
     }
 }

@@ -56,6 +56,18 @@ impl UsageCounters for SqlUsageCounters {
         Ok(())
     }
 
+    async fn uses(&self, key: &UsageKey) -> Result<u32, PortError> {
+        let uses: Option<i64> = on_pool!(&self.db.pool, p => {
+            sqlx::query("SELECT uses FROM usage_counters WHERE counter_key = $1")
+                .bind(key.storage_key())
+                .fetch_optional(p)
+                .await
+                .and_then(|row| row.map(|row| row.try_get::<i64, _>("uses")).transpose())
+                .map_err(port_error)?
+        });
+        Ok(u32::try_from(uses.unwrap_or(0)).unwrap_or(u32::MAX))
+    }
+
     async fn purge(&self, now: DateTime<Utc>) -> Result<u64, PortError> {
         let _turn = self.db.write_turn().await;
         let purged = on_pool!(&self.db.pool, p => {

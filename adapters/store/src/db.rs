@@ -141,6 +141,13 @@ impl Pool {
 }
 
 impl Tx {
+    pub(crate) fn engine(&self) -> Engine {
+        match self {
+            Tx::Sqlite(_) => Engine::Sqlite,
+            Tx::Postgres(_) => Engine::Postgres,
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         on_tx!(self, t => t.commit().await)
     }
@@ -380,6 +387,15 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Unix milliseconds, the stored time format of both engines.
 pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()
+}
+
+/// A stored time (Unix milliseconds) of `table`, back as a time.
+pub(crate) fn from_millis(
+    table: &str,
+    ms: i64,
+) -> Result<chrono::DateTime<chrono::Utc>, PortError> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| PortError::Internal(format!("{table}: a time is out of range").into()))
 }
 
 #[cfg(test)]

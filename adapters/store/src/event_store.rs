@@ -11,7 +11,9 @@
 //!   the context's pre-commit state with the new events applied exactly once;
 //! * optimistic concurrency on (aggregate_type, aggregate_id, sequence): a concurrent
 //!   append fails on the unique key and answers `AggregateConflict`;
-//! * a global `position` in commit order, for catch-up and exports;
+//! * a global `position`, for catch-up and exports: commit order on SQLite (one
+//!   writer), and on PostgreSQL an order derived from the writing transaction that
+//!   readers follow below the safe horizon ([`crate::log`]) — appends do not take turns;
 //! * tamper evidence: each event's metadata `hash` chains it to the previous event of
 //!   its stream ([`ChainLink`]); the state row keeps the last hash, so a commit links
 //!   without reading the log (one hash per event, no extra query; see `audit.rs`);
@@ -25,30 +27,29 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use miniauth_application::ports::{
-    AccountRepository, Chain, CommitError, LoadedAccount, PortError, StoredEvent,
+    AccountRepository, Chain, CommitError, LoadedAccount, PortError, RefreshToken, SessionOwner,
+    StoredEvent, TokenSubject,
 };
 use miniauth_domain::audit::{ChainLink, HASH_KEY};
 use miniauth_domain::{
     current_version, AccountError, AccountId, SocialAccount, SocialAccountEvent,
 };
 use sqlx::types::Json;
-use sqlx::Row;
+use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::db::{is_unique_violation, millis, on_pool, Db};
+use crate::db::{is_unique_violation, millis, on_pool, Db, Pool};
 use crate::decode::{read_encoded, EventDecoder, ENCODED_COLUMNS};
+use crate::log::{position_of, select_after, settle, EVENTS_PER_TRANSACTION};
 use crate::read_models::ReadModels;
+use crate::refresh::{NewSession, SqlRefreshTokens};
 
 /// How long a command waits for its turn on an account before it goes ahead
 /// optimistically (the unique key still protects the log).
 const TURN_WAIT: Duration = Duration::from_secs(5);
-
-/// A PostgreSQL advisory lock id taken by every append: appends take turns, so the
-/// `position` order is the commit order and a reader never sees a later position
-/// before an earlier one commits.
-pub(crate) const APPEND_LOCK: i64 = 0x6d69_6e69_6175_7468; // "miniauth"
 
 type StoreResult<T> = Result<T, AggregateError<AccountError>>;
 
@@ -120,15 +121,23 @@ pub struct AccountEventStore {
     turns: Arc<AggregateTurns>,
     decoder: EventDecoder,
     projection: Option<ReadModels>,
+    /// The login sessions started with a commit.
+    sessions: SqlRefreshTokens,
 }
 
 impl AccountEventStore {
-    pub(crate) fn new(db: Db, decoder: EventDecoder, projection: ReadModels) -> Self {
+    pub(crate) fn new(
+        db: Db,
+        decoder: EventDecoder,
+        projection: ReadModels,
+        sessions: SqlRefreshTokens,
+    ) -> Self {
         Self {
             db,
             turns: Arc::new(AggregateTurns::default()),
             decoder,
             projection: Some(projection),
+            sessions,
         }
     }
 
@@ -140,15 +149,15 @@ impl AccountEventStore {
         self
     }
 
-    /// Events after `position` in commit order, at most `limit`, for exports.
+    /// Events after `position` in log order, at most `limit`, for exports: only those
+    /// below the safe horizon ([`crate::log`]), so that a position once answered is final.
     pub async fn events_after(&self, position: i64, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        settle(&self.db.pool).await.map_err(db_error)?;
+        let statement = select_after(self.db.engine(), &format!("{ENCODED_COLUMNS}, metadata"));
         on_pool!(&self.db.pool, p => {
-            sqlx::query(&format!(
-                "SELECT {ENCODED_COLUMNS}, metadata FROM events \
-                 WHERE position > $1 AND aggregate_type = $2 ORDER BY position LIMIT $3"
-            ))
-            .bind(position)
+            sqlx::query(&statement)
             .bind(SocialAccount::TYPE)
+            .bind(position)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await
@@ -261,83 +270,203 @@ impl AccountEventStore {
         events: &[SocialAccountEvent],
         new_state: &SocialAccount,
         metadata: &BTreeMap<String, String>,
+        session: Option<&NewSession>,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let payloads = events
-            .iter()
-            .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The chain: each event's hash covers the previous one's, starting from the
-        // state row's, so linking needs no read of the log.
-        let mut previous = context.last_hash.clone().unwrap_or_default();
-        let mut hashes = Vec::with_capacity(events.len());
-        let mut metadatas = Vec::with_capacity(events.len());
-        for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
-            let hash = ChainLink {
-                previous: &previous,
-                aggregate_id: &context.aggregate_id,
-                sequence: u64::try_from(context.sequence + 1 + i as i64).unwrap_or_default(),
-                event_type: event.type_name(),
-                event_version: current_version(event.type_name()),
-                payload,
-                metadata,
-            }
-            .hash();
-            let mut with_hash = metadata.clone();
-            with_hash.insert(HASH_KEY.to_owned(), hash.clone());
-            metadatas.push(
-                serde_json::to_value(with_hash).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-            );
-            previous = hash.clone();
-            hashes.push(hash);
-        }
+        let Chained {
+            payloads,
+            metadatas,
+            hashes,
+        } = chain(
+            &context.aggregate_id,
+            context.sequence,
+            context.last_hash.clone().unwrap_or_default(),
+            events,
+            metadata,
+        )?;
         let state =
             serde_json::to_value(new_state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let postgres = self.db.is_postgres();
-        let _turn = self.db.write_turn().await;
-        on_pool!(&self.db.pool, p => {
-            let mut tx = p.begin().await?;
-            if postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(APPEND_LOCK)
+        if events.len() as i64 >= EVENTS_PER_TRANSACTION {
+            return Err(sqlx::Error::Protocol(format!(
+                "an append of {} events: at most {} per transaction",
+                events.len(),
+                EVENTS_PER_TRANSACTION - 1
+            )));
+        }
+        let rows = Rows {
+            aggregate_id: &context.aggregate_id,
+            first: context.sequence + 1,
+            events,
+            payloads: &payloads,
+            metadatas: &metadatas,
+            state: &state,
+            last_hash: hashes.last(),
+            updated_at: millis(self.db.now()),
+        };
+        match &self.db.pool {
+            // One statement, one round trip, one transaction: the events and the state
+            // row. No lock: positions come from the writing transaction (`crate::log`),
+            // the stream's unique key orders one account's appends.
+            Pool::Postgres(p) => rows.postgres(session).build().execute(p).await.map(drop)?,
+            // One writer at a time (the process's write turn, then SQLite's lock), so
+            // positions are the commit order.
+            Pool::Sqlite(p) => {
+                let _turn = self.db.write_turn().await;
+                let mut tx = p.begin().await?;
+                for (i, ((event, payload), metadata)) in
+                    events.iter().zip(&payloads).zip(&metadatas).enumerate()
+                {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                         event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(SocialAccount::TYPE)
+                    .bind(&context.aggregate_id)
+                    .bind(rows.first + i as i64)
+                    .bind(event.type_name())
+                    .bind(current_version(event.type_name()))
+                    .bind(Json(payload))
+                    .bind(Json(metadata))
                     .execute(&mut *tx)
                     .await?;
-            }
-            for (i, ((event, payload), metadata)) in
-                events.iter().zip(&payloads).zip(&metadatas).enumerate()
-            {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)\
+                     {SNAPSHOT_UPSERT}"
+                ))
                 .bind(SocialAccount::TYPE)
                 .bind(&context.aggregate_id)
-                .bind(context.sequence + 1 + i as i64)
-                .bind(event.type_name())
-                .bind(current_version(event.type_name()))
-                .bind(Json(payload))
-                .bind(Json(metadata))
+                .bind(rows.last_sequence())
+                .bind(Json(&state))
+                .bind(rows.updated_at)
+                .bind(rows.last_hash)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(session) = session {
+                    session.write_sqlite(&mut tx).await?;
+                }
+                tx.commit().await?;
             }
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload, \
-                 updated_at, last_hash) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
-                 last_sequence = excluded.last_sequence, payload = excluded.payload, \
-                 updated_at = excluded.updated_at, last_hash = excluded.last_hash",
-            )
-            .bind(SocialAccount::TYPE)
-            .bind(&context.aggregate_id)
-            .bind(context.sequence + events.len() as i64)
-            .bind(Json(&state))
-            .bind(millis(self.db.now()))
-            .bind(hashes.last())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        })?;
+        }
         Ok(hashes)
     }
+}
+
+/// The state row's columns, for `INSERT INTO snapshots`.
+const SNAPSHOT_COLUMNS: &str = "(aggregate_type, aggregate_id, last_sequence, payload, \
+     updated_at, last_hash)";
+/// What makes that insert an upsert.
+const SNAPSHOT_UPSERT: &str = " ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+     last_sequence = excluded.last_sequence, payload = excluded.payload, \
+     updated_at = excluded.updated_at, last_hash = excluded.last_hash";
+
+/// What one append writes: its events and the account's state row.
+struct Rows<'a> {
+    aggregate_id: &'a str,
+    first: i64,
+    events: &'a [SocialAccountEvent],
+    payloads: &'a [serde_json::Value],
+    metadatas: &'a [serde_json::Value],
+    state: &'a serde_json::Value,
+    last_hash: Option<&'a String>,
+    updated_at: i64,
+}
+
+impl<'a> Rows<'a> {
+    fn last_sequence(&self) -> i64 {
+        self.first + self.events.len() as i64 - 1
+    }
+
+    /// One PostgreSQL statement writing the events (positions from this transaction,
+    /// [`crate::log::position_of`]), the state row, and the login session if any.
+    fn postgres(&self, session: Option<&NewSession>) -> QueryBuilder<'a, Postgres> {
+        let mut query = QueryBuilder::new(
+            "WITH appended AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, \
+             event_type, event_version, payload, metadata, position) ",
+        );
+        let rows = self
+            .events
+            .iter()
+            .zip(self.payloads)
+            .zip(self.metadatas)
+            .enumerate();
+        let (aggregate_id, first) = (self.aggregate_id, self.first);
+        query.push_values(rows, |mut row, (i, ((event, payload), metadata))| {
+            row.push_bind(SocialAccount::TYPE)
+                .push_bind(aggregate_id)
+                .push_bind(first + i as i64)
+                .push_bind(event.type_name())
+                .push_bind(current_version(event.type_name()))
+                .push_bind(Json(payload))
+                .push_bind(Json(metadata))
+                .push(position_of(i));
+        });
+        query.push("), ");
+        if let Some(session) = session {
+            session.push_postgres(&mut query);
+            query.push(", ");
+        }
+        query.push(format!(
+            "upserted AS (INSERT INTO snapshots {SNAPSHOT_COLUMNS} VALUES ("
+        ));
+        query
+            .separated(", ")
+            .push_bind(SocialAccount::TYPE)
+            .push_bind(self.aggregate_id)
+            .push_bind(self.last_sequence())
+            .push_bind(Json(self.state))
+            .push_bind(self.updated_at)
+            .push_bind(self.last_hash);
+        query.push(")").push(SNAPSHOT_UPSERT).push(") SELECT 1");
+        query
+    }
+}
+
+/// Events encoded as stored, with their chain hashes.
+pub(crate) struct Chained {
+    pub(crate) payloads: Vec<serde_json::Value>,
+    pub(crate) metadatas: Vec<serde_json::Value>,
+    pub(crate) hashes: Vec<String>,
+}
+
+/// Encodes `events`, appended after `sequence` to the stream `aggregate_id` whose last
+/// hash is `previous` ("" for a new stream), and chains them: each event's hash covers
+/// the previous one's, so linking needs no read of the log.
+pub(crate) fn chain(
+    aggregate_id: &str,
+    sequence: i64,
+    mut previous: String,
+    events: &[SocialAccountEvent],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Chained, sqlx::Error> {
+    let payloads = events
+        .iter()
+        .map(|e| serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut hashes = Vec::with_capacity(events.len());
+    let mut metadatas = Vec::with_capacity(events.len());
+    for (i, (event, payload)) in events.iter().zip(&payloads).enumerate() {
+        let hash = ChainLink {
+            previous: &previous,
+            aggregate_id,
+            sequence: u64::try_from(sequence + 1 + i as i64).unwrap_or_default(),
+            event_type: event.type_name(),
+            event_version: current_version(event.type_name()),
+            payload,
+            metadata,
+        }
+        .hash();
+        let mut with_hash = metadata.clone();
+        with_hash.insert(HASH_KEY.to_owned(), hash.clone());
+        metadatas
+            .push(serde_json::to_value(with_hash).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        previous = hash.clone();
+        hashes.push(hash);
+    }
+    Ok(Chained {
+        payloads,
+        metadatas,
+        hashes,
+    })
 }
 
 impl EventStore<SocialAccount> for AccountEventStore {
@@ -383,8 +512,21 @@ impl EventStore<SocialAccount> for AccountEventStore {
     async fn commit(
         &self,
         events: Vec<SocialAccountEvent>,
+        context: AccountContext,
+        metadata: HashMap<String, String>,
+    ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
+        self.commit_events(events, context, metadata, None).await
+    }
+}
+
+impl AccountEventStore {
+    /// [`EventStore::commit`], starting `session` in the same transaction if given.
+    async fn commit_events(
+        &self,
+        events: Vec<SocialAccountEvent>,
         mut context: AccountContext,
         metadata: HashMap<String, String>,
+        session: Option<&NewSession>,
     ) -> StoreResult<Vec<EventEnvelope<SocialAccount>>> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -399,7 +541,10 @@ impl EventStore<SocialAccount> for AccountEventStore {
             .filter(|(k, _)| k.as_str() != HASH_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let hashes = match self.append(&context, &events, &new_state, &chained).await {
+        let hashes = match self
+            .append(&context, &events, &new_state, &chained, session)
+            .await
+        {
             Ok(hashes) => hashes,
             Err(error) if is_unique_violation(&error) => {
                 return Err(AggregateError::AggregateConflict)
@@ -453,6 +598,34 @@ impl AccountRepository for AccountEventStore {
         })?;
         match EventStore::commit(self, events, context, metadata).await {
             Ok(_) => Ok(()),
+            Err(AggregateError::AggregateConflict) => Err(CommitError::Conflict),
+            Err(error) => Err(store_port_error(error).into()),
+        }
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        if events.is_empty() {
+            return Err(PortError::Internal(
+                "event store: a login session is started with events, not alone".into(),
+            )
+            .into());
+        }
+        let context = AccountContext::from_loaded(account).ok_or_else(|| {
+            PortError::Internal("event store: a commit of an account it did not load".into())
+        })?;
+        let session = self.sessions.new_session(owner, now);
+        match self
+            .commit_events(events, context, metadata, Some(&session))
+            .await
+        {
+            Ok(_) => Ok(session.started()?),
             Err(AggregateError::AggregateConflict) => Err(CommitError::Conflict),
             Err(error) => Err(store_port_error(error).into()),
         }

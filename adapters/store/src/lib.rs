@@ -21,7 +21,9 @@ mod crypto;
 mod db;
 mod decode;
 mod event_store;
+mod import;
 mod limiter;
+mod log;
 mod purge;
 mod read_models;
 mod readiness;
@@ -31,6 +33,7 @@ mod reseal;
 mod upcast;
 mod users;
 mod vault;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -49,6 +52,7 @@ pub use counters::SqlUsageCounters;
 pub use db::{Engine, UnknownEngine};
 pub use decode::UndecodableEvent;
 pub use event_store::{AccountContext, AccountEventStore};
+pub use import::SqlImportTarget;
 pub use limiter::SqlAttemptLimiter;
 pub use miniauth_application::audit::{BindingAt, HistoryEntry};
 pub use miniauth_application::ports::StoredEvent;
@@ -63,6 +67,7 @@ pub use reseal::Resealed;
 pub use upcast::{default_upcasters, SessionObtainedV0};
 pub use users::SqlUserDirectory;
 pub use vault::SqlVault;
+pub use webhooks::SqlWebhookLedger;
 
 use crate::crypto::Keys;
 use crate::db::{millis, on_pool, Db};
@@ -103,8 +108,20 @@ impl Store {
         let keys = Keys::new(&server_key);
         let decoder = EventDecoder::new(&keys);
         let read_models = ReadModels::new(db.clone(), keys.clone(), decoder.clone());
+        let refresh = SqlRefreshTokens::new(
+            db.clone(),
+            RefreshLifetimes {
+                ttl: config.refresh_ttl,
+                max_lifetime: config.refresh_max_lifetime,
+            },
+        );
         let store = Self {
-            events: AccountEventStore::new(db.clone(), decoder, read_models.clone()),
+            events: AccountEventStore::new(
+                db.clone(),
+                decoder,
+                read_models.clone(),
+                refresh.clone(),
+            ),
             users: SqlUserDirectory::new(
                 db.clone(),
                 keys.clone(),
@@ -113,13 +130,7 @@ impl Store {
             )
             .map_err(StoreError::InvalidConfig)?,
             registry: SqlBindingRegistry::new(db.clone(), read_models.clone()),
-            refresh: SqlRefreshTokens::new(
-                db.clone(),
-                RefreshLifetimes {
-                    ttl: config.refresh_ttl,
-                    max_lifetime: config.refresh_max_lifetime,
-                },
-            ),
+            refresh,
             vault: SqlVault::new(db.clone(), keys.clone()),
             counters: SqlUsageCounters::new(db.clone()),
             read_models,
@@ -178,6 +189,12 @@ impl Store {
         self.users.clone()
     }
 
+    /// The import's target (`miniauth import gitegg`): batched writes of imported
+    /// accounts, bindings and users.
+    pub fn import_target(&self) -> SqlImportTarget {
+        SqlImportTarget::new(self.db.clone(), self.keys.clone(), self.read_models.clone())
+    }
+
     /// The binding registry port.
     pub fn registry(&self) -> SqlBindingRegistry {
         self.registry.clone()
@@ -206,6 +223,11 @@ impl Store {
     /// The personal-data vault port.
     pub fn vault(&self) -> SqlVault {
         self.vault.clone()
+    }
+
+    /// The webhook cursors port (deliveries' positions, failures and leases).
+    pub fn webhook_ledger(&self) -> SqlWebhookLedger {
+        SqlWebhookLedger::new(self.db.clone())
     }
 
     /// The usage counters port (single use, few tries).
@@ -321,7 +343,14 @@ impl Store {
     /// than `older_than`: registry claims the log never confirmed, and users
     /// registered from a phone that never got bound (and have no password).
     pub async fn sweep_orphans(&self, older_than: Duration) -> Result<Sweep, StoreError> {
-        self.catch_up().await?;
+        // Every event committed before now must be projected: a claim whose binding
+        // is committed but not yet readable (a transaction in flight holds the log's
+        // horizon back) is no orphan.
+        if !self.read_models.ensure_current().await? {
+            return Err(StoreError::EventLog(
+                "a transaction in flight holds the event log's horizon back; the sweep waits for the next run".into(),
+            ));
+        }
         let cutoff = millis(self.db.now() - older_than);
         let _turn = self.db.write_turn().await;
         let (claims, users) = on_pool!(&self.db.pool, p => {

@@ -20,8 +20,9 @@ use miniauth_domain::{
 use sqlx::Row;
 
 use crate::crypto::Keys;
-use crate::db::{millis, on_pool, on_tx, port_error, Db, Tx};
+use crate::db::{millis, on_pool, on_tx, port_error, Db, Engine, Tx};
 use crate::decode::{read_encoded, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS};
+use crate::log::{count_after, select_after, settle};
 use crate::vault::UNIONID_LOOKUP;
 
 /// A fixed statement selecting account views `WHERE` the literal condition given.
@@ -165,6 +166,12 @@ impl ReadModels {
     /// instances at once (they take turns on the checkpoint row). An event it cannot
     /// decode stops it with an error that names the event (see [`follow`](Self::follow)).
     pub async fn catch_up(&self) -> Result<CatchUp, PortError> {
+        settle(&self.db.pool).await.map_err(port_error)?;
+        self.project_readable().await
+    }
+
+    /// [`catch_up`](Self::catch_up) of what is readable now, without waiting.
+    async fn project_readable(&self) -> Result<CatchUp, PortError> {
         match self.follow().await? {
             (done, None) => Ok(done),
             (_, Some(stopped_at)) => Err(undecodable(stopped_at)),
@@ -191,6 +198,8 @@ impl ReadModels {
     /// The binding registry follows the log as in any catch-up. Readers in the
     /// meantime catch up before answering, so they never see a half-built model.
     pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, PortError> {
+        // Everything committed before the rebuild is replayed.
+        settle(&self.db.pool).await.map_err(port_error)?;
         let total = {
             let _turn = self.db.write_turn().await;
             on_pool!(&self.db.pool, p => {
@@ -231,28 +240,42 @@ impl ReadModels {
         }
     }
 
-    /// How many log positions the read models have not projected yet.
+    /// How many committed events the read models have not projected yet.
     pub async fn lag(&self) -> Result<i64, PortError> {
+        self.unprojected(false).await
+    }
+
+    /// How many committed events after the checkpoint there are: all, or only those
+    /// below the safe horizon ([`crate::log`]).
+    async fn unprojected(&self, readable_only: bool) -> Result<i64, PortError> {
+        let statement = count_after(self.db.engine(), readable_only);
         on_pool!(&self.db.pool, p => {
-            let row = sqlx::query(
-                "SELECT (SELECT position FROM projection_checkpoints WHERE name = $1) AS seen, \
-                 (SELECT MAX(position) FROM events) AS last",
-            )
-            .bind(CHECKPOINT)
-            .fetch_one(p)
-            .await
-            .map_err(port_error)?;
-            let seen: Option<i64> = row.try_get("seen").map_err(port_error)?;
-            let last: Option<i64> = row.try_get("last").map_err(port_error)?;
-            Ok((last.unwrap_or(0) - seen.unwrap_or(0)).max(0))
+            let seen: i64 = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+                .bind(CHECKPOINT)
+                .fetch_one(p)
+                .await
+                .and_then(|row| row.try_get("position"))
+                .map_err(port_error)?;
+            sqlx::query(&statement)
+                .bind(seen)
+                .fetch_one(p)
+                .await
+                .and_then(|row| row.try_get("n"))
+                .map_err(port_error)
         })
     }
 
-    async fn ensure_current(&self) -> Result<(), PortError> {
-        if self.lag().await? > 0 {
-            self.catch_up().await?;
+    /// Catches up before a question is answered, so that the answer reflects every
+    /// event committed before it was asked: waits for the log's horizon to pass them
+    /// ([`crate::log::settle`]: on PostgreSQL, the transactions in flight finish first),
+    /// then projects what is readable. Answers false when the horizon did not get
+    /// there in time (the answer then reflects what was final).
+    pub(crate) async fn ensure_current(&self) -> Result<bool, PortError> {
+        let settled = settle(&self.db.pool).await.map_err(port_error)?;
+        if self.unprojected(true).await? > 0 {
+            self.project_readable().await?;
         }
-        Ok(())
+        Ok(settled)
     }
 
     /// Projects the next events after the checkpoint, at most [`BATCH`], in one
@@ -346,6 +369,43 @@ impl ReadModels {
             .collect())
     }
 
+    /// The accounts of `apps` whose openid is `identity`, or whose unionid is: what a
+    /// GitEgg bind key (which holds either) can name.
+    pub async fn accounts_named(
+        &self,
+        identity: &str,
+        apps: &[AppId],
+    ) -> Result<Vec<AccountId>, PortError> {
+        self.ensure_current().await?;
+        let mut found = Vec::new();
+        if let Ok(openid) = OpenId::parse(identity) {
+            for appid in apps {
+                let id = format!("{appid}:{openid}");
+                if !self
+                    .views(view_select!("aggregate_id = $1 ORDER BY aggregate_id"), &id)
+                    .await?
+                    .is_empty()
+                {
+                    found.push(AccountId::new(appid, &openid));
+                }
+            }
+        }
+        let hash = self.keys.lookup_hash(UNIONID_LOOKUP, identity);
+        for view in self
+            .views(
+                view_select!("unionid_hash = $1 ORDER BY aggregate_id"),
+                &hash,
+            )
+            .await?
+        {
+            let id = AccountId::new(&view.appid, &view.openid);
+            if apps.contains(&view.appid) && !found.contains(&id) {
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
     /// The accounts whose unionid has this keyed hash and that are bound, with their
     /// users, as the log says (caught up first).
     pub async fn bound_by_unionid_hash(
@@ -435,16 +495,14 @@ async fn save_checkpoint(tx: &mut Tx, position: i64) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-/// The next [`BATCH`] events after `checkpoint`, in commit order (without metadata: the
-/// projection does not need it).
+/// The next [`BATCH`] events after `checkpoint`, in log order, below the safe horizon
+/// (without metadata: the projection does not need it).
 async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>, sqlx::Error> {
+    let statement = select_after(tx.engine(), ENCODED_COLUMNS);
     on_tx!(tx, t => {
-        sqlx::query(&format!(
-            "SELECT {ENCODED_COLUMNS} FROM events WHERE position > $1 AND aggregate_type = $2 \
-             ORDER BY position LIMIT $3"
-        ))
-        .bind(checkpoint)
+        sqlx::query(&statement)
         .bind(SocialAccount::TYPE)
+        .bind(checkpoint)
         .bind(BATCH)
         .fetch_all(&mut **t)
         .await?
@@ -558,13 +616,28 @@ async fn write_views(tx: &mut Tx, views: &BTreeMap<String, ViewRow>) -> Result<(
 
 /// The registry follows the log: a binding the log holds is claimed (a claim another
 /// user holds is left alone), a binding the log ended is released — unless the claim
-/// was made after the `Unbound` was committed (its `claimed_after` is at or past the
-/// event's position): a rebind claimed it again and its event is not projected yet.
-/// Positions order them, whatever the clocks of the instances say.
+/// was made after the `Unbound` was committed: a rebind claimed it again and its event
+/// is not projected yet. The log orders them, whatever the clocks of the instances say:
+/// on SQLite the claim's `claimed_after` is at or past the event's position (positions
+/// are the commit order there); on PostgreSQL the claim's snapshot saw the `Unbound`'s
+/// transaction committed (`claimed_snapshot`; claims made before migration 0010, and
+/// those repaired here, have none and compare positions, which within one account's
+/// stream follow its sequence).
 async fn repair_registry(
     tx: &mut Tx,
     views: &BTreeMap<String, ViewRow>,
 ) -> Result<(), sqlx::Error> {
+    let release = match tx.engine() {
+        Engine::Sqlite => {
+            "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
+             AND claimed_after < $4"
+        }
+        Engine::Postgres => {
+            "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
+             AND CASE WHEN claimed_snapshot IS NULL THEN claimed_after < $4 \
+             ELSE NOT pg_visible_in_snapshot(($4 / 65536)::text::xid8, claimed_snapshot) END"
+        }
+    };
     for (aggregate_id, view) in views {
         let ended = view
             .released
@@ -572,10 +645,7 @@ async fn repair_registry(
             .filter(|(user, _)| Some(**user) != view.bound_user);
         for (user, unbound_position) in ended {
             on_tx!(tx, t => {
-                sqlx::query(
-                    "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
-                     AND claimed_after < $4",
-                )
+                sqlx::query(release)
                 .bind(&view.appid)
                 .bind(&view.openid)
                 .bind(user)
@@ -706,5 +776,22 @@ fn apply(view: &mut ViewRow, event: SocialAccountEvent, position: i64) {
         }
         // A declined link changes no view: the account stays unbound.
         E::LinkDeclined(_) => {}
+        E::AccountImported(e) => {
+            view.appid = e.appid.to_string();
+            view.openid = e.openid.to_string();
+            view.unionid_hash = e.unionid.map(|u| u.hash);
+            view.has_profile = e.nickname.is_some();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl miniauth_application::legacy_key::ImportedIdentities for ReadModels {
+    async fn accounts_named(
+        &self,
+        identity: &str,
+        apps: &[AppId],
+    ) -> Result<Vec<AccountId>, PortError> {
+        ReadModels::accounts_named(self, identity, apps).await
     }
 }

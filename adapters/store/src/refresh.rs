@@ -11,14 +11,16 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
-    PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId, SessionOwner,
-    SessionScope, TokenSubject,
+    LiveRefreshToken, PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId,
+    SessionOwner, SessionScope, TokenSubject,
 };
 use miniauth_domain::{AppId, TenantId, UserId};
 use sqlx::Row;
 
 use crate::crypto::{random_token, token_hash};
-use crate::db::{millis, on_pool, port_error, Db};
+use sqlx::{Postgres, QueryBuilder};
+
+use crate::db::{from_millis, millis, on_pool, port_error, Db, Pool};
 
 /// How long the lifetimes of refresh tokens are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,7 @@ struct TokenRow {
     user_id: i64,
     tenant: String,
     appid: Option<String>,
+    issued_at: i64,
     expires_at: i64,
     rotated_at: Option<i64>,
     revoked_at: Option<i64>,
@@ -58,9 +61,114 @@ struct TokenRow {
     family_revoked_at: Option<i64>,
 }
 
+/// A login session about to start: its family and first token, written by
+/// [`RefreshTokenStore::issue`] or with an account's events in one commit
+/// (`AccountRepository::commit_with_session`, event_store.rs).
+pub(crate) struct NewSession {
+    owner: SessionOwner,
+    token: String,
+    family: String,
+    created_at: i64,
+    expires_at: i64,
+    expires_in: u64,
+}
+
+impl NewSession {
+    /// Appends the two inserts as common table expressions (`family AS (…), token AS
+    /// (…)`) of a PostgreSQL statement.
+    pub(crate) fn push_postgres(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        let appid = self.owner.appid.as_ref().map(|a| a.as_str().to_owned());
+        query.push(
+            "new_family AS (INSERT INTO refresh_families \
+             (family_id, user_id, tenant, appid, created_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(self.family.clone())
+            .push_bind(self.owner.user_id.get())
+            .push_bind(self.owner.tenant.as_str().to_owned())
+            .push_bind(appid.clone())
+            .push_bind(self.created_at);
+        query.push(
+            ")), new_token AS (INSERT INTO refresh_tokens (token_hash, family_id, user_id, \
+             tenant, appid, issued_at, expires_at) VALUES (",
+        );
+        query
+            .separated(", ")
+            .push_bind(token_hash(&self.token))
+            .push_bind(self.family.clone())
+            .push_bind(self.owner.user_id.get())
+            .push_bind(self.owner.tenant.as_str().to_owned())
+            .push_bind(appid)
+            .push_bind(self.created_at)
+            .push_bind(self.expires_at);
+        query.push("))");
+    }
+
+    /// Writes the family and its first token in `tx` (SQLite).
+    pub(crate) async fn write_sqlite(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<(), sqlx::Error> {
+        let appid = self.owner.appid.as_ref().map(|a| a.as_str());
+        sqlx::query(
+            "INSERT INTO refresh_families (family_id, user_id, tenant, appid, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&self.family)
+        .bind(self.owner.user_id.get())
+        .bind(self.owner.tenant.as_str())
+        .bind(appid)
+        .bind(self.created_at)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, tenant, appid, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(token_hash(&self.token))
+        .bind(&self.family)
+        .bind(self.owner.user_id.get())
+        .bind(self.owner.tenant.as_str())
+        .bind(appid)
+        .bind(self.created_at)
+        .bind(self.expires_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// What [`RefreshTokenStore::issue`] answers, once written.
+    pub(crate) fn started(self) -> Result<(TokenSubject, RefreshToken), PortError> {
+        let session = SessionId::parse(&self.family)
+            .map_err(|_| PortError::Internal("a generated family id is invalid".into()))?;
+        Ok((
+            TokenSubject::new(self.owner, session),
+            RefreshToken {
+                token: self.token,
+                expires_in: self.expires_in,
+            },
+        ))
+    }
+}
+
 impl SqlRefreshTokens {
     pub(crate) fn new(db: Db, lifetimes: RefreshLifetimes) -> Self {
         Self { db, lifetimes }
+    }
+
+    /// A new login session for `owner` at `now`: a fresh family and token, not written.
+    pub(crate) fn new_session(&self, owner: &SessionOwner, now: DateTime<Utc>) -> NewSession {
+        let created_at = millis(now);
+        let (expires_at, expires_in) = self.expiry(now, created_at);
+        NewSession {
+            owner: owner.clone(),
+            token: random_token(),
+            family: hex::encode(rand::random::<[u8; 16]>()),
+            created_at,
+            expires_at,
+            expires_in,
+        }
     }
 
     /// The end of the absolute lifetime of a family created at `created_at` (ms).
@@ -80,7 +188,7 @@ impl SqlRefreshTokens {
     async fn row(&self, hash: &str) -> Result<Option<TokenRow>, PortError> {
         on_pool!(&self.db.pool, p => {
             let row = sqlx::query(
-                "SELECT t.family_id, t.user_id, t.tenant, t.appid, t.expires_at, t.rotated_at, \
+                "SELECT t.family_id, t.user_id, t.tenant, t.appid, t.issued_at, t.expires_at, t.rotated_at, \
                  t.revoked_at, f.created_at AS family_created_at, f.revoked_at AS family_revoked_at \
                  FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
                  WHERE t.token_hash = $1",
@@ -95,6 +203,7 @@ impl SqlRefreshTokens {
                     user_id: r.try_get("user_id")?,
                     tenant: r.try_get("tenant")?,
                     appid: r.try_get("appid")?,
+                    issued_at: r.try_get("issued_at")?,
                     expires_at: r.try_get("expires_at")?,
                     rotated_at: r.try_get("rotated_at")?,
                     revoked_at: r.try_get("revoked_at")?,
@@ -192,48 +301,23 @@ impl RefreshTokenStore for SqlRefreshTokens {
         owner: &SessionOwner,
         now: DateTime<Utc>,
     ) -> Result<(TokenSubject, RefreshToken), PortError> {
-        let token = random_token();
-        let family = hex::encode(rand::random::<[u8; 16]>());
-        let created_at = millis(now);
-        let (expires_at, expires_in) = self.expiry(now, created_at);
-        let appid = owner.appid.as_ref().map(|a| a.as_str());
-        let _turn = self.db.write_turn().await;
-        on_pool!(&self.db.pool, p => {
-            let mut tx = p.begin().await.map_err(port_error)?;
-            sqlx::query(
-                "INSERT INTO refresh_families (family_id, user_id, tenant, appid, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&family)
-            .bind(owner.user_id.get())
-            .bind(owner.tenant.as_str())
-            .bind(appid)
-            .bind(created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(port_error)?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, tenant, appid, issued_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(token_hash(&token))
-            .bind(&family)
-            .bind(owner.user_id.get())
-            .bind(owner.tenant.as_str())
-            .bind(appid)
-            .bind(created_at)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(port_error)?;
-            tx.commit().await.map_err(port_error)?;
-        });
-        let session = SessionId::parse(&family)
-            .map_err(|_| PortError::Internal("a generated family id is invalid".into()))?;
-        Ok((
-            TokenSubject::new(owner.clone(), session),
-            RefreshToken { token, expires_in },
-        ))
+        let session = self.new_session(owner, now);
+        match &self.db.pool {
+            // One statement: the family and its first token.
+            Pool::Postgres(p) => {
+                let mut query = QueryBuilder::new("WITH ");
+                session.push_postgres(&mut query);
+                query.push(" SELECT 1");
+                query.build().execute(p).await.map_err(port_error)?;
+            }
+            Pool::Sqlite(p) => {
+                let _turn = self.db.write_turn().await;
+                let mut tx = p.begin().await.map_err(port_error)?;
+                session.write_sqlite(&mut tx).await.map_err(port_error)?;
+                tx.commit().await.map_err(port_error)?;
+            }
+        }
+        session.started()
     }
 
     async fn rotate(
@@ -426,5 +510,38 @@ impl RefreshTokenStore for SqlRefreshTokens {
             .map_err(port_error)?
             .is_some())
         })
+    }
+
+    async fn inspect(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveRefreshToken>, PortError> {
+        let Some(row) = self.row(&token_hash(token)).await? else {
+            return Ok(None);
+        };
+        let now = millis(now);
+        let usable = row.rotated_at.is_none()
+            && row.revoked_at.is_none()
+            && row.family_revoked_at.is_none()
+            && row.expires_at > now
+            && self.family_end(row.family_created_at) > now;
+        if !usable {
+            return Ok(None);
+        }
+        let at = |ms: i64| from_millis("refresh_tokens", ms);
+        Ok(Some(LiveRefreshToken {
+            subject: subject(&row)?,
+            issued_at: at(row.issued_at)?,
+            expires_at: at(row.expires_at)?,
+        }))
+    }
+
+    async fn revoke_family_of(&self, token: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
+        let Some(row) = self.row(&token_hash(token)).await? else {
+            return Ok(false);
+        };
+        self.revoke_family(&row.family, now).await?;
+        Ok(true)
     }
 }

@@ -6,7 +6,7 @@ use miniauth_application::ports::{Binding, BindingRegistry, Claim, ClaimError, P
 use miniauth_domain::{AccountId, AppId, OpenId, UserId};
 use sqlx::Row;
 
-use crate::db::{is_unique_violation, millis, on_pool, port_error, Db};
+use crate::db::{is_unique_violation, millis, on_pool, port_error, Db, Engine};
 use crate::read_models::ReadModels;
 
 /// `BindingRegistry` on the `bindings` table. Cheap to clone.
@@ -35,6 +35,24 @@ impl SqlBindingRegistry {
     }
 }
 
+/// A claim remembers what of the log it was made after, so that the projection of an
+/// `Unbound` releases only claims made before the `Unbound` committed (see
+/// `read_models.rs`): on SQLite the newest position (commit order: one writer); on
+/// PostgreSQL, where positions are not the commit order, the snapshot it was made in.
+fn claim_statement(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => {
+            "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
+             VALUES ($1, $2, $3, $4, (SELECT COALESCE(MAX(position), 0) FROM events))"
+        }
+        Engine::Postgres => {
+            "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after, \
+             claimed_snapshot) VALUES ($1, $2, $3, $4, \
+             (SELECT COALESCE(MAX(position), 0) FROM events), pg_current_snapshot())"
+        }
+    }
+}
+
 fn user_id(raw: i64) -> Result<UserId, PortError> {
     UserId::new(raw).map_err(|_| PortError::Internal("bindings.user_id: invalid".into()))
 }
@@ -52,13 +70,9 @@ impl BindingRegistry for SqlBindingRegistry {
         for _ in 0..3 {
             let inserted = {
                 let _turn = self.db.write_turn().await;
+                let statement = claim_statement(self.db.engine());
                 on_pool!(&self.db.pool, p => {
-                    // The newest log position orders this claim against the
-                    // `Unbound`s the read models project (see `read_models.rs`).
-                    sqlx::query(
-                        "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) \
-                         VALUES ($1, $2, $3, $4, (SELECT COALESCE(MAX(position), 0) FROM events))",
-                    )
+                    sqlx::query(statement)
                     .bind(appid.as_str())
                     .bind(openid.as_str())
                     .bind(user.get())

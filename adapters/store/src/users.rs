@@ -69,6 +69,19 @@ impl Column {
     }
 }
 
+/// The keyed lookup hash of a mobile number (`users.mobile_hash`).
+pub(crate) fn mobile_hash(keys: &Keys, phone: &PhoneNumber) -> String {
+    keys.lookup_hash(
+        "mobile",
+        &format!("+{} {}", phone.country_code(), phone.pure()),
+    )
+}
+
+/// The text a mobile number is sealed as (`users.mobile_sealed`).
+pub(crate) fn mobile_text(phone: &PhoneNumber) -> String {
+    format!("{} {}", phone.country_code(), phone.pure())
+}
+
 /// Seals a column value of user `id`, bound to the column and the user.
 pub(crate) fn seal_column(keys: &Keys, column: Column, id: i64, text: &str) -> String {
     keys.sealer.seal(
@@ -153,10 +166,7 @@ impl SqlUserDirectory {
 
     /// Uniqueness per tenant comes from the (tenant, mobile_hash) key.
     fn mobile_hash(&self, phone: &PhoneNumber) -> String {
-        self.keys.lookup_hash(
-            "mobile",
-            &format!("+{} {}", phone.country_code(), phone.pure()),
-        )
+        mobile_hash(&self.keys, phone)
     }
 
     fn seal(&self, column: Column, id: i64, text: Option<&str>) -> Option<String> {
@@ -266,7 +276,7 @@ impl SqlUserDirectory {
             origin,
         } = new;
         let mobile_hash = mobile.map(|m| self.mobile_hash(m));
-        let mobile_text = mobile.map(|m| format!("{} {}", m.country_code(), m.pure()));
+        let mobile_text = mobile.map(mobile_text);
         let _turn = self.db.write_turn().await;
         // The sealed columns name the row's id in their associated data: the row is
         // inserted first, sealed in the same transaction once its id is known.
@@ -367,6 +377,12 @@ impl SqlUserDirectory {
                 Some(h) => (h, true),
                 None => (dummy, false),
             };
+            // A BCrypt hash imported from GitEgg (`miniauth import gitegg`): verified
+            // once, then replaced by an argon2id hash (see `check_password`).
+            if is_bcrypt(&hash) {
+                let ok = bcrypt::verify(password.expose(), &hash).unwrap_or(false);
+                return Ok(ok && known);
+            }
             let parsed = PasswordHash::new(&hash)
                 .map_err(|e| PortError::internal("stored password hash", e.to_string()))?;
             let ok = argon2
@@ -376,6 +392,30 @@ impl SqlUserDirectory {
         })
         .await
         .map_err(|e| PortError::internal("argon2 task", e))?
+    }
+}
+
+/// Whether a stored hash is BCrypt (`$2a$`, `$2b$`, `$2y$`), as imported from GitEgg.
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+impl SqlUserDirectory {
+    /// Replaces a verified BCrypt hash by an argon2id hash of the same password (only
+    /// if the row still holds that BCrypt hash: a concurrent login rehashed it first).
+    async fn rehash(&self, id: UserId, old: &str, password: &Password) -> Result<(), PortError> {
+        let new = self.hash_password(password).await?;
+        let _turn = self.db.write_turn().await;
+        on_pool!(&self.db.pool, p => {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(new)
+                .bind(id.get())
+                .bind(old)
+                .execute(p)
+                .await
+                .map_err(port_error)?;
+        });
+        Ok(())
     }
 }
 
@@ -455,6 +495,17 @@ impl UserDirectory for SqlUserDirectory {
 
     async fn get(&self, id: UserId) -> Result<Option<UserRecord>, PortError> {
         Ok(self.find(Key::Id(id.get())).await?.map(|(user, _)| user))
+    }
+
+    async fn find_by_account(
+        &self,
+        tenant: &TenantId,
+        account: &str,
+    ) -> Result<Option<UserRecord>, PortError> {
+        Ok(self
+            .find(Key::Account(tenant.as_str(), account.trim()))
+            .await?
+            .map(|(user, _)| user))
     }
 
     async fn register(&self, user: NewUser) -> Result<Registration, PortError> {
@@ -593,10 +644,13 @@ impl UserDirectory for SqlUserDirectory {
             Some((user, hash)) => (Some(user), hash),
             None => (None, None),
         };
-        if self.verify_password(hash, password).await? {
-            Ok(user)
-        } else {
-            Ok(None)
+        let imported = hash.as_deref().filter(|h| is_bcrypt(h)).map(str::to_owned);
+        if !self.verify_password(hash, password).await? {
+            return Ok(None);
         }
+        if let (Some(user), Some(old)) = (&user, imported) {
+            self.rehash(user.id, &old, password).await?;
+        }
+        Ok(user)
     }
 }

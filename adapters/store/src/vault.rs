@@ -35,6 +35,33 @@ fn personal_purpose(field: PersonalField) -> String {
     format!("personal.{}", field.as_str())
 }
 
+/// A personal datum of `account` sealed under its data key `key_id`:
+/// `v2.<key id>.<nonce>.<ciphertext>`, bound to the field and the account.
+pub(crate) fn seal_datum(
+    key_id: &str,
+    sealer: &Sealer,
+    account: &AccountId,
+    field: PersonalField,
+    plaintext: &str,
+) -> SealedDatum {
+    let sealed = sealer.seal(
+        Binding::new(&personal_purpose(field), &account_owner(account)),
+        plaintext.as_bytes(),
+    );
+    let body = sealed.strip_prefix("v2.").unwrap_or(&sealed);
+    SealedDatum::from_sealed_text(format!("{V2}.{key_id}.{body}"))
+}
+
+/// The keyed lookup hash of a unionid (the same in every app of a tenant).
+pub(crate) fn unionid_hash(keys: &Keys, unionid: &UnionId) -> String {
+    keys.lookup_hash(UNIONID_LOOKUP, unionid.as_str())
+}
+
+/// A new data key and its id.
+pub(crate) fn new_data_key() -> ([u8; 32], String) {
+    (rand::random(), hex::encode(rand::random::<[u8; 6]>()))
+}
+
 /// `PersonalDataVault` on the `data_keys` table and the server key. Cheap to clone.
 #[derive(Clone)]
 pub struct SqlVault {
@@ -96,8 +123,7 @@ impl SqlVault {
         if let Some(found) = self.data_key(account).await? {
             return Ok(found);
         }
-        let key: [u8; 32] = rand::random();
-        let key_id = hex::encode(rand::random::<[u8; 6]>());
+        let (key, key_id) = new_data_key();
         {
             let _turn = self.db.write_turn().await;
             on_pool!(&self.db.pool, p => {
@@ -161,14 +187,7 @@ impl PersonalDataVault for SqlVault {
         plaintext: &str,
     ) -> Result<SealedDatum, PortError> {
         let (key_id, sealer) = self.data_key_or_create(account).await?;
-        let sealed = sealer.seal(
-            Binding::new(&personal_purpose(field), &account_owner(account)),
-            plaintext.as_bytes(),
-        );
-        let body = sealed.strip_prefix("v2.").unwrap_or(&sealed);
-        Ok(SealedDatum::from_sealed_text(format!(
-            "{V2}.{key_id}.{body}"
-        )))
+        Ok(seal_datum(&key_id, &sealer, account, field, plaintext))
     }
 
     async fn unseal_personal(
@@ -214,7 +233,7 @@ impl PersonalDataVault for SqlVault {
         unionid: &UnionId,
     ) -> Result<SealedUnionId, PortError> {
         Ok(SealedUnionId {
-            hash: self.keys.lookup_hash(UNIONID_LOOKUP, unionid.as_str()),
+            hash: unionid_hash(&self.keys, unionid),
             sealed: Some(
                 self.seal_personal(account, PersonalField::UnionId, unionid.as_str())
                     .await?,

@@ -463,6 +463,11 @@ async fn users_are_unique_per_tenant_and_check_passwords(engine: Engine) {
             .unwrap(),
         None
     );
+    // The console finds users by account name, per tenant, exactly.
+    let found = users.find_by_account(&tenant(), " bob ").await.unwrap();
+    assert_eq!(found.map(|u| u.id), Some(bob.id));
+    assert_eq!(users.find_by_account(&other, "bob").await.unwrap(), None);
+    assert_eq!(users.find_by_account(&tenant(), "bo").await.unwrap(), None);
 }
 
 async fn discard_unbound_keeps_bound_and_password_users(engine: Engine) {
@@ -670,6 +675,14 @@ async fn usage_counters_count_atomically_across_instances(engine: Engine) {
     );
     assert_eq!(counters.count(&tries, later).await.unwrap(), 1, "forgotten");
     assert_eq!(counters.count(&key, later).await.unwrap(), 51, "kept");
+
+    // Reading a count counts nothing, and another instance reads the same.
+    let ended = UsageKey::ConsoleSessionEnded("s".repeat(43));
+    assert_eq!(two.usage_counters().uses(&ended).await.unwrap(), 0);
+    counters.count(&ended, later).await.unwrap();
+    assert_eq!(two.usage_counters().uses(&ended).await.unwrap(), 1);
+    assert_eq!(two.usage_counters().uses(&ended).await.unwrap(), 1);
+    assert_eq!(counters.uses(&key).await.unwrap(), 51);
 }
 
 async fn refresh_tokens_rotate_once_and_detect_reuse(engine: Engine) {

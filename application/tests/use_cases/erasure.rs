@@ -108,6 +108,7 @@ async fn erasing_the_identity_that_registered_its_user_erases_that_users_copies(
                     user_id: user_id(7),
                     via: BindMethod::AutoRegistration,
                     linked_from: None,
+                    imported_from: None,
                     occurred_at: now(),
                 }),
             ],

@@ -378,6 +378,14 @@ impl TokenIssuer for FakeTokens {
     fn verify(&self, _token: &str, _now: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
         Err(AccessTokenError::Invalid)
     }
+
+    fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<miniauth_application::ports::VerifiedAccessToken, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
 }
 
 /// The session id the fake refresh store gives its `n`th family (from 1).
@@ -462,6 +470,18 @@ impl RefreshTokenStore for FakeRefresh {
         _now: DateTime<Utc>,
     ) -> Result<(), RefreshError> {
         Err(RefreshError::Unknown)
+    }
+
+    async fn inspect(
+        &self,
+        _token: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<miniauth_application::ports::LiveRefreshToken>, PortError> {
+        Ok(None)
+    }
+
+    async fn revoke_family_of(&self, _token: &str, _now: DateTime<Utc>) -> Result<bool, PortError> {
+        Ok(false)
     }
 }
 
@@ -552,6 +572,7 @@ impl World {
 
     /// The service, over another account repository (that wraps `self.store`).
     pub fn build_over(self, accounts: Arc<dyn AccountRepository>) -> Built {
+        self.store.start_sessions_with(self.refresh.clone());
         let limiter: Arc<dyn AttemptLimiter> = Arc::new(self.limiter);
         let ports = Ports {
             wechat: Arc::new(self.wechat),
@@ -644,6 +665,7 @@ pub fn bound(id: i64) -> SocialAccountEvent {
         user_id: user_id(id),
         via: BindMethod::PhoneMatch,
         linked_from: None,
+        imported_from: None,
         occurred_at: now(),
     })
 }
@@ -791,5 +813,17 @@ impl AccountRepository for ScriptedStore {
                 Err(CommitError::Conflict)
             }
         }
+    }
+
+    async fn commit_with_session(
+        &self,
+        account: LoadedAccount,
+        events: Vec<SocialAccountEvent>,
+        metadata: HashMap<String, String>,
+        owner: &SessionOwner,
+        now: DateTime<Utc>,
+    ) -> Result<(TokenSubject, RefreshToken), CommitError> {
+        self.commit(account, events, metadata).await?;
+        Ok(self.inner.start_session(owner, now).await?)
     }
 }

@@ -297,9 +297,9 @@ impl Bench {
         let limit = Limit::new(args.duration_secs, args.requests);
 
         let ctx = Arc::new(Ctx {
-            server_pid: pid,
+            server_pids: vec![pid],
             database_url: self.database.as_ref().map(|d| d.url.clone()),
-            api: api.clone(),
+            apis: vec![api.clone()],
             device: device.clone(),
             phones: phones.clone(),
         });
@@ -331,8 +331,47 @@ impl Bench {
         clients = back;
 
         progress(&args, "scenario: refresh");
-        let (result, _) = scenario(&ctx, Op::Refresh, clients, limit).await;
+        let (result, back) = scenario(&ctx, Op::Refresh, clients, limit).await;
         scenarios.push(result);
+        clients = back;
+
+        // Scale-out: a second instance on the same database, the clients split
+        // between the two (PostgreSQL only: SQLite has one writer).
+        if self.database.is_some() {
+            progress(&args, "scenario: returning-user login, two instances");
+            let listen2 = free_port()?;
+            let config = std::fs::read_to_string(&self.config_path)?.replace(
+                &format!("listen = \"{listen}\""),
+                &format!("listen = \"{listen2}\""),
+            );
+            let second_dir = self.dir.path().join("second");
+            std::fs::create_dir_all(&second_dir)?;
+            let config2 = second_dir.join("miniauth.toml");
+            std::fs::write(&config2, config)?;
+            let mut second = Server::start(&self.binary, &config2, &second_dir, listen2)?;
+            let base2 = format!("http://{listen2}");
+            let ready = wait_healthy(&http, &base2, &mut second).await;
+            if let Err(error) = ready {
+                second.stop();
+                return Err(error);
+            }
+            let two = Arc::new(Ctx {
+                server_pids: vec![pid, second.pid()],
+                database_url: ctx.database_url.clone(),
+                apis: vec![
+                    api.clone(),
+                    Api {
+                        base: base2,
+                        ..api.clone()
+                    },
+                ],
+                device: device.clone(),
+                phones: phones.clone(),
+            });
+            let (result, _) = scenario(&two, Op::Returning, clients, limit).await;
+            second.stop();
+            scenarios.push(result);
+        }
 
         let max_rss_sampled_kib = sampler.stop().await;
         let hwm_under_load_kib = read_status(pid).map(|s| s.hwm_kib);

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use crate::database::WaitSampler;
 use crate::procfs::CpuSnapshot;
-use crate::report::{HistoryResult, ScenarioResult};
+use crate::report::{lock_share, HistoryResult, ScenarioResult};
 
 /// Building the long history stops here even if it is not complete (reported).
 const HISTORY_TIME_LIMIT: Duration = Duration::from_secs(300);
@@ -308,20 +308,28 @@ impl Op {
 
 /// What every client shares.
 pub(crate) struct Ctx {
-    pub(crate) server_pid: u32,
+    /// The miniauth instances (their CPU is summed).
+    pub(crate) server_pids: Vec<u32>,
     pub(crate) database_url: Option<String>,
-    pub(crate) api: Api,
+    /// The instances' APIs: client `i` talks to `apis[i % apis.len()]`.
+    pub(crate) apis: Vec<Api>,
     pub(crate) device: Device,
     pub(crate) phones: Arc<AtomicU64>,
 }
 
 impl Ctx {
-    async fn perform(&self, op: Op, state: &mut ClientState) -> anyhow::Result<Duration> {
+    async fn perform(
+        &self,
+        op: Op,
+        client: usize,
+        state: &mut ClientState,
+    ) -> anyhow::Result<Duration> {
+        let api = &self.apis[client % self.apis.len()];
         match op {
-            Op::Register => register(&self.api, &self.device, &self.phones, state).await,
-            Op::Returning => returning(&self.api, &self.device, state).await,
-            Op::Ticket => ticket_grant(&self.api, &self.device, state).await,
-            Op::Refresh => refresh(&self.api, state).await,
+            Op::Register => register(api, &self.device, &self.phones, state).await,
+            Op::Returning => returning(api, &self.device, state).await,
+            Op::Ticket => ticket_grant(api, &self.device, state).await,
+            Op::Refresh => refresh(api, state).await,
         }
     }
 }
@@ -334,14 +342,17 @@ pub(crate) async fn scenario(
     clients: Vec<ClientState>,
     limit: Limit,
 ) -> (ScenarioResult, Vec<ClientState>) {
-    let name = op.name();
+    let name = match ctx.apis.len() {
+        1 => op.name().to_owned(),
+        n => format!("{}, {n} instances", op.name()),
+    };
     let issued = Arc::new(AtomicU64::new(0));
     let waits = WaitSampler::start(ctx.database_url.as_deref()).await;
-    let cpu_before = CpuSnapshot::take(Some(ctx.server_pid));
+    let cpu_before = CpuSnapshot::take(&ctx.server_pids);
     let started = Instant::now();
     let deadline = started + limit.duration;
     let mut tasks = Vec::with_capacity(clients.len());
-    for mut state in clients {
+    for (client, mut state) in clients.into_iter().enumerate() {
         let (ctx, issued) = (ctx.clone(), issued.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -353,7 +364,7 @@ pub(crate) async fn scenario(
                     .requests
                     .is_none_or(|max| issued.fetch_add(1, Ordering::Relaxed) < max)
             {
-                match ctx.perform(op, &mut state).await {
+                match ctx.perform(op, client, &mut state).await {
                     Ok(elapsed) => {
                         latencies.push(elapsed.as_micros() as u64);
                         in_a_row = 0;
@@ -393,7 +404,7 @@ pub(crate) async fn scenario(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = CpuSnapshot::take(Some(ctx.server_pid)).since(&cpu_before, latencies.len() as u64);
+    let cpu = CpuSnapshot::take(&ctx.server_pids).since(&cpu_before, latencies.len() as u64);
     let postgres_waits = match waits {
         Some(sampler) => sampler.stop().await,
         None => Vec::new(),
@@ -402,7 +413,7 @@ pub(crate) async fn scenario(
     let ms = |p: f64| percentile(&latencies, p) as f64 / 1000.0;
     (
         ScenarioResult {
-            name: name.to_owned(),
+            name,
             ops: latencies.len() as u64,
             errors,
             first_error,
@@ -413,6 +424,7 @@ pub(crate) async fn scenario(
             p99_ms: ms(99.0),
             ratio_to_pgbench: None,
             cpu,
+            lock_wait_percent: lock_share(&postgres_waits),
             postgres_waits,
         },
         states,

@@ -51,9 +51,10 @@ pub(crate) struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    pub(crate) fn take(server_pid: Option<u32>) -> Self {
+    /// The counters now; `servers` are the miniauth processes (one or more instances).
+    pub(crate) fn take(servers: &[u32]) -> Self {
         let mut snapshot = Self {
-            server: server_pid.and_then(process_ticks).unwrap_or(0),
+            server: servers.iter().filter_map(|&pid| process_ticks(pid)).sum(),
             bench: std::fs::read_to_string("/proc/self/stat")
                 .ok()
                 .and_then(|t| parse_stat_ticks(&t, true))
@@ -267,7 +268,7 @@ mod tests {
         assert!((cpu.machine_busy_percent - 50.0).abs() < 1e-9);
         assert!((cpu.measured_percent - 22.0).abs() < 1e-9);
         assert!(after.since(&before, 0).is_none());
-        let own = CpuSnapshot::take(Some(std::process::id()));
+        let own = CpuSnapshot::take(&[std::process::id()]);
         assert!(own.machine_total > 0);
     }
 

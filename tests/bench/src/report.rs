@@ -101,6 +101,18 @@ pub struct ScenarioResult {
     pub cpu: Option<CpuUse>,
     /// What the database's client backends were doing, sampled (PostgreSQL only).
     pub postgres_waits: Vec<WaitShare>,
+    /// The share of those samples waiting on a heavyweight lock (`Lock:*`), percent.
+    pub lock_wait_percent: f64,
+}
+
+/// The share of `waits` that wait on a heavyweight lock (`Lock:*`: advisory, row,
+/// transaction id…), in percent of all samples.
+pub(crate) fn lock_share(waits: &[WaitShare]) -> f64 {
+    waits
+        .iter()
+        .filter(|w| w.state.starts_with("Lock:"))
+        .map(|w| w.percent)
+        .sum()
 }
 
 /// One kind of PostgreSQL backend state and its share of all backend samples.
@@ -392,7 +404,7 @@ pub fn render_table(report: &Report) -> String {
                 .map(|w| format!("{} {:.0} % ({:.1})", w.state, w.percent, w.mean_backends))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = writeln!(out, "  {name}: {top}");
+            let _ = writeln!(out, "  {name}: {top}; Lock:* {:.1} %", lock_share(shares));
         }
     }
     if let Some(h) = &report.history {
@@ -476,6 +488,7 @@ mod tests {
             ratio_to_pgbench: None,
             cpu: None,
             postgres_waits: Vec::new(),
+            lock_wait_percent: 0.0,
         };
         let mut report = Report {
             machine: machine(),

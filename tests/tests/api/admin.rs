@@ -130,6 +130,21 @@ impl AuditLog for FakeAudit {
     async fn latest_checkpoint(&self) -> Result<Option<AuditCheckpoint>, PortError> {
         Ok(None)
     }
+
+    async fn accounts_of_user(&self, user: UserId) -> Result<Vec<AccountId>, PortError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("accounts of {user}"));
+        Ok(vec![AccountId::new(
+            &AppId::parse(APP).unwrap(),
+            &"o-alice".parse().unwrap(),
+        )])
+    }
+
+    async fn projection_lag(&self) -> Result<i64, PortError> {
+        Ok(0)
+    }
 }
 
 async fn with_fake() -> (crate::support::Harness, Arc<FakeAudit>) {

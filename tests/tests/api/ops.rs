@@ -190,6 +190,10 @@ async fn openapi_describes_every_v1_route() {
         ("/v1/admin/users/{user_id}/bindings", "get"),
         ("/v1/admin/bindings", "get"),
         ("/v1/admin/events", "get"),
+        ("/v1/token/revoke", "post"),
+        ("/v1/token/introspect", "post"),
+        ("/v1/admin/webhooks/parked", "get"),
+        ("/.well-known/openid-configuration", "get"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is not described");
@@ -198,7 +202,7 @@ async fn openapi_describes_every_v1_route() {
             .is_some_and(|r| !r.is_empty()));
     }
     let v1_paths = paths.keys().filter(|p| p.starts_with("/v1/")).count();
-    assert_eq!(v1_paths, 18);
+    assert_eq!(v1_paths, 21);
     let sessions = &paths["/v1/apps/{appid}/sessions"]["post"];
     assert_eq!(
         sessions["requestBody"]["content"]["application/json"]["schema"]["$ref"],

@@ -159,6 +159,20 @@ async fn point_in_time_replay_of_bind_unbind_rebind(engine: Engine) {
             .unwrap()
             .len()
     );
+    // The accounts a user's timeline draws: every one ever bound to them.
+    use miniauth_application::ports::AuditLog;
+    let mut ever = AuditLog::accounts_of_user(&store, user(42)).await.unwrap();
+    ever.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(ever, vec![id("o-a"), id("o-b")]);
+    assert_eq!(
+        AuditLog::accounts_of_user(&store, user(7)).await.unwrap(),
+        vec![id("o-a")]
+    );
+    assert!(AuditLog::accounts_of_user(&store, user(8))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(AuditLog::projection_lag(&store).await.unwrap(), 0);
 }
 
 async fn history_masks_personal_data_and_shows_erasure(engine: Engine) {

@@ -347,6 +347,14 @@ impl TokenIssuer for PlainTokens {
     fn verify(&self, _: &str, _: DateTime<Utc>) -> Result<TokenSubject, AccessTokenError> {
         Err(AccessTokenError::Invalid)
     }
+
+    fn inspect(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<miniauth_application::ports::VerifiedAccessToken, AccessTokenError> {
+        Err(AccessTokenError::Invalid)
+    }
 }
 
 pub struct SystemClock;
