@@ -72,10 +72,25 @@ pub enum AppError {
     /// virtual identity that is never bound or registered.
     #[error("this WeChat user views a snapshot page in Moments: open the page itself to log in")]
     SnapshotUser,
-    /// The route needs a session key (a phone, a profile payload) and the app is not
-    /// a mini program.
-    #[error("this app is not a mini program: it has no session key, so it takes no phone or profile; those come from a mini program")]
+    /// The route does not serve the app's kind: a phone or a profile for an app that is
+    /// not a mini program (no session key), a browser login for an app without one.
+    #[error("this route does not serve this kind of app: phone and profile come from mini programs; browser logins are an Official Account's or a website's")]
     ChannelUnsupported,
+    /// The `redirect_uri` is not one of the app's `redirect_uris`.
+    #[error("redirect_uri is not one of this app's redirect_uris (compared exactly)")]
+    RedirectUriNotAllowed,
+    /// The browser login's state is forged, expired, for another app, or not this
+    /// browser's (one answer for all: none of them is a client bug to debug).
+    #[error(
+        "the login's state is invalid, expired or from another browser; start the login again"
+    )]
+    StateInvalid,
+    /// The state was already used by a callback.
+    #[error("this login's state was already used; start the login again")]
+    StateUsed,
+    /// The result handle is unknown, expired, used or for another app.
+    #[error("the login result is invalid, expired or already used; start the login again")]
+    ResultInvalid,
     /// The ticket was already exchanged for tokens.
     #[error("this ticket was already exchanged for tokens; log in again")]
     TicketAlreadyUsed,
@@ -252,6 +267,10 @@ impl ErrorCode for AppError {
             Self::LegacyPayloadsDisabled => "legacy_payloads_disabled",
             Self::SnapshotUser => "snapshot_user",
             Self::ChannelUnsupported => "channel_unsupported",
+            Self::RedirectUriNotAllowed => "redirect_uri_not_allowed",
+            Self::StateInvalid => "state_invalid",
+            Self::StateUsed => "state_used",
+            Self::ResultInvalid => "result_invalid",
             Self::TicketAlreadyUsed => "ticket_already_used",
             Self::Account(e) => e.code(),
             Self::RegistrationClosed => "registration_closed",
@@ -302,7 +321,8 @@ impl AppError {
             | Self::Ticket(TicketError::Missing)
             | Self::UnknownTenant => K::BadRequest,
             Self::LegacyPayloadsDisabled | Self::SnapshotUser => K::Forbidden,
-            Self::ChannelUnsupported => K::BadRequest,
+            Self::ChannelUnsupported | Self::RedirectUriNotAllowed => K::BadRequest,
+            Self::StateInvalid | Self::StateUsed | Self::ResultInvalid => K::Unauthorized,
             Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound | Self::AccountNotFound => K::NotFound,
             Self::WeChat(e) => match e {

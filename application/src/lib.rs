@@ -10,6 +10,7 @@
 //! | bind while logged in | [`MiniAuth::bind_current_user`] |
 //! | 12 ticket → tokens | [`MiniAuth::grant_ticket`] |
 //! | 13 refresh, logout, me, unbind | [`MiniAuth::grant_refresh`], [`MiniAuth::logout`], [`MiniAuth::me`], [`MiniAuth::unbind`] |
+//! | browser login of an Official Account or a website | [`MiniAuth::authorize`], [`MiniAuth::callback`], [`MiniAuth::exchange_result`] |
 //! | erasure | [`MiniAuth::erase`] |
 //! | disable, enable a user | [`MiniAuth::disable_user`], [`MiniAuth::enable_user`] |
 //! | the console: find users, unbind with a reason, operator sign-in | [`MiniAuth::find_users`], [`MiniAuth::unbind_identity`], [`MiniAuth::check_operator_secret`] |
@@ -17,6 +18,7 @@
 
 pub mod audit;
 mod binding;
+pub mod browser;
 pub mod context;
 mod erasure;
 pub mod error;
@@ -38,6 +40,7 @@ mod users;
 pub mod webhooks;
 
 pub use audit::Audit;
+pub use browser::{BrowserKey, BrowserStart};
 pub use context::{Actor, EventMetadata, RequestContext};
 pub use error::{AppError, ErrorKind, LegacyKeyRefusal};
 pub use grants::Me;

@@ -134,7 +134,28 @@ impl MiniAuth {
         if state.bound_user().is_none() && app.link_by_unionid {
             state = self.link_by_unionid(ctx, app, &id, state).await?;
         }
-        let (ticket, claims) = self.issue_ticket(&app.appid, &state)?;
+        let fresh = session.unionid.or(learned);
+        self.answer(app, &id, &state, user, started, fresh, with_tokens)
+            .await
+    }
+
+    /// What a login (or a browser login's result) answers for the account in `state`:
+    /// a ticket, and tokens when it is bound and `with_tokens` (spending the ticket).
+    /// `user` is the bound user when the caller loaded it already; `started` the login
+    /// session a commit started for it; `unionid` the one WeChat just sent, if any (else
+    /// the one on record is read back).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn answer(
+        &self,
+        app: &AppSettings,
+        id: &AccountId,
+        state: &SocialAccount,
+        user: Option<crate::ports::UserRecord>,
+        started: Option<crate::service::StartedSession>,
+        unionid: Option<UnionId>,
+        with_tokens: bool,
+    ) -> Result<LoginOutcome, AppError> {
+        let (ticket, claims) = self.issue_ticket(&app.appid, state)?;
         let tokens = match (state.bound_user(), started) {
             (Some(bound), Some(started)) if started.0.user_id == bound => {
                 self.spend_ticket(&claims).await?;
@@ -143,7 +164,11 @@ impl MiniAuth {
             (Some(bound), _) if with_tokens => {
                 let user = match user {
                     Some(user) if user.id == bound => user,
-                    _ => self.active_user(bound).await?,
+                    _ => {
+                        let user = self.active_user(bound).await?;
+                        ensure_same_tenant(&user, app)?;
+                        user
+                    }
                 };
                 self.spend_ticket(&claims).await?;
                 Some(self.issue_tokens(&user, Some(app)).await?)
@@ -152,7 +177,7 @@ impl MiniAuth {
         };
         // WeChat sends the unionid with every login of an app bound to an Open Platform
         // account; an older one is read back from the log while it is not erased.
-        let unionid = match (session.unionid.or(learned), state.unionid()) {
+        let unionid = match (unionid, state.unionid()) {
             (Some(fresh), _) => Some(fresh),
             (
                 None,
@@ -163,14 +188,14 @@ impl MiniAuth {
             ) => self
                 .ports
                 .vault
-                .unseal_personal(&id, PersonalField::UnionId, sealed)
+                .unseal_personal(id, PersonalField::UnionId, sealed)
                 .await?
                 .and_then(|text| UnionId::parse(&text).ok()),
             (None, _) => None,
         };
         Ok(LoginOutcome {
             ticket,
-            openid: session.openid,
+            openid: claims.openid,
             unionid,
             bound_user: state.bound_user(),
             has_profile: state.has_profile(),

@@ -501,6 +501,12 @@ pub trait WeChatApi: Send + Sync {
         code: &OneTimeCode,
     ) -> Result<OAuthGrant, WeChatError>;
 
+    /// Where WeChat's consent pages are (`https://open.weixin.qq.com`; the simulator's
+    /// base when it plays WeChat).
+    fn open_base(&self) -> String {
+        "https://open.weixin.qq.com".to_owned()
+    }
+
     /// `/sns/userinfo` with a grant's access token.
     async fn sns_userinfo(
         &self,
@@ -770,13 +776,53 @@ pub enum TicketError {
     Expired,
 }
 
-/// Issues and verifies tickets.
+/// What the `state` of a browser login (an Official Account's or a website's) says: it
+/// goes to WeChat and comes back unchanged, the only CSRF defence of the flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserState {
+    /// The app the login is for.
+    pub appid: AppId,
+    /// Where the browser goes back once logged in (one of the app's `redirect_uris`).
+    pub redirect_uri: String,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A state as issued: the signed `state` and the secret that binds it to the browser
+/// that started the flow (its cookie). Neither is shown in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedState {
+    /// The signed state, for WeChat's authorize URL.
+    pub state: String,
+    /// The browser binding, for an httpOnly cookie.
+    pub browser_key: String,
+}
+
+impl fmt::Debug for IssuedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IssuedState(<redacted>)")
+    }
+}
+
+/// Issues and verifies tickets, and the states of browser logins.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TicketCodec: Send + Sync {
     /// Signs a ticket.
     fn issue(&self, claims: &TicketClaims) -> String;
     /// Verifies a ticket's signature and lifetime.
     fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError>;
+    /// Signs a browser login's state, bound to a fresh browser key.
+    fn issue_state(&self, state: &BrowserState) -> IssuedState;
+    /// Verifies a state's signature and lifetime, and that `browser_key` is the key it
+    /// was issued with (the browser that started the flow).
+    fn verify_state(
+        &self,
+        state: &str,
+        browser_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BrowserState, TicketError>;
 }
 
 /// The id of a login session: the refresh-token family its tokens belong to. Access
@@ -1087,6 +1133,8 @@ pub enum UsageKey {
     PayloadTries(String),
     /// Exchanges of one ticket for tokens (its fingerprint).
     TicketExchanges(String),
+    /// Callbacks of one browser login's state (its fingerprint).
+    BrowserStates(String),
     /// A console session that was signed out (its fingerprint): counted once it ends,
     /// on whichever instance, so that every instance refuses it from then on.
     ConsoleSessionEnded(String),
@@ -1098,6 +1146,7 @@ impl UsageKey {
         match self {
             Self::PayloadTries(fingerprint) => format!("payload_tries:{fingerprint}"),
             Self::TicketExchanges(fingerprint) => format!("ticket_exchanges:{fingerprint}"),
+            Self::BrowserStates(fingerprint) => format!("browser_states:{fingerprint}"),
             Self::ConsoleSessionEnded(fingerprint) => format!("console_ended:{fingerprint}"),
         }
     }

@@ -201,6 +201,16 @@ impl MiniAuth {
         appid: &AppId,
         account: &SocialAccount,
     ) -> Result<(IssuedTicket, TicketClaims), AppError> {
+        self.issue_ticket_for(appid, account, self.lifetimes.ticket)
+    }
+
+    /// [`MiniAuth::issue_ticket`] living `lifetime`.
+    pub(crate) fn issue_ticket_for(
+        &self,
+        appid: &AppId,
+        account: &SocialAccount,
+        lifetime: chrono::Duration,
+    ) -> Result<(IssuedTicket, TicketClaims), AppError> {
         let openid = account
             .openid()
             .ok_or_else(|| AppError::Internal("ticket for an account without a session".into()))?;
@@ -210,11 +220,11 @@ impl MiniAuth {
             openid: openid.clone(),
             session_seq: account.latest_session(),
             issued_at: now,
-            expires_at: now + self.lifetimes.ticket,
+            expires_at: now + lifetime,
         };
         let issued = IssuedTicket {
             token: self.ports.tickets.issue(&claims),
-            expires_in: self.lifetimes.ticket.num_seconds().max(0) as u64,
+            expires_in: lifetime.num_seconds().max(0) as u64,
         };
         Ok((issued, claims))
     }

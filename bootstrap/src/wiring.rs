@@ -157,6 +157,9 @@ async fn wechat(
         }
         WeChatTarget::Api(url) => (None, url.clone()),
     };
+    // The simulator plays WeChat's consent pages too.
+    let open_base =
+        matches!(config.wechat.api_base, WeChatTarget::Simulator).then(|| api_base.clone());
     let client = WeChatClient::new(ClientConfig {
         api_base,
         timeout: std::time::Duration::from_millis(config.wechat.timeout_ms),
@@ -171,6 +174,10 @@ async fn wechat(
             .collect(),
     })
     .context("configuring the WeChat client")?;
+    let client = match open_base {
+        Some(base) => client.with_open_base(base),
+        None => client,
+    };
     Ok((simulator, Arc::new(client)))
 }
 

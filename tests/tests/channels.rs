@@ -3,17 +3,22 @@
 //! person's mini program binding names; a snapshot-page user is never bound; the
 //! channels without a session key take no phone or profile. On both engines.
 
-use miniauth_e2e::{on_both_engines, Engine, TestApp, Tokens, APP};
+use miniauth_e2e::{on_both_engines, Engine, TestApp, Tokens, APP, SECOND_APP};
 use miniauth_wechat::sim::{
     Endpoint, OAuthConsent, DEMO_MOBILE_APP_APPID, DEMO_OFFICIAL_ACCOUNT_APPID, DEMO_WEBSITE_APPID,
 };
 use serde_json::{json, Value};
+
+/// Where the demo apps send browsers back (their `redirect_uris`).
+const DONE: &str = "https://shop.example/wechat/done";
 
 on_both_engines!(
     each_channel_logs_the_person_in_to_the_user_of_their_mini_program,
     a_snapshot_user_is_never_bound_or_registered,
     a_channel_without_a_session_key_takes_no_phone_or_profile_and_binds_by_password,
     a_late_unionid_from_a_profile_links_then,
+    browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_result,
+    a_unionid_first_revealed_by_a_profile_payload_links_at_once,
 );
 
 /// The person agrees to log in to `appid` (its default scope, or `scope`): the code
@@ -267,4 +272,228 @@ async fn a_late_unionid_from_a_profile_links_then(engine: Engine) {
     assert_eq!(body["bound"], json!(true), "{body}");
     let tokens = Tokens::from_v1(&body["tokens"]);
     assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+}
+
+/// A browser: follows no redirect, keeps no cookie on its own.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(answer: &reqwest::Response) -> url::Url {
+    assert_eq!(answer.status(), 302, "{answer:?}");
+    url::Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+fn query(url: &url::Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{name} in {url}"))
+}
+
+/// `authorize` for `appid`: WeChat's consent page and the state cookie.
+async fn start_browser_login(app: &TestApp, appid: &str) -> (url::Url, String) {
+    let answer = browser()
+        .get(format!("{}/v1/apps/{appid}/authorize", app.address))
+        .query(&[("redirect_uri", DONE)])
+        .send()
+        .await
+        .unwrap();
+    let consent = location(&answer);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    (consent, cookie)
+}
+
+/// The person agrees on WeChat's page: where WeChat sends the browser back.
+async fn consent(mut page: url::Url, person: u64) -> url::Url {
+    page.set_fragment(None);
+    page.query_pairs_mut()
+        .append_pair("sim_user", &person.to_string());
+    location(&browser().get(page).send().await.unwrap())
+}
+
+async fn callback(callback: &url::Url, cookie: &str) -> reqwest::Response {
+    browser()
+        .get(callback.clone())
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_result(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    let (user, _, _, person) = app.registered_user(APP).await;
+    for (appid, page) in [
+        (DEMO_OFFICIAL_ACCOUNT_APPID, "/connect/oauth2/authorize"),
+        (DEMO_WEBSITE_APPID, "/connect/qrconnect"),
+    ] {
+        let (consent_page, cookie) = start_browser_login(&app, appid).await;
+        assert_eq!(consent_page.path(), page);
+        assert_eq!(query(&consent_page, "appid"), appid);
+        assert_eq!(
+            consent_page.fragment(),
+            (appid == DEMO_OFFICIAL_ACCOUNT_APPID).then_some("wechat_redirect")
+        );
+        let back = consent(consent_page.clone(), person).await;
+        assert_eq!(back.path(), format!("/v1/apps/{appid}/callback"));
+
+        // Another browser (another state cookie) cannot finish this login.
+        let (_, other_cookie) = start_browser_login(&app, appid).await;
+        let stolen = app
+            .unchanged("a state from another browser", || {
+                callback(&back, &other_cookie)
+            })
+            .await;
+        assert!(stolen.headers().get("location").is_none());
+        miniauth_e2e::Answer::read(stolen)
+            .await
+            .problem(401, "state_invalid");
+        // Nor without the cookie, nor with a forged state.
+        let mut forged = back.clone();
+        let state = query(&back, "state");
+        let tampered = format!("{}x", &state[..state.len() - 1]);
+        forged
+            .query_pairs_mut()
+            .clear()
+            .append_pair("code", &query(&back, "code"))
+            .append_pair("state", &tampered);
+        for (what, url, cookie) in [
+            ("no cookie", &back, ""),
+            ("a forged state", &forged, cookie.as_str()),
+        ] {
+            let answer = app.unchanged(what, || callback(url, cookie)).await;
+            miniauth_e2e::Answer::read(answer)
+                .await
+                .problem(401, "state_invalid");
+        }
+
+        // This browser finishes it: back to the allowed URI with a result, no token.
+        let answer = callback(&back, &cookie).await;
+        let done = location(&answer);
+        assert!(
+            done.as_str().starts_with(&format!("{DONE}?result=")),
+            "{done}"
+        );
+        assert!(!done.as_str().contains("token"), "{done}");
+        // The state is used once.
+        let replay = app
+            .unchanged("a replayed state", || callback(&back, &cookie))
+            .await;
+        miniauth_e2e::Answer::read(replay)
+            .await
+            .problem(401, "state_used");
+
+        // The result, once, for the answer of the login: the person's user.
+        let result = query(&done, "result");
+        let path = format!("/v1/apps/{appid}/results");
+        let body = app
+            .post_json(&path, &json!({ "result": result }), None)
+            .await
+            .ok(200)
+            .clone();
+        assert_eq!(body["bound"], json!(true), "{body}");
+        let tokens = Tokens::from_v1(&body["tokens"]);
+        assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
+        app.post_json(&path, &json!({ "result": result }), None)
+            .await
+            .problem(401, "result_invalid");
+        // A ticket is not a result.
+        app.post_json(&path, &json!({ "result": body["ticket"] }), None)
+            .await
+            .problem(401, "result_invalid");
+    }
+
+    // A redirect URI not on the app's list: a clear error and no redirect at all.
+    for bad in [
+        "https://evil.example/steal",
+        "https://shop.example/wechat/done/",
+        "https://shop.example/wechat/done?x=1",
+    ] {
+        let answer = browser()
+            .get(format!(
+                "{}/v1/apps/{DEMO_OFFICIAL_ACCOUNT_APPID}/authorize",
+                app.address
+            ))
+            .query(&[("redirect_uri", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.headers().get("location").is_none());
+        assert!(answer.headers().get("set-cookie").is_none());
+        miniauth_e2e::Answer::read(answer)
+            .await
+            .problem(400, "redirect_uri_not_allowed");
+    }
+    // A mobile App and a mini program have no browser login.
+    for appid in [DEMO_MOBILE_APP_APPID, APP] {
+        app.get(
+            &format!(
+                "/v1/apps/{appid}/authorize?redirect_uri={}",
+                miniauth_e2e::enc(DONE)
+            ),
+            None,
+        )
+        .await
+        .problem(400, "channel_unsupported");
+    }
+}
+
+/// The app as the simulator knows it, bound to the Open Platform or not.
+async fn open_platform(app: &TestApp, appid: &str, bound: bool) {
+    app.device
+        .register_app(&miniauth_wechat::sim::AppRegistration {
+            appid: appid.to_owned(),
+            secret: format!("secret-of-{appid}"),
+            unionid: bound,
+            kind: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn a_unionid_first_revealed_by_a_profile_payload_links_at_once(engine: Engine) {
+    let app = miniauth_e2e::spawn_app(engine).await;
+    let (user, _, _, person) = app.registered_user(APP).await;
+    // The second mini program's code2session names no unionid yet: unbound.
+    open_platform(&app, SECOND_APP, false).await;
+    let login = app.session(SECOND_APP, person).await;
+    assert_eq!(login["bound"], json!(false), "{login}");
+    let ticket = login["ticket"].as_str().unwrap().to_owned();
+    // The legacy profile payload reveals it (the app joined the Open Platform since).
+    open_platform(&app, SECOND_APP, true).await;
+    let bundle = app
+        .device
+        .user_info(&miniauth_e2e::app(SECOND_APP), person)
+        .await
+        .unwrap();
+    let profile = app
+        .profile(
+            SECOND_APP,
+            &json!({
+                "ticket": ticket, "raw_data": bundle.raw_data, "signature": bundle.signature,
+                "encrypted_data": bundle.encrypted_data, "iv": bundle.iv,
+            }),
+        )
+        .await;
+    profile.ok(200);
+    // Linked when the profile was accepted: the history says so, and the next login
+    // is a returning user's.
+    let events = history_in(&app, SECOND_APP).await;
+    let bound = events
+        .iter()
+        .find(|e| e["event_type"] == "UserBound")
+        .expect("linked at the profile");
+    assert_eq!(bound["via"], "unionid_match", "{bound}");
+    assert_eq!(bound["user_id"], json!(user));
+    let again = app.session(SECOND_APP, person).await;
+    assert_eq!(again["bound"], json!(true), "{again}");
 }

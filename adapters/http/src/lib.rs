@@ -21,6 +21,7 @@
 //! ```
 
 pub mod admin;
+mod browser;
 mod client_ip;
 mod config;
 mod console;
@@ -93,6 +94,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{appid}/sessions", post(v1::create_session))
         .route("/v1/apps/{appid}/profile", post(v1::submit_profile))
         .route("/v1/apps/{appid}/phone", post(v1::verify_phone))
+        .route("/v1/apps/{appid}/authorize", get(browser::authorize))
+        .route("/v1/apps/{appid}/callback", get(browser::callback))
+        .route("/v1/apps/{appid}/results", post(browser::results))
         .route(
             "/v1/apps/{appid}/binding",
             post(v1::bind).delete(v1::unbind),

@@ -40,6 +40,9 @@ use crate::{ops, token_services, v1, webhooks};
         v1::create_session,
         v1::submit_profile,
         v1::verify_phone,
+        crate::browser::authorize,
+        crate::browser::callback,
+        crate::browser::results,
         v1::bind,
         v1::unbind,
         v1::token,
@@ -66,6 +69,7 @@ use crate::{ops, token_services, v1, webhooks};
     components(schemas(
         v1::SessionRequest,
         v1::SessionResponse,
+        crate::browser::ResultRequest,
         v1::TokenResponse,
         v1::ProfileRequest,
         v1::ProfileResponse,

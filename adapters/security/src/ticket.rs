@@ -11,7 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use miniauth_application::ports::{TicketClaims, TicketCodec, TicketError};
+use miniauth_application::ports::{
+    BrowserState, IssuedState, TicketClaims, TicketCodec, TicketError,
+};
 use miniauth_domain::{AppId, OpenId};
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -71,10 +73,73 @@ impl HmacTicketCodec {
 
     /// Signs an arbitrary payload: `issue` for real claims, tests for crafted ones.
     fn seal(&self, payload_json: &[u8]) -> String {
-        let signed_part = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload_json));
+        self.seal_as(PREFIX, payload_json)
+    }
+
+    /// Signs a payload under `prefix` (part of the signed input: a ticket is never a
+    /// state, nor the reverse).
+    fn seal_as(&self, prefix: &str, payload_json: &[u8]) -> String {
+        let signed_part = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(payload_json));
         let mac = self.mac(&signed_part);
         format!("{signed_part}.{}", URL_SAFE_NO_PAD.encode(mac))
     }
+
+    /// The payload of a value sealed under `prefix`, once its signature verifies.
+    fn open_as(&self, prefix: &str, sealed: &str) -> Result<Vec<u8>, TicketError> {
+        let sealed = sealed.trim();
+        if sealed.is_empty() {
+            return Err(TicketError::Missing);
+        }
+        if sealed.len() > MAX_TICKET_LEN {
+            return Err(TicketError::Malformed);
+        }
+        let body = sealed.strip_prefix(prefix).ok_or(TicketError::Malformed)?;
+        let (payload_b64, mac_b64) = body.split_once('.').ok_or(TicketError::Malformed)?;
+        if payload_b64.is_empty() || mac_b64.contains('.') {
+            return Err(TicketError::Malformed);
+        }
+        let signed_part = &sealed[..prefix.len() + payload_b64.len()];
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        let presented = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if presented.len() != MAC_LEN {
+            return Err(TicketError::Malformed);
+        }
+        // Authenticity first: nothing an attacker wrote gets parsed.
+        let expected = self.mac(signed_part);
+        if !bool::from(expected.ct_eq(presented.as_slice())) {
+            return Err(TicketError::Forged);
+        }
+        Ok(payload)
+    }
+
+    /// What a state stores of its browser key: a keyed hash (the state travels through
+    /// WeChat and the browser's history; the key stays in the cookie).
+    fn browser_binding(&self, browser_key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(&format!("browser-key:{browser_key}")))
+    }
+}
+
+/// The prefix of a browser login's state.
+const STATE_PREFIX: &str = "s1.";
+
+/// What a browser login's state holds on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatePayload {
+    /// The app.
+    a: AppId,
+    /// The redirect URI.
+    r: String,
+    /// The keyed hash of the browser key.
+    b: String,
+    /// Issued at.
+    iat: DateTime<Utc>,
+    /// Expires at.
+    exp: DateTime<Utc>,
 }
 
 impl fmt::Debug for HmacTicketCodec {
@@ -101,33 +166,7 @@ impl TicketCodec for HmacTicketCodec {
     }
 
     fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError> {
-        let ticket = ticket.trim();
-        if ticket.is_empty() {
-            return Err(TicketError::Missing);
-        }
-        if ticket.len() > MAX_TICKET_LEN {
-            return Err(TicketError::Malformed);
-        }
-        let body = ticket.strip_prefix(PREFIX).ok_or(TicketError::Malformed)?;
-        let (payload_b64, mac_b64) = body.split_once('.').ok_or(TicketError::Malformed)?;
-        if payload_b64.is_empty() || mac_b64.contains('.') {
-            return Err(TicketError::Malformed);
-        }
-        let signed_part = &ticket[..PREFIX.len() + payload_b64.len()];
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| TicketError::Malformed)?;
-        let presented = URL_SAFE_NO_PAD
-            .decode(mac_b64)
-            .map_err(|_| TicketError::Malformed)?;
-        if presented.len() != MAC_LEN {
-            return Err(TicketError::Malformed);
-        }
-        // Authenticity first: nothing an attacker wrote gets parsed.
-        let expected = self.mac(signed_part);
-        if !bool::from(expected.ct_eq(presented.as_slice())) {
-            return Err(TicketError::Forged);
-        }
+        let payload = self.open_as(PREFIX, ticket)?;
         let payload: Payload =
             serde_json::from_slice(&payload).map_err(|_| TicketError::Malformed)?;
         if now >= payload.exp {
@@ -137,6 +176,51 @@ impl TicketCodec for HmacTicketCodec {
             appid: payload.a,
             openid: payload.o,
             session_seq: payload.s,
+            issued_at: payload.iat,
+            expires_at: payload.exp,
+        })
+    }
+
+    fn issue_state(&self, state: &BrowserState) -> IssuedState {
+        let mut key = [0u8; 16];
+        OsRng.fill_bytes(&mut key);
+        let browser_key = URL_SAFE_NO_PAD.encode(key);
+        let payload = StatePayload {
+            a: state.appid.clone(),
+            r: state.redirect_uri.clone(),
+            b: self.browser_binding(&browser_key),
+            iat: state.issued_at,
+            exp: state.expires_at,
+        };
+        let json = serde_json::to_vec(&payload).expect("state payload serializes");
+        IssuedState {
+            state: self.seal_as(STATE_PREFIX, &json),
+            browser_key,
+        }
+    }
+
+    fn verify_state(
+        &self,
+        state: &str,
+        browser_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BrowserState, TicketError> {
+        let payload = self.open_as(STATE_PREFIX, state)?;
+        let payload: StatePayload =
+            serde_json::from_slice(&payload).map_err(|_| TicketError::Malformed)?;
+        if now >= payload.exp {
+            return Err(TicketError::Expired);
+        }
+        // Another browser's state (login CSRF): its key hashes to another binding.
+        let binding = self.browser_binding(browser_key.trim());
+        if browser_key.trim().is_empty()
+            || !bool::from(binding.as_bytes().ct_eq(payload.b.as_bytes()))
+        {
+            return Err(TicketError::Forged);
+        }
+        Ok(BrowserState {
+            appid: payload.a,
+            redirect_uri: payload.r,
             issued_at: payload.iat,
             expires_at: payload.exp,
         })
@@ -192,6 +276,58 @@ mod tests {
         let b = codec().issue(&claims());
         assert_ne!(a, b);
         assert_eq!(codec().verify(&a, t0()), codec().verify(&b, t0()));
+    }
+
+    fn browser_state() -> BrowserState {
+        BrowserState {
+            appid: AppId::parse("wx4f4bc4dec97d474b").unwrap(),
+            redirect_uri: "https://shop.example/done".into(),
+            issued_at: t0(),
+            expires_at: t0() + Duration::minutes(10),
+        }
+    }
+
+    #[test]
+    fn a_state_verifies_only_with_its_browser_key_while_it_lives() {
+        let issued = codec().issue_state(&browser_state());
+        assert!(issued.state.starts_with("s1."));
+        assert!(!issued.state.contains(&issued.browser_key));
+        assert_eq!(
+            codec().verify_state(&issued.state, &issued.browser_key, t0()),
+            Ok(browser_state())
+        );
+        let other = codec().issue_state(&browser_state());
+        assert_ne!(other.browser_key, issued.browser_key);
+        // Another browser's key, no key, another server key, too late, a ticket.
+        assert_eq!(
+            codec().verify_state(&issued.state, &other.browser_key, t0()),
+            Err(TicketError::Forged)
+        );
+        assert_eq!(
+            codec().verify_state(&issued.state, "", t0()),
+            Err(TicketError::Forged)
+        );
+        assert_eq!(
+            HmacTicketCodec::new([8u8; 32]).verify_state(&issued.state, &issued.browser_key, t0()),
+            Err(TicketError::Forged)
+        );
+        assert_eq!(
+            codec().verify_state(
+                &issued.state,
+                &issued.browser_key,
+                t0() + Duration::minutes(10)
+            ),
+            Err(TicketError::Expired)
+        );
+        let ticket = codec().issue(&claims());
+        assert_eq!(
+            codec().verify_state(&ticket, &issued.browser_key, t0()),
+            Err(TicketError::Malformed)
+        );
+        assert_eq!(
+            codec().verify(&issued.state, t0()),
+            Err(TicketError::Malformed)
+        );
     }
 
     #[test]

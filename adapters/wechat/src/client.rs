@@ -31,6 +31,9 @@ use crate::errcode;
 /// How long a login code lives at WeChat, and so how long its result is remembered.
 pub const LOGIN_CODE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
+/// Where WeChat's consent pages are (Official Account authorize, website QR login).
+pub const OPEN_BASE: &str = "https://open.weixin.qq.com";
+
 /// The access token is refreshed this long before WeChat says it expires.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -88,6 +91,7 @@ impl fmt::Debug for WeChatClient {
 struct Inner {
     http: reqwest::Client,
     api_base: String,
+    open_base: String,
     retry: RetryPolicy,
     apps: HashMap<AppId, App>,
     codes: Mutex<CodeMemory>,
@@ -191,6 +195,7 @@ impl WeChatClient {
             inner: Arc::new(Inner {
                 http,
                 api_base: config.api_base.trim_end_matches('/').to_owned(),
+                open_base: OPEN_BASE.to_owned(),
                 retry: config.retry,
                 apps,
                 codes: Mutex::new(CodeMemory {
@@ -199,6 +204,16 @@ impl WeChatClient {
                 }),
             }),
         })
+    }
+
+    /// The client with WeChat's consent pages at `open_base` instead of
+    /// [`OPEN_BASE`] (the simulator's base, when it plays WeChat). Call it before the
+    /// client is cloned: clones made earlier keep the old base.
+    pub fn with_open_base(mut self, open_base: String) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.open_base = open_base.trim_end_matches('/').to_owned();
+        }
+        self
     }
 
     /// The app's stable access token, from the cache while it has more than
@@ -287,6 +302,10 @@ impl WeChatApi for WeChatClient {
         openid: &OpenId,
     ) -> Result<SnsUserInfo, WeChatError> {
         self.inner.sns_userinfo(access_token, openid).await
+    }
+
+    fn open_base(&self) -> String {
+        self.inner.open_base.clone()
     }
 
     async fn phone_number(

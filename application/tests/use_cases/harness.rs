@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use miniauth_application::memory::{InMemoryAccounts, RecordedEvent};
 use miniauth_application::ports::{
-    AccessToken, AccessTokenError, AccountRepository, AttemptLimiter, Clock, CommitError,
-    LoadedAccount, MockAttemptLimiter, MockBindingRegistry, MockUserDirectory, MockWeChatApi,
-    PersonalDataVault, PortError, RefreshError, RefreshToken, RefreshTokenStore, SessionId,
-    SessionOwner, SessionScope, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    UserRecord, UserStatus,
+    AccessToken, AccessTokenError, AccountRepository, AttemptLimiter, BrowserState, Clock,
+    CommitError, IssuedState, LoadedAccount, MockAttemptLimiter, MockBindingRegistry,
+    MockUserDirectory, MockWeChatApi, PersonalDataVault, PortError, RefreshError, RefreshToken,
+    RefreshTokenStore, SessionId, SessionOwner, SessionScope, TicketClaims, TicketCodec,
+    TicketError, TokenIssuer, TokenSubject, UserRecord, UserStatus,
 };
 use miniauth_application::{
     Actor, AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -308,6 +308,51 @@ impl TicketCodec for FakeTickets {
             openid: OpenId::parse(open).map_err(|_| TicketError::Malformed)?,
             session_seq: seq.parse().map_err(|_| TicketError::Malformed)?,
             issued_at: expires_at - Lifetimes::default().ticket,
+            expires_at,
+        })
+    }
+
+    /// A readable state (`state|appid|expires|redirect_uri`), bound to the browser key
+    /// `browser`: enough for tests that never run a browser login.
+    fn issue_state(&self, state: &BrowserState) -> IssuedState {
+        IssuedState {
+            state: format!(
+                "state|{}|{}|{}",
+                state.appid,
+                state.expires_at.timestamp(),
+                state.redirect_uri
+            ),
+            browser_key: "browser".to_owned(),
+        }
+    }
+
+    fn verify_state(
+        &self,
+        state: &str,
+        browser_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BrowserState, TicketError> {
+        let mut parts = state.splitn(4, '|');
+        let (Some("state"), Some(app), Some(expires), Some(redirect_uri)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TicketError::Malformed);
+        };
+        if browser_key != "browser" {
+            return Err(TicketError::Forged);
+        }
+        let expires_at = DateTime::<Utc>::from_timestamp(
+            expires.parse().map_err(|_| TicketError::Malformed)?,
+            0,
+        )
+        .ok_or(TicketError::Malformed)?;
+        if expires_at <= now {
+            return Err(TicketError::Expired);
+        }
+        Ok(BrowserState {
+            appid: AppId::parse(app).map_err(|_| TicketError::Malformed)?,
+            redirect_uri: redirect_uri.to_owned(),
+            issued_at: expires_at,
             expires_at,
         })
     }

@@ -174,6 +174,9 @@ async fn openapi_describes_every_v1_route() {
         ("/v1/apps/{appid}/sessions", "post"),
         ("/v1/apps/{appid}/profile", "post"),
         ("/v1/apps/{appid}/phone", "post"),
+        ("/v1/apps/{appid}/authorize", "get"),
+        ("/v1/apps/{appid}/callback", "get"),
+        ("/v1/apps/{appid}/results", "post"),
         ("/v1/apps/{appid}/binding", "post"),
         ("/v1/apps/{appid}/binding", "delete"),
         ("/v1/token", "post"),
@@ -199,7 +202,7 @@ async fn openapi_describes_every_v1_route() {
             .is_some_and(|r| !r.is_empty()));
     }
     let v1_paths = paths.keys().filter(|p| p.starts_with("/v1/")).count();
-    assert_eq!(v1_paths, 18);
+    assert_eq!(v1_paths, 21);
     let sessions = &paths["/v1/apps/{appid}/sessions"]["post"];
     assert_eq!(
         sessions["requestBody"]["content"]["application/json"]["schema"]["$ref"],

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
-    AccessToken, AccessTokenError, AttemptLimiter, Clock, PortError, ThrottleError, ThrottleKey,
-    TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject, VerifiedPhone, WeChatApi,
-    WeChatError, WeChatSession,
+    AccessToken, AccessTokenError, AttemptLimiter, BrowserState, Clock, IssuedState, PortError,
+    ThrottleError, ThrottleKey, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
+    VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
 };
 use miniauth_application::{
     AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -285,6 +285,51 @@ impl TicketCodec for PlainTickets {
             return Err(TicketError::Expired);
         }
         Ok(claims)
+    }
+
+    /// A readable state (`state|appid|expires|redirect_uri`), bound to the browser key
+    /// `browser`: enough for tests that never run a browser login.
+    fn issue_state(&self, state: &BrowserState) -> IssuedState {
+        IssuedState {
+            state: format!(
+                "state|{}|{}|{}",
+                state.appid,
+                state.expires_at.timestamp(),
+                state.redirect_uri
+            ),
+            browser_key: "browser".to_owned(),
+        }
+    }
+
+    fn verify_state(
+        &self,
+        state: &str,
+        browser_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BrowserState, TicketError> {
+        let mut parts = state.splitn(4, '|');
+        let (Some("state"), Some(app), Some(expires), Some(redirect_uri)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TicketError::Malformed);
+        };
+        if browser_key != "browser" {
+            return Err(TicketError::Forged);
+        }
+        let expires_at = DateTime::<Utc>::from_timestamp(
+            expires.parse().map_err(|_| TicketError::Malformed)?,
+            0,
+        )
+        .ok_or(TicketError::Malformed)?;
+        if expires_at <= now {
+            return Err(TicketError::Expired);
+        }
+        Ok(BrowserState {
+            appid: AppId::parse(app).map_err(|_| TicketError::Malformed)?,
+            redirect_uri: redirect_uri.to_owned(),
+            issued_at: expires_at,
+            expires_at,
+        })
     }
 }
 
