@@ -41,7 +41,7 @@ impl MiniAuth {
         // The user this identity registered keeps its copies of the phone, nickname
         // and avatar only if it lives on without this identity (docs/operations.md).
         if let Some(user) = registered {
-            self.ports.users.erase_registered(user).await?;
+            self.ports.users.erase_registered(user, &id).await?;
         }
         Ok(())
     }

@@ -675,7 +675,11 @@ pub trait UserDirectory: Send + Sync {
     /// nickname and avatar when the user exists only through that identity — registered
     /// from its phone, no account and password, no binding left. Any other user keeps
     /// their data (it belongs to the business system). Answers whether it cleared.
-    async fn erase_registered(&self, id: UserId) -> Result<bool, PortError>;
+    ///
+    /// A binding of `erased` itself does not count: the registry may still hold it for a
+    /// moment after the erasure released it (a lagging projection of the identity's
+    /// earlier `UserBound` repairs the claim, and its `Unbound` releases it again).
+    async fn erase_registered(&self, id: UserId, erased: &AccountId) -> Result<bool, PortError>;
 }
 
 /// Why a binding cannot be claimed.

@@ -8,7 +8,7 @@ use miniauth_application::ports::{
     AccountCreation, NewAccountUser, NewUser, Password, PortError, Registration, UserDirectory,
     UserRecord, UserStatus,
 };
-use miniauth_domain::{PhoneNumber, TenantId, UserId};
+use miniauth_domain::{AccountId, PhoneNumber, TenantId, UserId};
 use sqlx::Row;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -610,17 +610,20 @@ impl UserDirectory for SqlUserDirectory {
         self.exists(Lookup::AnyInTenant(tenant)).await
     }
 
-    async fn erase_registered(&self, id: UserId) -> Result<bool, PortError> {
+    async fn erase_registered(&self, id: UserId, erased: &AccountId) -> Result<bool, PortError> {
         let turn = self.db.write_turn().await;
         let cleared = on_pool!(&self.db.pool, p => {
             sqlx::query(
                 "UPDATE users SET mobile_hash = NULL, mobile_sealed = NULL, \
                  nickname_sealed = NULL, avatar_sealed = NULL \
                  WHERE id = $1 AND origin = $2 AND account IS NULL AND password_hash IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM bindings WHERE bindings.user_id = $1)",
+                 AND NOT EXISTS (SELECT 1 FROM bindings WHERE bindings.user_id = $1 \
+                 AND NOT (bindings.appid = $3 AND bindings.openid = $4))",
             )
             .bind(id.get())
             .bind(ORIGIN_PHONE)
+            .bind(erased.appid().as_str())
+            .bind(erased.openid().as_str())
             .execute(p)
             .await
             .map_err(port_error)?

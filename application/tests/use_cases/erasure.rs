@@ -123,9 +123,9 @@ async fn erasing_the_identity_that_registered_its_user_erases_that_users_copies(
     world
         .users
         .expect_erase_registered()
-        .withf(|u| u.get() == 7)
+        .withf(|u, _| u.get() == 7)
         .times(1)
-        .returning(|_| Ok(true));
+        .returning(|_, _| Ok(true));
     let built = world.build();
 
     built
