@@ -802,3 +802,87 @@ async fn an_unbind_from_the_console_is_recorded_and_ends_the_app_sessions(engine
         .await;
     assert_eq!(again.status(), 404);
 }
+
+/// A delivery that ran out of attempts shows on the console's webhooks page and is
+/// retried from there (with the form's token; a forged post retries nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_webhook_is_shown_and_retried_from_the_console() {
+    // A receiver that is not there: every attempt fails to connect.
+    let closed = format!("http://127.0.0.1:{}/hook", free_port());
+    let app = spawn_app_with(Engine::Sqlite, move |config| {
+        config.webhooks = vec![miniauth::integration::WebhookSection {
+            id: "crm".into(),
+            url: closed,
+            secret: Some(miniauth_application::Secret::new(format!(
+                "whsec_{}",
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            ))),
+            secret_env: None,
+            events: vec!["user_bound".into()],
+            personal_data: false,
+        }];
+        config.webhook_delivery.max_attempts = 1;
+        config.webhook_delivery.timeout_ms = 300;
+    })
+    .await;
+    let delivery = app.webhooks.clone().expect("webhooks are configured");
+    let operator = Operator::sign_in(&app).await;
+    let empty = operator
+        .get("/console/webhooks")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(empty.contains("No delivery is parked"), "{empty}");
+
+    app.registered_user(APP).await;
+    for _ in 0..50 {
+        delivery.round().await.expect("a delivery round");
+        if !delivery.parked().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let parked = delivery.parked().await.unwrap();
+    assert_eq!(parked.len(), 1, "one delivery parked");
+    let id = parked[0].webhook_id.clone();
+    let page = operator
+        .get("/console/webhooks")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&id) && page.contains("Retry now"), "{page}");
+
+    let forged = operator
+        .post(
+            "/console/webhooks/retry",
+            &[("webhook_id", id.as_str()), ("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(delivery.parked().await.unwrap().len(), 1, "still parked");
+
+    let csrf = operator.csrf().await;
+    let retried = operator
+        .post(
+            "/console/webhooks/retry",
+            &[("webhook_id", id.as_str()), ("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(retried.status(), 200);
+    let page = retried.text().await.unwrap();
+    assert!(page.contains("Retried"), "{page}");
+    assert!(delivery.parked().await.unwrap().is_empty(), "due again");
+    let again = operator
+        .post(
+            "/console/webhooks/retry",
+            &[("webhook_id", id.as_str()), ("csrf", csrf.as_str())],
+        )
+        .await;
+    assert!(again
+        .text()
+        .await
+        .unwrap()
+        .contains("No parked delivery has this id"));
+}

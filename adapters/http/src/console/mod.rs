@@ -26,6 +26,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html, Markup};
 use miniauth_application::audit::{parse_instant, AccountHistory, BindingAt};
 use miniauth_application::ports::{UserRecord, UserStatus};
+use miniauth_application::webhooks::{ParkedDelivery, WebhookDelivery};
 use miniauth_application::{Actor, AppError, Audit, OperatorReason, UserQuery};
 use miniauth_domain::audit::VerifyReport;
 use miniauth_domain::{AppId, InvalidValue, OpenId, PhoneNumber, UserId};
@@ -79,6 +80,8 @@ pub(crate) fn routes(state: &ApiState) -> Option<Router<ApiState>> {
         .route("/console/accounts/{appid}/{openid}/unbind", post(unbind))
         .route("/console/accounts/{appid}/{openid}/erase", post(erase))
         .route("/console/verify", get(verify_page).post(verify))
+        .route("/console/webhooks", get(webhooks_page))
+        .route("/console/webhooks/retry", post(webhook_retry))
         .layer(middleware::from_fn_with_state(state.clone(), sessions))
         .layer(Extension(console));
     Some(router)
@@ -1120,6 +1123,101 @@ async fn verify(
             verify_body(&operator.csrf, Some(&run)),
         ),
     )
+}
+
+/// The parked webhook deliveries (out of attempts; each holds its subscription back)
+/// with a retry button each, as `miniauth webhooks parked|retry` gives them.
+fn webhooks_body(
+    csrf: &str,
+    delivery: Option<&WebhookDelivery>,
+    parked: &[ParkedDelivery],
+) -> Markup {
+    html! {
+        @if delivery.is_none() {
+            p { "No webhook subscriptions are configured (" code { "[[webhooks]]" } ")." }
+        } @else if parked.is_empty() {
+            p.ok role="status" { "No delivery is parked: every subscription follows the log." }
+        } @else {
+            p { "A delivery that ran out of attempts is parked, and its subscription waits for it (so that no account's events arrive out of order). Retry it once the receiver is back." }
+            table {
+                caption { "Parked deliveries, oldest first" }
+                thead { tr {
+                    th scope="col" { "Webhook id" } th scope="col" { "Subscription" }
+                    th scope="col" { "Event" } th scope="col" { "Identity" }
+                    th scope="col" { "Attempts" } th scope="col" { "Last error" }
+                    th scope="col" { "Parked at" } th scope="col" { "Action" }
+                } }
+                tbody {
+                    @for d in parked {
+                        tr.parked {
+                            td { code { (d.webhook_id) } }
+                            td { (d.subscription) }
+                            td { (d.event_type) " (position " (d.position) ")" }
+                            td { @match d.account.split_once(':') {
+                                Some((appid, openid)) => a href={"/console/accounts/" (appid) "/" (openid)} { (d.account) },
+                                None => (d.account),
+                            } }
+                            td { (d.attempts) }
+                            td { (d.last_error) }
+                            td { (when(d.parked_at)) }
+                            td {
+                                form.inline method="post" action="/console/webhooks/retry" {
+                                    (csrf_field(csrf))
+                                    input type="hidden" name="webhook_id" value=(d.webhook_id);
+                                    button type="submit" aria-label={"Retry " (d.webhook_id)} { "Retry now" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn webhooks_page(State(state): State<ApiState>, operator: Operator) -> Response {
+    webhooks_answer(&state, &operator.csrf, None).await
+}
+
+/// The webhooks page, after `message` if any.
+async fn webhooks_answer(state: &ApiState, csrf: &str, message: Option<Markup>) -> Response {
+    let title = "Webhooks";
+    let delivery = state.webhooks.as_deref();
+    let parked = match delivery {
+        Some(delivery) => match delivery.parked().await {
+            Ok(parked) => parked,
+            Err(e) => return failure(title, csrf, e),
+        },
+        None => Vec::new(),
+    };
+    let body = html! {
+        @if let Some(message) = message { (message) }
+        (webhooks_body(csrf, delivery, &parked))
+    };
+    respond(StatusCode::OK, page(title, Some(csrf), body))
+}
+
+async fn webhook_retry(
+    State(state): State<ApiState>,
+    operator: Operator,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(refusal) = operator.check(&form) {
+        return refusal.into_response();
+    }
+    let Some(delivery) = state.webhooks.as_deref() else {
+        return webhooks_answer(&state, &operator.csrf, None).await;
+    };
+    let id = form.get("webhook_id").map(String::as_str).unwrap_or("");
+    let message = match delivery.retry(id).await {
+        Ok(true) => {
+            tracing::info!(webhook_id = id, "console: parked webhook delivery retried");
+            notice("Retried: the delivery is due again, and its subscription goes on from it.")
+        }
+        Ok(false) => alert("No parked delivery has this id (it may have been retried already)."),
+        Err(e) => return failure("Webhooks", &operator.csrf, e),
+    };
+    webhooks_answer(&state, &operator.csrf, Some(message)).await
 }
 
 #[cfg(test)]

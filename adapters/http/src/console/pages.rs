@@ -28,6 +28,7 @@ pub(crate) fn page(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                                 li { a href="/console" { "Overview" } }
                                 li { a href="/console/search" { "Search" } }
                                 li { a href="/console/verify" { "Verify the log" } }
+                                li { a href="/console/webhooks" { "Webhooks" } }
                             }
                             form.signout method="post" action="/console/sign-out" {
                                 input type="hidden" name="csrf" value=(csrf);
