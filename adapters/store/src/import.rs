@@ -59,7 +59,10 @@ impl SqlImportTarget {
                     list.push_bind(*account);
                 }
                 q.push(")");
-                for row in q.build().fetch_all(p).await? {
+                // Not a prepared statement kept for reuse: PostgreSQL would plan it once
+                // for any values, and its generic plan for a list of 500 reads the
+                // whole table (an unnamed statement is planned with the values given).
+                for row in q.build().persistent(false).fetch_all(p).await? {
                     found.insert(
                         row.try_get("account_id")?,
                         (row.try_get("key_id")?, row.try_get("sealed_key")?),
@@ -91,7 +94,7 @@ impl ImportTarget for SqlImportTarget {
                     list.push_bind(id.as_str());
                 }
                 q.push(")");
-                for row in q.build().fetch_all(p).await.map_err(port_error)? {
+                for row in q.build().persistent(false).fetch_all(p).await.map_err(port_error)? {
                     let id: String = row.try_get("aggregate_id").map_err(port_error)?;
                     let first: String = row.try_get("event_type").map_err(port_error)?;
                     if let Some(account) = by_text.get(id.as_str()) {
@@ -140,7 +143,7 @@ impl ImportTarget for SqlImportTarget {
                     }
                 }
                 q.push(")");
-                q.build()
+                q.build().persistent(false)
                     .fetch_all(p)
                     .await
                     .map_err(port_error)?

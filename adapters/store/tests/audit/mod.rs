@@ -260,9 +260,18 @@ async fn seeded(engine: Engine) -> (TestDb, Store) {
         unbind_at(&store, openid, 42, t(2)).await;
         bind_at(&store, openid, 43, t(3)).await;
     }
-    let report = store.verify().await.unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    (db, store)
+    // On PostgreSQL a verify reads the log up to the safe horizon; a transaction of
+    // another test's database that ends as the horizon is read can hold it back for one
+    // run, and the checkpoint then covers less. The next run covers the rest.
+    for _ in 0..10 {
+        let report = store.verify().await.unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        let covered = store.checkpoints().await.unwrap().pop().map(|c| c.events);
+        if covered == Some(8) {
+            return (db, store);
+        }
+    }
+    panic!("no checkpoint covers the 8 events");
 }
 
 /// Runs one statement behind the store's back.
@@ -390,10 +399,20 @@ async fn deleted_middle_event_is_found(engine: Engine) {
     sql(&db, &statement, &statement).await;
     let report = store.verify().await.unwrap();
     assert_found(&report, FindingKind::Deleted, "o-a", 2);
-    assert!(report
-        .findings
-        .iter()
-        .any(|f| f.kind == FindingKind::CheckpointMismatch));
+    // The checkpoint is compared once the read reaches its position (a run held back
+    // by the horizon, as in `seeded`, compares it on the next run).
+    let mut report = report;
+    for _ in 0..10 {
+        if report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::CheckpointMismatch)
+        {
+            return;
+        }
+        report = store.verify().await.unwrap();
+    }
+    panic!("the checkpoint's mismatch was never found: {report:#?}");
 }
 
 async fn deleted_tail_event_is_found(engine: Engine) {
