@@ -86,7 +86,7 @@ for (const style of [
       api.state.token = phone.token;
 
       const me = ok(await api.getLoginUserInfo(), 'getLoginUserInfo');
-      assert.deepEqual(me.bindings, [{ appid: APPID, openid: login.openid }]);
+      assert.deepEqual(me.bindings, [{ appid: APPID, kind: 'mini_program', openid: login.openid }]);
 
       const refreshed = ok(
         await api.postToken({ grant_type: 'refresh_token', refresh_token: phone.refreshToken }),
