@@ -176,7 +176,7 @@ impl MiniAuth {
         let outcome = self.login_for_ticket(ctx, appid, code).await?;
         let id = AccountId::new(&app.appid, &outcome.openid);
         let state = self.load(&id).await?.into_state();
-        let (result, _) = self.issue_ticket_for(&app.appid, &state, RESULT_LIFETIME)?;
+        let (result, _) = self.issue_ticket_for(&app.appid, &state, RESULT_LIFETIME, false)?;
         let separator = if claims.redirect_uri.contains('?') {
             '&'
         } else {

@@ -155,10 +155,8 @@ impl MiniAuth {
         unionid: Option<UnionId>,
         with_tokens: bool,
     ) -> Result<LoginOutcome, AppError> {
-        let (ticket, claims) = self.issue_ticket(&app.appid, state)?;
         let tokens = match (state.bound_user(), started) {
             (Some(bound), Some(started)) if started.0.user_id == bound => {
-                self.spend_ticket(&claims).await?;
                 Some(self.tokens_of(started)?)
             }
             (Some(bound), _) if with_tokens => {
@@ -170,11 +168,13 @@ impl MiniAuth {
                         user
                     }
                 };
-                self.spend_ticket(&claims).await?;
                 Some(self.issue_tokens(&user, Some(app)).await?)
             }
             _ => None,
         };
+        // The ticket of an answer with tokens is issued spent: it buys no second
+        // session, and marking it so takes no write.
+        let (ticket, claims) = self.issue_ticket(&app.appid, state, tokens.is_some())?;
         // WeChat sends the unionid with every login of an app bound to an Open Platform
         // account; an older one is read back from the log while it is not erased.
         let unionid = match (unionid, state.unionid()) {

@@ -761,6 +761,10 @@ pub struct TicketClaims {
     pub issued_at: DateTime<Utc>,
     /// When it stops being accepted.
     pub expires_at: DateTime<Utc>,
+    /// Issued spent: the login that answered it answered tokens too, so it buys nothing
+    /// more (no tokens, no binding, no phone). Signed into the ticket, so it needs no
+    /// stored single-use mark — and no commit.
+    pub spent: bool,
 }
 
 /// Why a ticket was refused.

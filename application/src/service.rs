@@ -196,12 +196,15 @@ impl MiniAuth {
         Ok(self.ports.tickets.verify(ticket, self.now())?)
     }
 
+    /// A ticket for the account's latest session; `spent` when the answer that carries
+    /// it carries tokens too (it then buys nothing more).
     pub(crate) fn issue_ticket(
         &self,
         appid: &AppId,
         account: &SocialAccount,
+        spent: bool,
     ) -> Result<(IssuedTicket, TicketClaims), AppError> {
-        self.issue_ticket_for(appid, account, self.lifetimes.ticket)
+        self.issue_ticket_for(appid, account, self.lifetimes.ticket, spent)
     }
 
     /// [`MiniAuth::issue_ticket`] living `lifetime`.
@@ -210,6 +213,7 @@ impl MiniAuth {
         appid: &AppId,
         account: &SocialAccount,
         lifetime: chrono::Duration,
+        spent: bool,
     ) -> Result<(IssuedTicket, TicketClaims), AppError> {
         let openid = account
             .openid()
@@ -221,6 +225,7 @@ impl MiniAuth {
             session_seq: account.latest_session(),
             issued_at: now,
             expires_at: now + lifetime,
+            spent,
         };
         let issued = IssuedTicket {
             token: self.ports.tickets.issue(&claims),
@@ -444,6 +449,9 @@ impl MiniAuth {
     /// anything is written, so that a refusal leaves the ticket usable and a replay of
     /// a logged request (GitEgg sends the ticket in the query string) writes nothing.
     pub(crate) async fn spend_ticket(&self, claims: &TicketClaims) -> Result<(), AppError> {
+        if claims.spent {
+            return Err(AppError::TicketAlreadyUsed);
+        }
         let exchanges = UsageKey::TicketExchanges(ticket_fingerprint(claims));
         match self
             .ports

@@ -25,6 +25,7 @@ fn tickets(c: &mut Criterion) {
         session_seq: 42,
         issued_at: now,
         expires_at: now + Duration::hours(1),
+        spent: false,
     };
     let ticket = codec.issue(&claims);
     assert_eq!(codec.verify(&ticket, now).expect("verifies"), claims);

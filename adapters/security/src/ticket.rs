@@ -46,6 +46,9 @@ struct Payload {
     exp: DateTime<Utc>,
     /// 128 random bits, base64url: makes every ticket unique.
     n: String,
+    /// Issued spent (an answer with tokens); absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    x: bool,
 }
 
 /// Issues and verifies HMAC-SHA256-signed tickets with a 32-byte server key.
@@ -159,6 +162,7 @@ impl TicketCodec for HmacTicketCodec {
             iat: claims.issued_at,
             exp: claims.expires_at,
             n: URL_SAFE_NO_PAD.encode(nonce),
+            x: claims.spent,
         };
         // Plain strings, integers and timestamps always serialize.
         let json = serde_json::to_vec(&payload).expect("ticket payload serializes");
@@ -178,6 +182,7 @@ impl TicketCodec for HmacTicketCodec {
             session_seq: payload.s,
             issued_at: payload.iat,
             expires_at: payload.exp,
+            spent: payload.x,
         })
     }
 
@@ -248,6 +253,7 @@ mod tests {
             session_seq: 3,
             issued_at: t0(),
             expires_at: t0() + Duration::hours(1),
+            spent: false,
         }
     }
 
@@ -267,6 +273,28 @@ mod tests {
         assert_eq!(
             codec().verify(&ticket, t0() + Duration::minutes(59)),
             Ok(claims())
+        );
+    }
+
+    #[test]
+    fn a_spent_ticket_stays_spent_and_an_unspent_one_reads_as_before() {
+        let spent = TicketClaims {
+            spent: true,
+            ..claims()
+        };
+        let ticket = codec().issue(&spent);
+        assert_eq!(codec().verify(&ticket, t0()), Ok(spent));
+        // A ticket issued before the flag existed (no `x`) is an unspent one.
+        let old = codec().seal(&payload_json("wx4f4bc4dec97d474b", "o1"));
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 30, 0).unwrap();
+        assert!(!codec().verify(&old, at).unwrap().spent);
+        // The flag is signed: dropping it from a spent ticket breaks the signature.
+        let (_, mac) = ticket.rsplit_once('.').unwrap();
+        let unspent = codec().issue(&claims());
+        let (body, _) = unspent.rsplit_once('.').unwrap();
+        assert_eq!(
+            codec().verify(&format!("{body}.{mac}"), t0()),
+            Err(TicketError::Forged)
         );
     }
 

@@ -48,6 +48,7 @@ async fn nothing_secret_reaches_debug_or_errors() {
         session_seq: 1,
         issued_at: now,
         expires_at: now + Duration::hours(1),
+        spent: false,
     });
     let jwt = JwtIssuer::ed25519(
         &jwt_key,

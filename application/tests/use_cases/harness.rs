@@ -279,15 +279,20 @@ pub fn ticket(app: &str, seq: u64) -> String {
 impl TicketCodec for FakeTickets {
     fn issue(&self, claims: &TicketClaims) -> String {
         format!(
-            "ticket|{}|{}|{}|{}",
+            "ticket|{}|{}|{}|{}{}",
             claims.appid,
             claims.openid,
             claims.session_seq,
-            claims.expires_at.timestamp()
+            claims.expires_at.timestamp(),
+            if claims.spent { "|spent" } else { "" }
         )
     }
 
     fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError> {
+        let (ticket, spent) = match ticket.strip_suffix("|spent") {
+            Some(rest) => (rest, true),
+            None => (ticket, false),
+        };
         let parts: Vec<&str> = ticket.split('|').collect();
         let [tag, app, open, seq, expires] = parts[..] else {
             return Err(TicketError::Malformed);
@@ -309,6 +314,7 @@ impl TicketCodec for FakeTickets {
             session_seq: seq.parse().map_err(|_| TicketError::Malformed)?,
             issued_at: expires_at - Lifetimes::default().ticket,
             expires_at,
+            spent,
         })
     }
 

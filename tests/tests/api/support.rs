@@ -285,6 +285,7 @@ fn ticket_claims(
         session_seq,
         issued_at,
         expires_at: issued_at + chrono::Duration::hours(1),
+        spent: false,
     }
 }
 

@@ -186,6 +186,24 @@ async fn returning_logins_ticket_buys_a_second_session(engine: Engine) {
         app.token(&json!({ "grant_type": "ticket", "ticket": ticket }))
             .await
             .problem(401, "ticket_already_used");
+        app.oauth_token(&[("grant_type", "social"), ("social_key", &ticket)])
+            .await
+            .envelope_err(401);
+        // Nor does it buy a phone registration for someone else's session.
+        let (data, iv) = app.encrypt_for(
+            APP,
+            wechat,
+            json!({ "purePhoneNumber": random_phone(), "countryCode": "86",
+                    "watermark": { "appid": APP, "timestamp": chrono::Utc::now().timestamp() } })
+            .to_string()
+            .as_bytes(),
+        );
+        app.phone(
+            APP,
+            &json!({ "ticket": ticket, "encrypted_data": data, "iv": iv }),
+        )
+        .await
+        .problem(401, "ticket_already_used");
     })
     .await;
 }

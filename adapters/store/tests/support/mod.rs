@@ -254,16 +254,21 @@ pub struct PlainTickets;
 impl TicketCodec for PlainTickets {
     fn issue(&self, c: &TicketClaims) -> String {
         format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}{}",
             c.appid,
             c.openid,
             c.session_seq,
             c.issued_at.timestamp(),
-            c.expires_at.timestamp()
+            c.expires_at.timestamp(),
+            if c.spent { "|spent" } else { "" }
         )
     }
 
     fn verify(&self, ticket: &str, now: DateTime<Utc>) -> Result<TicketClaims, TicketError> {
+        let (ticket, spent) = match ticket.strip_suffix("|spent") {
+            Some(rest) => (rest, true),
+            None => (ticket, false),
+        };
         let parts: Vec<&str> = ticket.split('|').collect();
         let [appid, openid, seq, issued, expires] = parts[..] else {
             return Err(TicketError::Malformed);
@@ -280,6 +285,7 @@ impl TicketCodec for PlainTickets {
             session_seq: seq.parse().map_err(|_| TicketError::Malformed)?,
             issued_at: at(issued)?,
             expires_at: at(expires)?,
+            spent,
         };
         if claims.expires_at <= now {
             return Err(TicketError::Expired);
