@@ -25,7 +25,7 @@ impl MiniAuth {
         ticket: &str,
         subject: &TokenSubject,
     ) -> Result<UserId, AppError> {
-        let opened = self.open_ticket(appid, ticket)?;
+        let opened = self.open_ticket_to_spend(appid, ticket)?;
         if subject.tenant != opened.app.tenant {
             return Err(AppError::TenantMismatch);
         }
@@ -58,7 +58,7 @@ impl MiniAuth {
         account: &str,
         password: &Password,
     ) -> Result<Tokens, AppError> {
-        let opened = self.open_ticket(appid, ticket)?;
+        let opened = self.open_ticket_to_spend(appid, ticket)?;
         let id = opened.account.clone();
         let proof = SessionProof::ticket(opened.claims.session_seq);
         let context = self.checked_context(&id, proof).await?;

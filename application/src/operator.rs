@@ -151,31 +151,47 @@ impl MiniAuth {
         ended.map(|()| user)
     }
 
-    /// Checks an operator's sign-in secret as `matches` says, throttled per client
-    /// with the password guessers' limit (a failure counts against the client's
-    /// budget of failed secrets): a guesser is slowed, and nobody is locked out from
-    /// another address. `BadCredentials` when it does not match.
+    /// Checks the admin token (the admin API, `/metrics`, the console's sign-in) as
+    /// `matches` says, throttled per client with a budget of its own. See
+    /// [`MiniAuth::check_secret_try`]. `BadCredentials` when it does not match.
     pub async fn check_operator_secret(
         &self,
         ctx: &RequestContext,
         matches: impl FnOnce() -> bool,
     ) -> Result<(), AppError> {
-        let now = self.now();
-        let key = ctx.client_net().map(ThrottleKey::Client);
+        let key = ctx.client_net().map(ThrottleKey::OperatorSecret);
+        if self.check_secret_try(key, matches).await? {
+            Ok(())
+        } else {
+            Err(AppError::BadCredentials)
+        }
+    }
+
+    /// One try of a secret that only an operator or a configured service holds. The try
+    /// is counted before the secret is compared — one atomic hit, so that a burst of
+    /// simultaneous guesses cannot all pass a check made before any of them failed —
+    /// and a try over the limit is refused without comparing (`TooManyAttempts`, even
+    /// with the right secret). A match forgives the client's tries: those who hold the
+    /// secret are not slowed by their own use of it. Answers whether it matched.
+    pub(crate) async fn check_secret_try(
+        &self,
+        key: Option<ThrottleKey>,
+        matches: impl FnOnce() -> bool,
+    ) -> Result<bool, AppError> {
         if let Some(key) = &key {
             self.ports
                 .limiter
-                .check(key, now)
+                .hit(key, self.now())
                 .await
                 .map_err(|e| AppError::throttled(e, AppError::TooManyAttempts))?;
         }
-        if matches() {
-            return Ok(());
+        if !matches() {
+            return Ok(false);
         }
         if let Some(key) = &key {
-            self.ports.limiter.record_failure(key, now).await?;
+            self.ports.limiter.reset(key).await?;
         }
-        Err(AppError::BadCredentials)
+        Ok(true)
     }
 
     /// Ends a console session (named by a fingerprint of its id, never the id) on

@@ -72,7 +72,7 @@ impl MiniAuth {
         ticket: &str,
         input: PhoneInput,
     ) -> Result<PhoneOutcome, AppError> {
-        let opened = self.open_ticket(appid, ticket)?;
+        let opened = self.open_ticket_to_spend(appid, ticket)?;
         opened.require_session_key()?;
         let app = opened.app;
         let id = opened.account.clone();

@@ -1252,6 +1252,12 @@ pub enum ThrottleKey {
     Client(ClientNet),
     /// Logins (code2session calls) from one client: protects the app's WeChat quota.
     Login(ClientNet),
+    /// Tries of the admin token (the admin API, `/metrics`, the console's sign-in) from
+    /// one client. Its own budget, so that failed passwords or introspection calls from
+    /// an operator's network do not lock the operator out, nor the reverse.
+    OperatorSecret(ClientNet),
+    /// Tries of introspection client credentials from one client.
+    IntrospectionClient(ClientNet),
 }
 
 /// The kinds of [`ThrottleKey`], each with its own limit.
@@ -1265,6 +1271,10 @@ pub enum ThrottleKind {
     Client,
     /// [`ThrottleKey::Login`].
     Login,
+    /// [`ThrottleKey::OperatorSecret`].
+    OperatorSecret,
+    /// [`ThrottleKey::IntrospectionClient`].
+    IntrospectionClient,
 }
 
 impl ThrottleKey {
@@ -1275,6 +1285,8 @@ impl ThrottleKey {
             Self::Account { .. } => ThrottleKind::Account,
             Self::Client(_) => ThrottleKind::Client,
             Self::Login(_) => ThrottleKind::Login,
+            Self::OperatorSecret(_) => ThrottleKind::OperatorSecret,
+            Self::IntrospectionClient(_) => ThrottleKind::IntrospectionClient,
         }
     }
 
@@ -1290,6 +1302,8 @@ impl ThrottleKey {
             Self::Account { tenant, account } => format!("account\0{tenant}\0{account}"),
             Self::Client(client) => format!("client\0{client}"),
             Self::Login(client) => format!("login\0{client}"),
+            Self::OperatorSecret(client) => format!("operator-secret\0{client}"),
+            Self::IntrospectionClient(client) => format!("introspection-client\0{client}"),
         }
     }
 }
@@ -1314,11 +1328,16 @@ pub struct ThrottleLimits {
     pub client: Limit,
     /// Logins per client.
     pub login: Limit,
+    /// Tries of the admin token per client (a success forgives the client's tries).
+    pub operator_secret: Limit,
+    /// Tries of introspection client credentials per client (a success forgives them).
+    pub introspection_client: Limit,
 }
 
 impl Default for ThrottleLimits {
     /// 5 failures per (account, client), 100 per account and 50 per client within 15
-    /// minutes; 60 logins per client and minute.
+    /// minutes; 60 logins per client and minute; 20 tries of the admin token and 50 of
+    /// introspection credentials per client within 15 minutes.
     fn default() -> Self {
         let quarter = chrono::Duration::minutes(15);
         Self {
@@ -1338,6 +1357,14 @@ impl Default for ThrottleLimits {
                 max: 60,
                 window: chrono::Duration::minutes(1),
             },
+            operator_secret: Limit {
+                max: 20,
+                window: quarter,
+            },
+            introspection_client: Limit {
+                max: 50,
+                window: quarter,
+            },
         }
     }
 }
@@ -1350,6 +1377,8 @@ impl ThrottleLimits {
             ThrottleKind::Account => self.account,
             ThrottleKind::Client => self.client,
             ThrottleKind::Login => self.login,
+            ThrottleKind::OperatorSecret => self.operator_secret,
+            ThrottleKind::IntrospectionClient => self.introspection_client,
         }
     }
 
@@ -1360,6 +1389,8 @@ impl ThrottleLimits {
             ("account", self.account),
             ("client", self.client),
             ("login", self.login),
+            ("operator_secret", self.operator_secret),
+            ("introspection_client", self.introspection_client),
         ] {
             if limit.max == 0 {
                 return Err(format!("{name}: the limit must allow at least 1"));

@@ -188,6 +188,21 @@ impl MiniAuth {
         })
     }
 
+    /// [`MiniAuth::open_ticket`] for a step that spends it (binding, the phone route):
+    /// a ticket issued spent is refused at once, before a billed WeChat call, a password
+    /// hash or a registration that [`MiniAuth::spend_ticket`] would refuse anyway.
+    pub(crate) fn open_ticket_to_spend(
+        &self,
+        appid: &str,
+        ticket: &str,
+    ) -> Result<OpenedTicket<'_>, AppError> {
+        let opened = self.open_ticket(appid, ticket)?;
+        if opened.claims.spent {
+            return Err(AppError::TicketAlreadyUsed);
+        }
+        Ok(opened)
+    }
+
     pub(crate) fn verify_ticket(&self, ticket: &str) -> Result<TicketClaims, AppError> {
         let ticket = ticket.trim();
         if ticket.is_empty() {

@@ -110,32 +110,21 @@ pub enum Introspection {
 }
 
 impl MiniAuth {
-    /// Authenticates an introspection client (HTTP Basic credentials, if sent).
-    /// Failures are counted per client address with the password throttle's
-    /// per-client limit, so that guessing a client secret is as slow as guessing a
-    /// password. Answers whether the client may introspect.
+    /// Authenticates an introspection client (HTTP Basic credentials, if sent). Every
+    /// try is counted per client address before the credentials are compared, with a
+    /// budget of its own ([`MiniAuth::check_secret_try`]); right credentials forgive
+    /// the address's tries. Answers whether the client may introspect.
     pub async fn authenticate_introspection_client(
         &self,
         ctx: &RequestContext,
         clients: &IntrospectionClients,
         credentials: Option<(&str, &str)>,
     ) -> Result<bool, AppError> {
-        let now = self.now();
-        let key = ctx.client_net().map(ThrottleKey::Client);
-        if let Some(key) = &key {
-            self.ports
-                .limiter
-                .check(key, now)
-                .await
-                .map_err(|e| AppError::throttled(e, AppError::TooManyAttempts))?;
-        }
-        let allowed = credentials.is_some_and(|(id, secret)| clients.authenticate(id, secret));
-        if !allowed {
-            if let Some(key) = &key {
-                self.ports.limiter.record_failure(key, now).await?;
-            }
-        }
-        Ok(allowed)
+        let key = ctx.client_net().map(ThrottleKey::IntrospectionClient);
+        self.check_secret_try(key, || {
+            credentials.is_some_and(|(id, secret)| clients.authenticate(id, secret))
+        })
+        .await
     }
 
     /// Describes a token (RFC 7662): an access token whose signature, issuer, audience

@@ -120,6 +120,12 @@ pub struct ThrottleSection {
     pub logins_per_client: u32,
     /// The window of logins.
     pub login_window_secs: i64,
+    /// Tries of the admin token (admin API, `/metrics`, console sign-in) per client
+    /// address within the password window; a right token forgives the address's tries.
+    pub admin_token_tries_per_client: u32,
+    /// Tries of introspection client credentials per client address within the
+    /// password window; right credentials forgive the address's tries.
+    pub introspection_tries_per_client: u32,
     /// Password hashes computed at once (0: one per CPU core).
     pub password_hashes_concurrent: usize,
     /// Password checks that may wait for a turn (beyond: 503 `server_busy`); unset:
@@ -136,6 +142,8 @@ impl Default for ThrottleSection {
             password_window_secs: 900,
             logins_per_client: 60,
             login_window_secs: 60,
+            admin_token_tries_per_client: 20,
+            introspection_tries_per_client: 50,
             password_hashes_concurrent: 0,
             password_hash_queue: None,
         }
@@ -155,6 +163,8 @@ impl ThrottleSection {
                 self.logins_per_client,
                 chrono::Duration::seconds(self.login_window_secs),
             ),
+            operator_secret: limit(self.admin_token_tries_per_client, password),
+            introspection_client: limit(self.introspection_tries_per_client, password),
         }
     }
 

@@ -692,7 +692,7 @@ async fn the_console_does_not_exist_without_an_admin_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tokens_are_refused_and_throttled() {
     let app = spawn_app_with(Engine::Sqlite, |config| {
-        config.throttle.password_failures_per_client = 3;
+        config.throttle.admin_token_tries_per_client = 3;
     })
     .await;
     let client = reqwest::Client::builder()

@@ -26,7 +26,7 @@ async fn app(engine: Engine) -> TestApp {
             secret: Some(Secret::new(SECRET)),
             secret_env: None,
         }];
-        config.throttle.password_failures_per_client = 3;
+        config.throttle.introspection_tries_per_client = 3;
     })
     .await
 }

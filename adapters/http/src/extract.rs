@@ -328,13 +328,37 @@ impl FromRequestParts<ApiState> for Admin {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.config.admin_token else {
-            return Err(RequestError::AdminDisabled.into());
-        };
-        match authorization(&parts.headers, "Bearer") {
-            Some(Ok(token)) if expected.matches(token) => Ok(Self),
-            _ => Err(RequestError::AdminTokenInvalid.into()),
+        let origin = Origin::from_request_parts(parts, state).await?;
+        require_admin(state, &parts.headers, &origin).await?;
+        Ok(Self)
+    }
+}
+
+/// Checks the request's admin token. A token sent is one try of the operator's
+/// secret, counted per client before it is compared (`429 too_many_attempts` past
+/// the limit, even for the right token); a request that sends none guesses nothing
+/// and is not counted.
+pub(crate) async fn require_admin(
+    state: &ApiState,
+    headers: &HeaderMap,
+    origin: &Origin,
+) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(RequestError::AdminDisabled.into());
+    };
+    let Some(Ok(token)) = authorization(headers, "Bearer") else {
+        return Err(RequestError::AdminTokenInvalid.into());
+    };
+    match state
+        .auth
+        .check_operator_secret(&origin.context(Actor::Admin), || expected.matches(token))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(miniauth_application::AppError::BadCredentials) => {
+            Err(RequestError::AdminTokenInvalid.into())
         }
+        Err(refused) => Err(refused.into()),
     }
 }
 

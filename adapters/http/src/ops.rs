@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::config::MetricsAccess;
 use crate::error::{ApiError, Problem, RequestError};
-use crate::extract::Admin;
+use crate::extract::{require_admin, Origin};
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::openapi::{Jwks, Status};
 use crate::state::ApiState;
@@ -70,10 +70,10 @@ pub(crate) async fn jwks(State(state): State<ApiState>) -> Response {
 pub(crate) async fn metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    admin: Result<Admin, ApiError>,
+    origin: Origin,
 ) -> Result<Response, ApiError> {
     if state.config.metrics_access == MetricsAccess::AdminToken {
-        admin?;
+        require_admin(&state, &headers, &origin).await?;
     }
     Ok((
         [(

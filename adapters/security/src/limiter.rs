@@ -208,6 +208,8 @@ mod tests {
             account: limit,
             client: limit,
             login: limit,
+            operator_secret: limit,
+            introspection_client: limit,
         }
     }
 

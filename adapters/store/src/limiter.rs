@@ -176,9 +176,18 @@ impl AttemptLimiter for SqlAttemptLimiter {
 
     async fn reset(&self, key: &ThrottleKey) -> Result<(), PortError> {
         let hash = self.key_hash(key);
+        // Like a hit, a reset does not wait for the flush on PostgreSQL (a crash may
+        // bring the forgiven tries back: stricter, never laxer).
+        let statement = match self.db.engine() {
+            Engine::Postgres => {
+                "DELETE FROM attempt_counters WHERE key_hash = $1 \
+                 AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+            }
+            Engine::Sqlite => "DELETE FROM attempt_counters WHERE key_hash = $1",
+        };
         let _turn = self.db.write_turn().await;
         on_pool!(&self.db.pool, p => {
-            sqlx::query("DELETE FROM attempt_counters WHERE key_hash = $1")
+            sqlx::query(statement)
                 .bind(&hash)
                 .execute(p)
                 .await

@@ -23,6 +23,8 @@ fn limits() -> ThrottleLimits {
         account: limit(10, 15),
         client: limit(10, 15),
         login: limit(2, 1),
+        operator_secret: limit(3, 15),
+        introspection_client: limit(3, 15),
     }
 }
 

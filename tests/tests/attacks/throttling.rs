@@ -20,7 +20,79 @@ on_both_engines!(
     wrong_passwords_behind_a_proxy_lock_out_other_users,
     password_guesses_spread_over_instances_escape_the_limit,
     login_floods_spend_the_apps_wechat_quota,
+    admin_token_guesses_are_counted_before_they_are_compared,
 );
+
+/// `GET /v1/admin/webhooks/parked` with `token` as the admin token, from `client`.
+async fn admin_from(app: &TestApp, client: &str, token: &str) -> Answer {
+    let request = app
+        .client
+        .get(format!("{}/v1/admin/webhooks/parked", app.address))
+        .header("x-forwarded-for", client)
+        .bearer_auth(token);
+    Answer::read(request.send().await.expect("GET /v1/admin/…")).await
+}
+
+/// An attacker guesses the admin token through the admin API (the door the console's
+/// sign-in limit used not to cover), first one at a time, then as a burst of
+/// simultaneous requests that would all pass a check made before any failed. Each try
+/// is counted before the compare: the limit holds for the burst too, and once over it
+/// even the right token is refused from that address. Failed passwords from the
+/// operator's address spend another budget, and a right token forgives the tries.
+async fn admin_token_guesses_are_counted_before_they_are_compared(engine: Engine) {
+    let app = behind_proxy(engine, |config| {
+        config.throttle.admin_token_tries_per_client = 5;
+        config.throttle.password_failures_per_client = 2;
+    })
+    .await;
+    let token = app.admin_token.clone();
+
+    // The operator's network: failed passwords there leave the admin token usable.
+    for _ in 0..3 {
+        password_grant_from(&app, OWNER, "nobody", "wrong-password").await;
+    }
+    admin_from(&app, OWNER, &token).await.ok(200);
+    // A right token forgives the address's earlier tries.
+    for _ in 0..4 {
+        admin_from(&app, OWNER, "not-the-admin-token-0000")
+            .await
+            .problem(401, "admin_token_invalid");
+    }
+    admin_from(&app, OWNER, &token).await.ok(200);
+    for _ in 0..4 {
+        admin_from(&app, OWNER, "not-the-admin-token-0000")
+            .await
+            .problem(401, "admin_token_invalid");
+    }
+    admin_from(&app, OWNER, &token).await.ok(200);
+
+    // The attacker's burst: 40 guesses at once, of which at most 5 are compared.
+    let guesses = (0..40).map(|i| {
+        let app = &app;
+        async move { admin_from(app, ATTACKER, &format!("guess-{i:020}")).await }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let compared = answers.iter().filter(|a| a.status == 401).count();
+    let refused = answers.iter().filter(|a| a.status == 429).count();
+    assert_eq!((compared, refused), (5, 35));
+    // Over the limit, the right token is refused from there too: the limiter answers
+    // before the compare, so a guess that happens to be right learns nothing.
+    admin_from(&app, ATTACKER, &token)
+        .await
+        .problem(429, "too_many_attempts");
+    // Nobody else is locked out.
+    admin_from(&app, NEIGHBOUR, &token).await.ok(200);
+    // A request without a token guesses nothing: refused, and not counted.
+    let tokenless = app
+        .client
+        .get(format!("{}/v1/admin/webhooks/parked", app.address))
+        .header("x-forwarded-for", NEIGHBOUR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokenless.status(), 401);
+    admin_from(&app, NEIGHBOUR, &token).await.ok(200);
+}
 
 /// The service behind a trusted proxy at 127.0.0.1.
 async fn behind_proxy(
