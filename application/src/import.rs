@@ -5,22 +5,30 @@
 //!
 //! | GitEgg | miniauth |
 //! | --- | --- |
-//! | `t_just_auth_social` (source `WECHAT_MINI_APP`) | a `SocialAccount` of `--appid`, `AccountImported`: openid, unionid, nickname, avatar (sealed) |
+//! | `t_just_auth_social` of a mapped [`WechatSource`] | a `SocialAccount` of the source's app, `AccountImported` with the app's channel: openid, unionid, nickname, avatar (sealed) |
 //! | `t_just_auth_social_user` | `UserBound` with `via = imported`, `imported_from` naming the row |
 //! | `t_sys_user` | a user of the mapped tenant with the same id: account, mobile, nickname, status, BCrypt password hash as is |
+//!
+//! GitEgg's rows name a JustAuth `source`, not an app: [`ImportOptions::sources`] says
+//! which configured app each source's rows go to (`WECHAT_MINI_APP` → a mini program,
+//! `WECHAT_MP` → an Official Account, `WECHAT_OPEN` → a website or a mobile App). Rows
+//! of a source without an app are skipped; Work WeChat's sources cannot be mapped (their
+//! ids are not WeChat openids). One GitEgg user bound through several sources becomes
+//! one miniauth user with a binding in each app.
 //!
 //! Each event is dated by its GitEgg row (`create_time`, else `update_time`); the
 //! metadata's `actor` is `import`, its `recorded_at` the time of the run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use miniauth_domain::{
-    AccountId, AppId, ImportedBinding, OpenId, PhoneNumber, Provenance, SealedDatum, SealedUnionId,
-    SocialAccount, SocialAccountCommand, SocialAccountEvent, TenantId, UnionId, UserId,
+    AccountId, AppId, Channel, ImportedBinding, OpenId, PhoneNumber, Provenance, SealedDatum,
+    SealedUnionId, SocialAccount, SocialAccountCommand, SocialAccountEvent, TenantId, UnionId,
+    UserId,
 };
 
 use crate::context::{Actor, RequestContext};
@@ -37,6 +45,85 @@ pub const LINK_TABLE: &str = "t_just_auth_social_user";
 pub const USER_TABLE: &str = "t_sys_user";
 /// The `source` of GitEgg's mini program social accounts.
 pub const MINI_APP_SOURCE: &str = "WECHAT_MINI_APP";
+/// Work WeChat's `source`s (JustAuth): its user ids are not WeChat openids, and
+/// miniauth has no Work WeChat channel, so they are never imported.
+pub const WORK_WECHAT_SOURCES: [&str; 2] = ["WECHAT_ENTERPRISE", "WECHAT_ENTERPRISE_WEB"];
+
+/// A WeChat `source` of GitEgg's social rows (JustAuth's names) that a miniauth channel
+/// kind takes: which kinds of configured app its rows can go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WechatSource {
+    /// `WECHAT_MINI_APP`: GitEgg's mini program login → a `mini_program` app.
+    MiniApp,
+    /// `WECHAT_MP`: JustAuth's Official Account web authorisation → an
+    /// `official_account` app.
+    OfficialAccount,
+    /// `WECHAT_OPEN`: JustAuth's Open Platform login (a website's QR code; a mobile
+    /// App's login is an Open Platform app too) → a `website` or `mobile_app` app.
+    OpenPlatform,
+}
+
+impl WechatSource {
+    /// Every source, in the order the docs list them.
+    pub const ALL: [Self; 3] = [Self::MiniApp, Self::OfficialAccount, Self::OpenPlatform];
+
+    /// The name GitEgg stores in `source`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MiniApp => MINI_APP_SOURCE,
+            Self::OfficialAccount => "WECHAT_MP",
+            Self::OpenPlatform => "WECHAT_OPEN",
+        }
+    }
+
+    /// The kinds of app its rows can belong to.
+    pub fn kinds(self) -> &'static [Channel] {
+        match self {
+            Self::MiniApp => &[Channel::MiniProgram],
+            Self::OfficialAccount => &[Channel::OfficialAccount],
+            Self::OpenPlatform => &[Channel::Website, Channel::MobileApp],
+        }
+    }
+
+    /// The source a row names, if it is one of these (exactly as GitEgg stores it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The source an option names; Work WeChat's and unknown names are refused, saying
+    /// why.
+    pub fn parse(name: &str) -> Result<Self, ImportError> {
+        let name = name.trim();
+        if WORK_WECHAT_SOURCES.contains(&name) {
+            return Err(ImportError::WorkWechat(name.to_owned()));
+        }
+        Self::from_name(name).ok_or_else(|| ImportError::UnknownSource(name.to_owned()))
+    }
+
+    /// The option that maps its rows to an app.
+    fn option(self) -> String {
+        match self {
+            Self::MiniApp => "--appid APPID".to_owned(),
+            other => format!("--source {}=APPID", other.name()),
+        }
+    }
+}
+
+impl fmt::Display for WechatSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kinds of app `source` takes, in words (`website or mobile_app`).
+fn kinds_text(source: WechatSource) -> String {
+    source
+        .kinds()
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
 /// The `origin` of users the import created (the user directory keeps it).
 pub const IMPORTED_ORIGIN: &str = "gitegg_import";
 
@@ -256,8 +343,14 @@ pub trait ImportTarget: Send + Sync {
 pub enum SkipReason {
     /// `del_flag` is set on the row.
     Deleted,
-    /// The row's `source` is not a mini program's: no configured app takes it.
+    /// No app is given for the row's `source` (or it is not a WeChat source miniauth
+    /// imports).
     UnknownAppid {
+        /// The source.
+        source: String,
+    },
+    /// The row's `source` is Work WeChat's: its ids are not WeChat openids.
+    WorkWechat {
         /// The source.
         source: String,
     },
@@ -305,12 +398,22 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Deleted => f.write_str("deleted in GitEgg (del_flag)"),
-            Self::UnknownAppid { source } => {
-                write!(
+            Self::UnknownAppid { source } => match WechatSource::from_name(source) {
+                Some(mappable) => write!(
                     f,
-                    "unknown appid: source {source} is not the mini program's (--appid)"
-                )
-            }
+                    "unknown appid: no app is given for source {mappable} ({} maps it)",
+                    mappable.option()
+                ),
+                None => write!(
+                    f,
+                    "unknown appid: source {source} is not a WeChat source miniauth imports"
+                ),
+            },
+            Self::WorkWechat { source } => write!(
+                f,
+                "Work WeChat (source {source}): its user ids are not WeChat openids, and \
+                 miniauth has no Work WeChat channel"
+            ),
             Self::MalformedOpenid => f.write_str("malformed openid"),
             Self::MalformedUnionid => f.write_str("malformed unionid"),
             Self::SeveralUsers { users } => {
@@ -376,8 +479,10 @@ pub trait ImportObserver: Send + Sync {
 /// How to import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportOptions {
-    /// The configured app whose mini program GitEgg's `WECHAT_MINI_APP` rows belong to.
-    pub appid: AppId,
+    /// The configured app each source's rows belong to (`--appid` is
+    /// `WECHAT_MINI_APP`'s, `--source NAME=APPID` any source's). Rows of a source not
+    /// listed are skipped.
+    pub sources: Vec<(WechatSource, AppId)>,
     /// GitEgg tenant id → miniauth tenant; `0` maps to the app's tenant unless given.
     pub tenant_map: BTreeMap<i64, TenantId>,
     /// Only report what would be imported.
@@ -413,6 +518,7 @@ impl SkipReason {
         match self {
             Self::Deleted => "deleted",
             Self::UnknownAppid { .. } => "unknown_appid",
+            Self::WorkWechat { .. } => "work_wechat",
             Self::MalformedOpenid => "malformed_openid",
             Self::MalformedUnionid => "malformed_unionid",
             Self::SeveralUsers { .. } => "several_users",
@@ -426,12 +532,52 @@ impl SkipReason {
     }
 }
 
-/// Why the import stopped.
+/// Why the import stopped (or did not start).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// `--appid` is not a configured app.
-    #[error("unknown appid {0}: it is not a configured app")]
-    UnknownApp(AppId),
+    /// Neither `--appid` nor `--source` was given.
+    #[error("no source to import: give --appid APPID (WECHAT_MINI_APP) or --source NAME=APPID")]
+    NoSource,
+    /// A source name that is not one of GitEgg's WeChat sources.
+    #[error(
+        "unknown source {0}: GitEgg's WeChat sources are WECHAT_MINI_APP, WECHAT_MP and WECHAT_OPEN"
+    )]
+    UnknownSource(String),
+    /// A Work WeChat source was given.
+    #[error(
+        "source {0} is Work WeChat's: its user ids are not WeChat openids, and miniauth has no \
+         Work WeChat channel to import them into"
+    )]
+    WorkWechat(String),
+    /// The same source was given twice.
+    #[error("source {0} is given twice (--appid is WECHAT_MINI_APP's)")]
+    SourceTwice(WechatSource),
+    /// A source's app is not a configured app.
+    #[error("unknown appid {appid} for {wechat}: it is not a configured app")]
+    UnknownApp {
+        /// The source.
+        wechat: WechatSource,
+        /// The app given for it.
+        appid: AppId,
+    },
+    /// A source's app is of a kind its rows cannot belong to.
+    #[error("{appid} is a {kind} app: {wechat} rows belong to an app of kind {expected}")]
+    KindMismatch {
+        /// The source.
+        wechat: WechatSource,
+        /// The app given for it.
+        appid: AppId,
+        /// The app's kind.
+        kind: Channel,
+        /// The kinds the source takes, in words.
+        expected: String,
+    },
+    /// The apps are of different tenants and `--tenant-map` does not say which one
+    /// GitEgg's tenant 0 is.
+    #[error(
+        "the apps are of different tenants: say which one GitEgg's tenant 0 is (--tenant-map 0=TENANT)"
+    )]
+    TenantAmbiguous,
     /// A batch size of 0.
     #[error("the batch size must be at least 1")]
     BatchSize,
@@ -439,6 +585,72 @@ pub enum ImportError {
     /// and a re-run continues where this one stopped.
     #[error(transparent)]
     Port(#[from] PortError),
+}
+
+/// A configured app a source's rows go to.
+#[derive(Debug, Clone)]
+struct MappedApp {
+    appid: AppId,
+    tenant: TenantId,
+    kind: Channel,
+}
+
+/// The options checked against the configured apps.
+struct Mapping {
+    apps: BTreeMap<WechatSource, MappedApp>,
+    /// GitEgg tenant id → miniauth tenant, `0`'s default included.
+    tenants: BTreeMap<i64, TenantId>,
+}
+
+impl ImportOptions {
+    /// Checks the options against the configured apps, before anything is read or
+    /// written: at least one source, none twice, each source's app configured and of a
+    /// kind its rows can belong to, a batch size of at least 1.
+    pub fn check(&self, apps: &AppCatalog) -> Result<(), ImportError> {
+        self.mapping(apps).map(|_| ())
+    }
+
+    fn mapping(&self, catalog: &AppCatalog) -> Result<Mapping, ImportError> {
+        if self.batch_size == 0 {
+            return Err(ImportError::BatchSize);
+        }
+        if self.sources.is_empty() {
+            return Err(ImportError::NoSource);
+        }
+        let mut apps = BTreeMap::new();
+        for (source, appid) in &self.sources {
+            let app = catalog.get(appid).ok_or_else(|| ImportError::UnknownApp {
+                wechat: *source,
+                appid: appid.clone(),
+            })?;
+            if !source.kinds().contains(&app.kind) {
+                return Err(ImportError::KindMismatch {
+                    wechat: *source,
+                    appid: appid.clone(),
+                    kind: app.kind,
+                    expected: kinds_text(*source),
+                });
+            }
+            let mapped = MappedApp {
+                appid: appid.clone(),
+                tenant: app.tenant.clone(),
+                kind: app.kind,
+            };
+            if apps.insert(*source, mapped).is_some() {
+                return Err(ImportError::SourceTwice(*source));
+            }
+        }
+        let mut tenants = self.tenant_map.clone();
+        if let std::collections::btree_map::Entry::Vacant(zero) = tenants.entry(0) {
+            // GitEgg's default tenant is the apps' tenant, when they share one.
+            let app_tenants: BTreeSet<&TenantId> = apps.values().map(|a| &a.tenant).collect();
+            let [tenant] = app_tenants.into_iter().collect::<Vec<_>>()[..] else {
+                return Err(ImportError::TenantAmbiguous);
+            };
+            zero.insert(tenant.clone());
+        }
+        Ok(Mapping { apps, tenants })
+    }
 }
 
 /// The import use case.
@@ -452,6 +664,7 @@ pub struct GiteggImport {
 /// One social row that passed the row checks, with its binding if any.
 struct Candidate {
     social: GiteggSocial,
+    app: MappedApp,
     openid: OpenId,
     unionid: Option<UnionId>,
     link: Option<(GiteggLink, ImportedUser)>,
@@ -484,21 +697,13 @@ impl GiteggImport {
         options: &ImportOptions,
         observer: &dyn ImportObserver,
     ) -> Result<ImportSummary, ImportError> {
-        let app = self
-            .apps
-            .get(&options.appid)
-            .ok_or_else(|| ImportError::UnknownApp(options.appid.clone()))?;
-        if options.batch_size == 0 {
-            return Err(ImportError::BatchSize);
-        }
-        let mut tenants = options.tenant_map.clone();
-        tenants.entry(0).or_insert_with(|| app.tenant.clone());
+        let mapping = options.mapping(&self.apps)?;
         let mut run = Run {
             options,
-            app_tenant: &app.tenant,
-            tenants,
+            mapping,
             summary: ImportSummary::default(),
             identities: HashSet::new(),
+            created: HashSet::new(),
             accounts: HashSet::new(),
             mobiles: HashSet::new(),
             observer,
@@ -558,17 +763,25 @@ impl GiteggImport {
         // What miniauth holds already.
         let account_ids: Vec<AccountId> = candidates
             .iter()
-            .map(|c| AccountId::new(&run.options.appid, &c.openid))
+            .map(|c| AccountId::new(&c.app.appid, &c.openid))
             .collect();
         let known_accounts = self.target.known_accounts(&account_ids).await?;
-        let new_users: Vec<ImportedUser> = candidates
-            .iter()
-            .filter_map(|c| c.link.as_ref().map(|(_, u)| u.clone()))
-            .collect();
-        let known_users = self
-            .target
-            .known_users(&run.options.appid, &new_users)
-            .await?;
+        let mut users_by_app: BTreeMap<AppId, Vec<ImportedUser>> = BTreeMap::new();
+        for candidate in &candidates {
+            if let Some((_, user)) = &candidate.link {
+                users_by_app
+                    .entry(candidate.app.appid.clone())
+                    .or_default()
+                    .push(user.clone());
+            }
+        }
+        // Whether a user holds an identity is a question per app.
+        let mut known_users: HashMap<(AppId, UserId), KnownUser> = HashMap::new();
+        for (appid, users) in users_by_app {
+            for (user, known) in self.target.known_users(&appid, &users).await? {
+                known_users.insert((appid.clone(), user), known);
+            }
+        }
 
         let mut planned = Vec::new();
         let mut batch_users: Vec<ImportedUser> = Vec::new();
@@ -590,11 +803,15 @@ impl GiteggImport {
             }
             let mut creates_user = false;
             if let Some((link, user)) = &candidate.link {
-                let clash = match known_users.get(&user.id) {
+                let identity = (candidate.app.appid.clone(), user.id);
+                let clash = match known_users.get(&identity) {
                     // One identity per user per app: bound by this run or an earlier one.
-                    _ if run.identities.contains(&user.id) => Some(SkipReason::UserHasIdentity {
+                    _ if run.identities.contains(&identity) => Some(SkipReason::UserHasIdentity {
                         user_id: link.user_id,
                     }),
+                    // Created by this run for another app (the same person, bound
+                    // through another source): bound again, not created twice.
+                    _ if run.created.contains(&user.id) => None,
                     Some(KnownUser::Imported {
                         holds_identity: true,
                     }) => Some(SkipReason::UserHasIdentity {
@@ -622,8 +839,9 @@ impl GiteggImport {
                     });
                     continue;
                 }
-                run.identities.insert(user.id);
+                run.identities.insert(identity);
                 if creates_user {
+                    run.created.insert(user.id);
                     batch_users.push(user.clone());
                 }
             }
@@ -661,7 +879,7 @@ impl GiteggImport {
             .await?;
         let mut accounts = Vec::with_capacity(planned.len());
         for ((candidate, account, _), profile) in planned.into_iter().zip(sealed) {
-            let events = import_events(&run.options.appid, candidate, profile, run.now);
+            let events = import_events(candidate, profile, run.now);
             accounts.push((account, events));
         }
         let ctx = RequestContext {
@@ -689,7 +907,6 @@ fn clash(link: &GiteggLink, key: &'static str) -> SkipReason {
 
 /// The events of one imported account, decided by the aggregate on a new account.
 fn import_events(
-    appid: &AppId,
     candidate: Candidate,
     profile: SealedProfile,
     now: DateTime<Utc>,
@@ -707,9 +924,10 @@ fn import_events(
     });
     SocialAccount::default()
         .decide(SocialAccountCommand::Import {
-            appid: appid.clone(),
+            appid: candidate.app.appid,
             openid: candidate.openid,
             unionid: profile.unionid,
+            channel: candidate.app.kind,
             nickname: profile.nickname,
             avatar_url: profile.avatar_url,
             source: Provenance {
@@ -728,11 +946,12 @@ fn import_events(
 /// The state of one run across its batches.
 struct Run<'a> {
     options: &'a ImportOptions,
-    app_tenant: &'a TenantId,
-    tenants: BTreeMap<i64, TenantId>,
+    mapping: Mapping,
     summary: ImportSummary,
-    /// Users bound by this run (one identity per user per app).
-    identities: HashSet<UserId>,
+    /// (app, user) of the bindings this run made (one identity per user per app).
+    identities: HashSet<(AppId, UserId)>,
+    /// The users this run creates (or, in a dry run, would).
+    created: HashSet<UserId>,
     /// (tenant, account) and (tenant, mobile) of the users this run creates.
     accounts: HashSet<(TenantId, String)>,
     mobiles: HashSet<(TenantId, String)>,
@@ -790,9 +1009,15 @@ impl Run<'_> {
             return Err(skip(SkipReason::Deleted));
         }
         let source = social.source.clone().unwrap_or_default();
-        if source != MINI_APP_SOURCE {
-            return Err(skip(SkipReason::UnknownAppid { source }));
+        if WORK_WECHAT_SOURCES.contains(&source.as_str()) {
+            return Err(skip(SkipReason::WorkWechat { source }));
         }
+        let Some(app) = WechatSource::from_name(&source)
+            .and_then(|s| self.mapping.apps.get(&s))
+            .cloned()
+        else {
+            return Err(skip(SkipReason::UnknownAppid { source }));
+        };
         let Some(openid) = social.openid.as_deref().and_then(|o| OpenId::parse(o).ok()) else {
             return Err(skip(SkipReason::MalformedOpenid));
         };
@@ -801,6 +1026,7 @@ impl Run<'_> {
             Some(raw) => Some(UnionId::parse(raw).map_err(|_| skip(SkipReason::MalformedUnionid))?),
         };
         let tenant = self
+            .mapping
             .tenants
             .get(&social.tenant_id)
             .cloned()
@@ -809,7 +1035,7 @@ impl Run<'_> {
                     tenant_id: social.tenant_id,
                 })
             })?;
-        if &tenant != self.app_tenant {
+        if tenant != app.tenant {
             return Err(skip(SkipReason::TenantMismatch { tenant }));
         }
         let (deleted, live): (Vec<_>, Vec<_>) = links.into_iter().partition(|l| l.deleted);
@@ -823,7 +1049,7 @@ impl Run<'_> {
         let distinct: Vec<i64> = live
             .iter()
             .map(|l| l.user_id)
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         if distinct.len() > 1 {
@@ -831,6 +1057,7 @@ impl Run<'_> {
         }
         let candidate = |link| Candidate {
             social: social.clone(),
+            app: app.clone(),
             openid: openid.clone(),
             unionid: unionid.clone(),
             link,
@@ -852,12 +1079,17 @@ impl Run<'_> {
                 }))
             }
         };
-        let user_tenant = self.tenants.get(&user.tenant_id).cloned().ok_or_else(|| {
-            link_skip(SkipReason::TenantUnmapped {
-                tenant_id: user.tenant_id,
-            })
-        })?;
-        if &user_tenant != self.app_tenant {
+        let user_tenant = self
+            .mapping
+            .tenants
+            .get(&user.tenant_id)
+            .cloned()
+            .ok_or_else(|| {
+                link_skip(SkipReason::TenantUnmapped {
+                    tenant_id: user.tenant_id,
+                })
+            })?;
+        if user_tenant != app.tenant {
             return Err(link_skip(SkipReason::TenantMismatch {
                 tenant: user_tenant,
             }));

@@ -1,8 +1,8 @@
 //! The bind-key bridge of a GitEgg migration: for a transition period after
 //! `miniauth import gitegg`, a bind key the old GitEgg deployment handed out
 //! (`hex(DES(WECHAT_MINI_APP_<unionid or openid>))`, the same on every login) still buys
-//! tokens for the imported account it names, so that front ends holding one keep
-//! working while they switch over. Only imported accounts, only for `period` after
+//! tokens for the imported mini program account it names, so that front ends holding
+//! one keep working while they switch over. Only imported accounts, only for `period` after
 //! their import (the `imported_at` of their `AccountImported` event); everything else
 //! is refused with a code that says why. Every way a key fails to decode is one answer
 //! (`legacy_bind_key_invalid`), so the answers are no padding oracle.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Duration;
-use miniauth_domain::{AccountId, AppId};
+use miniauth_domain::{AccountId, AppId, Channel};
 
 use crate::error::{AppError, LegacyKeyRefusal};
 use crate::ports::PortError;
@@ -80,6 +80,12 @@ impl MiniAuth {
         let mut imported = Vec::new();
         for id in bridge.accounts.accounts_named(&identity, &apps).await? {
             let context = self.load(&id).await?;
+            // GitEgg minted bind keys at its mini program's login only
+            // (`WECHAT_MINI_APP_…`): an imported Official Account, website or App
+            // identity sharing the unionid is not what the key names.
+            if context.state().channel() != Channel::MiniProgram {
+                continue;
+            }
             if let Some(at) = context.state().imported_at() {
                 imported.push((id, at, context.state().bound_user()));
             }

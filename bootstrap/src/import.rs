@@ -12,7 +12,7 @@ use chrono::FixedOffset;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use miniauth_application::import::{
-    GiteggImport, ImportObserver, ImportOptions, ImportSummary, Planned, Skipped,
+    GiteggImport, ImportObserver, ImportOptions, ImportSummary, Planned, Skipped, WechatSource,
 };
 use miniauth_domain::{AppId, TenantId};
 use miniauth_gitegg::GiteggDatabase;
@@ -23,7 +23,8 @@ use crate::wiring::{self, SimulatorStart};
 /// `miniauth import …`.
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Import a GitEgg database's mini program bindings and their users.
+    /// Import a GitEgg database's WeChat bindings (mini program, Official Account,
+    /// website, mobile App) and their users.
     Gitegg(GiteggArgs),
 }
 
@@ -33,9 +34,15 @@ pub struct GiteggArgs {
     /// The GitEgg database: mysql://user:password@host:port/database.
     #[arg(long = "from", env = "MINIAUTH_IMPORT_FROM")]
     pub from: String,
-    /// The configured app that GitEgg's WECHAT_MINI_APP rows belong to.
+    /// The configured mini program app that GitEgg's WECHAT_MINI_APP rows belong to
+    /// (the same as --source WECHAT_MINI_APP=APPID).
     #[arg(long)]
-    pub appid: AppId,
+    pub appid: Option<AppId>,
+    /// SOURCE=APPID: the configured app a GitEgg source's rows belong to (repeat):
+    /// WECHAT_MINI_APP → a mini_program app, WECHAT_MP → an official_account app,
+    /// WECHAT_OPEN → a website or mobile_app app. Rows of a source not given are skipped.
+    #[arg(long = "source", value_parser = parse_source)]
+    pub sources: Vec<(WechatSource, AppId)>,
     /// GITEGG_TENANT_ID=TENANT: which miniauth tenant a GitEgg tenant id is (repeat;
     /// 0 maps to the app's tenant unless given).
     #[arg(long = "tenant-map", value_parser = parse_tenant_map)]
@@ -66,6 +73,15 @@ fn parse_tenant_map(raw: &str) -> Result<(i64, TenantId), String> {
     Ok((id, tenant))
 }
 
+fn parse_source(raw: &str) -> Result<(WechatSource, AppId), String> {
+    let (source, appid) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?}: expected SOURCE=APPID"))?;
+    let source = WechatSource::parse(source).map_err(|e| e.to_string())?;
+    let appid = AppId::parse(appid.trim()).map_err(|e| format!("{raw:?}: {}", e.reason))?;
+    Ok((source, appid))
+}
+
 fn parse_offset(raw: &str) -> Result<FixedOffset, String> {
     raw.parse::<FixedOffset>()
         .map_err(|_| format!("{raw:?}: expected an offset like +08:00"))
@@ -74,7 +90,23 @@ fn parse_offset(raw: &str) -> Result<FixedOffset, String> {
 /// Runs `miniauth import …`.
 pub async fn run(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
     let ImportCommand::Gitegg(args) = command;
+    let options = ImportOptions {
+        sources: args
+            .appid
+            .iter()
+            .map(|appid| (WechatSource::MiniApp, appid.clone()))
+            .chain(args.sources.iter().cloned())
+            .collect(),
+        tenant_map: args.tenant_map.iter().cloned().collect::<BTreeMap<_, _>>(),
+        dry_run: args.dry_run,
+        batch_size: args.batch_size,
+    };
     let built = wiring::build(config, SimulatorStart::NotStarted).await?;
+    // Refused before GitEgg is even connected to: nothing read, nothing written.
+    if let Err(refused) = options.check(built.service.apps()) {
+        built.store.close().await;
+        return Err(refused.into());
+    }
     let source = GiteggDatabase::connect(&args.from, args.utc_offset)
         .await
         .with_context(|| format!("--from {}", wiring::redact_url(&args.from)))?;
@@ -84,12 +116,6 @@ pub async fn run(config: &Config, command: ImportCommand) -> anyhow::Result<()> 
         Arc::new(built.store.import_target()),
         built.clock.clone(),
     );
-    let options = ImportOptions {
-        appid: args.appid.clone(),
-        tenant_map: args.tenant_map.iter().cloned().collect::<BTreeMap<_, _>>(),
-        dry_run: args.dry_run,
-        batch_size: args.batch_size,
-    };
     let rows = import.rows().await?;
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -197,4 +223,28 @@ pub fn summary_text(summary: &ImportSummary, dry_run: bool, took: std::time::Dur
         text.push_str("dry run: nothing was written\n");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_option_names_a_wechat_source_and_an_appid() {
+        assert_eq!(
+            parse_source("WECHAT_MP=wxdemo000000000003"),
+            Ok((
+                WechatSource::OfficialAccount,
+                AppId::parse("wxdemo000000000003").unwrap()
+            ))
+        );
+        assert!(parse_source("WECHAT_MP")
+            .unwrap_err()
+            .contains("SOURCE=APPID"));
+        let work = parse_source("WECHAT_ENTERPRISE=wxdemo000000000003").unwrap_err();
+        assert!(work.contains("Work WeChat"), "{work}");
+        let unknown = parse_source("GITHUB=wxdemo000000000003").unwrap_err();
+        assert!(unknown.contains("unknown source GITHUB"), "{unknown}");
+        assert!(parse_source("WECHAT_OPEN=not an appid").is_err());
+    }
 }

@@ -368,6 +368,7 @@ impl SocialAccount {
                 appid,
                 openid,
                 unionid,
+                channel,
                 nickname,
                 avatar_url,
                 source,
@@ -384,6 +385,7 @@ impl SocialAccount {
                     appid,
                     openid,
                     unionid,
+                    channel,
                     nickname,
                     avatar_url,
                     source,
@@ -492,6 +494,7 @@ impl Aggregate for SocialAccount {
                 self.appid = Some(e.appid);
                 self.openid = Some(e.openid);
                 self.unionid = e.unionid;
+                self.channel = e.channel;
                 self.nickname = e.nickname;
                 self.avatar_url = e.avatar_url;
                 self.imported_at = Some(e.imported_at);

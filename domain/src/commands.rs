@@ -149,6 +149,8 @@ pub enum SocialAccountCommand {
         openid: OpenId,
         /// The unionid, hashed and sealed, if the other system had one.
         unionid: Option<SealedUnionId>,
+        /// The app's kind: the channel the identity logs in through.
+        channel: Channel,
         /// The nickname, sealed.
         nickname: Option<SealedDatum>,
         /// The avatar URL, sealed.

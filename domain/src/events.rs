@@ -21,6 +21,11 @@ pub const SEALED_UNIONID_VERSION: &str = "2";
 /// key; the store's upcaster reads it).
 pub const CHANNEL_VERSION: &str = "3";
 
+/// The version of `AccountImported` since it names its channel (version "1" was always
+/// a mini program's: only GitEgg's `WECHAT_MINI_APP` rows were imported; the store's
+/// upcaster reads it).
+pub const IMPORTED_CHANNEL_VERSION: &str = "2";
+
 /// Everything that happened to one WeChat identity in one app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SocialAccountEvent {
@@ -174,6 +179,8 @@ pub struct AccountImported {
     pub openid: OpenId,
     /// The Open Platform id, if the other system had one: hashed and sealed.
     pub unionid: Option<SealedUnionId>,
+    /// The kind of app the identity belongs to (its first login will come through it).
+    pub channel: Channel,
     /// The nickname the other system had, sealed with the account's data key.
     pub nickname: Option<SealedDatum>,
     /// The avatar URL the other system had, sealed with the account's data key.
@@ -297,6 +304,7 @@ pub fn current_version(event_type: &str) -> &'static str {
     match event_type {
         "SessionObtained" => CHANNEL_VERSION,
         "ProfileDecrypted" => SEALED_UNIONID_VERSION,
+        "AccountImported" => IMPORTED_CHANNEL_VERSION,
         _ => EVENT_VERSION,
     }
 }

@@ -25,7 +25,7 @@ pub use events::{
     current_version, AccountImported, BindMethod, LinkDeclined, PersonalDataErased, PhoneSource,
     PhoneVerified, ProfileDecrypted, ProfileSource, Provenance, SessionObtained,
     SocialAccountEvent, UnbindReason, Unbound, UserBound, CHANNEL_VERSION, EVENT_VERSION,
-    SEALED_UNIONID_VERSION,
+    IMPORTED_CHANNEL_VERSION, SEALED_UNIONID_VERSION,
 };
 pub use ids::{AccountId, AppId, OneTimeCode, OpenId, TenantId, UnionId, UserId};
 pub use phone::PhoneNumber;

@@ -736,6 +736,7 @@ fn import(binding: Option<i64>) -> SocialAccountCommand {
         appid: appid(),
         openid: openid(),
         unionid: None,
+        channel: Channel::MiniProgram,
         nickname: Some(datum("Nick")),
         avatar_url: Some(datum("https://example.com/a.png")),
         source: row("t_just_auth_social", 7),
@@ -754,6 +755,7 @@ fn imported() -> SocialAccountEvent {
         appid: appid(),
         openid: openid(),
         unionid: None,
+        channel: Channel::MiniProgram,
         nickname: Some(datum("Nick")),
         avatar_url: Some(datum("https://example.com/a.png")),
         source: row("t_just_auth_social", 7),
@@ -811,4 +813,43 @@ fn an_imported_identity_logs_in_with_its_first_session_and_can_be_erased_before(
                 occurred_at: at(600),
             },
         )]);
+}
+
+#[test]
+fn an_identity_imported_for_an_official_account_is_one_from_its_import_on() {
+    let mut state = SocialAccount::default();
+    let SocialAccountEvent::AccountImported(event) = imported() else {
+        unreachable!()
+    };
+    cqrs_es::Aggregate::apply(
+        &mut state,
+        SocialAccountEvent::AccountImported(AccountImported {
+            channel: Channel::OfficialAccount,
+            ..event
+        }),
+    );
+    assert_eq!(state.channel(), Channel::OfficialAccount);
+    assert!(state.imported_at().is_some());
+    // Its first login is the Official Account's: an OAuth session, no session key.
+    let events = state
+        .decide(SocialAccountCommand::ObtainOAuthSession {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            channel: Channel::OfficialAccount,
+            at: at(1),
+        })
+        .expect("a login");
+    assert_eq!(
+        events,
+        vec![SocialAccountEvent::SessionObtained(SessionObtained {
+            appid: appid(),
+            openid: openid(),
+            unionid: None,
+            channel: Channel::OfficialAccount,
+            session_key: None,
+            session_seq: 1,
+            occurred_at: at(1),
+        })]
+    );
 }

@@ -266,19 +266,34 @@ impl GiteggDb {
     }
 }
 
-/// The import of `source` into `app`'s store, for the demo app (its tenant, `default`).
+/// The import of `source` into `app`'s store, for the demo apps of the default tenant:
+/// the mini programs [`crate::APP`] and [`crate::SECOND_APP`], and the simulator's
+/// Official Account, website and mobile App.
 pub fn importer(app: &crate::TestApp, source: Arc<dyn GiteggSource>) -> GiteggImport {
-    let apps = miniauth_application::AppCatalog::new([miniauth_application::AppSettings {
-        appid: crate::app(crate::APP),
-        tenant: TenantId::parse(crate::TENANT).expect("tenant"),
-        registration: miniauth_application::RegistrationPolicy::Auto,
-        watermark: miniauth_domain::crypto::WatermarkPolicy { max_age: None },
-        legacy_payloads: true,
-        payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
-        link_by_unionid: true,
-        kind: miniauth_domain::Channel::MiniProgram,
-        redirect_uris: Vec::new(),
-    }]);
+    use miniauth_domain::Channel;
+    use miniauth_wechat::sim::{
+        DEMO_MOBILE_APP_APPID, DEMO_OFFICIAL_ACCOUNT_APPID, DEMO_WEBSITE_APPID,
+    };
+    let apps = miniauth_application::AppCatalog::new(
+        [
+            (crate::APP, Channel::MiniProgram),
+            (crate::SECOND_APP, Channel::MiniProgram),
+            (DEMO_OFFICIAL_ACCOUNT_APPID, Channel::OfficialAccount),
+            (DEMO_WEBSITE_APPID, Channel::Website),
+            (DEMO_MOBILE_APP_APPID, Channel::MobileApp),
+        ]
+        .map(|(appid, kind)| miniauth_application::AppSettings {
+            appid: crate::app(appid),
+            tenant: TenantId::parse(crate::TENANT).expect("tenant"),
+            registration: miniauth_application::RegistrationPolicy::Auto,
+            watermark: miniauth_domain::crypto::WatermarkPolicy { max_age: None },
+            legacy_payloads: true,
+            payload_rejections_per_key: miniauth_application::DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
+            link_by_unionid: true,
+            kind,
+            redirect_uris: Vec::new(),
+        }),
+    );
     GiteggImport::new(
         apps,
         source,

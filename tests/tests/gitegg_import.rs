@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use miniauth_application::import::{
     GiteggLink, GiteggSocial, GiteggSource, GiteggUser, ImportObserver, ImportOptions,
-    ImportSummary, Planned, SkipReason, Skipped,
+    ImportSummary, Planned, SkipReason, Skipped, WechatSource,
 };
 use miniauth_application::ports::PortError;
-use miniauth_e2e::gitegg_db::{importer, GiteggDb, LinkRow, SocialRow, UserRow};
-use miniauth_e2e::{app, on_both_engines, spawn_app, Engine, TestApp, Tokens, APP};
+use miniauth_e2e::gitegg_db::{importer, GiteggDb, LinkRow, MemorySource, SocialRow, UserRow};
+use miniauth_e2e::{app, on_both_engines, spawn_app, Engine, TestApp, Tokens, APP, SECOND_APP};
 use miniauth_gitegg::GiteggDatabase;
+use miniauth_wechat::sim::{OAuthConsent, DEMO_OFFICIAL_ACCOUNT_APPID, DEMO_WEBSITE_APPID};
 use serde_json::{json, Value};
 
 on_both_engines!(
@@ -24,6 +25,8 @@ on_both_engines!(
     an_interrupted_import_is_completed_by_running_it_again,
     a_dry_run_reports_and_writes_nothing,
     a_gitegg_bind_key_buys_tokens_for_an_imported_account_during_the_transition,
+    one_person_through_three_sources_becomes_one_user_bound_in_three_apps,
+    sources_that_cannot_be_mapped_are_refused_before_anything_is_read_or_written,
 );
 
 /// Ordinary bound rows of the generated database.
@@ -203,8 +206,13 @@ impl Recorder {
 }
 
 fn options(dry_run: bool, batch_size: u32) -> ImportOptions {
+    mapped(&[(WechatSource::MiniApp, APP)], dry_run, batch_size)
+}
+
+/// Options mapping these sources to these apps.
+fn mapped(sources: &[(WechatSource, &str)], dry_run: bool, batch_size: u32) -> ImportOptions {
     ImportOptions {
-        appid: app(APP),
+        sources: sources.iter().map(|(s, appid)| (*s, app(appid))).collect(),
         tenant_map: BTreeMap::new(),
         dry_run,
         batch_size,
@@ -238,8 +246,12 @@ async fn wechat_users(app: &TestApp, n: usize) -> (Vec<u64>, Vec<(String, Option
 }
 
 async fn history(app: &TestApp, openid: &str) -> Value {
+    history_in(app, APP, openid).await
+}
+
+async fn history_in(app: &TestApp, appid: &str, openid: &str) -> Value {
     app.get(
-        &format!("/v1/admin/apps/{APP}/accounts/{openid}/history"),
+        &format!("/v1/admin/apps/{appid}/accounts/{openid}/history"),
         Some(&app.admin_token),
     )
     .await
@@ -610,6 +622,365 @@ async fn a_gitegg_bind_key_buys_tokens_for_an_imported_account_during_the_transi
         json!(miniauth_application::LegacyKeyRefusal::Expired.to_string())
     );
     db.drop_database().await;
+}
+
+/// The person's openid in an Official Account or website app of the simulator, and a
+/// login code of theirs there (as GitEgg's JustAuth login learned the openid).
+async fn oauth_identity(app: &TestApp, appid: &str, person: u64) -> (String, String) {
+    let code = app
+        .device
+        .oauth_code(
+            person,
+            &OAuthConsent {
+                appid: appid.to_owned(),
+                scope: None,
+                snapshot: false,
+            },
+        )
+        .await
+        .expect("an OAuth code from the simulator");
+    let openid = app
+        .simulator
+        .as_ref()
+        .expect("the simulator runs")
+        .simulator()
+        .openid(&miniauth_e2e::app(appid), person)
+        .expect("an openid once the person consented")
+        .to_string();
+    (openid, code)
+}
+
+async fn one_person_through_three_sources_becomes_one_user_bound_in_three_apps(engine: Engine) {
+    let app = miniauth_e2e::spawn_app_with(engine, |config| {
+        config.compat.legacy_des_key = Some(miniauth::config::Secret::new(DES_KEY));
+        config.compat.legacy_des_iv = Some(miniauth::config::Secret::new(DES_IV));
+    })
+    .await;
+    let db = GiteggDb::create().await;
+    // One person of the Open Platform account, as GitEgg met them in three apps.
+    let person = app.wechat_user(None).await;
+    let code = app.wx_login(APP, person).await;
+    let mini = app.code_to_session_elsewhere(APP, &code).await;
+    let mini_openid = mini["openid"].as_str().expect("openid").to_owned();
+    let unionid = mini["unionid"].as_str().expect("unionid").to_owned();
+    let (oa_openid, oa_code) = oauth_identity(&app, DEMO_OFFICIAL_ACCOUNT_APPID, person).await;
+    let (web_openid, web_code) = oauth_identity(&app, DEMO_WEBSITE_APPID, person).await;
+
+    let social = |id: i64, source: &str, openid: &str| SocialRow {
+        id,
+        tenant_id: 0,
+        source: source.into(),
+        openid: openid.into(),
+        unionid: Some(unionid.clone()),
+        nickname: "Wang".into(),
+        avatar: "https://thirdwx.qlogo.cn/wang.png".into(),
+        session_key: String::new(),
+        created: gitegg_time(id),
+        deleted: false,
+    };
+    let link = |id: i64, user_id: i64, social_id: i64| LinkRow {
+        id,
+        user_id,
+        social_id,
+        created: gitegg_time(social_id + 1),
+        deleted: false,
+    };
+    let user = |id: i64| UserRow {
+        id,
+        tenant_id: 0,
+        account: format!("gitegg{id}"),
+        nickname: format!("User {id}"),
+        mobile: Some(format!("138{id:08}")),
+        password: None,
+        status: 1,
+        created: gitegg_time(-10),
+        deleted: false,
+    };
+    db.socials(&[
+        social(1, "WECHAT_MINI_APP", &mini_openid),
+        social(2, "WECHAT_MP", &oa_openid),
+        social(3, "WECHAT_OPEN", &web_openid),
+        // Work WeChat's user id is no openid; a source of another platform.
+        social(4, "WECHAT_ENTERPRISE", "wework-user-4"),
+        social(5, "QQ", "oQQuser00000000000000000005"),
+    ])
+    .await;
+    db.links(&[
+        link(11, 501, 1),
+        link(12, 501, 2),
+        link(13, 501, 3),
+        link(14, 502, 4),
+        link(15, 502, 5),
+    ])
+    .await;
+    db.users(&[user(501), user(502)]).await;
+    let import = importer(&app, source(&db).await);
+    let s = "t_just_auth_social";
+    let all = [
+        (WechatSource::MiniApp, APP),
+        (WechatSource::OfficialAccount, DEMO_OFFICIAL_ACCOUNT_APPID),
+        (WechatSource::OpenPlatform, DEMO_WEBSITE_APPID),
+    ];
+
+    // A dry run, two rows a batch: the user is planned once, bound in three apps
+    // (rows 1 and 2 in one batch, row 3 in the next), and nothing is written.
+    let before = app.snapshot().await;
+    let dry = Recorder::default();
+    let summary = import
+        .run(&mapped(&all, true, 2), &dry)
+        .await
+        .expect("dry run");
+    assert_eq!(app.snapshot().await, before, "a dry run writes nothing");
+    assert_eq!(
+        (summary.accounts, summary.bindings, summary.users),
+        (3, 3, 1),
+        "{summary:?}"
+    );
+    assert_eq!(
+        dry.skips(),
+        vec![(s, 4, "work_wechat"), (s, 5, "unknown_appid")]
+    );
+    let planned: Vec<(String, bool)> = dry
+        .planned
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| (p.account.to_string(), p.creates_user))
+        .collect();
+    assert_eq!(
+        planned,
+        vec![
+            (format!("{APP}:{mini_openid}"), true),
+            (format!("{DEMO_OFFICIAL_ACCOUNT_APPID}:{oa_openid}"), false),
+            (format!("{DEMO_WEBSITE_APPID}:{web_openid}"), false),
+        ]
+    );
+
+    // Only the Official Account mapped: the others are skipped, each saying which
+    // option would map it.
+    let first = Recorder::default();
+    let summary = import
+        .run(
+            &mapped(
+                &[(WechatSource::OfficialAccount, DEMO_OFFICIAL_ACCOUNT_APPID)],
+                false,
+                2,
+            ),
+            &first,
+        )
+        .await
+        .expect("import the Official Account");
+    assert_eq!(
+        (summary.accounts, summary.bindings, summary.users),
+        (1, 1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(
+        first.skips(),
+        vec![
+            (s, 1, "unknown_appid"),
+            (s, 3, "unknown_appid"),
+            (s, 4, "work_wechat"),
+            (s, 5, "unknown_appid"),
+        ]
+    );
+    let reasons: BTreeMap<i64, String> = first
+        .skipped
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.row_id, s.reason.to_string()))
+        .collect();
+    assert!(
+        reasons[&1].contains("(--appid APPID maps it)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[&3].contains("(--source WECHAT_OPEN=APPID maps it)"),
+        "{reasons:?}"
+    );
+    assert!(reasons[&4].contains("not WeChat openids"), "{reasons:?}");
+    assert!(
+        reasons[&5].contains("not a WeChat source miniauth imports"),
+        "{reasons:?}"
+    );
+    // GitEgg's bind keys were minted by its mini program: an imported Official Account
+    // identity with the same unionid is not what one names.
+    let key = legacy_codec().encode(&unionid);
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &key)])
+        .await;
+    answer.envelope_err(401);
+    assert_eq!(
+        answer.body["msg"],
+        json!(miniauth_application::LegacyKeyRefusal::NotImported.to_string())
+    );
+
+    // All three: the user the earlier run created is bound in the other apps, not
+    // created again and no clash with itself.
+    let summary = import
+        .run(&mapped(&all, false, 2), &Recorder::default())
+        .await
+        .expect("import all three");
+    assert_eq!(
+        (
+            summary.accounts,
+            summary.bindings,
+            summary.users,
+            summary.already_imported
+        ),
+        (2, 2, 0, 1),
+        "{summary:?}"
+    );
+    // Again: nothing twice.
+    let again = import
+        .run(&mapped(&all, false, 2), &Recorder::default())
+        .await
+        .expect("again");
+    assert_eq!(
+        (again.accounts, again.already_imported),
+        (0, 3),
+        "{again:?}"
+    );
+    app.store.catch_up().await.expect("catch up");
+    let mut bindings = app.bindings_of(501).await;
+    bindings.sort();
+    assert_eq!(
+        bindings,
+        vec![
+            (APP.to_owned(), mini_openid.clone()),
+            (DEMO_OFFICIAL_ACCOUNT_APPID.to_owned(), oa_openid.clone()),
+            (DEMO_WEBSITE_APPID.to_owned(), web_openid.clone()),
+        ]
+    );
+    assert!(app.bindings_of(502).await.is_empty());
+    let users = app
+        .query_texts("SELECT CAST(COUNT(*) AS TEXT) FROM users WHERE origin = 'gitegg_import'")
+        .await;
+    assert_eq!(users[0].as_deref(), Some("1"));
+
+    // The person's logins through the Official Account and the website find the
+    // imported bindings: tokens for user 501, no new binding (not even by unionid).
+    for (appid, openid, code, channel) in [
+        (
+            DEMO_OFFICIAL_ACCOUNT_APPID,
+            &oa_openid,
+            &oa_code,
+            "official_account",
+        ),
+        (DEMO_WEBSITE_APPID, &web_openid, &web_code, "website"),
+    ] {
+        let body = app.login(appid, code).await.ok(200).clone();
+        assert_eq!(body["bound"], json!(true), "{appid}: {body}");
+        let tokens = Tokens::from_v1(&body["tokens"]);
+        assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(501));
+        let history = history_in(&app, appid, openid).await;
+        let events: Vec<(&str, &str)> = history["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap(),
+                    e["via"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            events[..3],
+            [
+                ("AccountImported", "gitegg"),
+                ("UserBound", "imported"),
+                ("SessionObtained", channel),
+            ],
+            "{appid}: {history}"
+        );
+        assert_eq!(
+            events.iter().filter(|(t, _)| *t == "UserBound").count(),
+            1,
+            "{appid}: {history}"
+        );
+    }
+    // The bind key names the mini program's imported account now.
+    let answer = app
+        .oauth_token(&[("grant_type", "social"), ("social_key", &key)])
+        .await;
+    let tokens = Tokens::from_gitegg(answer.envelope_ok());
+    assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(501));
+    let report = app.store.verify().await.expect("verify");
+    assert!(report.is_clean(), "{:?}", report.findings);
+    db.drop_database().await;
+}
+
+async fn sources_that_cannot_be_mapped_are_refused_before_anything_is_read_or_written(
+    engine: Engine,
+) {
+    let app = spawn_app(engine).await;
+    // A source that fails at its first read: a refusal must come before it.
+    let unread = Interrupted {
+        inner: Arc::new(MemorySource::default()),
+        pages: Mutex::new(0),
+        fail_at: 1,
+    };
+    let import = importer(&app, Arc::new(unread));
+    let before = app.snapshot().await;
+    use WechatSource::{MiniApp, OfficialAccount, OpenPlatform};
+    for (sources, refusal) in [
+        (
+            vec![(MiniApp, APP), (OfficialAccount, DEMO_WEBSITE_APPID)],
+            format!(
+                "{DEMO_WEBSITE_APPID} is a website app: WECHAT_MP rows belong to an app of kind official_account"
+            ),
+        ),
+        (
+            vec![(OpenPlatform, APP)],
+            format!(
+                "{APP} is a mini_program app: WECHAT_OPEN rows belong to an app of kind website or mobile_app"
+            ),
+        ),
+        (
+            vec![(MiniApp, DEMO_OFFICIAL_ACCOUNT_APPID)],
+            format!("{DEMO_OFFICIAL_ACCOUNT_APPID} is a official_account app"),
+        ),
+        (
+            vec![(OfficialAccount, "wxnotconfigured001")],
+            "unknown appid wxnotconfigured001 for WECHAT_MP: it is not a configured app".to_owned(),
+        ),
+        (
+            vec![(MiniApp, APP), (MiniApp, SECOND_APP)],
+            "source WECHAT_MINI_APP is given twice".to_owned(),
+        ),
+        (vec![], "no source to import".to_owned()),
+    ] {
+        let options = mapped(&sources, false, 10);
+        let refused = import
+            .run(&options, &Recorder::default())
+            .await
+            .expect_err("refused");
+        assert!(refused.to_string().contains(&refusal), "{refused}");
+        let checked = options
+            .check(&miniauth_application::AppCatalog::new([]))
+            .expect_err("no app is configured there");
+        assert!(!checked.to_string().is_empty());
+    }
+    // Names the option parser refuses: Work WeChat's (saying why) and unknown ones.
+    for work in ["WECHAT_ENTERPRISE", "WECHAT_ENTERPRISE_WEB"] {
+        let refused = WechatSource::parse(work).expect_err("Work WeChat");
+        assert!(
+            refused.to_string().contains("not WeChat openids"),
+            "{refused}"
+        );
+    }
+    let refused = WechatSource::parse("WECHAT_APP").expect_err("unknown");
+    assert!(
+        refused.to_string().contains("unknown source WECHAT_APP"),
+        "{refused}"
+    );
+    assert_eq!(
+        WechatSource::parse(" WECHAT_MP ").ok(),
+        Some(OfficialAccount)
+    );
+    assert_eq!(app.snapshot().await, before, "a refusal writes nothing");
 }
 
 /// The measurement of docs/benchmarks.md: 100,000 bound social rows imported on each

@@ -22,6 +22,7 @@ pub(crate) fn upcasters(keys: &Keys) -> Vec<Box<dyn EventUpcaster>> {
         Box::new(SessionObtainedV0),
         Box::new(UnionIdInClearV1 { keys: keys.clone() }),
         Box::new(SessionObtainedV2),
+        Box::new(AccountImportedV1),
     ]
 }
 
@@ -106,6 +107,30 @@ impl EventUpcaster for SessionObtainedV2 {
             body.entry("channel").or_insert(Value::from("mini_program"));
         }
         event.event_version = miniauth_domain::CHANNEL_VERSION.to_owned();
+        event
+    }
+}
+
+/// `AccountImported` version "1" was always a mini program's identity (only GitEgg's
+/// `WECHAT_MINI_APP` rows were imported then). Version "2" names the channel: version
+/// "1" is read as `"channel": "mini_program"`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountImportedV1;
+
+impl EventUpcaster for AccountImportedV1 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "AccountImported" && event_version == "1"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(body) = event
+            .payload
+            .get_mut("AccountImported")
+            .and_then(Value::as_object_mut)
+        {
+            body.entry("channel").or_insert(Value::from("mini_program"));
+        }
+        event.event_version = miniauth_domain::IMPORTED_CHANNEL_VERSION.to_owned();
         event
     }
 }
@@ -217,5 +242,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn version_one_import_is_a_mini_programs() {
+        let old = SerializedEvent::new(
+            "wx4f4bc4dec97d474b:o1".into(),
+            1,
+            "SocialAccount".into(),
+            "AccountImported".into(),
+            "1".into(),
+            serde_json::json!({"AccountImported": {"appid": "wx4f4bc4dec97d474b", "openid": "o1",
+                "unionid": null, "nickname": null, "avatar_url": null,
+                "source": {"system": "gitegg", "table": "t_just_auth_social", "row_id": 7},
+                "imported_at": "2024-01-01T00:00:00Z", "occurred_at": "2021-03-01T00:00:00Z"}}),
+            serde_json::json!({}),
+        );
+        let new = upcast(&upcasters(&keys()), old);
+        assert_eq!(new.event_version, "2");
+        assert_eq!(
+            new.event_version,
+            miniauth_domain::current_version("AccountImported")
+        );
+        let event: miniauth_domain::SocialAccountEvent =
+            serde_json::from_value(new.payload.clone()).unwrap();
+        match event {
+            miniauth_domain::SocialAccountEvent::AccountImported(e) => {
+                assert_eq!(e.channel, miniauth_domain::Channel::MiniProgram);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A current one passes untouched.
+        assert_eq!(upcast(&upcasters(&keys()), new.clone()), new);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use miniauth_application::import::{
     GiteggLink, GiteggSocial, GiteggUser, ImportObserver, ImportOptions, Planned, Skipped,
+    WechatSource,
 };
 use miniauth_e2e::gitegg_db::{importer, MemorySource};
 use miniauth_e2e::{on_both_engines, spawn_app_with, Engine, TestApp, APP};
@@ -62,7 +63,7 @@ async fn imported_attacker(app: &TestApp) {
         }],
     };
     let options = ImportOptions {
-        appid: miniauth_e2e::app(APP),
+        sources: vec![(WechatSource::MiniApp, miniauth_e2e::app(APP))],
         tenant_map: Default::default(),
         dry_run: false,
         batch_size: 10,
