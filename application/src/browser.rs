@@ -5,17 +5,27 @@
 //! sends the browser back to the app's allowed `redirect_uri` with a one-time result
 //! handle, never a token; `results` exchanges the handle, once, for the login's answer.
 //!
+//! The handle travels in a URL (access logs, history, analytics see it), so it is bound
+//! to the front end that started the login with PKCE (RFC 7636, S256 only): `authorize`
+//! takes the front end's `code_challenge`, the signed state carries it into the handle,
+//! and `results` wants the `code_verifier` it was made from. A handle is a type of its
+//! own (never a ticket, nor the reverse) and its payload is sealed (the openid is not
+//! readable in the URL).
+//!
 //! Stateless across instances: the state is signed with the ticket key and its single
-//! use is a usage counter in the store; the result handle is a short-lived ticket whose
-//! single use is the ticket-exchange counter.
+//! use is a usage counter in the store; the handle's single use is another counter.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::Duration;
 use miniauth_domain::{AccountId, Channel, InvalidValue, OneTimeCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::login::LoginOutcome;
-use crate::ports::{BrowserState, TicketError, UsageKey};
+use crate::ports::{BrowserState, ResultClaims, UsageKey};
 use crate::service::MiniAuth;
 use crate::settings::AppSettings;
 
@@ -60,6 +70,56 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The characters of a PKCE code verifier (RFC 7636 §4.1: ALPHA / DIGIT / "-" / "." /
+/// "_" / "~"), which base64url (a challenge) also stays within.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+}
+
+/// The S256 challenge of `authorize`: `code_challenge_method` must be `S256` (`plain`,
+/// or none — which RFC 7636 reads as plain — is refused) and the challenge
+/// base64url(SHA-256), 43 characters.
+fn code_challenge(challenge: Option<&str>, method: Option<&str>) -> Result<String, AppError> {
+    let challenge = challenge.map(str::trim).filter(|c| !c.is_empty());
+    let Some(challenge) = challenge else {
+        return Err(AppError::CodeChallengeRequired);
+    };
+    if method.map(str::trim) != Some("S256") {
+        return Err(AppError::CodeChallengeMethodUnsupported);
+    }
+    let decoded = URL_SAFE_NO_PAD.decode(challenge).ok();
+    if challenge.len() != 43 || decoded.is_none_or(|hash| hash.len() != 32) {
+        return Err(InvalidValue::new(
+            "code_challenge",
+            "must be base64url(SHA-256(code_verifier)) without padding, 43 characters",
+        )
+        .into());
+    }
+    Ok(challenge.to_owned())
+}
+
+/// A code verifier as RFC 7636 §4.1 has it: 43 to 128 unreserved characters.
+fn code_verifier(verifier: &str) -> Result<&str, AppError> {
+    let verifier = verifier.trim();
+    if verifier.is_empty() {
+        return Err(InvalidValue::new("code_verifier", "is missing").into());
+    }
+    if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(is_unreserved) {
+        return Err(InvalidValue::new(
+            "code_verifier",
+            "must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~",
+        )
+        .into());
+    }
+    Ok(verifier)
+}
+
+/// Whether `verifier` answers `challenge` (S256), compared in constant time.
+fn verifier_answers(verifier: &str, challenge: &str) -> bool {
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
+}
+
 /// The scope of a browser login of `kind`: an Official Account's `snsapi_userinfo`
 /// (default) or `snsapi_base`; a website's `snsapi_login`.
 fn scope_of(kind: Channel, asked: Option<&str>) -> Result<&'static str, AppError> {
@@ -94,15 +154,19 @@ impl MiniAuth {
     }
 
     /// Starts a browser login: `redirect_uri` must be one of the app's `redirect_uris`
-    /// exactly (else nothing is redirected: no open redirect). `callback_url` is this
-    /// service's callback for the app, which WeChat sends the browser back to.
-    pub fn authorize(
-        &self,
-        appid: &str,
-        redirect_uri: &str,
-        scope: Option<&str>,
-        callback_url: &str,
-    ) -> Result<BrowserStart, AppError> {
+    /// exactly (else nothing is redirected: no open redirect), and the front end sends
+    /// its PKCE challenge (`code_challenge`, method `S256`), which the result handle
+    /// will carry. `callback_url` is this service's callback for the app, which WeChat
+    /// sends the browser back to.
+    pub fn authorize(&self, request: &AuthorizeRequest<'_>) -> Result<BrowserStart, AppError> {
+        let AuthorizeRequest {
+            appid,
+            redirect_uri,
+            scope,
+            code_challenge: challenge,
+            code_challenge_method,
+            callback_url,
+        } = *request;
         let app = self.browser_app(appid)?;
         if !app
             .redirect_uris
@@ -112,12 +176,14 @@ impl MiniAuth {
             return Err(AppError::RedirectUriNotAllowed);
         }
         let scope = scope_of(app.kind, scope)?;
+        let code_challenge = code_challenge(challenge, code_challenge_method)?;
         let now = self.now();
         let issued = self.ports.tickets.issue_state(&BrowserState {
             appid: app.appid.clone(),
             redirect_uri: redirect_uri.to_owned(),
             issued_at: now,
             expires_at: now + STATE_LIFETIME,
+            code_challenge,
         });
         let page = match app.kind {
             Channel::Website => "/connect/qrconnect",
@@ -143,7 +209,8 @@ impl MiniAuth {
     /// WeChat sent the browser back: the state must be ours, unexpired, this browser's
     /// (`browser_key`, its cookie) and unused; then the code logs the person in, and the
     /// answer is where to send the browser: the state's `redirect_uri` with a one-time
-    /// `result` handle. A refused state writes nothing and redirects nowhere.
+    /// `result` handle, bound to the state's PKCE challenge. A refused state writes
+    /// nothing and redirects nowhere.
     pub async fn callback(
         &self,
         ctx: &RequestContext,
@@ -174,9 +241,14 @@ impl MiniAuth {
             return Err(AppError::StateUsed);
         }
         let outcome = self.login_for_ticket(ctx, appid, code).await?;
-        let id = AccountId::new(&app.appid, &outcome.openid);
-        let state = self.load(&id).await?.into_state();
-        let (result, _) = self.issue_ticket_for(&app.appid, &state, RESULT_LIFETIME, false)?;
+        let now = self.now();
+        let result = self.ports.tickets.issue_result(&ResultClaims {
+            appid: app.appid.clone(),
+            openid: outcome.openid,
+            issued_at: now,
+            expires_at: now + RESULT_LIFETIME,
+            code_challenge: claims.code_challenge,
+        });
         let separator = if claims.redirect_uri.contains('?') {
             '&'
         } else {
@@ -185,46 +257,81 @@ impl MiniAuth {
         Ok(format!(
             "{}{separator}result={}",
             claims.redirect_uri,
-            encode(&result.token)
+            encode(&result)
         ))
     }
 
     /// Exchanges a browser login's result handle, once, for the login's answer: tokens
     /// when the identity is bound (the person is logged in), else a ticket to bind with
-    /// (account + password, or the current user).
+    /// (account + password, or the current user). `code_verifier` must be the one the
+    /// `authorize` request's `code_challenge` was made from.
+    ///
+    /// A missing or malformed verifier is a client bug: `400 invalid_field`, nothing
+    /// spent. A well-formed wrong one spends the handle (`401 code_verifier_mismatch`):
+    /// whoever holds a stolen handle gets one guess, not two minutes of them; the price
+    /// is that such a holder can also spoil the login, which then starts again.
     pub async fn exchange_result(
         &self,
         appid: &str,
         result: &str,
+        verifier: &str,
     ) -> Result<LoginOutcome, AppError> {
-        let opened = self
-            .open_ticket(appid, result)
-            .map_err(|error| match error {
-                AppError::Ticket(TicketError::Missing) => {
-                    InvalidValue::new("result", "is missing").into()
-                }
-                AppError::Ticket(_) | AppError::TicketAppMismatch => AppError::ResultInvalid,
-                other => other,
+        let app = self.browser_app(appid)?;
+        let result = result.trim();
+        if result.is_empty() {
+            return Err(InvalidValue::new("result", "is missing").into());
+        }
+        let verifier = code_verifier(verifier)?;
+        let claims = self
+            .ports
+            .tickets
+            .verify_result(result, self.now())
+            .map_err(|error| {
+                tracing::info!(%appid, %error, "browser login result refused");
+                AppError::ResultInvalid
             })?;
-        // Only a result handle (short-lived) is one; a ticket is not.
-        if opened.claims.expires_at - opened.claims.issued_at > RESULT_LIFETIME {
+        if claims.appid != app.appid {
             return Err(AppError::ResultInvalid);
         }
-        self.spend_ticket(&opened.claims)
-            .await
-            .map_err(|error| match error {
-                AppError::TicketAlreadyUsed => AppError::ResultInvalid,
-                other => other,
-            })?;
-        let app = opened.app;
-        let state = self.load(&opened.account).await?.into_state();
-        self.answer(app, &opened.account, &state, None, None, None, true)
+        let uses = UsageKey::ResultExchanges(miniauth_domain::crypto::fingerprint(
+            "miniauth/browser-result/v1",
+            &[result.as_bytes()],
+        ));
+        if self.ports.counters.count(&uses, claims.expires_at).await? != 1 {
+            return Err(AppError::ResultInvalid);
+        }
+        if !verifier_answers(verifier, &claims.code_challenge) {
+            return Err(AppError::CodeVerifierMismatch);
+        }
+        let account = AccountId::new(&claims.appid, &claims.openid);
+        let state = self.load(&account).await?.into_state();
+        self.answer(app, &account, &state, None, None, None, true)
             .await
     }
 }
 
+/// What `authorize` is asked: the app, where to return, the scope, the front end's PKCE
+/// challenge, and this service's callback URL for the app.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorizeRequest<'a> {
+    /// The Official Account's or website's appid.
+    pub appid: &'a str,
+    /// One of the app's `redirect_uris`, exactly.
+    pub redirect_uri: &'a str,
+    /// The scope, or the kind's default.
+    pub scope: Option<&'a str>,
+    /// base64url(SHA-256(code_verifier)), 43 characters.
+    pub code_challenge: Option<&'a str>,
+    /// Must be `S256`.
+    pub code_challenge_method: Option<&'a str>,
+    /// This service's callback URL for the app.
+    pub callback_url: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
+    use miniauth_domain::ErrorCode;
+
     use super::*;
 
     #[test]
@@ -234,6 +341,70 @@ mod tests {
             "https%3A%2F%2Fa.example%2Fcb%3Fx%3D1%26y%3D2"
         );
         assert_eq!(encode("s1.abc-_~"), "s1.abc-_~");
+    }
+
+    /// RFC 7636 Appendix B.
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    #[test]
+    fn only_an_s256_challenge_is_taken() {
+        assert_eq!(
+            code_challenge(Some(CHALLENGE), Some("S256")).unwrap(),
+            CHALLENGE
+        );
+        for (challenge, method, code) in [
+            (None, Some("S256"), "code_challenge_required"),
+            (Some("  "), Some("S256"), "code_challenge_required"),
+            (Some(CHALLENGE), None, "code_challenge_method_unsupported"),
+            (
+                Some(CHALLENGE),
+                Some("plain"),
+                "code_challenge_method_unsupported",
+            ),
+            (
+                Some(CHALLENGE),
+                Some("s256"),
+                "code_challenge_method_unsupported",
+            ),
+            (
+                Some(&format!("{CHALLENGE}A")),
+                Some("S256"),
+                "invalid_field",
+            ),
+            (Some(&CHALLENGE[1..]), Some("S256"), "invalid_field"),
+            (
+                Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"),
+                Some("S256"),
+                "invalid_field",
+            ),
+        ] {
+            let error = code_challenge(challenge, method).unwrap_err();
+            assert_eq!(error.code(), code, "{challenge:?} {method:?}");
+        }
+    }
+
+    #[test]
+    fn a_verifier_is_checked_for_form_then_against_the_challenge() {
+        assert_eq!(code_verifier(VERIFIER).unwrap(), VERIFIER);
+        assert!(code_verifier(&"a".repeat(128)).is_ok());
+        for bad in [
+            "",
+            &"a".repeat(42),
+            &"a".repeat(129),
+            &format!("{}+", &VERIFIER[1..]),
+        ] {
+            assert_eq!(
+                code_verifier(bad).unwrap_err().code(),
+                "invalid_field",
+                "{bad}"
+            );
+        }
+        assert!(verifier_answers(VERIFIER, CHALLENGE));
+        let other = format!("{}A", &VERIFIER[..VERIFIER.len() - 1]);
+        assert!(!verifier_answers(&other, CHALLENGE));
+        // The challenge itself is no verifier (plain is not accepted).
+        assert!(!verifier_answers(CHALLENGE, CHALLENGE));
     }
 
     #[test]

@@ -88,6 +88,16 @@ pub enum AppError {
     /// The state was already used by a callback.
     #[error("this login's state was already used; start the login again")]
     StateUsed,
+    /// `authorize` without a PKCE `code_challenge`.
+    #[error("code_challenge is required (PKCE, RFC 7636, with code_challenge_method=S256)")]
+    CodeChallengeRequired,
+    /// A PKCE method other than S256 (`plain`, or none, which RFC 7636 reads as plain).
+    #[error("code_challenge_method must be S256 (plain is not accepted)")]
+    CodeChallengeMethodUnsupported,
+    /// The `code_verifier` does not answer the login's `code_challenge`: the handle is
+    /// spent all the same (one guess per handle).
+    #[error("code_verifier does not match the login's code_challenge; the result is spent, start the login again")]
+    CodeVerifierMismatch,
     /// The result handle is unknown, expired, used or for another app.
     #[error("the login result is invalid, expired or already used; start the login again")]
     ResultInvalid,
@@ -271,6 +281,9 @@ impl ErrorCode for AppError {
             Self::StateInvalid => "state_invalid",
             Self::StateUsed => "state_used",
             Self::ResultInvalid => "result_invalid",
+            Self::CodeChallengeRequired => "code_challenge_required",
+            Self::CodeChallengeMethodUnsupported => "code_challenge_method_unsupported",
+            Self::CodeVerifierMismatch => "code_verifier_mismatch",
             Self::TicketAlreadyUsed => "ticket_already_used",
             Self::Account(e) => e.code(),
             Self::RegistrationClosed => "registration_closed",
@@ -322,7 +335,9 @@ impl AppError {
             | Self::UnknownTenant => K::BadRequest,
             Self::LegacyPayloadsDisabled | Self::SnapshotUser => K::Forbidden,
             Self::ChannelUnsupported | Self::RedirectUriNotAllowed => K::BadRequest,
+            Self::CodeChallengeRequired | Self::CodeChallengeMethodUnsupported => K::BadRequest,
             Self::StateInvalid | Self::StateUsed | Self::ResultInvalid => K::Unauthorized,
+            Self::CodeVerifierMismatch => K::Unauthorized,
             Self::TicketAlreadyUsed => K::Unauthorized,
             Self::UnknownApp | Self::UserNotFound | Self::AccountNotFound => K::NotFound,
             Self::WeChat(e) => match e {

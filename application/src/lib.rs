@@ -40,7 +40,7 @@ mod users;
 pub mod webhooks;
 
 pub use audit::Audit;
-pub use browser::{BrowserKey, BrowserStart};
+pub use browser::{AuthorizeRequest, BrowserKey, BrowserStart};
 pub use context::{Actor, EventMetadata, RequestContext};
 pub use error::{AppError, ErrorKind, LegacyKeyRefusal};
 pub use grants::Me;

@@ -796,6 +796,36 @@ pub struct BrowserState {
     pub issued_at: DateTime<Utc>,
     /// When it stops being accepted.
     pub expires_at: DateTime<Utc>,
+    /// The front end's PKCE challenge (RFC 7636, S256: base64url(SHA-256(verifier)),
+    /// 43 characters), carried on into the result handle.
+    pub code_challenge: String,
+}
+
+/// What a browser login's result handle says: the login it stands for, and the PKCE
+/// challenge its redeemer must answer. A handle is never a ticket, nor the reverse (the
+/// codec gives it a type of its own), and it travels in a URL, so the codec must not
+/// let its payload (the openid) be read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResultClaims {
+    /// The app.
+    pub appid: AppId,
+    /// The WeChat identity.
+    pub openid: OpenId,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// The PKCE challenge of the `authorize` request that started the login.
+    pub code_challenge: String,
+}
+
+impl fmt::Debug for ResultClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResultClaims")
+            .field("appid", &self.appid)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A state as issued: the signed `state` and the secret that binds it to the browser
@@ -831,6 +861,11 @@ pub trait TicketCodec: Send + Sync {
         browser_key: &str,
         now: DateTime<Utc>,
     ) -> Result<BrowserState, TicketError>;
+    /// Seals a browser login's result handle (a type of its own: never a ticket or a
+    /// state), its payload unreadable.
+    fn issue_result(&self, claims: &ResultClaims) -> String;
+    /// Opens a result handle: authentic, of the handle type, unexpired.
+    fn verify_result(&self, handle: &str, now: DateTime<Utc>) -> Result<ResultClaims, TicketError>;
 }
 
 /// The id of a login session: the refresh-token family its tokens belong to. Access
@@ -1143,6 +1178,8 @@ pub enum UsageKey {
     TicketExchanges(String),
     /// Callbacks of one browser login's state (its fingerprint).
     BrowserStates(String),
+    /// Redemptions of one browser login's result handle (its fingerprint).
+    ResultExchanges(String),
     /// A console session that was signed out (its fingerprint): counted once it ends,
     /// on whichever instance, so that every instance refuses it from then on.
     ConsoleSessionEnded(String),
@@ -1155,6 +1192,7 @@ impl UsageKey {
             Self::PayloadTries(fingerprint) => format!("payload_tries:{fingerprint}"),
             Self::TicketExchanges(fingerprint) => format!("ticket_exchanges:{fingerprint}"),
             Self::BrowserStates(fingerprint) => format!("browser_states:{fingerprint}"),
+            Self::ResultExchanges(fingerprint) => format!("result_exchanges:{fingerprint}"),
             Self::ConsoleSessionEnded(fingerprint) => format!("console_ended:{fingerprint}"),
         }
     }

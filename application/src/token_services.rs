@@ -5,6 +5,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
 
 use crate::context::RequestContext;
 use crate::error::AppError;
@@ -27,12 +28,14 @@ impl IntrospectionClients {
         self.0.is_empty()
     }
 
-    /// Whether `id:secret` names a configured client. Every entry is compared, the
-    /// secrets in constant time, so that the time does not tell which id exists.
+    /// Whether `id:secret` names a configured client. Every entry is compared, id and
+    /// secret each in constant time and both every time (no short circuit), so that
+    /// the time does not tell which id exists.
     fn authenticate(&self, id: &str, secret: &str) -> bool {
         self.0.iter().fold(false, |found, (client, expected)| {
-            let matched = client.as_bytes() == id.as_bytes() && expected.matches(secret);
-            found | matched
+            let id_matches: bool = client.as_bytes().ct_eq(id.as_bytes()).into();
+            let secret_matches = expected.matches(secret);
+            found | (id_matches & secret_matches)
         })
     }
 }
@@ -241,6 +244,14 @@ mod tests {
         assert!(clients.authenticate("gateway", "s3cret"));
         assert!(!clients.authenticate("gateway", "s3cre"));
         assert!(!clients.authenticate("other", "s3cret"));
+        // One client's id with another's secret, a prefix of an id: no.
+        let two = IntrospectionClients::new([
+            ("gateway".to_owned(), Secret::new("s3cret")),
+            ("billing".to_owned(), Secret::new("other-secret")),
+        ]);
+        assert!(two.authenticate("billing", "other-secret"));
+        assert!(!two.authenticate("billing", "s3cret"));
+        assert!(!two.authenticate("gate", "s3cret"));
         assert!(!IntrospectionClients::default().authenticate("gateway", "s3cret"));
         assert!(!format!("{clients:?}").contains("s3cret"));
     }

@@ -39,13 +39,7 @@ async fn oauth_code(app: &TestApp, appid: &str, person: u64, scope: Option<&str>
 
 /// The history of the only account of `appid`.
 async fn history_in(app: &TestApp, appid: &str) -> Vec<Value> {
-    let accounts = app
-        .query_texts(&format!(
-            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_id LIKE '{appid}:%'"
-        ))
-        .await;
-    assert_eq!(accounts.len(), 1, "one account in {appid}: {accounts:?}");
-    let openid = accounts[0].clone().unwrap()[appid.len() + 1..].to_owned();
+    let openid = openid_in(app, appid).await;
     app.get(
         &format!("/v1/admin/apps/{appid}/accounts/{openid}/history"),
         Some(&app.admin_token),
@@ -274,6 +268,29 @@ async fn a_late_unionid_from_a_profile_links_then(engine: Engine) {
     assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
 }
 
+/// `POST /v1/apps/{appid}/results` with the handle and a PKCE verifier.
+async fn redeem(
+    app: &TestApp,
+    appid: &str,
+    result: &Value,
+    verifier: &str,
+) -> miniauth_e2e::Answer {
+    let body = json!({ "result": result, "code_verifier": verifier });
+    app.post_json(&format!("/v1/apps/{appid}/results"), &body, None)
+        .await
+}
+
+/// The openid of the only account of `appid`.
+async fn openid_in(app: &TestApp, appid: &str) -> String {
+    let accounts = app
+        .query_texts(&format!(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_id LIKE '{appid}:%'"
+        ))
+        .await;
+    assert_eq!(accounts.len(), 1, "one account in {appid}: {accounts:?}");
+    accounts[0].clone().unwrap()[appid.len() + 1..].to_owned()
+}
+
 /// A browser: follows no redirect, keeps no cookie on its own.
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -294,14 +311,40 @@ fn query(url: &url::Url, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} in {url}"))
 }
 
-/// `authorize` for `appid`: WeChat's consent page and the state cookie.
-async fn start_browser_login(app: &TestApp, appid: &str) -> (url::Url, String) {
-    let answer = browser()
+/// A front end's PKCE pair (RFC 7636): a fresh verifier (32 random bytes, base64url:
+/// 43 characters) and its S256 challenge.
+fn pkce() -> (String, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// `authorize` for `appid` with `query` besides the redirect URI.
+async fn authorize(app: &TestApp, appid: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    browser()
         .get(format!("{}/v1/apps/{appid}/authorize", app.address))
         .query(&[("redirect_uri", DONE)])
+        .query(query)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `authorize` for `appid` with the S256 `challenge`: WeChat's consent page and the
+/// state cookie.
+async fn start_browser_login(app: &TestApp, appid: &str, challenge: &str) -> (url::Url, String) {
+    let answer = authorize(
+        app,
+        appid,
+        &[
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
     let consent = location(&answer);
     let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -336,7 +379,8 @@ async fn browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_resul
         (DEMO_OFFICIAL_ACCOUNT_APPID, "/connect/oauth2/authorize"),
         (DEMO_WEBSITE_APPID, "/connect/qrconnect"),
     ] {
-        let (consent_page, cookie) = start_browser_login(&app, appid).await;
+        let (verifier, challenge) = pkce();
+        let (consent_page, cookie) = start_browser_login(&app, appid, &challenge).await;
         assert_eq!(consent_page.path(), page);
         assert_eq!(query(&consent_page, "appid"), appid);
         assert_eq!(
@@ -347,7 +391,7 @@ async fn browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_resul
         assert_eq!(back.path(), format!("/v1/apps/{appid}/callback"));
 
         // Another browser (another state cookie) cannot finish this login.
-        let (_, other_cookie) = start_browser_login(&app, appid).await;
+        let (_, other_cookie) = start_browser_login(&app, appid, &challenge).await;
         let stolen = app
             .unchanged("a state from another browser", || {
                 callback(&back, &other_cookie)
@@ -392,24 +436,123 @@ async fn browser_logins_bind_state_to_the_browser_and_hand_over_a_one_time_resul
             .await
             .problem(401, "state_used");
 
-        // The result, once, for the answer of the login: the person's user.
+        // The handle in the URL is sealed: the openid of the login does not show.
         let result = query(&done, "result");
-        let path = format!("/v1/apps/{appid}/results");
-        let body = app
-            .post_json(&path, &json!({ "result": result }), None)
+        assert!(result.starts_with("r1."), "{result}");
+        let openid = openid_in(&app, appid).await;
+        assert!(!done.as_str().contains(&openid), "{done}");
+        let handle = json!(result);
+        // Whoever read the URL but not the front end's verifier: no verifier, a
+        // malformed one (the challenge itself, plain-style), redeem nothing, write
+        // nothing and spend nothing.
+        for (what, bad) in [
+            ("no verifier", String::new()),
+            ("a short verifier", "a".repeat(42)),
+            (
+                "a verifier of forbidden characters",
+                format!("{}+/", &verifier[2..]),
+            ),
+        ] {
+            app.unchanged(what, || redeem(&app, appid, &handle, &bad))
+                .await
+                .problem(400, "invalid_field");
+        }
+        // The front end's own verifier: the answer of the login, the person's user.
+        let body = redeem(&app, appid, &handle, &verifier)
             .await
             .ok(200)
             .clone();
         assert_eq!(body["bound"], json!(true), "{body}");
         let tokens = Tokens::from_v1(&body["tokens"]);
         assert_eq!(app.me(&tokens.access).await.ok(200)["user_id"], json!(user));
-        app.post_json(&path, &json!({ "result": result }), None)
+        // Once.
+        redeem(&app, appid, &handle, &verifier)
             .await
             .problem(401, "result_invalid");
-        // A ticket is not a result.
-        app.post_json(&path, &json!({ "result": body["ticket"] }), None)
-            .await
-            .problem(401, "result_invalid");
+        // A ticket is not a result, even with the verifier.
+        app.unchanged("a ticket as a result", || {
+            redeem(&app, appid, &body["ticket"], &verifier)
+        })
+        .await
+        .problem(401, "result_invalid");
+        // A handle is not a ticket: not for tokens, binding or the phone.
+        let grant = [("grant_type", "ticket"), ("ticket", result.as_str())];
+        app.unchanged("a result handle as a ticket", || {
+            app.post_form("/v1/token", &grant, None)
+        })
+        .await
+        .problem(401, "ticket_malformed");
+        let (binding, bind) = (
+            format!("/v1/apps/{appid}/binding"),
+            json!({ "ticket": result }),
+        );
+        app.unchanged("a result handle to bind with", || {
+            app.post_json(&binding, &bind, Some(&tokens.access))
+        })
+        .await
+        .problem(401, "ticket_malformed");
+        let (phone, code) = (
+            format!("/v1/apps/{APP}/phone"),
+            json!({ "ticket": result, "code": "0123456789abcdef" }),
+        );
+        app.unchanged("a result handle for a phone", || {
+            app.post_json(&phone, &code, None)
+        })
+        .await
+        .problem(401, "ticket_malformed");
+
+        // A stolen handle with a wrong (well-formed) verifier: nothing written, and the
+        // handle is spent, so the thief has had their one guess.
+        let (verifier, challenge) = pkce();
+        let (page, cookie) = start_browser_login(&app, appid, &challenge).await;
+        let back = consent(page, person).await;
+        let done = location(&callback(&back, &cookie).await);
+        let stolen = json!(query(&done, "result"));
+        let (guess, _) = pkce();
+        app.unchanged("a stolen result and a guessed verifier", || {
+            redeem(&app, appid, &stolen, &guess)
+        })
+        .await
+        .problem(401, "code_verifier_mismatch");
+        app.unchanged("the front end after the thief", || {
+            redeem(&app, appid, &stolen, &verifier)
+        })
+        .await
+        .problem(401, "result_invalid");
+    }
+
+    // PKCE is required, S256 only: a missing challenge, `plain` or no method are refused
+    // with no redirect and no cookie.
+    let (_, challenge) = pkce();
+    for (query, code) in [
+        (vec![], "code_challenge_required"),
+        (
+            vec![("code_challenge_method", "S256")],
+            "code_challenge_required",
+        ),
+        (
+            vec![("code_challenge", challenge.as_str())],
+            "code_challenge_method_unsupported",
+        ),
+        (
+            vec![
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "plain"),
+            ],
+            "code_challenge_method_unsupported",
+        ),
+        (
+            vec![
+                ("code_challenge", "short"),
+                ("code_challenge_method", "S256"),
+            ],
+            "invalid_field",
+        ),
+    ] {
+        let answer = authorize(&app, DEMO_WEBSITE_APPID, &query).await;
+        assert!(answer.headers().get("location").is_none());
+        assert!(answer.headers().get("set-cookie").is_none());
+        miniauth_e2e::Answer::read(answer).await.problem(400, code);
     }
 
     // A redirect URI not on the app's list: a clear error and no redirect at all.

@@ -271,6 +271,11 @@ async fn an_operator_works_the_console_in_a_real_browser() {
         .unwrap();
     let results = page_text(&browser).await;
     assert!(results.contains("Users found: 1"), "{results}");
+    let address = browser.current_url().await.unwrap();
+    assert!(
+        !address.as_str().contains(&demo.phone[7..]),
+        "the phone is posted, not in the address: {address}"
+    );
     assert!(!results.contains(&demo.phone), "the phone is shown masked");
     assert!(results.contains(&demo.phone[7..]), "{results}");
     screenshot(&browser, "03-search").await;
@@ -744,27 +749,51 @@ async fn an_unbind_from_the_console_is_recorded_and_ends_the_app_sessions(engine
     let openid = app.bindings_of(user).await[0].1.clone();
     let (bob, account, _) = app.password_user(None).await;
     let operator = Operator::sign_in(&app).await;
-    let found = |query: String| {
-        let operator = &operator;
-        async move {
-            let answer = operator.get(&format!("/console/search?{query}")).await;
-            assert_eq!(answer.status(), 200);
-            answer.text().await.unwrap()
-        }
-    };
-    let by_account = found(format!("kind=account&q={account}")).await;
+    let csrf = operator.csrf().await;
+    // An account name by link (GET) …
+    let by_account = operator
+        .get(&format!("/console/search?kind=account&q={account}"))
+        .await;
+    assert_eq!(by_account.status(), 200);
+    let by_account = by_account.text().await.unwrap();
     assert!(
         by_account.contains(&format!("/console/users/{bob}\"")),
         "{by_account}"
     );
-    let by_phone = found(format!("kind=phone&q={phone}")).await;
+    // … a phone number only by the posted form, with the session's form token: never
+    // in a URL (history, proxy logs).
+    let found = |phone: String| {
+        let (operator, csrf) = (&operator, &csrf);
+        async move {
+            let form = [("csrf", csrf.as_str()), ("kind", "phone"), ("q", &phone)];
+            let answer = operator.post("/console/search", &form).await;
+            assert_eq!(answer.status(), 200);
+            answer.text().await.unwrap()
+        }
+    };
+    let page = operator.get("/console/search").await.text().await.unwrap();
+    assert!(
+        page.contains(r#"method="post" action="/console/search""#),
+        "{page}"
+    );
+    let by_phone = found(phone.clone()).await;
     assert!(by_phone.contains(&format!("/console/users/{user}\"")));
     assert!(!by_phone.contains(&phone), "the phone is shown masked");
-    assert!(found(format!("kind=phone&q={}", &phone[..10]))
+    assert!(found(phone[..10].to_owned())
         .await
         .contains("Users found: 0"));
+    let in_url = operator
+        .get(&format!("/console/search?kind=phone&q={phone}"))
+        .await;
+    assert_eq!(in_url.status(), 400);
+    let in_url = in_url.text().await.unwrap();
+    assert!(!in_url.contains("Users found"), "not looked up: {in_url}");
+    assert!(!in_url.contains(&phone), "not written back: {in_url}");
+    let forged = operator
+        .post("/console/search", &[("kind", "phone"), ("q", &phone)])
+        .await;
+    assert_eq!(forged.status(), 403);
 
-    let csrf = operator.csrf().await;
     let unbind = format!("/console/accounts/{APP}/{openid}/unbind");
     let off_list = [("csrf", csrf.as_str()), ("reason", "Mr Wang called")];
     let refused = app

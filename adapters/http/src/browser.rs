@@ -1,13 +1,14 @@
 //! The browser logins of an Official Account or a website: `authorize` (302 to WeChat,
 //! with the state's browser key in an httpOnly, SameSite=Lax cookie), `callback` (302 to
 //! the app's allowed redirect URI with a one-time result handle) and `results` (the
-//! handle, once, for the login's answer). Tokens never travel in a URL.
+//! handle and the PKCE verifier, once, for the login's answer). Tokens never travel in
+//! a URL, and the handle that does buys nothing without the front end's verifier.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use miniauth_application::Actor;
+use miniauth_application::{Actor, AuthorizeRequest};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -88,10 +89,12 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         ("appid" = String, Path, description = "The Official Account's or website's AppID"),
         ("redirect_uri" = String, Query, description = "Where to send the browser back: one of the app's `redirect_uris`, exactly"),
         ("scope" = Option<String>, Query, description = "Official Account: `snsapi_userinfo` (default) or `snsapi_base`; website: `snsapi_login`"),
+        ("code_challenge" = String, Query, description = "PKCE (RFC 7636): base64url(SHA-256(code_verifier)) without padding, 43 characters; the front end keeps the verifier for `results`"),
+        ("code_challenge_method" = String, Query, description = "Must be `S256` (`plain` is refused)"),
     ),
     responses(
         (status = 302, description = "To WeChat's consent page; sets the httpOnly `miniauth_state` cookie"),
-        (status = 400, description = "`redirect_uri` not allowed (`redirect_uri_not_allowed`), the app has no browser login (`channel_unsupported`), or a bad `scope` (`invalid_field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`redirect_uri` not allowed (`redirect_uri_not_allowed`), the app has no browser login (`channel_unsupported`), no PKCE challenge (`code_challenge_required`), a method other than S256 (`code_challenge_method_unsupported`), or a bad `scope` or `code_challenge` (`invalid_field`); no redirect, no cookie", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -103,12 +106,15 @@ pub(crate) async fn authorize(
 ) -> Result<Response, ApiError> {
     let redirect_uri = params.get("redirect_uri").map(String::as_str).unwrap_or("");
     let callback = callback_url(&state, &headers, &appid)?;
-    let start = state.auth.authorize(
-        &appid,
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let start = state.auth.authorize(&AuthorizeRequest {
+        appid: &appid,
         redirect_uri,
-        params.get("scope").map(String::as_str),
-        &callback,
-    )?;
+        scope: param("scope"),
+        code_challenge: param("code_challenge"),
+        code_challenge_method: param("code_challenge_method"),
+        callback_url: &callback,
+    })?;
     let secure = if callback.starts_with("https://") {
         "; Secure"
     } else {
@@ -172,18 +178,23 @@ pub struct ResultRequest {
     /// The `result` handle the callback put on the redirect URI.
     #[serde(default)]
     pub result: String,
+    /// The PKCE verifier (RFC 7636: 43 to 128 characters of `A-Z a-z 0-9 - . _ ~`)
+    /// whose S256 challenge the front end sent to `authorize`.
+    #[serde(default)]
+    pub code_verifier: String,
 }
 
-/// Exchanges a browser login's result handle, once, for the login's answer (as
-/// `POST /v1/apps/{appid}/sessions` answers).
+/// Exchanges a browser login's result handle and its PKCE verifier, once, for the
+/// login's answer (as `POST /v1/apps/{appid}/sessions` answers). A wrong verifier spends
+/// the handle.
 #[utoipa::path(
     post, path = "/v1/apps/{appid}/results", tag = "v1",
     params(("appid" = String, Path, description = "The Official Account's or website's AppID")),
     request_body = ResultRequest,
     responses(
         (status = 200, description = "The login's answer", body = SessionResponse),
-        (status = 400, description = "Malformed body or missing result (`invalid_field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The result is invalid, expired or used (`result_invalid`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, missing result, missing or malformed `code_verifier` (`invalid_field`; nothing spent), or the app has no browser login (`channel_unsupported`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The result is invalid, expired, used or a ticket (`result_invalid`), or the verifier does not match the challenge (`code_verifier_mismatch`; the handle is spent)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The user is disabled (`user_disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No app with this appid (`unknown_app`)", body = Problem, content_type = "application/problem+json"),
     )
@@ -193,7 +204,10 @@ pub(crate) async fn results(
     AppPath(appid): AppPath,
     JsonBody(body): JsonBody<ResultRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let outcome = state.auth.exchange_result(&appid, &body.result).await?;
+    let outcome = state
+        .auth
+        .exchange_result(&appid, &body.result, &body.code_verifier)
+        .await?;
     Ok(Json(SessionResponse {
         ticket: outcome.ticket.token,
         ticket_expires_in: outcome.ticket.expires_in,

@@ -187,7 +187,7 @@ fn public_url(services: &TokenServices, headers: &HeaderMap) -> String {
 /// `GET /.well-known/openid-configuration`: where the keys and the token services are.
 #[utoipa::path(
     get, path = "/.well-known/openid-configuration", tag = "operations",
-    responses((status = 200, description = "The discovery document (cacheable 5 min)", body = DiscoveryDocument)),
+    responses((status = 200, description = "The discovery document: cacheable 5 min under `[discovery] public_url`; without it the URLs follow the request's `Host`, and it is `no-store` with `Vary: Host`", body = DiscoveryDocument)),
 )]
 pub(crate) async fn discovery(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let services = &state.config.token_services;
@@ -220,10 +220,18 @@ pub(crate) async fn discovery(State(state): State<ApiState>, headers: HeaderMap)
         ]),
     };
     let mut response = Json(document).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    let headers = response.headers_mut();
+    if services.public_url.is_some() {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+    } else {
+        // The URLs follow the request's Host: a shared cache must not keep a document
+        // whose jwks_uri names whatever host one request claimed.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::VARY, HeaderValue::from_static("Host"));
+    }
     response
 }
 

@@ -4,15 +4,23 @@
 //! Format: `v1.` + base64url(JSON claims) + `.` + base64url(HMAC-SHA256 over everything
 //! before the second dot). The claims carry a random nonce, so two logins of the same
 //! user never produce the same ticket (GitEgg's bind key was the same on every login).
+//!
+//! A browser login's state is signed the same way under `s1.`. Its result handle, which
+//! travels in a URL, is sealed instead: `r1.` + base64url(12-byte nonce + AES-256-GCM
+//! ciphertext and tag) under a key derived from the ticket key, the prefix bound in as
+//! associated data. Nobody reads its openid, and no prefix makes one kind pass for
+//! another.
 
 use std::fmt;
 
+use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use miniauth_application::ports::{
-    BrowserState, IssuedState, TicketClaims, TicketCodec, TicketError,
+    BrowserState, IssuedState, ResultClaims, TicketClaims, TicketCodec, TicketError,
 };
 use miniauth_domain::{AppId, OpenId};
 use rand::rngs::OsRng;
@@ -69,7 +77,8 @@ impl HmacTicketCodec {
 
     fn mac(&self, signed_part: &str) -> [u8; MAC_LEN] {
         // HMAC accepts keys of any length: new_from_slice cannot fail here.
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(signed_part.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -119,6 +128,12 @@ impl HmacTicketCodec {
         Ok(payload)
     }
 
+    /// The cipher of result handles: its key is derived from the ticket key (one secret
+    /// to share between instances), for this purpose only.
+    fn result_cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&self.mac("result-handle-key/v1").into())
+    }
+
     /// What a state stores of its browser key: a keyed hash (the state travels through
     /// WeChat and the browser's history; the key stays in the cookie).
     fn browser_binding(&self, browser_key: &str) -> String {
@@ -143,6 +158,29 @@ struct StatePayload {
     iat: DateTime<Utc>,
     /// Expires at.
     exp: DateTime<Utc>,
+    /// The front end's PKCE challenge.
+    c: String,
+}
+
+/// The prefix of a browser login's result handle.
+const RESULT_PREFIX: &str = "r1.";
+/// AES-GCM's nonce length.
+const NONCE_LEN: usize = 12;
+
+/// What a result handle seals.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultPayload {
+    /// The app.
+    a: AppId,
+    /// The openid.
+    o: OpenId,
+    /// Issued at.
+    iat: DateTime<Utc>,
+    /// Expires at.
+    exp: DateTime<Utc>,
+    /// The PKCE challenge.
+    c: String,
 }
 
 impl fmt::Debug for HmacTicketCodec {
@@ -196,6 +234,7 @@ impl TicketCodec for HmacTicketCodec {
             b: self.browser_binding(&browser_key),
             iat: state.issued_at,
             exp: state.expires_at,
+            c: state.code_challenge.clone(),
         };
         let json = serde_json::to_vec(&payload).expect("state payload serializes");
         IssuedState {
@@ -228,6 +267,76 @@ impl TicketCodec for HmacTicketCodec {
             redirect_uri: payload.r,
             issued_at: payload.iat,
             expires_at: payload.exp,
+            code_challenge: payload.c,
+        })
+    }
+
+    fn issue_result(&self, claims: &ResultClaims) -> String {
+        let payload = ResultPayload {
+            a: claims.appid.clone(),
+            o: claims.openid.clone(),
+            iat: claims.issued_at,
+            exp: claims.expires_at,
+            c: claims.code_challenge.clone(),
+        };
+        let json = serde_json::to_vec(&payload).expect("result payload serializes");
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .result_cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: &json,
+                    aad: RESULT_PREFIX.as_bytes(),
+                },
+            )
+            .expect("AES-GCM seals a short payload");
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        format!("{RESULT_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn verify_result(&self, handle: &str, now: DateTime<Utc>) -> Result<ResultClaims, TicketError> {
+        let handle = handle.trim();
+        if handle.is_empty() {
+            return Err(TicketError::Missing);
+        }
+        if handle.len() > MAX_TICKET_LEN {
+            return Err(TicketError::Malformed);
+        }
+        let body = handle
+            .strip_prefix(RESULT_PREFIX)
+            .ok_or(TicketError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TicketError::Malformed)?;
+        // A nonce and at least a tag.
+        if bytes.len() <= NONCE_LEN + 16 {
+            return Err(TicketError::Malformed);
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let json = self
+            .result_cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                AeadPayload {
+                    msg: sealed,
+                    aad: RESULT_PREFIX.as_bytes(),
+                },
+            )
+            .map_err(|_| TicketError::Forged)?;
+        let payload: ResultPayload =
+            serde_json::from_slice(&json).map_err(|_| TicketError::Malformed)?;
+        if now >= payload.exp {
+            return Err(TicketError::Expired);
+        }
+        Ok(ResultClaims {
+            appid: payload.a,
+            openid: payload.o,
+            issued_at: payload.iat,
+            expires_at: payload.exp,
+            code_challenge: payload.c,
         })
     }
 }
@@ -312,7 +421,95 @@ mod tests {
             redirect_uri: "https://shop.example/done".into(),
             issued_at: t0(),
             expires_at: t0() + Duration::minutes(10),
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
         }
+    }
+
+    fn result_claims() -> ResultClaims {
+        ResultClaims {
+            appid: AppId::parse("wx4f4bc4dec97d474b").unwrap(),
+            openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").unwrap(),
+            issued_at: t0(),
+            expires_at: t0() + Duration::minutes(2),
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        }
+    }
+
+    #[test]
+    fn a_result_handle_is_sealed_and_of_its_own_kind() {
+        let handle = codec().issue_result(&result_claims());
+        assert!(handle.starts_with("r1."), "{handle}");
+        assert_eq!(codec().verify_result(&handle, t0()), Ok(result_claims()));
+        assert_ne!(handle, codec().issue_result(&result_claims()));
+        // Nothing of the payload reads in the URL: no openid, appid or challenge, even
+        // decoded.
+        let decoded = URL_SAFE_NO_PAD.decode(&handle[3..]).unwrap();
+        let text = String::from_utf8_lossy(&decoded);
+        for secret in [
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            "wx4f4bc4dec97d474b",
+            "E9Melhoa",
+        ] {
+            assert!(
+                !handle.contains(secret) && !text.contains(secret),
+                "{secret}"
+            );
+        }
+        // A handle is no ticket and no state; a ticket or a state is no handle.
+        assert_eq!(codec().verify(&handle, t0()), Err(TicketError::Malformed));
+        assert_eq!(
+            codec().verify_state(&handle, "key", t0()),
+            Err(TicketError::Malformed)
+        );
+        let ticket = codec().issue(&claims());
+        let state = codec().issue_state(&browser_state()).state;
+        for other in [&ticket, &state] {
+            assert_eq!(
+                codec().verify_result(other, t0()),
+                Err(TicketError::Malformed)
+            );
+        }
+        // The same bytes under another prefix, another server key, a flipped bit, too
+        // late, nothing.
+        assert_eq!(
+            codec().verify(&format!("v1.{}", &handle[3..]), t0()),
+            Err(TicketError::Malformed)
+        );
+        assert_eq!(
+            HmacTicketCodec::new([8u8; 32]).verify_result(&handle, t0()),
+            Err(TicketError::Forged)
+        );
+        let mut bytes = decoded.clone();
+        bytes[20] ^= 1;
+        let flipped = format!("r1.{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(
+            codec().verify_result(&flipped, t0()),
+            Err(TicketError::Forged)
+        );
+        assert_eq!(
+            codec().verify_result(&handle, t0() + Duration::minutes(2)),
+            Err(TicketError::Expired)
+        );
+        assert_eq!(codec().verify_result(" ", t0()), Err(TicketError::Missing));
+        for junk in [
+            "r1.".to_owned(),
+            "r1.AAAA".to_owned(),
+            format!("{handle}!"),
+            format!("r1.{}", "A".repeat(5000)),
+        ] {
+            assert_eq!(
+                codec().verify_result(&junk, t0()),
+                Err(TicketError::Malformed),
+                "{junk}"
+            );
+        }
+        // One handle has one spelling (its single use is counted by its text): a
+        // non-canonical base64 tail is refused, not read as the same handle.
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = alphabet.find(handle.chars().last().unwrap()).unwrap();
+        let sibling = alphabet.chars().nth(last ^ 1).unwrap();
+        let twin = format!("{}{sibling}", &handle[..handle.len() - 1]);
+        assert_ne!(codec().verify_result(&twin, t0()), Ok(result_claims()));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use miniauth_application::ports::{
     AccessToken, AccessTokenError, AccountRepository, AttemptLimiter, BrowserState, Clock,
     CommitError, IssuedState, LoadedAccount, MockAttemptLimiter, MockBindingRegistry,
     MockUserDirectory, MockWeChatApi, PersonalDataVault, PortError, RefreshError, RefreshToken,
-    RefreshTokenStore, SessionId, SessionOwner, SessionScope, TicketClaims, TicketCodec,
-    TicketError, TokenIssuer, TokenSubject, UserRecord, UserStatus,
+    RefreshTokenStore, ResultClaims, SessionId, SessionOwner, SessionScope, TicketClaims,
+    TicketCodec, TicketError, TokenIssuer, TokenSubject, UserRecord, UserStatus,
 };
 use miniauth_application::{
     Actor, AppCatalog, AppError, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -360,7 +360,17 @@ impl TicketCodec for FakeTickets {
             redirect_uri: redirect_uri.to_owned(),
             issued_at: expires_at,
             expires_at,
+            code_challenge: String::new(),
         })
+    }
+
+    /// No browser login runs here: a handle is never issued nor accepted.
+    fn issue_result(&self, _: &ResultClaims) -> String {
+        String::new()
+    }
+
+    fn verify_result(&self, _: &str, _: DateTime<Utc>) -> Result<ResultClaims, TicketError> {
+        Err(TicketError::Malformed)
     }
 }
 

@@ -32,6 +32,39 @@ async fn jwks_is_published_as_given() {
     assert!(answer.header("cache-control").unwrap().contains("max-age"));
 }
 
+/// Without `public_url` the discovery document's URLs follow the request's `Host`: no
+/// shared cache may keep one (a forged Host would point jwks_uri at another host for
+/// everyone). With it, the document is the same for all and cacheable.
+#[tokio::test]
+async fn discovery_is_cached_only_when_its_urls_do_not_follow_the_host() {
+    async fn discovery(h: &Harness, host: &str) -> Answer {
+        let request = Request::get("/.well-known/openid-configuration")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        h.send(request).await
+    }
+    let h = harness().await;
+    let answer = discovery(&h, "evil.example").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.json["jwks_uri"],
+        "http://evil.example/.well-known/jwks.json"
+    );
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert_eq!(answer.header("vary"), Some("Host"));
+
+    let mut config = config();
+    config.token_services.public_url = Some("https://auth.example.com".into());
+    let h = harness_with(config).await;
+    let answer = discovery(&h, "evil.example").await;
+    assert_eq!(
+        answer.json["jwks_uri"],
+        "https://auth.example.com/.well-known/jwks.json"
+    );
+    assert_eq!(answer.header("cache-control"), Some("public, max-age=300"));
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_logins_by_outcome() {
     let h = harness().await;

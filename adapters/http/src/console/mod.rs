@@ -72,7 +72,7 @@ pub(crate) fn routes(state: &ApiState) -> Option<Router<ApiState>> {
         .route("/console/sign-out", post(sign_out))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
-        .route("/console/search", get(search))
+        .route("/console/search", get(search).post(search_posted))
         .route("/console/users/{user_id}", get(user_page))
         .route("/console/users/{user_id}/disable", post(disable))
         .route("/console/users/{user_id}/enable", post(enable))
@@ -508,7 +508,7 @@ fn status_word(status: UserStatus) -> &'static str {
     }
 }
 
-fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
+fn search_forms(state: &ApiState, csrf: &str, params: &HashMap<String, String>) -> Markup {
     let kind = params.get("kind").map(String::as_str).unwrap_or("user_id");
     let mut appids: Vec<&AppId> = state.auth.apps().iter().map(|app| &app.appid).collect();
     appids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -520,7 +520,10 @@ fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
     html! {
         section aria-labelledby="find-user" {
             h2 #find-user { "Find a user" }
-            form.row method="get" action="/console/search" {
+            // Posted, with the form token: a phone number in a URL would stay in the
+            // browser's history and the proxies' logs.
+            form.row method="post" action="/console/search" {
+                (csrf_field(csrf))
                 label for="kind" { "Search by" }
                 select #kind name="kind" {
                     @for (value, label) in [("user_id", "User id"), ("account", "Account name"), ("phone", "Full phone number")] {
@@ -551,13 +554,49 @@ fn search_forms(state: &ApiState, params: &HashMap<String, String>) -> Markup {
     }
 }
 
+/// The search page, and a search by link: an identity, a user id or an account name.
+/// A phone number is searched only by the posted form: one in a URL is refused, and
+/// not looked up.
 async fn search(
     State(state): State<ApiState>,
     operator: Operator,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let phone_in_url = params.get("kind").map(String::as_str) == Some("phone")
+        && params.get("q").is_some_and(|q| !q.trim().is_empty());
+    if phone_in_url {
+        let forms = search_forms(&state, &operator.csrf, &HashMap::new());
+        let body = html! {
+            (alert("A phone number is searched with the form (it is posted, so that it stays out of the address bar, the history and the logs). Type it again below."))
+            (forms)
+        };
+        return respond(
+            StatusCode::BAD_REQUEST,
+            page("Search", Some(&operator.csrf), body),
+        );
+    }
+    search_page(&state, &operator, &params).await
+}
+
+/// The user search form, posted with the session's form token.
+async fn search_posted(
+    State(state): State<ApiState>,
+    operator: Operator,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(refusal) = operator.check(&form) {
+        return refusal.into_response();
+    }
+    search_page(&state, &operator, &form).await
+}
+
+async fn search_page(
+    state: &ApiState,
+    operator: &Operator,
+    params: &HashMap<String, String>,
+) -> Response {
     let title = "Search";
-    let forms = search_forms(&state, &params);
+    let forms = search_forms(state, &operator.csrf, params);
     let kind = params.get("kind").map(String::as_str).unwrap_or_default();
     if kind == "identity" {
         let appid = params.get("appid").map(String::as_str).unwrap_or_default();

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use miniauth_application::ports::{
     AccessToken, AccessTokenError, AttemptLimiter, BrowserState, Clock, IssuedState, PortError,
-    ThrottleError, ThrottleKey, TicketClaims, TicketCodec, TicketError, TokenIssuer, TokenSubject,
-    VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
+    ResultClaims, ThrottleError, ThrottleKey, TicketClaims, TicketCodec, TicketError, TokenIssuer,
+    TokenSubject, VerifiedPhone, WeChatApi, WeChatError, WeChatSession,
 };
 use miniauth_application::{
     AppCatalog, AppSettings, Lifetimes, MiniAuth, Ports, RegistrationPolicy,
@@ -335,7 +335,17 @@ impl TicketCodec for PlainTickets {
             redirect_uri: redirect_uri.to_owned(),
             issued_at: expires_at,
             expires_at,
+            code_challenge: String::new(),
         })
+    }
+
+    /// No browser login runs here: a handle is never issued nor accepted.
+    fn issue_result(&self, _: &ResultClaims) -> String {
+        String::new()
+    }
+
+    fn verify_result(&self, _: &str, _: DateTime<Utc>) -> Result<ResultClaims, TicketError> {
+        Err(TicketError::Malformed)
     }
 }
 
