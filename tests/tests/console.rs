@@ -820,6 +820,8 @@ async fn a_parked_webhook_is_shown_and_retried_from_the_console() {
             secret_env: None,
             events: vec!["user_bound".into()],
             personal_data: false,
+            tenant: None,
+            apps: Vec::new(),
         }];
         config.webhook_delivery.max_attempts = 1;
         config.webhook_delivery.timeout_ms = 300;
