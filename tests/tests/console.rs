@@ -836,6 +836,11 @@ async fn a_parked_webhook_is_shown_and_retried_from_the_console() {
         .await
         .unwrap();
     assert!(empty.contains("No delivery is parked"), "{empty}");
+    // The subscription is listed with its tenant (the only one: left out in the file).
+    assert!(
+        empty.contains(r#"<td class="tenant">default</td>"#),
+        "{empty}"
+    );
 
     app.registered_user(APP).await;
     for _ in 0..50 {
