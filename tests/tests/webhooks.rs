@@ -31,6 +31,7 @@ on_both_engines!(
     a_delivery_out_of_attempts_is_parked_blocks_its_subscription_and_is_retried,
     two_instances_on_one_store_deliver_each_event_once_in_order,
     a_subscriber_of_one_tenant_never_receives_another_tenants_events,
+    a_payload_that_cannot_be_built_is_retried_then_parked_without_personal_data,
 );
 
 /// The key bytes of `SECRET`.
@@ -449,4 +450,69 @@ async fn a_subscriber_of_one_tenant_never_receives_another_tenants_events(engine
         .any(|b| b.contains("personal_data_erased")));
     ours_server.abort();
     theirs_server.abort();
+}
+
+async fn a_payload_that_cannot_be_built_is_retried_then_parked_without_personal_data(
+    engine: Engine,
+) {
+    let receiver = Arc::new(Receiver::default());
+    let (addr, server) = serve(receiver.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let app = app_delivering_to(engine, &format!("http://{addr}/hook"), 2).await;
+    let (_, _, phone, _) = app.registered_user(APP).await;
+    // The sealed phone of the logged event is made unreadable (a version no vault
+    // knows): its payload cannot be built.
+    let text = |sql: &str| {
+        if engine == Engine::Postgres {
+            sql.replace("payload", "payload::text")
+        } else {
+            sql.to_owned()
+        }
+    };
+    let payload = app
+        .query_texts(&text(
+            "SELECT payload FROM events WHERE event_type = 'PhoneVerified'",
+        ))
+        .await;
+    let payload = payload[0].clone().expect("a PhoneVerified payload");
+    let sealed = serde_json::from_str::<Value>(&payload).unwrap()["PhoneVerified"]["phone"]
+        .as_str()
+        .expect("a sealed phone")
+        .to_owned();
+    let set = format!(
+        "UPDATE events SET payload = REPLACE({}, '{sealed}', 'v9.{sealed}'){} \
+         WHERE event_type = 'PhoneVerified'",
+        text("payload"),
+        if engine == Engine::Postgres {
+            "::json"
+        } else {
+            ""
+        }
+    );
+    assert_eq!(app.execute_sql(&set).await, 1);
+
+    let parked = || async {
+        app.get("/v1/admin/webhooks/parked", Some(&app.admin_token))
+            .await
+            .ok(200)
+            .clone()
+    };
+    for _ in 0..100 {
+        delivery(&app).round().await.expect("a round, not an error");
+        if parked().await.as_array().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let parked = parked().await;
+    assert_eq!(parked.as_array().map(Vec::len), Some(1), "{parked}");
+    assert_eq!(parked[0]["event_type"], "phone_verified");
+    assert_eq!(parked[0]["attempts"], 2);
+    assert_eq!(
+        parked[0]["last_error"],
+        miniauth_application::webhooks::PAYLOAD_FAILED
+    );
+    assert!(!parked.to_string().contains(&phone));
+    // Nothing reached the receiver, and nothing after the event went ahead of it.
+    assert!(receiver.received().is_empty());
+    server.abort();
 }
