@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use miniauth_domain::{AccountId, PersonalField, SealedDatum, SocialAccountEvent};
+use miniauth_domain::{AccountId, AppId, PersonalField, SealedDatum, SocialAccountEvent, TenantId};
 use serde_json::{json, Map, Value};
 
 use crate::error::AppError;
@@ -125,12 +125,26 @@ pub struct Subscription {
     pub events: BTreeSet<WebhookEvent>,
     /// Whether payloads carry phone numbers, nicknames and avatars.
     pub personal_data: bool,
+    /// The tenant whose events it receives (tenants never mix).
+    pub tenant: TenantId,
+    /// The apps whose events it receives: apps of `tenant` only (all of them, or the
+    /// ones its `apps` names).
+    pub apps: BTreeSet<AppId>,
 }
 
 impl Subscription {
-    /// Whether it wants `event`. A registration is a binding too: `user_bound`
-    /// subscribers receive `user_registered` (under that type).
-    pub fn wants(&self, event: WebhookEvent) -> bool {
+    /// Whether it receives `event`: of a type it asked for, of an identity of one of
+    /// its apps. An event whose account names no app is of no tenant and goes to no
+    /// subscription.
+    pub fn wants(&self, event: &StoredEvent) -> bool {
+        self.wants_type(WebhookEvent::of(&event.event))
+            && AccountId::parse(&event.aggregate_id)
+                .is_ok_and(|account| self.apps.contains(&account.appid()))
+    }
+
+    /// Whether it asked for events of type `event`. A registration is a binding too:
+    /// `user_bound` subscribers receive `user_registered` (under that type).
+    pub fn wants_type(&self, event: WebhookEvent) -> bool {
         self.events.contains(&event)
             || (event == WebhookEvent::UserRegistered
                 && self.events.contains(&WebhookEvent::UserBound))
@@ -144,6 +158,8 @@ impl fmt::Debug for Subscription {
             .field("url", &self.url)
             .field("events", &self.events)
             .field("personal_data", &self.personal_data)
+            .field("tenant", &self.tenant)
+            .field("apps", &self.apps)
             .finish_non_exhaustive()
     }
 }
@@ -324,6 +340,16 @@ pub struct RoundReport {
     pub parked: u32,
 }
 
+/// The error recorded when an event's payload could not be built (its personal data
+/// could not be opened): no detail, which could carry personal data.
+pub const PAYLOAD_FAILED: &str =
+    "the payload could not be built (personal data could not be opened)";
+
+/// `msg_{subscription}_{position}`: the same for every attempt of one delivery.
+fn webhook_id(subscription: &Subscription, event: &StoredEvent) -> String {
+    format!("msg_{}_{}", subscription.id, event.position)
+}
+
 /// The delivery service: reads the log after each subscription's cursor and sends.
 pub struct WebhookDelivery {
     subscriptions: Vec<Subscription>,
@@ -427,13 +453,20 @@ impl WebhookDelivery {
                 return Ok(report);
             };
             for event in events {
-                let kind = WebhookEvent::of(&event.event);
-                if !subscription.wants(kind) {
+                if !subscription.wants(&event) {
                     continue;
                 }
+                let kind = WebhookEvent::of(&event.event);
+                let webhook_id = webhook_id(subscription, &event);
+                // A payload that cannot be built is a failed attempt like any other
+                // (backoff, then parking); why stays out of the cursor and the log, which
+                // must not carry personal data.
+                let sent = match self.message(subscription, &event, kind).await {
+                    Ok(message) => self.sender.send(subscription, &message).await,
+                    Err(_) => Err(DeliveryFailure(PAYLOAD_FAILED.into())),
+                };
                 // Skipped events up to here are passed in the same write as this one.
-                let message = self.message(subscription, &event, kind).await?;
-                match self.sender.send(subscription, &message).await {
+                match sent {
                     Ok(()) => {
                         report.delivered += 1;
                         attempts = 0;
@@ -460,7 +493,7 @@ impl WebhookDelivery {
                         report.parked += u32::from(parked);
                         tracing::warn!(
                             subscription = %subscription.id,
-                            webhook_id = %message.id,
+                            webhook_id = %webhook_id,
                             attempts,
                             parked,
                             %error,
@@ -472,7 +505,7 @@ impl WebhookDelivery {
                                 &self.holder,
                                 &FailedAttempt {
                                     position: event.position,
-                                    webhook_id: message.id,
+                                    webhook_id,
                                     event_type: kind,
                                     account: event.aggregate_id.clone(),
                                     attempts,
@@ -568,7 +601,7 @@ impl WebhookDelivery {
             "data": Value::Object(data),
         });
         Ok(WebhookMessage {
-            id: format!("msg_{}_{}", subscription.id, event.position),
+            id: webhook_id(subscription, event),
             timestamp: self.clock.now(),
             body: body.to_string(),
         })
@@ -591,7 +624,7 @@ impl WebhookDelivery {
 mod tests {
     use super::*;
     use crate::ports::{MockClock, MockPersonalDataVault};
-    use miniauth_domain::{LinkDeclined, PersonalDataErased};
+    use miniauth_domain::{LinkDeclined, PersonalDataErased, PhoneSource, PhoneVerified};
 
     fn at(position: i64, event: SocialAccountEvent) -> StoredEvent {
         StoredEvent {
@@ -631,38 +664,198 @@ mod tests {
         }
     }
 
+    /// The identities of the subscription's tenant; `at` makes events of the first.
+    const OURS: [&str; 2] = ["wxdemo000000000001:o-crash", "wxdemo000000000002:o-other"];
+    /// An identity of another tenant's app.
+    const THEIRS: &str = "wxtheirs0000000001:o-theirs";
+
+    fn of(account: &str, event: StoredEvent) -> StoredEvent {
+        StoredEvent {
+            aggregate_id: account.into(),
+            ..event
+        }
+    }
+
+    /// A subscription of tenant `ours` to `events`, for the apps of `OURS`.
+    fn subscription(
+        events: impl IntoIterator<Item = WebhookEvent>,
+        personal_data: bool,
+    ) -> Subscription {
+        Subscription {
+            id: "crm".into(),
+            url: "https://crm.example.com/hook".into(),
+            secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            events: events.into_iter().collect(),
+            personal_data,
+            tenant: TenantId::parse("ours").unwrap(),
+            apps: OURS
+                .iter()
+                .map(|a| AccountId::parse(a).unwrap().appid())
+                .collect(),
+        }
+    }
+
+    fn policy() -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_attempts: 3,
+            backoff_initial: Duration::seconds(1),
+            backoff_max: Duration::seconds(10),
+            lease: Duration::seconds(30),
+            batch: 10,
+        }
+    }
+
     /// The service over the mocks, for a subscription to `personal_data_erased`.
     fn service(
         feed: MockEventFeed,
         ledger: MockWebhookLedger,
         sender: MockWebhookSender,
     ) -> WebhookDelivery {
+        let subscription = subscription([WebhookEvent::PersonalDataErased], false);
+        let ports = (feed, ledger, sender, MockPersonalDataVault::new());
+        service_for(subscription, ports)
+    }
+
+    /// The service over the mocks for `subscription`.
+    fn service_for(
+        subscription: Subscription,
+        (feed, ledger, sender, vault): (
+            MockEventFeed,
+            MockWebhookLedger,
+            MockWebhookSender,
+            MockPersonalDataVault,
+        ),
+    ) -> WebhookDelivery {
         let mut clock = MockClock::new();
         clock.expect_now().returning(Utc::now);
         WebhookDelivery::new(
-            vec![Subscription {
-                id: "crm".into(),
-                url: "http://127.0.0.1/hook".into(),
-                secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-                events: [WebhookEvent::PersonalDataErased].into_iter().collect(),
-                personal_data: false,
-            }],
-            DeliveryPolicy {
-                max_attempts: 3,
-                backoff_initial: Duration::seconds(1),
-                backoff_max: Duration::seconds(10),
-                lease: Duration::seconds(30),
-                batch: 10,
-            },
+            vec![subscription],
+            policy(),
             WebhookPorts {
                 feed: Arc::new(feed),
                 ledger: Arc::new(ledger),
                 sender: Arc::new(sender),
-                vault: Arc::new(MockPersonalDataVault::new()),
+                vault: Arc::new(vault),
                 clock: Arc::new(clock),
             },
             "holder-1",
         )
+    }
+
+    fn phone_verified(position: i64) -> StoredEvent {
+        at(
+            position,
+            SocialAccountEvent::PhoneVerified(PhoneVerified {
+                phone: SealedDatum::from_sealed_text("v1.sealed-phone".into()),
+                country_code: "86".into(),
+                via: PhoneSource::PhoneCode,
+                occurred_at: Utc::now(),
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn another_tenants_events_are_passed_never_sent() {
+        // With personal data on, tenant B's phone and erasure are never opened nor sent;
+        // the cursor moves past them all the same.
+        let mut feed = MockEventFeed::new();
+        feed.expect_events_after()
+            .withf(|after, _| *after == 0)
+            .returning(|_, _| {
+                Ok(vec![
+                    of(THEIRS, phone_verified(1)),
+                    of(THEIRS, erased(2)),
+                    of(OURS[1], erased(3)),
+                    of("not-an-account", erased(4)),
+                    of(THEIRS, erased(5)),
+                ])
+            });
+        feed.expect_events_after()
+            .withf(|after, _| *after == 5)
+            .returning(|_, _| Ok(vec![]));
+        let mut ledger = MockWebhookLedger::new();
+        ledger
+            .expect_lease()
+            .returning(|_, _, _, _| Ok(Some(cursor(0, 0))));
+        let mut advanced = mockall::Sequence::new();
+        for to in [3, 5] {
+            ledger
+                .expect_advance()
+                .withf(move |_, _, p| *p == to)
+                .times(1)
+                .in_sequence(&mut advanced)
+                .returning(|_, _, _| Ok(true));
+        }
+        let mut sender = MockWebhookSender::new();
+        sender
+            .expect_send()
+            .withf(|_, m| m.id == "msg_crm_3" && m.body.contains(OURS[1]))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let mut vault = MockPersonalDataVault::new();
+        vault.expect_unseal_personal().never();
+        let subscription = subscription(
+            [
+                WebhookEvent::PhoneVerified,
+                WebhookEvent::PersonalDataErased,
+            ],
+            true,
+        );
+        let report = service_for(subscription, (feed, ledger, sender, vault))
+            .round()
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_cannot_be_built_is_a_failed_attempt_then_parked() {
+        for (attempts, parked) in [(0, false), (2, true)] {
+            let mut feed = MockEventFeed::new();
+            feed.expect_events_after()
+                .returning(|_, _| Ok(vec![declined(3), phone_verified(4), erased(5)]));
+            let mut ledger = MockWebhookLedger::new();
+            ledger
+                .expect_lease()
+                .returning(move |_, _, _, _| Ok(Some(cursor(2, attempts))));
+            ledger
+                .expect_advance()
+                .withf(|_, _, p| *p == 3)
+                .times(1)
+                .returning(|_, _, _| Ok(true));
+            ledger
+                .expect_record_failure()
+                .withf(move |_, _, f| {
+                    f.position == 4
+                        && f.webhook_id == "msg_crm_4"
+                        && f.attempts == attempts + 1
+                        && f.parked == parked
+                        && f.error == PAYLOAD_FAILED
+                        && f.next_attempt_at > f.at
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(true));
+            let mut sender = MockWebhookSender::new();
+            sender.expect_send().never();
+            let mut vault = MockPersonalDataVault::new();
+            vault.expect_unseal_personal().returning(|_, _, _| {
+                Err(PortError::Internal(
+                    "sealed personal datum: malformed".into(),
+                ))
+            });
+            let subscription = subscription(
+                [
+                    WebhookEvent::PhoneVerified,
+                    WebhookEvent::PersonalDataErased,
+                ],
+                true,
+            );
+            let report = service_for(subscription, (feed, ledger, sender, vault))
+                .round()
+                .await
+                .unwrap();
+            assert_eq!((report.failed, report.parked), (1, u32::from(parked)));
+        }
     }
 
     #[tokio::test]
@@ -790,16 +983,20 @@ mod tests {
 
     #[test]
     fn user_bound_subscribers_receive_registrations() {
-        let subscription = Subscription {
-            id: "crm".into(),
-            url: "http://127.0.0.1/hook".into(),
-            secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-            events: [WebhookEvent::UserBound].into_iter().collect(),
-            personal_data: false,
-        };
-        assert!(subscription.wants(WebhookEvent::UserRegistered));
-        assert!(subscription.wants(WebhookEvent::UserBound));
-        assert!(!subscription.wants(WebhookEvent::Unbound));
+        let subscription = subscription([WebhookEvent::UserBound], false);
+        assert!(subscription.wants_type(WebhookEvent::UserRegistered));
+        assert!(subscription.wants_type(WebhookEvent::UserBound));
+        assert!(!subscription.wants_type(WebhookEvent::Unbound));
         assert!(!format!("{subscription:?}").contains("whsec_"));
+    }
+
+    #[test]
+    fn only_events_of_its_apps_are_wanted() {
+        let subscription = subscription([WebhookEvent::PersonalDataErased], true);
+        assert!(subscription.wants(&of(OURS[0], erased(1))));
+        assert!(subscription.wants(&of(OURS[1], erased(1))));
+        assert!(!subscription.wants(&of(THEIRS, erased(1))));
+        assert!(!subscription.wants(&of("no account", erased(1))));
+        assert!(!subscription.wants(&of(OURS[0], declined(1))));
     }
 }

@@ -917,6 +917,13 @@ pub(crate) fn secret_from(
 /// An app's `redirect_uris`: only for the kinds with a browser flow; each an absolute
 /// https URL without a fragment (http only for localhost, for development), compared
 /// exactly at the authorize route.
+/// Whether `url` is https, or http to this machine (localhost, 127.0.0.1, [::1]: tests
+/// and development), with a host.
+pub(crate) fn https_or_local(url: &url::Url) -> bool {
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    url.host_str().is_some() && (url.scheme() == "https" || (url.scheme() == "http" && local))
+}
+
 fn check_redirect_uris(kind: Channel, uris: &[String]) -> Result<(), String> {
     if uris.is_empty() {
         return Ok(());
@@ -928,9 +935,7 @@ fn check_redirect_uris(kind: Channel, uris: &[String]) -> Result<(), String> {
     }
     for uri in uris {
         let parsed = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
-        let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        let scheme_ok = parsed.scheme() == "https" || (parsed.scheme() == "http" && local);
-        if !scheme_ok || parsed.fragment().is_some() || parsed.host_str().is_none() {
+        if !https_or_local(&parsed) || parsed.fragment().is_some() {
             return Err(format!(
                 "{uri:?} must be an https URL without a fragment (http only for localhost)"
             ));

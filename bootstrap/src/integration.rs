@@ -1,6 +1,10 @@
 //! The configuration of what business systems integrate with: `[discovery]`,
 //! `[[introspection_clients]]`, `[[webhooks]]` and `[webhook_delivery]`.
 
+use std::collections::BTreeSet;
+
+use miniauth_application::webhooks::WebhookEvent;
+use miniauth_domain::{AppId, TenantId};
 use serde::Deserialize;
 
 use crate::config::{secret_from, Config, ConfigError, Secret};
@@ -44,9 +48,19 @@ pub struct WebhookSection {
     /// comma-separated names (an environment override).
     #[serde(deserialize_with = "crate::config::list_or_comma_separated")]
     pub events: Vec<String>,
-    /// Whether payloads carry personal data (phone, nickname, avatar). Default false.
+    /// Whether payloads carry personal data (phone, nickname, avatar). Default false;
+    /// true needs an https `url` (http only to localhost) and `personal_data_erased`
+    /// among the `events`.
     #[serde(default)]
     pub personal_data: bool,
+    /// The tenant whose events it receives (an `[[apps]] tenant`). Unset: the one
+    /// tenant of the apps; it must be named when the apps have several.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Only the events of these apps of the tenant (AppIDs): a list, or one string of
+    /// comma-separated AppIDs. Unset or empty: every app of the tenant.
+    #[serde(default, deserialize_with = "crate::config::list_or_comma_separated")]
+    pub apps: Vec<String>,
 }
 
 /// `[webhook_delivery]`: how every subscription is delivered.
@@ -80,13 +94,17 @@ impl Default for WebhookDeliverySection {
     }
 }
 
-/// A subscription with its secret read.
+/// A subscription with its secret read and its tenant's apps resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedWebhook {
     /// `[[webhooks]]` as written.
     pub section: WebhookSection,
     /// The `whsec_…` secret.
     pub secret: Secret,
+    /// The tenant whose events it receives (named, or the only one).
+    pub tenant: TenantId,
+    /// The apps whose events it receives: the tenant's, or those of `apps`.
+    pub apps: BTreeSet<AppId>,
 }
 
 impl Config {
@@ -206,16 +224,40 @@ impl Config {
                     ));
                 }
                 for event in &hook.events {
-                    if miniauth_application::webhooks::WebhookEvent::parse(event).is_none() {
+                    if WebhookEvent::parse(event).is_none() {
                         return Err(ConfigError::new(
                             key("events"),
                             format!(
                                 "unknown event type `{event}`; known: {}",
-                                miniauth_application::webhooks::WebhookEvent::NAMES.join(", ")
+                                WebhookEvent::NAMES.join(", ")
                             ),
                         ));
                     }
                 }
+                if hook.personal_data {
+                    let secure = url::Url::parse(&hook.url)
+                        .is_ok_and(|url| crate::config::https_or_local(&url));
+                    if !secure {
+                        return Err(ConfigError::new(
+                            key("url"),
+                            "must be https with personal_data = true (http only to \
+                             localhost, 127.0.0.1 or [::1])",
+                        ));
+                    }
+                    let erased = WebhookEvent::PersonalDataErased.as_str();
+                    if !hook.events.iter().any(|e| e == erased) {
+                        return Err(ConfigError::new(
+                            key("events"),
+                            format!(
+                                "must include `{erased}` with personal_data = true: the \
+                                 receiver has to learn which personal data to erase"
+                            ),
+                        ));
+                    }
+                }
+                let (tenant, apps) = self
+                    .webhook_scope(hook)
+                    .map_err(|(field, reason)| ConfigError::new(key(field), reason))?;
                 let secret = secret_from(hook.secret.as_ref(), hook.secret_env.as_deref(), env)
                     .map_err(|reason| ConfigError::new(key("secret"), reason))?
                     .ok_or_else(|| ConfigError::new(key("secret"), "set secret or secret_env"))?;
@@ -224,9 +266,81 @@ impl Config {
                 Ok(ResolvedWebhook {
                     section: hook.clone(),
                     secret,
+                    tenant,
+                    apps,
                 })
             })
             .collect()
+    }
+
+    /// The tenant and the apps whose events `hook` receives; else the field at fault
+    /// and why.
+    fn webhook_scope(
+        &self,
+        hook: &WebhookSection,
+    ) -> Result<(TenantId, BTreeSet<AppId>), (&'static str, String)> {
+        // The apps were validated before the webhooks.
+        let catalog: Vec<(AppId, TenantId)> = self
+            .apps
+            .iter()
+            .filter_map(|app| {
+                Some((
+                    AppId::parse(&app.appid).ok()?,
+                    TenantId::parse(&app.tenant).ok()?,
+                ))
+            })
+            .collect();
+        let tenants: BTreeSet<&TenantId> = catalog.iter().map(|(_, tenant)| tenant).collect();
+        let known = || {
+            tenants
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let tenant = match &hook.tenant {
+            Some(name) => TenantId::parse(name)
+                .ok()
+                .filter(|tenant| tenants.contains(tenant))
+                .ok_or_else(|| {
+                    (
+                        "tenant",
+                        format!(
+                            "no [[apps]] entry has the tenant `{name}`; configured: {}",
+                            known()
+                        ),
+                    )
+                })?,
+            None => match tenants.iter().next() {
+                Some(only) if tenants.len() == 1 => (*only).clone(),
+                _ => {
+                    return Err((
+                        "tenant",
+                        format!("must be set: the apps have several tenants ({})", known()),
+                    ))
+                }
+            },
+        };
+        let of_tenant = || {
+            catalog
+                .iter()
+                .filter(|(_, t)| *t == tenant)
+                .map(|(appid, _)| appid.clone())
+        };
+        if hook.apps.is_empty() {
+            return Ok((tenant.clone(), of_tenant().collect()));
+        }
+        let mut apps = BTreeSet::new();
+        for raw in &hook.apps {
+            let appid = AppId::parse(raw)
+                .ok()
+                .filter(|appid| of_tenant().any(|a| a == *appid))
+                .ok_or_else(|| {
+                    ("apps", format!("`{raw}` is not an app of the tenant `{tenant}` ([[apps]] with tenant = \"{tenant}\")"))
+                })?;
+            apps.insert(appid);
+        }
+        Ok((tenant, apps))
     }
 }
 
@@ -269,11 +383,109 @@ mod tests {
         assert_eq!(hooks[0].section.events, ["user_bound", "unbound"]);
         assert!(!hooks[0].section.personal_data);
         assert!(!format!("{hooks:?}").contains("MfKQ"));
+        // One tenant: it needs no naming, and every app of it is covered.
+        assert_eq!(hooks[0].tenant.as_str(), "default");
+        assert_eq!(hooks[0].apps.len(), config.apps.len());
+    }
+
+    /// The second demo app moved to the tenant `other`.
+    const OTHER_TENANT: (&str, &str) = ("MINIAUTH__APPS__1__TENANT", "other");
+    const OTHER_APP: &str = "wxdemo000000000002";
+
+    #[test]
+    fn a_subscription_receives_one_tenants_apps_only() {
+        let env = [("CRM_SECRET".into(), SECRET.into())];
+        let config = load(&[OTHER_TENANT, ("MINIAUTH__WEBHOOKS__0__TENANT", "other")]).unwrap();
+        let hooks = config.webhooks(&env).unwrap();
+        assert_eq!(hooks[0].tenant.as_str(), "other");
+        let apps: Vec<&str> = hooks[0].apps.iter().map(|a| a.as_str()).collect();
+        assert_eq!(apps, [OTHER_APP]);
+
+        let config = load(&[
+            ("MINIAUTH__WEBHOOKS__0__TENANT", "default"),
+            (
+                "MINIAUTH__WEBHOOKS__0__APPS",
+                "wxdemo000000000001, wxdemo000000000003",
+            ),
+        ])
+        .unwrap();
+        let hooks = config.webhooks(&env).unwrap();
+        let apps: Vec<&str> = hooks[0].apps.iter().map(|a| a.as_str()).collect();
+        assert_eq!(apps, ["wxdemo000000000001", "wxdemo000000000003"]);
+    }
+
+    #[test]
+    fn personal_data_goes_over_https_to_a_subscriber_of_erasures() {
+        let personal = ("MINIAUTH__WEBHOOKS__0__PERSONAL_DATA", "true");
+        let with_erasures = (
+            "MINIAUTH__WEBHOOKS__0__EVENTS",
+            "phone_verified, personal_data_erased",
+        );
+        let config = load(&[personal, with_erasures]).unwrap();
+        assert!(
+            config
+                .webhooks(&[("CRM_SECRET".into(), SECRET.into())])
+                .unwrap()[0]
+                .section
+                .personal_data
+        );
+        for local in [
+            "http://127.0.0.1:9/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/",
+        ] {
+            load(&[
+                personal,
+                with_erasures,
+                ("MINIAUTH__WEBHOOKS__0__URL", local),
+            ])
+            .unwrap();
+        }
+        // Without personal data, plain http anywhere is still accepted.
+        load(&[("MINIAUTH__WEBHOOKS__0__URL", "http://crm.internal/hook")]).unwrap();
     }
 
     #[test]
     fn bad_subscriptions_name_the_key_and_the_reason() {
+        let personal = ("MINIAUTH__WEBHOOKS__0__PERSONAL_DATA", "true");
+        let with_erasures = (
+            "MINIAUTH__WEBHOOKS__0__EVENTS",
+            "phone_verified, personal_data_erased",
+        );
         for (pairs, expected) in [
+            (
+                vec![personal, with_erasures, ("MINIAUTH__WEBHOOKS__0__URL", "http://crm.example.com/hooks")],
+                "webhooks[0].url: must be https with personal_data = true",
+            ),
+            (
+                vec![personal, with_erasures, ("MINIAUTH__WEBHOOKS__0__URL", "http://127.0.0.1.example.com/")],
+                "webhooks[0].url: must be https with personal_data = true",
+            ),
+            (
+                vec![personal, ("MINIAUTH__WEBHOOKS__0__EVENTS", "phone_verified")],
+                "webhooks[0].events: must include `personal_data_erased` with personal_data = true",
+            ),
+            (
+                vec![OTHER_TENANT],
+                "webhooks[0].tenant: must be set: the apps have several tenants (`default`, `other`)",
+            ),
+            (
+                vec![("MINIAUTH__WEBHOOKS__0__TENANT", "acme")],
+                "webhooks[0].tenant: no [[apps]] entry has the tenant `acme`; configured: `default`",
+            ),
+            (
+                vec![
+                    OTHER_TENANT,
+                    ("MINIAUTH__WEBHOOKS__0__TENANT", "default"),
+                    ("MINIAUTH__WEBHOOKS__0__APPS", OTHER_APP),
+                ],
+                "webhooks[0].apps: `wxdemo000000000002` is not an app of the tenant `default`",
+            ),
+            (
+                vec![("MINIAUTH__WEBHOOKS__0__APPS", "wxunknown000000009")],
+                "webhooks[0].apps: `wxunknown000000009` is not an app of the tenant `default`",
+            ),
+
             (
                 vec![("MINIAUTH__WEBHOOKS__0__EVENTS", "user_deleted")],
                 "webhooks[0].events: unknown event type `user_deleted`",

@@ -52,6 +52,8 @@ pub fn delivery(
                 .filter_map(|name| WebhookEvent::parse(name))
                 .collect(),
             personal_data: hook.section.personal_data,
+            tenant: hook.tenant,
+            apps: hook.apps,
         })
         .collect();
     // Unique per process: the lease names who delivers.

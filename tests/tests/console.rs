@@ -849,6 +849,8 @@ async fn a_parked_webhook_is_shown_and_retried_from_the_console() {
             secret_env: None,
             events: vec!["user_bound".into()],
             personal_data: false,
+            tenant: None,
+            apps: Vec::new(),
         }];
         config.webhook_delivery.max_attempts = 1;
         config.webhook_delivery.timeout_ms = 300;
@@ -863,6 +865,11 @@ async fn a_parked_webhook_is_shown_and_retried_from_the_console() {
         .await
         .unwrap();
     assert!(empty.contains("No delivery is parked"), "{empty}");
+    // The subscription is listed with its tenant (the only one: left out in the file).
+    assert!(
+        empty.contains(r#"<td class="tenant">default</td>"#),
+        "{empty}"
+    );
 
     app.registered_user(APP).await;
     for _ in 0..50 {

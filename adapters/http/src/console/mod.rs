@@ -1164,14 +1164,40 @@ async fn verify(
     )
 }
 
-/// The parked webhook deliveries (out of attempts; each holds its subscription back)
-/// with a retry button each, as `miniauth webhooks parked|retry` gives them.
+/// The subscriptions (each of one tenant), then the parked webhook deliveries (out of
+/// attempts; each holds its subscription back) with a retry button each, as
+/// `miniauth webhooks parked|retry` gives them.
 fn webhooks_body(
     csrf: &str,
     delivery: Option<&WebhookDelivery>,
     parked: &[ParkedDelivery],
 ) -> Markup {
     html! {
+        @if let Some(delivery) = delivery {
+            table.subscriptions {
+                caption { "Subscriptions: each receives the events of its tenant's apps only" }
+                thead { tr {
+                    th scope="col" { "Subscription" } th scope="col" { "Tenant" }
+                    th scope="col" { "Apps" } th scope="col" { "Events" }
+                    th scope="col" { "Personal data" }
+                } }
+                tbody {
+                    @for s in delivery.subscriptions() {
+                        tr {
+                            td { (s.id) }
+                            td.tenant { (s.tenant.as_str()) }
+                            td { @for (i, appid) in s.apps.iter().enumerate() {
+                                @if i > 0 { ", " } code { (appid.as_str()) }
+                            } }
+                            td { @for (i, event) in s.events.iter().enumerate() {
+                                @if i > 0 { ", " } (event.as_str())
+                            } }
+                            td { @if s.personal_data { "yes" } @else { "no" } }
+                        }
+                    }
+                }
+            }
+        }
         @if delivery.is_none() {
             p { "No webhook subscriptions are configured (" code { "[[webhooks]]" } ")." }
         } @else if parked.is_empty() {
