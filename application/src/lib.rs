@@ -54,5 +54,6 @@ pub use settings::{
     AppCatalog, AppSettings, Lifetimes, RegistrationPolicy, DEFAULT_PAYLOAD_REJECTIONS_PER_KEY,
 };
 pub use token_services::{
-    ActiveToken, Introspection, IntrospectionClients, TokenKind, TokenTypeHint,
+    ActiveToken, Introspection, IntrospectionClient, IntrospectionClients, IntrospectionScope,
+    TokenKind, TokenTypeHint,
 };

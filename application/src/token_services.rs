@@ -9,17 +9,42 @@ use subtle::ConstantTimeEq;
 
 use crate::context::RequestContext;
 use crate::error::AppError;
+use miniauth_domain::TenantId;
+
 use crate::ports::{SessionScope, ThrottleKey, TokenSubject};
 use crate::secret::Secret;
 use crate::service::MiniAuth;
 
-/// The clients allowed to introspect tokens: id and secret, checked with HTTP Basic.
+/// A client allowed to introspect tokens: id and secret, checked with HTTP Basic, and
+/// the tenants whose tokens it may see.
+#[derive(Clone)]
+pub struct IntrospectionClient {
+    /// The client id.
+    pub id: String,
+    /// Its secret.
+    pub secret: Secret,
+    /// The tenants whose tokens it may see active; empty: every tenant's.
+    pub tenants: Vec<TenantId>,
+}
+
+impl IntrospectionClient {
+    /// A client that sees the tokens of every tenant.
+    pub fn of_every_tenant(id: impl Into<String>, secret: Secret) -> Self {
+        Self {
+            id: id.into(),
+            secret,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// The clients allowed to introspect tokens.
 #[derive(Clone, Default)]
-pub struct IntrospectionClients(Vec<(String, Secret)>);
+pub struct IntrospectionClients(Vec<IntrospectionClient>);
 
 impl IntrospectionClients {
     /// The configured clients; none: introspection refuses everyone.
-    pub fn new(clients: impl IntoIterator<Item = (String, Secret)>) -> Self {
+    pub fn new(clients: impl IntoIterator<Item = IntrospectionClient>) -> Self {
         Self(clients.into_iter().collect())
     }
 
@@ -28,14 +53,19 @@ impl IntrospectionClients {
         self.0.is_empty()
     }
 
-    /// Whether `id:secret` names a configured client. Every entry is compared, id and
+    /// The configured client `id:secret` names, if any. Every entry is compared, id and
     /// secret each in constant time and both every time (no short circuit), so that
     /// the time does not tell which id exists.
-    fn authenticate(&self, id: &str, secret: &str) -> bool {
-        self.0.iter().fold(false, |found, (client, expected)| {
-            let id_matches: bool = client.as_bytes().ct_eq(id.as_bytes()).into();
-            let secret_matches = expected.matches(secret);
-            found | (id_matches & secret_matches)
+    fn authenticate(&self, id: &str, secret: &str) -> Option<IntrospectionScope> {
+        self.0.iter().fold(None, |found, client| {
+            let id_matches: bool = client.id.as_bytes().ct_eq(id.as_bytes()).into();
+            let secret_matches = client.secret.matches(secret);
+            match found {
+                None if id_matches & secret_matches => Some(IntrospectionScope {
+                    tenants: client.tenants.clone(),
+                }),
+                found => found,
+            }
         })
     }
 }
@@ -43,8 +73,23 @@ impl IntrospectionClients {
 impl fmt::Debug for IntrospectionClients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|(id, _)| id))
+            .entries(self.0.iter().map(|client| &client.id))
             .finish()
+    }
+}
+
+/// What an authenticated introspection client may see: the tokens of these tenants,
+/// or of every tenant when the list is empty. A token of another tenant is described
+/// as inactive, as any token the client may not know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionScope {
+    tenants: Vec<TenantId>,
+}
+
+impl IntrospectionScope {
+    /// Whether a token of `tenant` may be described to the client.
+    fn sees(&self, tenant: &TenantId) -> bool {
+        self.tenants.is_empty() || self.tenants.contains(tenant)
     }
 }
 
@@ -116,25 +161,31 @@ impl MiniAuth {
     /// Authenticates an introspection client (HTTP Basic credentials, if sent). Every
     /// try is counted per client address before the credentials are compared, with a
     /// budget of its own ([`MiniAuth::check_secret_try`]); right credentials forgive
-    /// the address's tries. Answers whether the client may introspect.
+    /// the address's tries. Answers what the client may see, `None` when it is no
+    /// client.
     pub async fn authenticate_introspection_client(
         &self,
         ctx: &RequestContext,
         clients: &IntrospectionClients,
         credentials: Option<(&str, &str)>,
-    ) -> Result<bool, AppError> {
+    ) -> Result<Option<IntrospectionScope>, AppError> {
         let key = ctx.client_net().map(ThrottleKey::IntrospectionClient);
+        let mut scope = None;
         self.check_secret_try(key, || {
-            credentials.is_some_and(|(id, secret)| clients.authenticate(id, secret))
+            scope = credentials.and_then(|(id, secret)| clients.authenticate(id, secret));
+            scope.is_some()
         })
-        .await
+        .await?;
+        Ok(scope)
     }
 
     /// Describes a token (RFC 7662): an access token whose signature, issuer, audience
     /// and lifetime verify and whose session is live, or a refresh token that can
-    /// still be used. Anything else is [`Introspection::Inactive`].
+    /// still be used, of a tenant the client may see. Anything else is
+    /// [`Introspection::Inactive`].
     pub async fn introspect(
         &self,
+        scope: &IntrospectionScope,
         token: &str,
         hint: TokenTypeHint,
     ) -> Result<Introspection, AppError> {
@@ -153,9 +204,11 @@ impl MiniAuth {
                 None => self.introspect_refresh(token).await?,
             }
         };
-        Ok(found.map_or(Introspection::Inactive, |active| {
-            Introspection::Active(Box::new(active))
-        }))
+        Ok(found
+            .filter(|active| scope.sees(&active.subject.tenant))
+            .map_or(Introspection::Inactive, |active| {
+                Introspection::Active(Box::new(active))
+            }))
     }
 
     async fn introspect_access(&self, token: &str) -> Result<Option<ActiveToken>, AppError> {
@@ -240,19 +293,31 @@ mod tests {
 
     #[test]
     fn clients_are_matched_exactly_and_hidden_from_debug() {
-        let clients = IntrospectionClients::new([("gateway".to_owned(), Secret::new("s3cret"))]);
-        assert!(clients.authenticate("gateway", "s3cret"));
-        assert!(!clients.authenticate("gateway", "s3cre"));
-        assert!(!clients.authenticate("other", "s3cret"));
+        let client =
+            |id: &str, secret: &str| IntrospectionClient::of_every_tenant(id, Secret::new(secret));
+        let clients = IntrospectionClients::new([client("gateway", "s3cret")]);
+        assert!(clients.authenticate("gateway", "s3cret").is_some());
+        assert!(clients.authenticate("gateway", "s3cre").is_none());
+        assert!(clients.authenticate("other", "s3cret").is_none());
         // One client's id with another's secret, a prefix of an id: no.
+        let billing_tenant = TenantId::parse("billing").unwrap();
         let two = IntrospectionClients::new([
-            ("gateway".to_owned(), Secret::new("s3cret")),
-            ("billing".to_owned(), Secret::new("other-secret")),
+            client("gateway", "s3cret"),
+            IntrospectionClient {
+                tenants: vec![billing_tenant.clone()],
+                ..client("billing", "other-secret")
+            },
         ]);
-        assert!(two.authenticate("billing", "other-secret"));
-        assert!(!two.authenticate("billing", "s3cret"));
-        assert!(!two.authenticate("gate", "s3cret"));
-        assert!(!IntrospectionClients::default().authenticate("gateway", "s3cret"));
+        let billing = two.authenticate("billing", "other-secret").unwrap();
+        assert!(billing.sees(&billing_tenant));
+        assert!(!billing.sees(&TenantId::parse("default").unwrap()));
+        let gateway = two.authenticate("gateway", "s3cret").unwrap();
+        assert!(gateway.sees(&TenantId::parse("default").unwrap()));
+        assert!(two.authenticate("billing", "s3cret").is_none());
+        assert!(two.authenticate("gate", "s3cret").is_none());
+        assert!(IntrospectionClients::default()
+            .authenticate("gateway", "s3cret")
+            .is_none());
         assert!(!format!("{clients:?}").contains("s3cret"));
     }
 

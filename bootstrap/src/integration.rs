@@ -29,6 +29,10 @@ pub struct IntrospectionClient {
     pub secret: Option<Secret>,
     /// The environment variable holding it instead.
     pub secret_env: Option<String>,
+    /// The tenants whose tokens it may see active (`[[apps]] tenant` names): a list,
+    /// or one string of comma-separated names. Unset or empty: every tenant's.
+    #[serde(default, deserialize_with = "crate::config::list_or_comma_separated")]
+    pub tenants: Vec<String>,
 }
 
 /// One `[[webhooks]]` subscription.
@@ -112,7 +116,8 @@ impl Config {
     pub fn introspection_clients(
         &self,
         env: &[(String, String)],
-    ) -> Result<Vec<(String, Secret)>, ConfigError> {
+    ) -> Result<Vec<miniauth_application::IntrospectionClient>, ConfigError> {
+        let configured: BTreeSet<&str> = self.apps.iter().map(|app| app.tenant.as_str()).collect();
         self.introspection_clients
             .iter()
             .enumerate()
@@ -133,7 +138,26 @@ impl Config {
                         "must be at least 16 characters",
                     ));
                 }
-                Ok((client.id.clone(), secret))
+                let tenants = client
+                    .tenants
+                    .iter()
+                    .map(|name| {
+                        TenantId::parse(name)
+                            .ok()
+                            .filter(|tenant| configured.contains(tenant.as_str()))
+                            .ok_or_else(|| {
+                                ConfigError::new(
+                                    key("tenants"),
+                                    format!("no [[apps]] entry has the tenant `{name}`"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(miniauth_application::IntrospectionClient {
+                    id: client.id.clone(),
+                    secret,
+                    tenants,
+                })
             })
             .collect()
     }
@@ -512,6 +536,17 @@ mod tests {
                     ("MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET", "short"),
                 ],
                 "introspection_clients[0].secret: must be at least 16 characters",
+            ),
+            (
+                vec![
+                    ("MINIAUTH__INTROSPECTION_CLIENTS__0__ID", "gateway"),
+                    (
+                        "MINIAUTH__INTROSPECTION_CLIENTS__0__SECRET",
+                        "gateway-secret-0123456789",
+                    ),
+                    ("MINIAUTH__INTROSPECTION_CLIENTS__0__TENANTS", "nowhere"),
+                ],
+                "introspection_clients[0].tenants: no [[apps]] entry has the tenant `nowhere`",
             ),
             (
                 vec![("MINIAUTH__DISCOVERY__PUBLIC_URL", "auth.example.com")],

@@ -6,14 +6,16 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use miniauth::integration::IntrospectionClient;
+use miniauth_application::RegistrationPolicy;
 use miniauth_application::Secret;
-use miniauth_e2e::{on_both_engines, spawn_app_with, Answer, Engine, TestApp, APP};
+use miniauth_e2e::{app_section, on_both_engines, spawn_app_with, Answer, Engine, TestApp, APP};
 use serde_json::json;
 
 on_both_engines!(
     introspection_describes_live_tokens_and_ends_with_their_session,
     revoking_an_access_token_ends_its_session_and_nothing_else,
     introspection_clients_authenticate_and_guessing_is_throttled,
+    a_client_of_one_tenant_sees_no_other_tenants_tokens,
 );
 
 const CLIENT: &str = "gateway";
@@ -25,6 +27,7 @@ async fn app(engine: Engine) -> TestApp {
             id: CLIENT.into(),
             secret: Some(Secret::new(SECRET)),
             secret_env: None,
+            tenants: Vec::new(),
         }];
         config.throttle.introspection_tries_per_client = 3;
     })
@@ -157,4 +160,39 @@ async fn introspection_clients_authenticate_and_guessing_is_throttled(engine: En
     app.clock.advance(chrono::Duration::minutes(16));
     let fresh = app.password_tokens(&account, &password).await;
     assert_eq!(introspect(&app, &fresh.access).await["active"], true);
+}
+
+/// A gateway of tenant t2 asks about a token of the default tenant: it is described as
+/// inactive, as any token the gateway may not know about, while the deployment's
+/// all-tenant gateway sees it active. A service of one tenant cannot take another
+/// tenant's users for its own by trusting `active` alone.
+async fn a_client_of_one_tenant_sees_no_other_tenants_tokens(engine: Engine) {
+    const T2_CLIENT: &str = "t2-gateway";
+    const T2_SECRET: &str = "t2-gateway-secret-0123456789";
+    let app = spawn_app_with(engine, |config| {
+        let mut t2 = app_section("wxtenanttwoapp0005", RegistrationPolicy::Auto);
+        t2.tenant = "t2".to_owned();
+        config.apps.push(t2);
+        config.introspection_clients = vec![
+            IntrospectionClient {
+                id: CLIENT.into(),
+                secret: Some(Secret::new(SECRET)),
+                secret_env: None,
+                tenants: Vec::new(),
+            },
+            IntrospectionClient {
+                id: T2_CLIENT.into(),
+                secret: Some(Secret::new(T2_SECRET)),
+                secret_env: None,
+                tenants: vec!["t2".into()],
+            },
+        ];
+    })
+    .await;
+    let (_, tokens, _, _) = app.registered_user(APP).await;
+    for token in [&tokens.access, &tokens.refresh] {
+        let answer = introspect_as(&app, token, T2_CLIENT, T2_SECRET).await;
+        assert_eq!(answer.ok(200), &json!({ "active": false }));
+        assert_eq!(introspect(&app, token).await["active"], true);
+    }
 }

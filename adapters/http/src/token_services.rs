@@ -292,20 +292,20 @@ pub(crate) async fn introspect(
         .as_ref()
         .map(|(id, secret)| (id.as_str(), secret.as_str()));
     let ctx = origin.context(Actor::Anonymous);
-    let allowed = state
+    let scope = state
         .auth
         .authenticate_introspection_client(&ctx, &services.introspection_clients, presented)
         .await?;
-    if !allowed {
+    let Some(scope) = scope else {
         let mut response = ApiError::from(RequestError::ClientUnauthorized).into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"miniauth\""),
         );
         return Ok(response);
-    }
+    };
     let (token, hint) = token_of(&body?);
-    let answer = match state.auth.introspect(&token, hint).await? {
+    let answer = match state.auth.introspect(&scope, &token, hint).await? {
         Introspection::Active(token) => IntrospectionResponse::active(*token, &services.issuer),
         Introspection::Inactive => IntrospectionResponse::inactive(),
     };
