@@ -218,6 +218,13 @@ fn verdict(out: &mut dyn Write, report: &VerifyReport, json: bool) -> anyhow::Re
             report.findings.len()
         );
     }
+    if !report.is_complete() {
+        bail!(
+            "{} checkpoint(s) not yet verifiable: a transaction still in flight holds the \
+             log's safe horizon below them; run verify again",
+            report.not_yet_verifiable.len()
+        );
+    }
     Ok(())
 }
 
@@ -347,6 +354,20 @@ fn verify_summary(out: &mut dyn Write, report: &VerifyReport) -> std::io::Result
          protected by it); {} checkpoint(s) compared",
         report.events, report.streams, report.chained, report.legacy, report.checkpoints_checked
     )?;
+    if report.is_clean() && !report.is_complete() {
+        let positions: Vec<String> = report
+            .not_yet_verifiable
+            .iter()
+            .map(i64::to_string)
+            .collect();
+        return writeln!(
+            out,
+            "NOT YET VERIFIABLE: nothing was found in the log read, but the checkpoint(s) at \
+             position {} lie past what was final (a transaction in flight holds the safe \
+             horizon back)",
+            positions.join(", ")
+        );
+    }
     if report.is_clean() {
         writeln!(
             out,
@@ -692,6 +713,7 @@ mod tests {
             chained: 4,
             legacy: 0,
             checkpoints_checked: 1,
+            not_yet_verifiable: Vec::new(),
             findings: vec![miniauth_store::Finding {
                 kind: miniauth_store::FindingKind::TailDeleted,
                 aggregate_id: Some("wxdemo000000000001:o-x".into()),
@@ -719,6 +741,21 @@ mod tests {
             ..report
         };
         assert!(verdict(&mut Vec::new(), &clean, false).is_ok());
+        // A checkpoint past the horizon is neither a pass nor tampering.
+        let pending = VerifyReport {
+            not_yet_verifiable: vec![4_294_967_296],
+            ..clean
+        };
+        let mut out = Vec::new();
+        let error = verdict(&mut out, &pending, false).unwrap_err();
+        assert!(error.to_string().contains("not yet verifiable"), "{error}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("NOT YET VERIFIABLE"), "{text}");
+        assert!(text.contains("4294967296"), "{text}");
+        assert!(
+            !text.contains("OK:") && !text.contains("TAMPERING"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

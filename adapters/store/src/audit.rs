@@ -17,6 +17,7 @@
 //! [`ChainLink`]: miniauth_domain::audit::ChainLink
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -33,11 +34,15 @@ use sqlx::Row;
 use crate::config::StoreError;
 use crate::db::{millis, on_pool};
 use crate::event_store::{read_row, RawEvent};
-use crate::log::{select_after, settle};
+use crate::log::{committed_end, readable_below, select_after, settle};
 use crate::Store;
 
 /// Rows read per query while walking the whole log.
 const PAGE: i64 = 1000;
+
+/// How long [`Store::verify`] tries again for the safe horizon to pass the newest
+/// checkpoint.
+const VERIFY_WAIT: Duration = Duration::from_secs(3);
 
 /// What a rebuild of the read models did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +85,14 @@ impl Store {
     /// Checks every event against its stream's chain and state row, and the whole log
     /// against the checkpoints; records a new checkpoint when all is well. Reads one
     /// consistent snapshot of the database.
+    ///
+    /// On PostgreSQL it reads the log by position only below the safe horizon
+    /// ([`crate::log`]). While a transaction in flight holds the horizon below the
+    /// newest checkpoint, or below an event committed before the call, it tries again
+    /// (for up to [`VERIFY_WAIT`], with a short backoff). If the horizon has still not
+    /// passed the newest checkpoint then, the report lists the checkpoints it could not
+    /// compare as [`not_yet_verifiable`](VerifyReport::not_yet_verifiable) — never as a
+    /// pass or as a mismatch.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.verify_at(self.db.now()).await
     }
@@ -87,9 +100,30 @@ impl Store {
     /// [`verify`](Self::verify), dating a new checkpoint `now`.
     pub async fn verify_at(&self, now: DateTime<Utc>) -> Result<VerifyReport, StoreError> {
         let checkpoints = self.checkpoints().await?;
-        let mut evidence = Evidence::new(&checkpoints);
-        let mut report = self.read_and_check(&mut evidence).await?;
-        evidence.finish(&mut report);
+        let newest = checkpoints.last().map(|cp| cp.position);
+        let target = committed_end(&self.db.pool).await?.max(newest);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let (evidence, mut report) = loop {
+            let mut evidence = Evidence::new(&checkpoints);
+            // The last try reads what is final, however far that is.
+            let must_reach = target.filter(|_| started.elapsed() < VERIFY_WAIT);
+            if let Some((mut report, below)) =
+                self.read_and_check(&mut evidence, must_reach).await?
+            {
+                evidence.finish_below(&mut report, below);
+                break (evidence, report);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
+        if !report.is_complete() {
+            tracing::warn!(
+                checkpoints = ?report.not_yet_verifiable,
+                "a transaction in flight holds the event log's horizon below the newest \
+                 checkpoint; it is not yet verifiable"
+            );
+        }
         if report.is_clean() {
             if let Some(checkpoint) = evidence.new_checkpoint(&checkpoints, now) {
                 self.record_checkpoint(&checkpoint).await?;
@@ -105,20 +139,35 @@ impl Store {
     }
 
     /// Reads the log in one snapshot, twice: by stream, for the chain checks, and in
-    /// log order (below the safe horizon), folded into `evidence`.
+    /// log order (below the safe horizon), folded into `evidence`. Answers the report
+    /// and the position below which the snapshot read every committed event — or None,
+    /// having read nothing, when that is not past `must_reach`.
     async fn read_and_check(
         &self,
         evidence: &mut Evidence<'_>,
-    ) -> Result<VerifyReport, StoreError> {
+        must_reach: Option<i64>,
+    ) -> Result<Option<(VerifyReport, i64)>, StoreError> {
         let postgres = self.db.is_postgres();
-        settle(&self.db.pool).await?;
         let by_position = select_after(self.db.engine(), EVENT_COLUMNS);
+        let readable = readable_below(self.db.engine());
         Ok(on_pool!(&self.db.pool, p => {
             let mut tx = p.begin().await?;
             if postgres {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .execute(&mut *tx)
                     .await?;
+            }
+            // The first read takes the snapshot the others use.
+            let below: i64 = match &readable {
+                Some(statement) => sqlx::query(statement)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("below")?,
+                None => i64::MAX,
+            };
+            if must_reach.is_some_and(|position| position >= below) {
+                tx.rollback().await?;
+                return Ok(None);
             }
             let mut states: HashMap<String, StreamState> = HashMap::new();
             for row in sqlx::query(
@@ -182,7 +231,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            check.finish()
+            Some((check.finish(), below))
         }))
     }
 
@@ -423,10 +472,31 @@ impl Store {
         &self,
         progress: impl FnMut(u64, u64),
     ) -> Result<Rebuild, StoreError> {
-        let started = std::time::Instant::now();
-        let events = self
-            .read_models
-            .rebuild(progress)
+        self.timed_rebuild(self.read_models.rebuild(progress)).await
+    }
+
+    /// [`rebuild_read_models`](Self::rebuild_read_models) with `events` events per
+    /// transaction instead of the default, so that tests replay a small log in several
+    /// batches.
+    #[doc(hidden)]
+    pub async fn rebuild_read_models_in_batches(
+        &self,
+        events: u32,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Rebuild, StoreError> {
+        self.timed_rebuild(
+            self.read_models
+                .rebuild_in_batches(i64::from(events), progress),
+        )
+        .await
+    }
+
+    async fn timed_rebuild(
+        &self,
+        rebuild: impl std::future::Future<Output = Result<u64, PortError>>,
+    ) -> Result<Rebuild, StoreError> {
+        let started = Instant::now();
+        let events = rebuild
             .await
             .map_err(|e| StoreError::EventLog(e.to_string()))?;
         Ok(Rebuild {

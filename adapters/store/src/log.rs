@@ -99,6 +99,21 @@ fn horizon_sql() -> String {
     )
 }
 
+/// The statement answering, as `below`, the position below which a reader in this
+/// transaction reads every committed event ([`select_after`] reads exactly those):
+/// `horizon * 65536` on PostgreSQL — every event of a transaction below the horizon has
+/// a position below it, and every other at or above it ([`position_of`]) — and `None`
+/// on SQLite, which reads everything. In a `REPEATABLE READ` transaction it answers for
+/// the snapshot every later read of the transaction uses.
+pub(crate) fn readable_below(engine: Engine) -> Option<String> {
+    match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(format!(
+            "SELECT {HORIZON_XID}::text::bigint * {EVENTS_PER_TRANSACTION} AS below"
+        )),
+    }
+}
+
 /// How long a reader waits for transactions in flight to let the horizon pass the
 /// events committed before it asked ([`settle`]).
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
@@ -130,6 +145,17 @@ pub(crate) async fn settle(pool: &Pool) -> Result<bool, sqlx::Error> {
         xmin = horizon(pool).await?.0;
     }
     Ok(true)
+}
+
+/// The last position a reader has to get past to have read every event committed
+/// before the call: on PostgreSQL, every position of a transaction below the snapshot's
+/// end (compare with [`readable_below`]); None on SQLite, where a reader reads them all.
+pub(crate) async fn committed_end(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
+    let Pool::Postgres(pool) = pool else {
+        return Ok(None);
+    };
+    let (_, xmax) = horizon(pool).await?;
+    Ok(Some(xmax * EVENTS_PER_TRANSACTION - 1))
 }
 
 async fn horizon(pool: &sqlx::PgPool) -> Result<(i64, i64), sqlx::Error> {

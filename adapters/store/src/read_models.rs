@@ -20,7 +20,7 @@ use miniauth_domain::{
 use sqlx::Row;
 
 use crate::crypto::Keys;
-use crate::db::{millis, on_pool, on_tx, port_error, Db, Engine, Tx};
+use crate::db::{millis, on_pool, on_tx, port_error, Db, Tx};
 use crate::decode::{read_encoded, EncodedEvent, EventDecoder, UndecodableEvent, ENCODED_COLUMNS};
 use crate::log::{count_after, select_after, settle};
 use crate::vault::UNIONID_LOOKUP;
@@ -38,6 +38,9 @@ macro_rules! view_select {
 
 /// Events per catch-up transaction.
 const BATCH: i64 = 5000;
+/// Events per transaction of a rebuild: it replays the whole log, so fewer, larger
+/// transactions; the next batch is read and decoded while one is written.
+const REBUILD_BATCH: i64 = 10_000;
 /// Accounts per multi-row statement (11 parameters each: well under SQLite's 32,766
 /// and PostgreSQL's 65,535 bind limits).
 const VIEW_CHUNK: usize = 500;
@@ -90,6 +93,18 @@ struct Batch {
     /// The checkpoint afterwards.
     position: i64,
     /// The event it stopped before, if it met one it cannot decode.
+    stopped_at: Option<UndecodableEvent>,
+}
+
+/// A batch of the log, read and decoded, not yet projected.
+struct Decoded {
+    /// Events read.
+    read: u64,
+    /// The position of the last event read.
+    last_position: Option<i64>,
+    /// The events up to the first that does not decode.
+    events: Vec<(EncodedEvent, SocialAccountEvent)>,
+    /// That one, if any.
     stopped_at: Option<UndecodableEvent>,
 }
 
@@ -197,7 +212,18 @@ impl ReadModels {
     /// `progress(done, total)` after each batch; answers how many events it replayed.
     /// The binding registry follows the log as in any catch-up. Readers in the
     /// meantime catch up before answering, so they never see a half-built model.
-    pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, PortError> {
+    pub async fn rebuild(&self, progress: impl FnMut(u64, u64)) -> Result<u64, PortError> {
+        self.rebuild_in_batches(REBUILD_BATCH, progress).await
+    }
+
+    /// [`rebuild`](Self::rebuild) with `batch` events per transaction (at least one):
+    /// tests replay a small log in several batches.
+    pub(crate) async fn rebuild_in_batches(
+        &self,
+        batch: i64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, PortError> {
+        let batch = batch.max(1);
         // Everything committed before the rebuild is replayed.
         settle(&self.db.pool).await.map_err(port_error)?;
         let total = {
@@ -227,15 +253,58 @@ impl ReadModels {
         };
         let mut done = 0;
         progress(done, total);
-        loop {
-            let batch = self.catch_up_batch().await.map_err(port_error)?;
-            if let Some(stopped_at) = batch.stopped_at {
-                return Err(undecodable(stopped_at));
+        // The reader reads and decodes the log ahead, on a connection of its own, while
+        // the batch before is written: at most two batches wait for the writer.
+        let (batches, mut next) = tokio::sync::mpsc::channel(2);
+        let reader = tokio::spawn(self.clone().read_ahead(batch, batches));
+        let result = async {
+            while let Some(decoded) = next.recv().await {
+                let batch = self.write_batch(decoded?, true).await?;
+                if let Some(stopped_at) = batch.stopped_at {
+                    return Err(undecodable(stopped_at));
+                }
+                done += batch.events;
+                progress(done.min(total), total.max(done));
             }
-            done += batch.events;
-            progress(done.min(total), total.max(done));
-            if batch.events < BATCH as u64 {
-                return Ok(done);
+            Ok(done)
+        }
+        .await;
+        // Dropping the receiver stops a reader still ahead (after an error).
+        drop(next);
+        reader
+            .await
+            .map_err(|e| PortError::internal("read models", e))?;
+        result
+    }
+
+    /// Reads the whole log in batches of `batch` events below the safe horizon, in log
+    /// order, decodes each on a blocking thread and hands it to `batches`; stops after
+    /// a short batch, an event it cannot decode, or an error.
+    async fn read_ahead(
+        self,
+        batch: i64,
+        batches: tokio::sync::mpsc::Sender<Result<Decoded, PortError>>,
+    ) {
+        let mut after = 0;
+        loop {
+            let read = async {
+                let stored = events_after_on(&self.db.pool, after, batch).await?;
+                self.decode(stored).await
+            }
+            .await
+            .map_err(port_error);
+            let last = match &read {
+                Ok(decoded) if decoded.stopped_at.is_none() && decoded.read == batch as u64 => {
+                    decoded.last_position
+                }
+                _ => None,
+            };
+            if batches.send(read).await.is_err() {
+                return; // The writer stopped.
+            }
+            match last {
+                Some(position) => after = position,
+                None => return,
             }
         }
     }
@@ -286,55 +355,75 @@ impl ReadModels {
         let mut tx = self.db.pool.begin().await?;
         let checkpoint = lock_checkpoint(&mut tx).await?;
         let stored = events_after(&mut tx, checkpoint).await?;
-        let read = stored.len() as u64;
         // Decoding (CPU) runs on another thread while the touched views are read.
         let ids: BTreeSet<String> = stored.iter().map(|e| e.aggregate_id.clone()).collect();
+        let decoding = self.decode(stored);
+        let (decoded, views) = tokio::join!(decoding, read_views(&mut tx, &ids));
+        project_batch(tx, checkpoint, decoded?, views?).await
+    }
+
+    /// Projects a batch read ahead ([`read_ahead`](Self::read_ahead)) in one
+    /// transaction, after the checkpoint: events at or before it (a concurrent
+    /// catch-up got there first) are left out. `rebuilding`: the transaction does not
+    /// wait for its WAL flush (PostgreSQL; a rebuild that crashes is run again).
+    async fn write_batch(
+        &self,
+        mut decoded: Decoded,
+        rebuilding: bool,
+    ) -> Result<Batch, PortError> {
+        let _turn = self.db.write_turn().await;
+        let written = async {
+            let mut tx = self.db.pool.begin().await?;
+            if rebuilding {
+                if let Tx::Postgres(t) = &mut tx {
+                    sqlx::query("SET LOCAL synchronous_commit = off")
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+            let checkpoint = lock_checkpoint(&mut tx).await?;
+            decoded.events.retain(|(e, _)| e.position > checkpoint);
+            let ids: BTreeSet<String> = decoded
+                .events
+                .iter()
+                .map(|(e, _)| e.aggregate_id.clone())
+                .collect();
+            let views = read_views(&mut tx, &ids).await?;
+            project_batch(tx, checkpoint, decoded, views).await
+        }
+        .await;
+        written.map_err(port_error)
+    }
+
+    /// Decodes `stored` on a blocking thread.
+    async fn decode(&self, stored: Vec<EncodedEvent>) -> Result<Decoded, sqlx::Error> {
         let this = self.clone();
-        let decoding = tokio::task::spawn_blocking(move || this.decode_in_order(stored));
-        let mut views = read_views(&mut tx, &ids).await?;
-        let (events, stopped_at) = decoding
+        tokio::task::spawn_blocking(move || this.decode_in_order(stored))
             .await
-            .map_err(|e| sqlx::Error::Protocol(format!("decoding the log: {e}")))?;
-        let position = events.last().map_or(checkpoint, |(e, _)| e.position);
-        for event in events {
-            project(&mut views, event);
-        }
-        write_views(&mut tx, &views).await?;
-        repair_registry(&mut tx, &views).await?;
-        save_checkpoint(&mut tx, position).await?;
-        tx.commit().await?;
-        if let Some(event) = &stopped_at {
-            tracing::error!(
-                position = event.position,
-                event_type = %event.event_type,
-                event_version = %event.event_version,
-                error = %Chain(event),
-                "the read models stop before an event they cannot decode"
-            );
-        }
-        Ok(Batch {
-            events: read,
-            position,
-            stopped_at,
-        })
+            .map_err(|e| sqlx::Error::Protocol(format!("decoding the log: {e}")))
     }
 
     /// The events of `stored` up to the first that does not decode, and that one's error.
-    fn decode_in_order(
-        &self,
-        stored: Vec<EncodedEvent>,
-    ) -> (
-        Vec<(EncodedEvent, SocialAccountEvent)>,
-        Option<UndecodableEvent>,
-    ) {
+    fn decode_in_order(&self, stored: Vec<EncodedEvent>) -> Decoded {
+        let read = stored.len() as u64;
+        let last_position = stored.last().map(|e| e.position);
         let mut events = Vec::with_capacity(stored.len());
+        let mut stopped_at = None;
         for encoded in stored {
             match self.decoder.decode(&encoded) {
                 Ok((event, _)) => events.push((encoded, event)),
-                Err(error) => return (events, Some(error)),
+                Err(error) => {
+                    stopped_at = Some(error);
+                    break;
+                }
             }
         }
-        (events, None)
+        Decoded {
+            read,
+            last_position,
+            events,
+            stopped_at,
+        }
     }
 
     /// The account of (appid, openid), caught up first.
@@ -501,6 +590,65 @@ async fn save_checkpoint(tx: &mut Tx, position: i64) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
+/// Projects `decoded` onto `views` (the stored views of the accounts it touches) and
+/// writes them, the registry's repair and the checkpoint in `tx`, and commits.
+async fn project_batch(
+    mut tx: Tx,
+    checkpoint: i64,
+    decoded: Decoded,
+    mut views: BTreeMap<String, ViewRow>,
+) -> Result<Batch, sqlx::Error> {
+    let Decoded {
+        read,
+        events,
+        stopped_at,
+        ..
+    } = decoded;
+    let position = events.last().map_or(checkpoint, |(e, _)| e.position);
+    for event in events {
+        project(&mut views, event);
+    }
+    write_views(&mut tx, &views).await?;
+    repair_registry(&mut tx, &views).await?;
+    save_checkpoint(&mut tx, position).await?;
+    tx.commit().await?;
+    if let Some(event) = &stopped_at {
+        tracing::error!(
+            position = event.position,
+            event_type = %event.event_type,
+            event_version = %event.event_version,
+            error = %Chain(event),
+            "the read models stop before an event they cannot decode"
+        );
+    }
+    Ok(Batch {
+        events: read,
+        position,
+        stopped_at,
+    })
+}
+
+/// The next `limit` events after `after`, in log order, below the safe horizon, read
+/// outside any transaction (a rebuild reads ahead of its writer).
+async fn events_after_on(
+    pool: &crate::db::Pool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EncodedEvent>, sqlx::Error> {
+    let statement = select_after(pool.engine(), ENCODED_COLUMNS);
+    on_pool!(pool, p => {
+        sqlx::query(&statement)
+        .bind(SocialAccount::TYPE)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(p)
+        .await?
+        .iter()
+        .map(read_encoded)
+        .collect()
+    })
+}
+
 /// The next [`BATCH`] events after `checkpoint`, in log order, below the safe horizon
 /// (without metadata: the projection does not need it).
 async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>, sqlx::Error> {
@@ -518,50 +666,80 @@ async fn events_after(tx: &mut Tx, checkpoint: i64) -> Result<Vec<EncodedEvent>,
     })
 }
 
-/// The stored views of the accounts `ids`: one query per [`VIEW_CHUNK`] accounts, not
-/// one each.
+/// The columns of `account_view` a batch reads back.
+const VIEW_ROW_COLUMNS: &str = "aggregate_id, appid, openid, unionid_hash, bound_user, \
+     has_profile, has_phone, latest_session, erased, last_sequence, last_position";
+
+/// The stored views of the accounts `ids`: on PostgreSQL one query with the ids as an
+/// array, on SQLite one per [`VIEW_CHUNK`] accounts; never one each.
 async fn read_views(
     tx: &mut Tx,
     ids: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, ViewRow>, sqlx::Error> {
     let mut views = BTreeMap::new();
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    for chunk in ids.chunks(VIEW_CHUNK) {
-        on_tx!(tx, t => {
-            let mut query = sqlx::QueryBuilder::new(
-                "SELECT aggregate_id, appid, openid, unionid_hash, bound_user, has_profile, has_phone, \
-                 latest_session, erased, last_sequence, last_position \
-                 FROM account_view WHERE aggregate_id IN (",
-            );
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
+    if ids.is_empty() {
+        return Ok(views);
+    }
+    match tx {
+        Tx::Postgres(t) => {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let rows = sqlx::query(&format!(
+                "SELECT {VIEW_ROW_COLUMNS} FROM account_view WHERE aggregate_id = ANY($1)"
+            ))
+            .bind(ids)
+            .fetch_all(&mut **t)
+            .await?;
+            for r in &rows {
+                views.insert(r.try_get("aggregate_id")?, view_row(r)?);
             }
-            query.push(")");
-            for r in query.build().fetch_all(&mut **t).await? {
-                views.insert(
-                    r.try_get("aggregate_id")?,
-                    ViewRow {
-                        appid: r.try_get("appid")?,
-                        openid: r.try_get("openid")?,
-                        unionid_hash: r.try_get("unionid_hash")?,
-                        bound_user: r.try_get("bound_user")?,
-                        has_profile: r.try_get("has_profile")?,
-                        has_phone: r.try_get("has_phone")?,
-                        latest_session: r.try_get("latest_session")?,
-                        erased: r.try_get("erased")?,
-                        last_sequence: r.try_get("last_sequence")?,
-                        last_position: r.try_get("last_position")?,
-                        released: BTreeMap::new(),
-                        bound_in_batch: false,
-                        bound_at: 0,
-                        bound_position: 0,
-                    },
-                );
+        }
+        Tx::Sqlite(t) => {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            for chunk in ids.chunks(VIEW_CHUNK) {
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "SELECT {VIEW_ROW_COLUMNS} FROM account_view WHERE aggregate_id IN ("
+                ));
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                query.push(")");
+                for r in &query.build().fetch_all(&mut **t).await? {
+                    views.insert(r.try_get("aggregate_id")?, view_row(r)?);
+                }
             }
-        });
+        }
     }
     Ok(views)
+}
+
+/// A stored view, as a batch projects onto it.
+fn view_row<R>(r: &R) -> Result<ViewRow, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database>,
+{
+    Ok(ViewRow {
+        appid: r.try_get("appid")?,
+        openid: r.try_get("openid")?,
+        unionid_hash: r.try_get("unionid_hash")?,
+        bound_user: r.try_get("bound_user")?,
+        has_profile: r.try_get("has_profile")?,
+        has_phone: r.try_get("has_phone")?,
+        latest_session: r.try_get("latest_session")?,
+        erased: r.try_get("erased")?,
+        last_sequence: r.try_get("last_sequence")?,
+        last_position: r.try_get("last_position")?,
+        released: BTreeMap::new(),
+        bound_in_batch: false,
+        bound_at: 0,
+        bound_position: 0,
+    })
 }
 
 /// Applies one event to its account's view, unless the view already reflects it.
@@ -580,39 +758,104 @@ fn project(
     view.last_position = stored.position;
 }
 
-/// Upserts the views, one multi-row statement per [`VIEW_CHUNK`] accounts.
+/// What an upsert of a view changes when the row exists.
+const VIEW_UPDATE: &str =
+    " ON CONFLICT (aggregate_id) DO UPDATE SET unionid_hash = excluded.unionid_hash, \
+     bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
+     has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
+     erased = excluded.erased, last_sequence = excluded.last_sequence, \
+     last_position = excluded.last_position";
+
+const VIEW_INSERT: &str = "INSERT INTO account_view (aggregate_id, appid, openid, unionid_hash, \
+     bound_user, has_profile, has_phone, latest_session, erased, last_sequence, last_position) ";
+
+/// Upserts the views: on PostgreSQL one statement with a column array each (its
+/// planning and binding cost no more for 10,000 rows than for one), on SQLite one
+/// multi-row statement per [`VIEW_CHUNK`] accounts.
 async fn write_views(tx: &mut Tx, views: &BTreeMap<String, ViewRow>) -> Result<(), sqlx::Error> {
-    let views: Vec<(&String, &ViewRow)> = views.iter().collect();
-    for chunk in views.chunks(VIEW_CHUNK) {
-        on_tx!(tx, t => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO account_view (aggregate_id, appid, openid, unionid_hash, bound_user, \
-                 has_profile, has_phone, latest_session, erased, last_sequence, last_position) ",
-            );
-            query.push_values(chunk, |mut row, (aggregate_id, view)| {
-                row.push_bind(aggregate_id.as_str())
-                    .push_bind(view.appid.as_str())
-                    .push_bind(view.openid.as_str())
-                    .push_bind(view.unionid_hash.as_deref())
-                    .push_bind(view.bound_user)
-                    .push_bind(view.has_profile)
-                    .push_bind(view.has_phone)
-                    .push_bind(view.latest_session)
-                    .push_bind(view.erased)
-                    .push_bind(view.last_sequence)
-                    .push_bind(view.last_position);
-            });
-            query.push(
-                " ON CONFLICT (aggregate_id) DO UPDATE SET unionid_hash = excluded.unionid_hash, \
-                 bound_user = excluded.bound_user, has_profile = excluded.has_profile, \
-                 has_phone = excluded.has_phone, latest_session = excluded.latest_session, \
-                 erased = excluded.erased, last_sequence = excluded.last_sequence, \
-                 last_position = excluded.last_position",
-            );
-            query.build().execute(&mut **t).await?;
-        });
+    if views.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        Tx::Postgres(t) => {
+            let mut columns = ViewColumns::default();
+            for (aggregate_id, view) in views {
+                columns.push(aggregate_id, view);
+            }
+            sqlx::query(&format!(
+                "{VIEW_INSERT}SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
+                 $4::text[], $5::int8[], $6::bool[], $7::bool[], $8::int8[], $9::bool[], \
+                 $10::int8[], $11::int8[]){VIEW_UPDATE}"
+            ))
+            .bind(columns.aggregate_id)
+            .bind(columns.appid)
+            .bind(columns.openid)
+            .bind(columns.unionid_hash)
+            .bind(columns.bound_user)
+            .bind(columns.has_profile)
+            .bind(columns.has_phone)
+            .bind(columns.latest_session)
+            .bind(columns.erased)
+            .bind(columns.last_sequence)
+            .bind(columns.last_position)
+            .execute(&mut **t)
+            .await?;
+        }
+        Tx::Sqlite(t) => {
+            let views: Vec<(&String, &ViewRow)> = views.iter().collect();
+            for chunk in views.chunks(VIEW_CHUNK) {
+                let mut query = sqlx::QueryBuilder::new(VIEW_INSERT);
+                query.push_values(chunk, |mut row, (aggregate_id, view)| {
+                    row.push_bind(aggregate_id.as_str())
+                        .push_bind(view.appid.as_str())
+                        .push_bind(view.openid.as_str())
+                        .push_bind(view.unionid_hash.as_deref())
+                        .push_bind(view.bound_user)
+                        .push_bind(view.has_profile)
+                        .push_bind(view.has_phone)
+                        .push_bind(view.latest_session)
+                        .push_bind(view.erased)
+                        .push_bind(view.last_sequence)
+                        .push_bind(view.last_position);
+                });
+                query.push(VIEW_UPDATE);
+                query.build().execute(&mut **t).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The views of a batch as one array per column (PostgreSQL's `UNNEST`).
+#[derive(Default)]
+struct ViewColumns<'a> {
+    aggregate_id: Vec<&'a str>,
+    appid: Vec<&'a str>,
+    openid: Vec<&'a str>,
+    unionid_hash: Vec<Option<&'a str>>,
+    bound_user: Vec<Option<i64>>,
+    has_profile: Vec<bool>,
+    has_phone: Vec<bool>,
+    latest_session: Vec<i64>,
+    erased: Vec<bool>,
+    last_sequence: Vec<i64>,
+    last_position: Vec<i64>,
+}
+
+impl<'a> ViewColumns<'a> {
+    fn push(&mut self, aggregate_id: &'a str, view: &'a ViewRow) {
+        self.aggregate_id.push(aggregate_id);
+        self.appid.push(&view.appid);
+        self.openid.push(&view.openid);
+        self.unionid_hash.push(view.unionid_hash.as_deref());
+        self.bound_user.push(view.bound_user);
+        self.has_profile.push(view.has_profile);
+        self.has_phone.push(view.has_phone);
+        self.latest_session.push(view.latest_session);
+        self.erased.push(view.erased);
+        self.last_sequence.push(view.last_sequence);
+        self.last_position.push(view.last_position);
+    }
 }
 
 /// The registry follows the log: a binding the log holds is claimed (a claim another
@@ -628,64 +871,142 @@ async fn repair_registry(
     tx: &mut Tx,
     views: &BTreeMap<String, ViewRow>,
 ) -> Result<(), sqlx::Error> {
-    let release = match tx.engine() {
-        Engine::Sqlite => {
-            "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
-             AND claimed_after < $4"
+    // Releases first, so that a user who moved from one identity to another within the
+    // batch is claimed again below.
+    let released: Vec<(&ViewRow, i64, i64)> = views
+        .values()
+        .flat_map(|view| {
+            view.released
+                .iter()
+                .filter(|(user, _)| Some(**user) != view.bound_user)
+                .map(move |(user, unbound_position)| (view, *user, *unbound_position))
+        })
+        .collect();
+    // The claims of the bindings projected.
+    let bound: Vec<(&ViewRow, i64)> = views
+        .values()
+        .filter(|view| view.bound_in_batch)
+        .filter_map(|view| Some((view, view.bound_user?)))
+        .collect();
+    let repaired = match tx {
+        Tx::Postgres(t) => {
+            release_claims_postgres(t, &released).await?;
+            claim_postgres(t, &bound).await?
         }
-        Engine::Postgres => {
-            "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
-             AND CASE WHEN claimed_snapshot IS NULL THEN claimed_after < $4 \
-             ELSE NOT pg_visible_in_snapshot(($4 / 65536)::text::xid8, claimed_snapshot) END"
-        }
-    };
-    // Releases first (rare: one statement each), so that a user who moved from one
-    // identity to another within the batch is claimed again below.
-    for view in views.values() {
-        let ended = view
-            .released
-            .iter()
-            .filter(|(user, _)| Some(**user) != view.bound_user);
-        for (user, unbound_position) in ended {
-            on_tx!(tx, t => {
-                sqlx::query(release)
+        Tx::Sqlite(t) => {
+            // One statement per release (rare, and local), one per [`VIEW_CHUNK`] claims.
+            for (view, user, unbound_position) in &released {
+                sqlx::query(
+                    "DELETE FROM bindings WHERE appid = $1 AND openid = $2 AND user_id = $3 \
+                     AND claimed_after < $4",
+                )
                 .bind(&view.appid)
                 .bind(&view.openid)
                 .bind(user)
                 .bind(unbound_position)
                 .execute(&mut **t)
                 .await?;
-            });
-        }
-    }
-    // The claims of the bindings projected: one statement per [`VIEW_CHUNK`] accounts.
-    let bound: Vec<(&ViewRow, i64)> = views
-        .values()
-        .filter(|view| view.bound_in_batch)
-        .filter_map(|view| Some((view, view.bound_user?)))
-        .collect();
-    for chunk in bound.chunks(VIEW_CHUNK) {
-        on_tx!(tx, t => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) ",
-            );
-            query.push_values(chunk, |mut row, (view, user)| {
-                row.push_bind(view.appid.as_str())
-                    .push_bind(view.openid.as_str())
-                    .push_bind(*user)
-                    .push_bind(view.bound_at)
-                    // As if claimed just before its event, as a bind does.
-                    .push_bind(view.bound_position - 1);
-            });
-            query.push(" ON CONFLICT DO NOTHING RETURNING appid, openid, user_id");
-            for row in query.build().fetch_all(&mut **t).await? {
-                let (appid, openid, user): (String, String, i64) =
-                    (row.try_get("appid")?, row.try_get("openid")?, row.try_get("user_id")?);
-                tracing::info!(account = %format!("{appid}:{openid}"), user, "registry repaired from the log");
             }
-        });
+            let mut repaired = Vec::new();
+            for chunk in bound.chunks(VIEW_CHUNK) {
+                let mut query = sqlx::QueryBuilder::new(CLAIM_INSERT);
+                query.push_values(chunk, |mut row, (view, user)| {
+                    row.push_bind(view.appid.as_str())
+                        .push_bind(view.openid.as_str())
+                        .push_bind(*user)
+                        .push_bind(view.bound_at)
+                        // As if claimed just before its event, as a bind does.
+                        .push_bind(view.bound_position - 1);
+                });
+                query.push(CLAIM_CONFLICT);
+                repaired.extend(query.build().fetch_all(&mut **t).await?);
+            }
+            repaired
+                .iter()
+                .map(repaired_claim)
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    for (appid, openid, user) in repaired {
+        tracing::info!(account = %format!("{appid}:{openid}"), user, "registry repaired from the log");
     }
     Ok(())
+}
+
+const CLAIM_INSERT: &str =
+    "INSERT INTO bindings (appid, openid, user_id, claimed_at, claimed_after) ";
+const CLAIM_CONFLICT: &str = " ON CONFLICT DO NOTHING RETURNING appid, openid, user_id";
+
+/// The releases of a batch in one statement, the `Unbound`s as arrays (PostgreSQL).
+async fn release_claims_postgres(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    released: &[(&ViewRow, i64, i64)],
+) -> Result<(), sqlx::Error> {
+    if released.is_empty() {
+        return Ok(());
+    }
+    let appids: Vec<&str> = released.iter().map(|(v, _, _)| v.appid.as_str()).collect();
+    let openids: Vec<&str> = released.iter().map(|(v, _, _)| v.openid.as_str()).collect();
+    let users: Vec<i64> = released.iter().map(|(_, user, _)| *user).collect();
+    let unbound: Vec<i64> = released.iter().map(|(_, _, position)| *position).collect();
+    sqlx::query(
+        "DELETE FROM bindings b USING UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+         AS r(appid, openid, user_id, unbound) \
+         WHERE b.appid = r.appid AND b.openid = r.openid AND b.user_id = r.user_id \
+         AND CASE WHEN b.claimed_snapshot IS NULL THEN b.claimed_after < r.unbound \
+         ELSE NOT pg_visible_in_snapshot((r.unbound / 65536)::text::xid8, b.claimed_snapshot) END",
+    )
+    .bind(appids)
+    .bind(openids)
+    .bind(users)
+    .bind(unbound)
+    .execute(&mut **t)
+    .await?;
+    Ok(())
+}
+
+/// The claims of a batch in one statement, as arrays (PostgreSQL); answers those it made.
+async fn claim_postgres(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    bound: &[(&ViewRow, i64)],
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    if bound.is_empty() {
+        return Ok(Vec::new());
+    }
+    let appids: Vec<&str> = bound.iter().map(|(v, _)| v.appid.as_str()).collect();
+    let openids: Vec<&str> = bound.iter().map(|(v, _)| v.openid.as_str()).collect();
+    let users: Vec<i64> = bound.iter().map(|(_, user)| *user).collect();
+    let at: Vec<i64> = bound.iter().map(|(v, _)| v.bound_at).collect();
+    // As if claimed just before its event, as a bind does.
+    let after: Vec<i64> = bound.iter().map(|(v, _)| v.bound_position - 1).collect();
+    sqlx::query(&format!(
+        "{CLAIM_INSERT}SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
+         $5::int8[]){CLAIM_CONFLICT}"
+    ))
+    .bind(appids)
+    .bind(openids)
+    .bind(users)
+    .bind(at)
+    .bind(after)
+    .fetch_all(&mut **t)
+    .await?
+    .iter()
+    .map(repaired_claim)
+    .collect()
+}
+
+fn repaired_claim<R>(row: &R) -> Result<(String, String, i64), sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok((
+        row.try_get("appid")?,
+        row.try_get("openid")?,
+        row.try_get("user_id")?,
+    ))
 }
 
 /// The error of a catch-up that stopped before `event`.

@@ -92,6 +92,11 @@ pub struct VerifyReport {
     pub legacy: u64,
     /// Checkpoints compared.
     pub checkpoints_checked: u64,
+    /// The positions of the checkpoints this run could not compare: they lie past the
+    /// part of the log that was final when it read (on PostgreSQL, a transaction still
+    /// in flight held the safe horizon below them). They are neither passed nor failed:
+    /// a later run compares them.
+    pub not_yet_verifiable: Vec<i64>,
     /// Evidence of tampering; empty when the log is intact.
     pub findings: Vec<Finding>,
     /// The checkpoint recorded after a clean verification (None when there was
@@ -103,6 +108,12 @@ impl VerifyReport {
     /// Whether no tampering was found.
     pub fn is_clean(&self) -> bool {
         self.findings.is_empty()
+    }
+
+    /// Whether every recorded checkpoint was compared (none is
+    /// [`not_yet_verifiable`](Self::not_yet_verifiable)).
+    pub fn is_complete(&self) -> bool {
+        self.not_yet_verifiable.is_empty()
     }
 }
 
@@ -471,10 +482,22 @@ impl<'a> Evidence<'a> {
         self.compare_through(event.position, true);
     }
 
-    /// Ends the fold: compares the checkpoints past the last event, and adds what the
-    /// comparison found to `report`.
+    /// Ends the fold of the whole log: compares the checkpoints past the last event,
+    /// and adds what the comparison found to `report`.
     pub fn finish(&mut self, report: &mut VerifyReport) {
-        self.compare_through(i64::MAX, true);
+        self.finish_below(report, i64::MAX);
+    }
+
+    /// Ends a fold that read the log only below position `limit` (everything below it
+    /// is final, and was read): compares the checkpoints below it, even those past the
+    /// last event (a deleted tail), and lists those at or past it as
+    /// [`not_yet_verifiable`](VerifyReport::not_yet_verifiable) — the fold cannot tell
+    /// whether the events they cover are there.
+    pub fn finish_below(&mut self, report: &mut VerifyReport, limit: i64) {
+        self.compare_through(limit, false);
+        report
+            .not_yet_verifiable
+            .extend(self.checkpoints.by_ref().map(|cp| cp.position));
         report.checkpoints_checked = self.checked;
         report.findings.append(&mut self.findings);
     }
@@ -632,6 +655,40 @@ mod tests {
         let mut report = VerifyReport::default();
         changed.finish(&mut report);
         assert_eq!(kinds(&report), [(FindingKind::CheckpointMismatch, None)]);
+    }
+
+    #[test]
+    fn a_checkpoint_past_what_was_final_is_neither_passed_nor_failed() {
+        let events = chained(3);
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut first = Evidence::new(&[]);
+        events[..1].iter().for_each(|e| first.fold(e));
+        let mut all = Evidence::new(&[]);
+        events.iter().for_each(|e| all.fold(e));
+        let checkpoints = [
+            first.new_checkpoint(&[], at).unwrap(),
+            all.new_checkpoint(&[], at).unwrap(),
+        ];
+
+        // Only the first two events (positions 10, 20) were final: the checkpoint at
+        // 30 cannot be compared, and is not reported as a mismatch.
+        let mut held_back = Evidence::new(&checkpoints);
+        events[..2].iter().for_each(|e| held_back.fold(e));
+        let mut report = VerifyReport::default();
+        held_back.finish_below(&mut report, 30);
+        assert!(report.is_clean(), "{report:?}");
+        assert!(!report.is_complete());
+        assert_eq!(report.not_yet_verifiable, [30]);
+        assert_eq!(report.checkpoints_checked, 1);
+
+        // Below the limit, a checkpoint past the last event read is compared: the tail
+        // it covers is gone.
+        let mut truncated = Evidence::new(&checkpoints);
+        events[..2].iter().for_each(|e| truncated.fold(e));
+        let mut report = VerifyReport::default();
+        truncated.finish_below(&mut report, 31);
+        assert_eq!(kinds(&report), [(FindingKind::CheckpointMismatch, None)]);
+        assert!(report.is_complete());
     }
 
     #[test]

@@ -1070,7 +1070,9 @@ fn verify_body(csrf: &str, last: Option<&(DateTime<Utc>, VerifyReport)>) -> Mark
                 h2 #report-heading { "Result at " (when(*at)) }
                 p { (report.events) " events in " (report.streams) " streams: " (report.chained) " chained, "
                     (report.legacy) " legacy (written before the chain); " (report.checkpoints_checked) " checkpoint(s) compared." }
-                @if report.is_clean() {
+                @if report.is_clean() && !report.is_complete() {
+                    p.verdict role="status" { "NOT YET VERIFIABLE: nothing was found in the log read, but " (report.not_yet_verifiable.len()) " checkpoint(s) lie past what was final (a transaction in flight holds the log's safe horizon back). Run verify again." }
+                } @else if report.is_clean() {
                     p.ok.verdict role="status" { "OK: no event was edited, deleted, inserted or reordered." }
                     @if let Some(cp) = &report.checkpoint {
                         p { "New checkpoint at position " (cp.position) "." }
