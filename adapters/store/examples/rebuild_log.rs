@@ -142,6 +142,7 @@ async fn account(es: &AccountEventStore, n: u64) -> Result<(), String> {
     if n % 10 == 9 {
         commands.push(SocialAccountCommand::Import {
             appid: appid.clone(),
+            channel: miniauth_domain::Channel::MiniProgram,
             openid: openid.clone(),
             unionid: Some(unionid()),
             nickname: Some(SealedDatum::from_sealed_text(format!("v1.n.{n}"))),

@@ -699,6 +699,7 @@ async fn rebuilt_read_models_equal_the_ones_before(engine: Engine) {
         "o-imp",
         SocialAccountCommand::Import {
             appid: appid(),
+            channel: miniauth_domain::Channel::MiniProgram,
             openid: OpenId::parse("o-imp").unwrap(),
             unionid: None,
             nickname: Some(SealedDatum::from_sealed_text("v1.n.imp".into())),
