@@ -594,8 +594,10 @@ async fn bad_phone_codes(engine: Engine) {
     app.phone(APP, &json!({ "ticket": ticket, "code": code }))
         .await
         .ok(200);
-    // Used once: a second identity cannot spend it (and the first is bound already).
-    let ticket = app.ticket(APP, wechat).await;
+    // Used once: WeChat refuses it the second time. (A login of the bound identity
+    // through GitEgg's `/login`: its bind key is unspent, so the phone code is what is
+    // refused — a v1 login's ticket would be issued spent and refused first.)
+    let ticket = app.bind_key(APP, wechat).await;
     app.unchanged("a used phone code", || async {
         let answer = app
             .phone(APP, &json!({ "ticket": ticket, "code": code }))
