@@ -54,6 +54,8 @@ pub struct SqlAttemptLimiter {
     db: Db,
     keys: Keys,
     limits: ThrottleLimits,
+    /// [`hit_sql`] for the engine, built once: every login runs it.
+    hit_statement: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for SqlAttemptLimiter {
@@ -72,7 +74,13 @@ struct Counted {
 
 impl SqlAttemptLimiter {
     pub(crate) fn new(db: Db, keys: Keys, limits: ThrottleLimits) -> Self {
-        Self { db, keys, limits }
+        let hit_statement = hit_sql(db.engine()).into();
+        Self {
+            db,
+            keys,
+            limits,
+            hit_statement,
+        }
     }
 
     /// The stored key: a keyed hash, since the key names an account and an address.
@@ -89,10 +97,9 @@ impl SqlAttemptLimiter {
         let hash = self.key_hash(key);
         let now_ms = millis(now);
         let ends_ms = millis(now + self.limits.of(key.kind()).window);
-        let statement = hit_sql(self.db.engine());
         let _turn = self.db.write_turn().await;
         let counted = on_pool!(&self.db.pool, p => {
-            let row = sqlx::query(&statement)
+            let row = sqlx::query(&self.hit_statement)
             .bind(&hash)
             .bind(now_ms)
             .bind(ends_ms)
